@@ -1,0 +1,324 @@
+"""Typed configuration: ``configs/<profile>.yaml`` + ``MLCANARY_*`` environment overrides.
+
+Every default lives in the pydantic models below, so a profile file only says what differs. A profile
+may ``extends:`` another one. Environment variables override files: ``MLCANARY_TRAINING__SEED=7``
+sets ``training.seed`` (sections joined by ``__``; values parsed as YAML, so lists and numbers work).
+``MLCANARY_PROFILE`` picks the profile, ``MLCANARY_CONFIG`` a file, ``MLCANARY_CONFIG_DIR`` the
+folder of profiles.
+
+Anything wrong raises :class:`ConfigError` with one message naming the source (file or variable),
+the field and the problem; callers show that message and never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ENV_PREFIX = "MLCANARY_"
+ENV_NESTED_DELIMITER = "__"
+PROFILES: tuple[str, ...] = ("local", "demo", "kserve")
+_RESERVED_ENV = {"PROFILE", "CONFIG", "CONFIG_DIR"}
+
+Metric = Literal["roc_auc", "average_precision", "f1", "precision", "recall", "accuracy", "log_loss"]
+ModelName = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
+        description="registered model name in MLflow (letters, digits, '.', '_', '-')",
+    ),
+]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class ConfigError(Exception):
+    """Configuration that cannot be used; ``str(error)`` is the whole, user-facing explanation."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MlflowSettings(_Section):
+    """Where the MLflow tracking server and model registry live."""
+
+    tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI; default: SQLite file mlflow.db in the state directory",
+    )
+    registry_uri: str | None = Field(None, description="MLflow registry URI; default: the tracking URI")
+    experiment: str = Field("mlcanary", min_length=1, description="experiment that holds training runs")
+    artifact_location: str | None = Field(
+        None,
+        description="artifact root for a new experiment; default: mlartifacts/ in the state directory",
+    )
+
+
+class SyntheticDataSettings(_Section):
+    """The bundled card-transaction generator (used when ``data.source`` is ``synthetic``)."""
+
+    rows: int = Field(20_000, ge=200, le=20_000_000, description="number of rows to generate")
+    seed: int = Field(0, ge=0, description="random seed; the same seed gives the same rows")
+    covariate_shift: float = Field(
+        0.0, ge=0.0, le=5.0, description="feature shift in standard deviations (0 = none)"
+    )
+    fraud_rate: float = Field(0.04, gt=0.0, lt=1.0, description="share of fraudulent rows")
+    noise: float = Field(0.0, ge=0.0, le=0.5, description="share of labels flipped at random")
+
+
+class DataSettings(_Section):
+    """The training data: the bundled generator or the user's own CSV / Parquet file."""
+
+    source: Literal["synthetic", "file"] = Field(
+        "synthetic", description="'synthetic' for the bundled generator, 'file' for your own data"
+    )
+    path: Path | None = Field(None, description="CSV or Parquet file (required when source is 'file')")
+    target: str = Field("is_fraud", min_length=1, description="name of the binary label column (0/1)")
+    features: list[str] | None = Field(
+        None, description="feature columns to use; default: every column except the target"
+    )
+    synthetic: SyntheticDataSettings = Field(default_factory=SyntheticDataSettings)
+
+    @model_validator(mode="after")
+    def _path_for_files(self) -> DataSettings:
+        if self.source == "file" and self.path is None:
+            raise ValueError("data.path is required when data.source is 'file'")
+        return self
+
+
+class ModelSettings(_Section):
+    """What is trained and under which name it is registered."""
+
+    name: ModelName = "fraud-detector"
+    factory: str = Field(
+        "models.pipeline:build_pipeline",
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="'module:function' that builds the scikit-learn pipeline",
+    )
+    estimator: Literal["logistic_regression", "random_forest", "hist_gradient_boosting"] = Field(
+        "hist_gradient_boosting", description="estimator at the end of the pipeline"
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="hyperparameters passed to the estimator"
+    )
+
+
+class TrainingSettings(_Section):
+    """Split, evaluation and the offline gate against the current champion."""
+
+    test_size: float = Field(0.25, gt=0.0, lt=1.0, description="holdout share")
+    seed: int = Field(42, ge=0, description="seed for the split and the estimator")
+    primary_metric: Metric = Field(
+        "roc_auc", description="metric that decides the offline gate (log_loss: lower is better)"
+    )
+    gate_tolerance: float = Field(
+        0.005,
+        ge=0.0,
+        le=1.0,
+        description="how much worse than the champion (absolute) the candidate may be and still pass",
+    )
+    decision_threshold: float = Field(
+        0.5, gt=0.0, lt=1.0, description="probability above which a row is labelled positive"
+    )
+    reference_rows: int = Field(
+        5_000, ge=100, le=1_000_000, description="training rows stored as the drift reference"
+    )
+
+
+class ServingSettings(_Section):
+    """Where models are served (ports are the local stack's; see DESIGN.md)."""
+
+    backend: Literal["local", "kserve"] = Field(
+        "local", description="'local' (Envoy + model servers) or 'kserve' (Kubernetes)"
+    )
+    host: str = Field("127.0.0.1", description="address the local stack binds to")
+    front_door_port: Port = Field(8080, description="Envoy listener: the one URL clients call")
+    envoy_admin_port: Port = Field(9901, description="Envoy admin endpoint (weights, stats)")
+    champion_port: Port = Field(8081, description="local champion model server")
+    candidate_port: Port = Field(8082, description="local candidate model server")
+    collector_port: Port = Field(8090, description="inference-log collector")
+    webhook_port: Port = Field(8095, description="MLflow webhook receiver")
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> ServingSettings:
+        ports = {
+            name: value
+            for name, value in self.__dict__.items()
+            if name.endswith("_port") and isinstance(value, int)
+        }
+        seen: dict[int, str] = {}
+        for name, value in ports.items():
+            if value in seen:
+                raise ValueError(f"serving.{name} and serving.{seen[value]} are both {value}")
+            seen[value] = name
+        return self
+
+
+class Settings(_Section):
+    """The whole configuration of one mlcanary installation."""
+
+    profile: Literal["local", "demo", "kserve"] = Field("local", description="which profile this is")
+    state_dir: Path = Field(Path(".mlcanary"), description="local state: MLflow SQLite, artifacts, logs")
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    data: DataSettings = Field(default_factory=DataSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow tracking URI in force (SQLite under the state directory by default)."""
+        if self.mlflow.tracking_uri:
+            return self.mlflow.tracking_uri
+        return f"sqlite:///{(self.state_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def registry_uri(self) -> str:
+        """The MLflow registry URI in force (the tracking URI by default)."""
+        return self.mlflow.registry_uri or self.tracking_uri
+
+    @property
+    def artifact_location(self) -> str:
+        """Artifact root for a newly created experiment."""
+        if self.mlflow.artifact_location:
+            return self.mlflow.artifact_location
+        return (self.state_dir / "mlartifacts").resolve().as_uri()
+
+
+def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str, Any], list[Path]]:
+    """Read a profile file and the files it ``extends``; returns the merged mapping and the files."""
+    if path in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, path))
+        raise ConfigError(f"{path}: 'extends' forms a cycle: {cycle}")
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
+    parent = loaded.pop("extends", None)
+    if parent is None:
+        return loaded, [path]
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: extends: expected a profile name or file name")
+    parent_path = path.parent / (parent if parent.endswith((".yaml", ".yml")) else f"{parent}.yaml")
+    base, files = _read_yaml(parent_path, (*chain, path))
+    return _deep_merge(base, loaded), [*files, path]
+
+
+def env_overrides(env: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
+    """``MLCANARY_A__B=v`` → ``{"a.b": ("MLCANARY_A__B", parsed v)}`` (reserved names skipped)."""
+    found: dict[str, tuple[str, Any]] = {}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX) :]
+        if key in _RESERVED_ENV or not key:
+            continue
+        dotted = ".".join(part.lower() for part in key.split(ENV_NESTED_DELIMITER))
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            value = raw
+        found[dotted] = (name, value)
+    return found
+
+
+def _nest(dotted: Mapping[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for path, value in dotted.items():
+        node = nested
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment: {path} conflicts with another override")
+        node[leaf] = value
+    return nested
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    message = str(error["msg"])
+    if error["type"] == "extra_forbidden":
+        message = "unknown field (check the spelling; see `mlcanary config --help`)"
+    elif error["type"] == "missing":
+        message = "required field is missing"
+    value = error.get("input")
+    if error["type"] not in ("extra_forbidden", "missing") and not isinstance(value, dict | list):
+        message += f" (got {value!r})"
+    return message
+
+
+def _format_errors(error: ValidationError, files: list[Path], env: dict[str, tuple[str, Any]]) -> str:
+    source_files = ", ".join(str(f) for f in files) or "built-in defaults"
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"] if part != "__root__") or "(top level)"
+        source = source_files
+        for dotted, (var, _) in env.items():
+            if field == dotted or field.startswith(dotted + "."):
+                source = f"environment variable {var}"
+        lines.append(f"{source}: {field}: {_describe(item)}")
+    head = "invalid configuration" if len(lines) > 1 else "invalid configuration:"
+    return head + ("\n  " if len(lines) > 1 else " ") + "\n  ".join(lines)
+
+
+def load_settings(
+    profile: str | None = None,
+    *,
+    config_file: Path | None = None,
+    config_dir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Load and validate the configuration.
+
+    ``profile`` (or ``MLCANARY_PROFILE``, default ``local``) names ``<config_dir>/<profile>.yaml``;
+    ``config_file`` (or ``MLCANARY_CONFIG``) names a file directly. A missing ``local`` profile
+    file means the embedded defaults. Environment overrides are applied last.
+    Raises :class:`ConfigError` with a one-message explanation for anything invalid.
+    """
+    env = os.environ if env is None else env
+    config_dir = config_dir or Path(env.get(f"{ENV_PREFIX}CONFIG_DIR", "configs"))
+    if config_file is None and env.get(f"{ENV_PREFIX}CONFIG"):
+        config_file = Path(env[f"{ENV_PREFIX}CONFIG"])
+    data: dict[str, Any] = {}
+    files: list[Path] = []
+    if config_file is not None:
+        data, files = _read_yaml(config_file)
+    else:
+        profile = profile or env.get(f"{ENV_PREFIX}PROFILE") or "local"
+        if profile not in PROFILES:
+            raise ConfigError(
+                f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)} or pass a config file"
+            )
+        path = config_dir / f"{profile}.yaml"
+        if path.is_file():
+            data, files = _read_yaml(path)
+        elif profile != "local":
+            raise ConfigError(f"{path}: config file for profile {profile!r} not found")
+        data.setdefault("profile", profile)
+    overrides = env_overrides(env)
+    data = _deep_merge(data, _nest({k: v for k, (_, v) in overrides.items()}))
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, files, overrides)) from None
