@@ -128,6 +128,10 @@ class TrainingSettings(_Section):
     reference_rows: int = Field(
         5_000, ge=100, le=1_000_000, description="training rows stored as the drift reference"
     )
+    replace_candidate: bool = Field(
+        False,
+        description="let a version that passes the gate take @candidate from one already under canary",
+    )
 
 
 class ServingSettings(_Section):
@@ -276,7 +280,7 @@ def _format_errors(error: ValidationError, files: list[Path], env: dict[str, tup
         source = source_files
         for dotted, (var, _) in env.items():
             if field == dotted or field.startswith(dotted + "."):
-                source = f"environment variable {var}"
+                source = var if var.startswith("override ") else f"environment variable {var}"
         lines.append(f"{source}: {field}: {_describe(item)}")
     head = "invalid configuration" if len(lines) > 1 else "invalid configuration:"
     return head + ("\n  " if len(lines) > 1 else " ") + "\n  ".join(lines)
@@ -288,6 +292,7 @@ def load_settings(
     config_file: Path | None = None,
     config_dir: Path | None = None,
     env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> Settings:
     """Load and validate the configuration.
 
@@ -316,9 +321,10 @@ def load_settings(
         elif profile != "local":
             raise ConfigError(f"{path}: config file for profile {profile!r} not found")
         data.setdefault("profile", profile)
-    overrides = env_overrides(env)
-    data = _deep_merge(data, _nest({k: v for k, (_, v) in overrides.items()}))
+    sources = env_overrides(env)
+    sources.update({key: (f"override {key}", value) for key, value in (overrides or {}).items()})
+    data = _deep_merge(data, _nest({k: v for k, (_, v) in sources.items()}))
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, files, overrides)) from None
+        raise ConfigError(_format_errors(exc, files, sources)) from None

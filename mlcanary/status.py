@@ -1,0 +1,99 @@
+"""``mlcanary status``: where a model's release stands, as one JSON-able object.
+
+The shape is a stable contract (DESIGN.md, "Command line"): ``phase``, ``champion_version``,
+``candidate_version``, ``traffic`` (``{"champion": int, "candidate": int}`` as observed at the
+serving layer) and ``last_decision`` (``{"action", "reason", "checks": [...]}``). A field that is
+not known yet is ``null``; nothing is guessed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from mlcanary.registry import CANDIDATE, CHAMPION, TAG_PREFIX, ModelRegistry, ModelVersionInfo
+
+
+class Traffic(BaseModel):
+    """Percent of requests each arm receives, as the serving layer reports it."""
+
+    champion: int = Field(ge=0, le=100)
+    candidate: int = Field(ge=0, le=100)
+
+
+class Decision(BaseModel):
+    """The last verdict of the judge: what it did, why, and every check behind it."""
+
+    action: str
+    reason: str
+    checks: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class VersionSummary(BaseModel):
+    """One version in the status listing."""
+
+    version: str
+    aliases: list[str]
+    gate: str | None
+    primary_metric: str | None
+    metric_value: float | None
+    rejected: str | None
+    created_at: str
+
+
+class ReleaseStatus(BaseModel):
+    """The status contract; extra fields may be added, none of these removed or renamed."""
+
+    model: str
+    phase: str | None
+    champion_version: str | None
+    candidate_version: str | None
+    traffic: Traffic | None
+    last_decision: Decision | None
+    versions: list[VersionSummary] = Field(default_factory=list)
+
+
+def _summary(info: ModelVersionInfo) -> VersionSummary:
+    metric = info.tag("primary_metric")
+    raw = info.tag(f"metric.{metric}") if metric else None
+    return VersionSummary(
+        version=info.version,
+        aliases=list(info.aliases),
+        gate=info.tag("gate"),
+        primary_metric=metric,
+        metric_value=float(raw) if raw is not None else None,
+        rejected=info.tag("rejected"),
+        created_at=info.created_at.isoformat(timespec="seconds"),
+    )
+
+
+def _last_decision(info: ModelVersionInfo | None) -> Decision | None:
+    raw = info.tag("last_decision") if info else None
+    if not raw:
+        return None
+    try:
+        return Decision.model_validate(json.loads(raw))
+    except ValueError:
+        return Decision(action="unknown", reason=f"unreadable {TAG_PREFIX}last_decision tag: {raw[:200]}")
+
+
+def read_status(registry: ModelRegistry, name: str, *, traffic: Traffic | None = None) -> ReleaseStatus:
+    """Status of ``name`` from the registry (aliases, ``mlcanary.*`` tags) and, when a serving
+    backend reported it, the observed ``traffic``. Raises ``ModelNotFoundError`` for an unknown model."""
+    aliases = registry.aliases(name)
+    versions = registry.list_versions(name)
+    by_number = {v.version: v for v in versions}
+    champion = by_number.get(aliases.get(CHAMPION, ""))
+    candidate = by_number.get(aliases.get(CANDIDATE, ""))
+    release = candidate or champion
+    return ReleaseStatus(
+        model=name,
+        phase=release.tag("phase") if release else None,
+        champion_version=champion.version if champion else None,
+        candidate_version=candidate.version if candidate else None,
+        traffic=traffic,
+        last_decision=_last_decision(release),
+        versions=[_summary(v) for v in versions],
+    )
