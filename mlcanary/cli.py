@@ -23,7 +23,7 @@ from mlcanary.config import ConfigError, Settings, load_settings
 from mlcanary.data.loader import DataError
 from mlcanary.registry import RegistryError, registry_from_settings
 from mlcanary.status import ReleaseStatus, read_status
-from mlcanary.training import TrainingError, TrainingOutcome, train
+from mlcanary.training import TrainingError, TrainingOutcome, run_overrides, train
 
 app = typer.Typer(
     name="mlcanary",
@@ -106,37 +106,6 @@ def _print_outcome(outcome: TrainingOutcome) -> None:
     console.print(f"  data {outcome.data_fingerprint} · commit {outcome.git_commit[:12]}", highlight=False)
 
 
-def _train_overrides(
-    data: Path | None,
-    target: str | None,
-    model_name: str | None,
-    estimator: str | None,
-    rows: int | None,
-    seed: int | None,
-    covariate_shift: float | None,
-    fraud_rate: float | None,
-    noise: float | None,
-    replace_candidate: bool,
-) -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
-    if data is not None:
-        overrides.update({"data.source": "file", "data.path": str(data)})
-    pairs = {
-        "data.target": target,
-        "model.name": model_name,
-        "model.estimator": estimator,
-        "data.synthetic.rows": rows,
-        "data.synthetic.seed": seed,
-        "data.synthetic.covariate_shift": covariate_shift,
-        "data.synthetic.fraud_rate": fraud_rate,
-        "data.synthetic.noise": noise,
-    }
-    overrides.update({k: v for k, v in pairs.items() if v is not None})
-    if replace_candidate:
-        overrides["training.replace_candidate"] = True
-    return overrides
-
-
 def _run_training(settings: Settings, say: Callable[[str], None]) -> TrainingOutcome:
     registry = registry_from_settings(settings)
     return train(settings, registry, log=say)
@@ -174,18 +143,21 @@ def train_command(
     gate, and are tagged rejected (with the reason) if they do not.
     """
     with _user_errors():
+        synthetic = {
+            "rows": rows,
+            "seed": seed,
+            "covariate_shift": covariate_shift,
+            "fraud_rate": fraud_rate,
+            "noise": noise,
+        }
         settings = ctx.obj.settings(
-            _train_overrides(
-                data,
-                target,
-                model_name,
-                estimator,
-                rows,
-                seed,
-                covariate_shift,
-                fraud_rate,
-                noise,
-                replace_candidate,
+            run_overrides(
+                data_path=data,
+                target=target,
+                model_name=model_name,
+                estimator=estimator,
+                replace_candidate=replace_candidate,
+                synthetic=synthetic,
             )
         )
         if as_json:

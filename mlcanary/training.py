@@ -345,6 +345,54 @@ def assign_alias(
     return CANDIDATE, f"{gate.reason}: it becomes @candidate"
 
 
+def make_outcome(
+    settings: Settings,
+    dataset: Dataset,
+    version: ModelVersionInfo,
+    assigned: tuple[str | None, str],
+    gate: GateResult,
+    metrics: Mapping[str, float],
+    champion: ChampionScore | None,
+    commit: str,
+) -> TrainingOutcome:
+    """Gather what a run did into its :class:`TrainingOutcome`."""
+    alias, reason = assigned
+    return TrainingOutcome(
+        model=settings.model.name,
+        version=version.version,
+        alias=alias,
+        gate=gate,
+        metrics=dict(metrics),
+        champion_version=champion.version if champion else None,
+        champion_metrics=dict(champion.metrics) if champion and champion.metrics else None,
+        data_fingerprint=dataset.fingerprint,
+        data_source=dataset.source,
+        git_commit=commit,
+        reason=reason,
+    )
+
+
+def run_overrides(
+    *,
+    data_path: str | Path | None = None,
+    target: str | None = None,
+    model_name: str | None = None,
+    estimator: str | None = None,
+    replace_candidate: bool = False,
+    synthetic: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Dotted config overrides for one run (from CLI options or flow parameters); None = keep."""
+    overrides: dict[str, Any] = {}
+    if data_path:
+        overrides |= {"data.source": "file", "data.path": str(data_path)}
+    named = {"data.target": target, "model.name": model_name, "model.estimator": estimator}
+    named |= {f"data.synthetic.{k}": v for k, v in (synthetic or {}).items()}
+    overrides |= {k: v for k, v in named.items() if v is not None}
+    if replace_candidate:
+        overrides["training.replace_candidate"] = True
+    return overrides
+
+
 # -- the whole run (the CLI's path; the flow composes the same steps as tasks) ------------------
 
 
@@ -368,21 +416,7 @@ def train(
     commit = git_commit()
     new = build_new_version(settings, dataset, split, model, metrics, champion, gate, commit)
     version = registry.register(name, new)
-    alias, reason = assign_alias(
-        registry, version, gate, replace_candidate=settings.training.replace_candidate
-    )
-    outcome = TrainingOutcome(
-        model=name,
-        version=version.version,
-        alias=alias,
-        gate=gate,
-        metrics=metrics,
-        champion_version=champion.version if champion else None,
-        champion_metrics=dict(champion.metrics) if champion and champion.metrics else None,
-        data_fingerprint=dataset.fingerprint,
-        data_source=dataset.source,
-        git_commit=commit,
-        reason=reason,
-    )
+    assigned = assign_alias(registry, version, gate, replace_candidate=settings.training.replace_candidate)
+    outcome = make_outcome(settings, dataset, version, assigned, gate, metrics, champion, commit)
     say(outcome.summary())
     return outcome

@@ -1,0 +1,59 @@
+# mlcanary: two commands from a fresh clone — `make demo` and `make test`.
+# Each bootstraps .venv from requirements.lock when it is missing or stale (installing uv from PyPI
+# into .tools/ if uv is not on PATH). `make help` lists every target.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null)
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+# Never let uv download a Python build: only registries are reachable from CI.
+export UV_PYTHON_DOWNLOADS := never
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := true
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+
+.PHONY: help demo test test-fast lint format lock bootstrap clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+.tools/bin/uv:
+	@echo "uv not found: installing it from PyPI into .tools/"
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check uv
+
+$(STAMP): requirements.lock pyproject.toml | $(UV)
+	@test -n "$(PYTHON)" || { echo "error: Python 3.11 is required (python3.11 not found)"; exit 1; }
+	$(UV) venv --quiet --seed --allow-existing --python $(PYTHON) $(VENV)
+	$(UV) pip install --quiet --python $(BIN)/python -r requirements.lock
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
+	@touch $(STAMP)
+
+bootstrap: $(STAMP) ## Create .venv from requirements.lock (done by every target that needs it)
+
+demo: $(STAMP) ## The whole story locally on embedded defaults (state in .mlcanary/demo)
+	$(BIN)/mlcanary demo
+
+test: $(STAMP) ## Every test suite: unit, flows and integration (real Envoy, MLflow, Prefect); e2e skips without a cluster
+	$(BIN)/pytest
+
+test-fast: $(STAMP) ## Unit tests only
+	$(BIN)/pytest -m "not integration and not flows and not slow"
+
+lint: $(STAMP) ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP) ## Apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+lock: | $(UV) ## Re-resolve requirements.lock from pyproject.toml (names and versions only)
+	$(UV) pip compile pyproject.toml --extra dev --python-version 3.11 --no-annotate --no-header -o requirements.lock
+
+clean: ## Remove local state (.mlcanary/) and caches; keeps .venv
+	rm -rf .mlcanary .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Prefect flows: the entrypoints named in ``prefect.yaml``."""

@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers over ``mlcanary`` adding retries (I/O only), logging and artifacts."""
