@@ -1,0 +1,57 @@
+"""Shared fixtures: one real MLflow SQLite store per test session, a fresh model name per test."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlcanary.config import Settings, load_settings
+from mlcanary.registry import MlflowRegistry, registry_from_settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_names = itertools.count(1)
+
+# Quiet MLflow for every test process (CI has no telemetry endpoint to reach anyway).
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+@pytest.fixture(scope="session")
+def mlflow_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A state directory whose mlflow.db is shared by the whole session (creating one costs ~4 s)."""
+    return tmp_path_factory.mktemp("mlcanary-state")
+
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(mlflow_state: Path) -> SettingsFactory:
+    """Settings on the session's MLflow store with a model name unique to this test.
+
+    Keyword arguments are dotted overrides, e.g. ``make_settings(**{"model.estimator": "..."})``.
+    Small data keeps training well under a second.
+    """
+    name = f"model-{next(_names)}"
+
+    def factory(**overrides: Any) -> Settings:
+        base = {
+            "state_dir": str(mlflow_state),
+            "model.name": name,
+            "model.estimator": "logistic_regression",
+            "data.synthetic.rows": 3000,
+            "training.reference_rows": 500,
+        }
+        return load_settings("local", config_dir=REPO_ROOT / "configs", env={}, overrides=base | overrides)
+
+    return factory
+
+
+@pytest.fixture
+def registry(make_settings: SettingsFactory) -> MlflowRegistry:
+    return registry_from_settings(make_settings())
