@@ -1,0 +1,1 @@
+"""Telemetry: inference events, their collection and the metric sources built on them."""

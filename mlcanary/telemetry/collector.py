@@ -1,0 +1,301 @@
+"""HTTP collector for KServe payload-logger CloudEvents and ground-truth feedback.
+
+Endpoints of :func:`create_collector_app`:
+
+* ``POST /`` and ``POST /events`` — one CloudEvent (binary mode, or structured mode with
+  ``content-type: application/cloudevents+json``). **A 2xx means the event's rows are committed**:
+  each half is merged into the store before the reply (see :mod:`mlcanary.telemetry.store`), so an
+  acknowledged event survives a collector crash and pairing works across restarts. Replies: 200
+  ``{"id", "rows", "paired"}``; 400 ``{"error"}`` for a malformed event (do not retry); 413 for a
+  body over the limit; 503 ``{"error"}`` with ``Retry-After`` when the store is unavailable (retry).
+* ``POST /feedback`` — ``{"request_id": str, "label": 0|1, "instance_index"?: int}`` or a list of
+  them, upserted in one transaction (the latest label wins). 200 ``{"recorded": n}``; 400/413/503
+  as above.
+* ``GET /healthz`` — 200 ``{"status": "ok"}`` when the store answers, else 503.
+* ``GET /stats`` — counters since start plus pairing gauges read from the store (requests waiting
+  for their other half, and those older than ``pairing_timeout_s``, i.e. unpaired).
+
+Run it with ``python -m mlcanary.telemetry.collector --host 127.0.0.1 --port 8090 --db-url URL``
+or :func:`run_collector`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from mlcanary.telemetry.cloudevents_ingest import MalformedEvent, parse_event, rows_from_event
+from mlcanary.telemetry.store import (
+    MAX_REQUEST_ID_LENGTH,
+    Feedback,
+    InferenceLogStore,
+    default_store_url,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PAIRING_TIMEOUT_S = 30.0
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8090
+_RETRY_AFTER_S = "1"
+
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class FeedbackIn(BaseModel):
+    """One ground-truth label as posted to ``/feedback``; unknown fields are ignored."""
+
+    request_id: str = Field(min_length=1, max_length=MAX_REQUEST_ID_LENGTH)
+    label: int = Field(strict=True, ge=0, le=1)
+    instance_index: int = Field(0, ge=0, strict=True)
+
+
+_FEEDBACK_ADAPTER: TypeAdapter[FeedbackIn | list[FeedbackIn]] = TypeAdapter(FeedbackIn | list[FeedbackIn])
+
+
+@dataclass
+class CollectorStats:
+    """Counters since the collector started (reset by a restart; the store keeps the rows)."""
+
+    events_accepted: int = 0
+    request_events: int = 0
+    response_events: int = 0
+    malformed: int = 0
+    oversize: int = 0
+    store_errors: int = 0
+    rows_written: int = 0
+    paired_rows_written: int = 0
+    feedback_recorded: int = 0
+    feedback_rejected: int = 0
+
+
+class _BodyTooLargeError(Exception):
+    pass
+
+
+def _error(status: int, message: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _BodyTooLargeError
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLargeError
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _validation_message(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors(include_url=False):
+        location = ".".join(
+            str(part) for part in item["loc"] if part not in ("FeedbackIn", "list[FeedbackIn]")
+        )
+        parts.append(f"{location or 'body'}: {item['msg']}")
+    return "invalid feedback: " + "; ".join(parts[:5])
+
+
+def create_collector_app(
+    store: InferenceLogStore,
+    *,
+    pairing_timeout_s: float = DEFAULT_PAIRING_TIMEOUT_S,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    clock: Clock = _utc_now,
+) -> Starlette:
+    """The collector as a Starlette app writing to ``store`` (see the module docstring for the API).
+
+    ``pairing_timeout_s`` only splits the ``/stats`` gauges: a half waiting longer than that for its
+    other half counts as unpaired (it is stored all the same). ``max_body_bytes`` bounds every
+    request body. ``clock`` stamps ``received_at``. The app keeps no state that matters beyond
+    ``/stats`` counters, so several collectors may share one PostgreSQL store.
+    """
+    if pairing_timeout_s <= 0:
+        raise ValueError("pairing_timeout_s must be positive")
+    if max_body_bytes <= 0:
+        raise ValueError("max_body_bytes must be positive")
+    stats = CollectorStats()
+
+    async def ingest(request: Request) -> Response:
+        try:
+            body = await _read_body(request, max_body_bytes)
+        except _BodyTooLargeError:
+            stats.oversize += 1
+            return _error(413, f"event body exceeds {max_body_bytes} bytes")
+        except ClientDisconnect:
+            return Response(status_code=400)
+        received_at = clock()
+        try:
+            event = parse_event(request.headers, body, received_at=received_at)
+            rows = rows_from_event(event, received_at=received_at)
+        except MalformedEvent as exc:
+            stats.malformed += 1
+            return _error(400, str(exc))
+        try:
+            result = await run_in_threadpool(store.write_rows, rows)
+        except (DataError, IntegrityError) as exc:
+            # The database refused these values; re-sending them would fail the same way.
+            stats.malformed += 1
+            logger.warning("event %s rejected by the store: %s", event.ce_id, exc.orig)
+            return _error(400, f"event rejected by the store: {type(exc.orig).__name__}")
+        except SQLAlchemyError as exc:
+            stats.store_errors += 1
+            logger.warning("store unavailable while writing event %s: %s", event.ce_id, exc)
+            return _error(503, "inference log unavailable; retry later", **{"Retry-After": _RETRY_AFTER_S})
+        stats.events_accepted += 1
+        if event.is_request:
+            stats.request_events += 1
+        else:
+            stats.response_events += 1
+        stats.rows_written += result.rows
+        stats.paired_rows_written += result.paired
+        return JSONResponse({"id": event.ce_id, "rows": result.rows, "paired": result.paired})
+
+    async def post_feedback(request: Request) -> Response:
+        try:
+            body = await _read_body(request, max_body_bytes)
+        except _BodyTooLargeError:
+            stats.oversize += 1
+            return _error(413, f"feedback body exceeds {max_body_bytes} bytes")
+        except ClientDisconnect:
+            return Response(status_code=400)
+        try:
+            parsed = _FEEDBACK_ADAPTER.validate_json(body)
+        except ValidationError as exc:
+            stats.feedback_rejected += 1
+            if any(item["type"] == "json_invalid" for item in exc.errors()):
+                return _error(400, "feedback body is not valid JSON")
+            return _error(400, _validation_message(exc))
+        items = parsed if isinstance(parsed, list) else [parsed]
+        feedback_items = [Feedback(item.request_id, item.label, item.instance_index) for item in items]
+        try:
+            recorded = await run_in_threadpool(store.record_feedback_many, feedback_items, now=clock())
+        except SQLAlchemyError as exc:
+            stats.store_errors += 1
+            logger.warning("store unavailable while recording feedback: %s", exc)
+            return _error(503, "inference log unavailable; retry later", **{"Retry-After": _RETRY_AFTER_S})
+        stats.feedback_recorded += recorded
+        return JSONResponse({"recorded": recorded})
+
+    async def healthz(_request: Request) -> Response:
+        try:
+            await run_in_threadpool(store.ping)
+        except SQLAlchemyError as exc:
+            logger.warning("health check: store unavailable: %s", exc)
+            return JSONResponse({"status": "unavailable", "error": "inference log unavailable"}, 503)
+        return JSONResponse({"status": "ok"})
+
+    async def get_stats(_request: Request) -> Response:
+        payload: dict[str, Any] = asdict(stats)
+        payload["pairing_timeout_s"] = pairing_timeout_s
+        cutoff = clock() - timedelta(seconds=pairing_timeout_s)
+        try:
+            pending = await run_in_threadpool(store.pending_counts, cutoff)
+        except SQLAlchemyError as exc:
+            logger.warning("stats: store unavailable: %s", exc)
+            payload["store_error"] = "inference log unavailable"
+        else:
+            payload.update(asdict(pending))
+        return JSONResponse(payload)
+
+    routes = [
+        Route("/", ingest, methods=["POST"]),
+        Route("/events", ingest, methods=["POST"]),
+        Route("/feedback", post_feedback, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/stats", get_stats, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes)
+    app.state.stats = stats
+    app.state.store = store
+    return app
+
+
+def run_collector(
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    db_url: str | None = None,
+    *,
+    pairing_timeout_s: float = DEFAULT_PAIRING_TIMEOUT_S,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    log_level: str = "info",
+) -> None:
+    """Serve the collector with uvicorn until interrupted (blocking; access log off).
+
+    ``db_url`` defaults to ``sqlite:///.mlcanary/inference.db`` relative to the working directory;
+    the CLI passes the configured state directory's URL instead.
+    """
+    store = InferenceLogStore(db_url or default_store_url(Path(".mlcanary")))
+    try:
+        app = create_collector_app(store, pairing_timeout_s=pairing_timeout_s, max_body_bytes=max_body_bytes)
+        logger.info("collector on http://%s:%d writing to %s", host, port, store.url)
+        uvicorn.run(app, host=host, port=port, access_log=False, log_level=log_level)
+    finally:
+        store.close()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command-line entry point: ``python -m mlcanary.telemetry.collector``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m mlcanary.telemetry.collector",
+        description="Collect KServe payload-logger CloudEvents and feedback into the inference log.",
+    )
+    parser.add_argument("--host", default=DEFAULT_HOST)
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--db-url", default=None, help="SQLAlchemy URL (default: .mlcanary/inference.db)")
+    parser.add_argument("--pairing-timeout-s", type=float, default=DEFAULT_PAIRING_TIMEOUT_S)
+    parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    parser.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    run_collector(
+        args.host,
+        args.port,
+        args.db_url,
+        pairing_timeout_s=args.pairing_timeout_s,
+        max_body_bytes=args.max_body_bytes,
+        log_level=args.log_level,
+    )
+
+
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_PAIRING_TIMEOUT_S",
+    "CollectorStats",
+    "FeedbackIn",
+    "create_collector_app",
+    "main",
+    "run_collector",
+]
+
+
+if __name__ == "__main__":
+    main()

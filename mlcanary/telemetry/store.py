@@ -1,0 +1,739 @@
+"""The inference log: one row per predicted instance, plus ground-truth feedback, in SQL.
+
+SQLite (WAL) under the state directory by default, PostgreSQL by URL; the code is dialect-neutral
+apart from the upsert statement, which both dialects spell ``INSERT ... ON CONFLICT``.
+
+Pairing happens in the database, not in memory. A request half and a response half of the same
+inference (same ``ce-id``) are written as *partial rows* with the same primary key
+``(request_id, instance_index)``; each write merges its columns into whatever is already there. So
+either half may arrive first, a half is durable the moment its write commits, a collector restart
+loses nothing, and re-delivering a half is a no-op. A row is *paired* once both halves have been seen
+(``request_received_at`` and ``response_received_at`` both set); a request whose response never came
+stays a row with ``status_code`` NULL and no prediction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    ColumnElement,
+    DateTime,
+    Dialect,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    and_,
+    case,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.types import TypeDecorator
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+RowHalf = Literal["request", "response", "both"]
+Features = dict[str, Any] | list[Any]
+
+DEFAULT_DB_FILENAME = "inference.db"
+#: Upper bounds of the string columns; the ingest layer rejects longer values before writing.
+MAX_REQUEST_ID_LENGTH = 255
+MAX_MODEL_LENGTH = 255
+MAX_SOURCE_LENGTH = 1024
+MAX_VERSION_LENGTH = 64
+MAX_ARM_LENGTH = 32
+
+# Large IN (...) lists are split so SQLite's bound-parameter limit is never reached.
+_CHUNK = 500
+
+
+def default_store_url(state_dir: Path | str) -> str:
+    """``sqlite:///<state_dir>/inference.db`` with an absolute path."""
+    return f"sqlite:///{(Path(state_dir) / DEFAULT_DB_FILENAME).resolve()}"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every dialect.
+
+    SQLite has no time zones: values are stored as naive UTC text (which sorts chronologically) and
+    come back tagged UTC. Naive datetimes passed in are taken to be UTC already.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+_JSON = JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+
+metadata = MetaData()
+
+inference_log = Table(
+    "inference_log",
+    metadata,
+    Column("request_id", String(MAX_REQUEST_ID_LENGTH), nullable=False),
+    Column("instance_index", Integer, nullable=False),
+    # Earliest arrival of either half: the time axis every window query uses.
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("request_received_at", UTCDateTime, nullable=True),
+    Column("response_received_at", UTCDateTime, nullable=True),
+    Column("event_time", UTCDateTime, nullable=True),
+    Column("model", String(MAX_MODEL_LENGTH), nullable=False),
+    Column("arm", String(MAX_ARM_LENGTH), nullable=True),
+    Column("version", String(MAX_VERSION_LENGTH), nullable=True),
+    Column("source", String(MAX_SOURCE_LENGTH), nullable=True),
+    Column("protocol", String(8), nullable=True),
+    Column("status_code", Integer, nullable=True),
+    Column("latency_ms", Float, nullable=True),
+    Column("features", _JSON, nullable=True),
+    Column("prediction", Integer, nullable=True),
+    Column("probability", Float, nullable=True),
+    PrimaryKeyConstraint("request_id", "instance_index", name="pk_inference_log"),
+    Index("ix_inference_log_model_received", "model", "received_at"),
+    Index("ix_inference_log_model_arm_received", "model", "arm", "received_at"),
+    # Few rows are ever waiting for their other half; these keep counting them cheap at volume.
+    Index("ix_inference_log_request_received", "request_received_at"),
+    Index("ix_inference_log_response_received", "response_received_at"),
+)
+
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("request_id", String(MAX_REQUEST_ID_LENGTH), nullable=False),
+    Column("instance_index", Integer, nullable=False),
+    Column("label", Integer, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("request_id", "instance_index", name="pk_feedback"),
+)
+
+#: Columns of :meth:`InferenceLogStore.fetch` before the expanded feature columns.
+LOG_COLUMNS: tuple[str, ...] = (
+    "request_id",
+    "instance_index",
+    "received_at",
+    "event_time",
+    "model",
+    "arm",
+    "version",
+    "source",
+    "protocol",
+    "status_code",
+    "latency_ms",
+    "prediction",
+    "probability",
+    "label",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceRow:
+    """One predicted instance, or one half of it, as written to ``inference_log``.
+
+    ``half`` says what the row carries: ``"request"`` (features, from the request event),
+    ``"response"`` (status, latency, prediction, probability, from the response event) or
+    ``"both"`` (a complete row). Writing merges into an existing row with the same
+    ``(request_id, instance_index)``: a non-``None`` value replaces the stored one, ``None`` never
+    erases; ``received_at`` keeps the earliest arrival; ``event_time`` prefers the request's.
+    ``instance_index`` is the position in the request batch, 0 for a single instance; every event
+    writes index 0, so index 0 stands for the whole HTTP request. ``features`` is a JSON object
+    (feature name → value) or, when names are unknown, a JSON list in model-input order.
+    ``prediction`` is the class label; ``probability`` is the positive-class (index 1) probability.
+    """
+
+    request_id: str
+    instance_index: int
+    model: str
+    received_at: datetime
+    half: RowHalf = "both"
+    event_time: datetime | None = None
+    arm: str | None = None
+    version: str | None = None
+    source: str | None = None
+    protocol: str | None = None
+    status_code: int | None = None
+    latency_ms: float | None = None
+    features: Features | None = None
+    prediction: int | None = None
+    probability: float | None = None
+
+    def to_params(self) -> dict[str, Any]:
+        """Column values for an insert (the ``half`` becomes the two half-arrival timestamps)."""
+        return {
+            "request_id": self.request_id,
+            "instance_index": self.instance_index,
+            "received_at": self.received_at,
+            "request_received_at": self.received_at if self.half in ("request", "both") else None,
+            "response_received_at": self.received_at if self.half in ("response", "both") else None,
+            "event_time": self.event_time,
+            "model": self.model,
+            "arm": self.arm,
+            "version": self.version,
+            "source": self.source,
+            "protocol": self.protocol,
+            "status_code": self.status_code,
+            "latency_ms": self.latency_ms,
+            "features": self.features,
+            "prediction": self.prediction,
+            "probability": self.probability,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """A ground-truth label for one instance; a later label for the same key replaces it."""
+
+    request_id: str
+    label: int
+    instance_index: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """Outcome of :meth:`InferenceLogStore.write_rows`.
+
+    ``rows`` is how many rows the call wrote; ``paired`` how many rows of the touched requests now
+    carry both halves (a re-delivered half counts its rows again).
+    """
+
+    rows: int
+    paired: int
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCounts:
+    """Requests (index-0 rows) still missing one half, split at a cut-off time.
+
+    ``pending_*`` arrived at or after the cut-off and may still be completed; ``unpaired_*`` are
+    older. An unpaired request usually means a failed inference (KServe logs only 200 responses) or
+    a server that died mid-request; an unpaired response means request logging is off or lost.
+    """
+
+    pending_requests: int
+    pending_responses: int
+    unpaired_requests: int
+    unpaired_responses: int
+
+
+@dataclass(frozen=True, slots=True)
+class ArmSummary:
+    """What one arm did in a window ``[since, until)`` of ``received_at``.
+
+    Request-level numbers count HTTP requests (index-0 rows), whatever their batch size:
+    ``requests`` all of them, ``responses`` those with a logged response, ``unpaired`` those without
+    one (yet), ``errors_5xx`` / ``errors_4xx`` by status code. Latency percentiles (linear
+    interpolation, milliseconds) cover requests with a known latency (``latency_samples``) and are
+    ``None`` without any. Instance-level numbers count predicted rows: ``instances``,
+    ``predictions`` (rows with a class label), ``positive_predictions`` (label 1) and
+    ``mean_probability`` (``None`` without probabilities). ``arm`` is ``None`` for rows whose arm is
+    unknown (events straight from KServe's agent).
+    """
+
+    arm: str | None
+    requests: int
+    responses: int
+    unpaired: int
+    errors_5xx: int
+    errors_4xx: int
+    instances: int
+    predictions: int
+    positive_predictions: int
+    mean_probability: float | None
+    latency_samples: int
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    latency_p99_ms: float | None
+
+    @property
+    def error_rate(self) -> float | None:
+        """Share of logged responses with a 5xx status; ``None`` without responses."""
+        return self.errors_5xx / self.responses if self.responses else None
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class InferenceLogStore:
+    """The inference-log database behind one SQLAlchemy URL (SQLite or PostgreSQL).
+
+    Construction connects, creates the tables and indexes if missing and, for a SQLite file,
+    creates its parent directory. Every SQLite connection runs in WAL mode with
+    ``synchronous=<sqlite_synchronous>`` and a ``busy_timeout``: in WAL mode, ``NORMAL`` keeps every
+    committed write across a crash of the process (what the collector's acknowledgements promise);
+    only a power loss or OS crash may drop the last commits, which ``FULL`` prevents at some
+    throughput cost. The store is safe to share between threads; every method runs in its own
+    transaction. Time arguments are aware datetimes (naive ones are taken as UTC) and windows are
+    half-open: ``since <= received_at < until``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        busy_timeout_ms: int = 10_000,
+        sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        echo: bool = False,
+    ) -> None:
+        parsed = make_url(url)
+        backend = parsed.get_backend_name()
+        if backend not in ("sqlite", "postgresql"):
+            raise ValueError(f"unsupported database {backend!r} in {url!r}: use sqlite:/// or postgresql://")
+        self._dialect = backend
+        kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        if backend == "sqlite":
+            database = parsed.database
+            if database in (None, "", ":memory:"):
+                # One shared connection, or every pooled connection would see its own empty database.
+                kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+            else:
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        else:
+            kwargs["pool_pre_ping"] = True
+        self._engine = create_engine(url, **kwargs)
+        if backend == "sqlite":
+            self._install_sqlite_pragmas(busy_timeout_ms, sqlite_synchronous)
+        metadata.create_all(self._engine)
+
+    def _install_sqlite_pragmas(self, busy_timeout_ms: int, synchronous: str) -> None:
+        @event.listens_for(self._engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+                cursor.execute("PRAGMA journal_mode = WAL")
+                cursor.execute(f"PRAGMA synchronous = {synchronous}")
+            finally:
+                cursor.close()
+
+    @property
+    def engine(self) -> Engine:
+        """The underlying SQLAlchemy engine (for diagnostics and tests)."""
+        return self._engine
+
+    @property
+    def url(self) -> str:
+        """The database URL with any password masked."""
+        return self._engine.url.render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        """Release every pooled connection; the store must not be used afterwards."""
+        self._engine.dispose()
+
+    def __enter__(self) -> InferenceLogStore:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def ping(self) -> None:
+        """Run a trivial query; raises SQLAlchemy's error when the database is unreachable."""
+        with self._engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    # ---- writing -------------------------------------------------------------------------------
+
+    def _insert(self) -> Any:
+        return sqlite.insert if self._dialect == "sqlite" else postgresql.insert
+
+    def write_rows(self, rows: Iterable[InferenceRow]) -> WriteResult:
+        """Merge ``rows`` into the log in one transaction and report how many rows are now paired.
+
+        Idempotent on ``(request_id, instance_index)``: writing the same rows again changes nothing
+        (see :class:`InferenceRow` for the merge rules). After the merge, rows of a touched request
+        that still lack a response take the response-level columns (status, latency, response
+        time, and arm/version when unknown) from index 0 — this completes batch requests whose
+        response carried no per-instance predictions, such as an error.
+        """
+        # Rows sharing a key (both halves in one call) go in successive statements, so each merges
+        # into the previous one instead of a single INSERT naming the same key twice.
+        layers: list[dict[tuple[str, int], InferenceRow]] = []
+        for row in rows:
+            key = (row.request_id, row.instance_index)
+            layer = next((layer for layer in layers if key not in layer), None)
+            if layer is None:
+                layer = {}
+                layers.append(layer)
+            layer[key] = row
+        if not layers:
+            return WriteResult(rows=0, paired=0)
+        # A fixed key order makes concurrent writers lock rows in the same order (no deadlocks on
+        # PostgreSQL), and index 0 first serialises the two halves of one request.
+        batches = [[layer[key].to_params() for key in sorted(layer)] for layer in layers]
+        request_ids = sorted({key[0] for layer in layers for key in layer})
+        t = inference_log
+        stmt = self._insert()(t)
+        new = stmt.excluded
+
+        def newer(name: str) -> ColumnElement[Any]:
+            return func.coalesce(new[name], t.c[name])
+
+        def first(name: str) -> ColumnElement[Any]:
+            return func.coalesce(t.c[name], new[name])
+
+        upsert = stmt.on_conflict_do_update(
+            index_elements=[t.c.request_id, t.c.instance_index],
+            set_={
+                "received_at": case(
+                    (new.received_at < t.c.received_at, new.received_at), else_=t.c.received_at
+                ),
+                "request_received_at": first("request_received_at"),
+                "response_received_at": first("response_received_at"),
+                # The request's ce-time is the moment of inference; a response's is only a fallback.
+                "event_time": case(
+                    (new.request_received_at.is_not(None), newer("event_time")), else_=first("event_time")
+                ),
+                "model": first("model"),
+                "arm": newer("arm"),
+                "version": newer("version"),
+                "source": first("source"),
+                "protocol": first("protocol"),
+                "status_code": newer("status_code"),
+                "latency_ms": newer("latency_ms"),
+                "features": newer("features"),
+                "prediction": newer("prediction"),
+                "probability": newer("probability"),
+            },
+        )
+        with self._engine.begin() as connection:
+            for params in batches:
+                connection.execute(upsert, params)
+            paired = 0
+            for chunk in _chunks(request_ids):
+                connection.execute(self._propagate_response(chunk))
+                paired += connection.execute(
+                    select(func.count())
+                    .select_from(t)
+                    .where(
+                        t.c.request_id.in_(chunk),
+                        t.c.request_received_at.is_not(None),
+                        t.c.response_received_at.is_not(None),
+                    )
+                ).scalar_one()
+        return WriteResult(rows=sum(len(params) for params in batches), paired=int(paired))
+
+    @staticmethod
+    def _propagate_response(request_ids: Sequence[str]) -> Any:
+        t = inference_log
+        head = t.alias("head")
+
+        def from_head(name: str) -> Any:
+            return (
+                select(head.c[name])
+                .where(head.c.request_id == t.c.request_id, head.c.instance_index == 0)
+                .scalar_subquery()
+            )
+
+        has_response_head = (
+            select(head.c.request_id)
+            .where(
+                head.c.request_id == t.c.request_id,
+                head.c.instance_index == 0,
+                head.c.response_received_at.is_not(None),
+            )
+            .exists()
+        )
+        return (
+            update(t)
+            .where(
+                t.c.request_id.in_(request_ids),
+                t.c.instance_index > 0,
+                t.c.response_received_at.is_(None),
+                has_response_head,
+            )
+            .values(
+                response_received_at=from_head("response_received_at"),
+                status_code=from_head("status_code"),
+                latency_ms=from_head("latency_ms"),
+                arm=func.coalesce(t.c.arm, from_head("arm")),
+                version=func.coalesce(t.c.version, from_head("version")),
+            )
+        )
+
+    def record_feedback(self, request_id: str, label: int, instance_index: int = 0) -> None:
+        """Store the ground-truth ``label`` of one instance; the latest label wins."""
+        self.record_feedback_many([Feedback(request_id, label, instance_index)])
+
+    def record_feedback_many(self, items: Iterable[Feedback], *, now: datetime | None = None) -> int:
+        """Upsert labels in one transaction; returns how many distinct keys were written.
+
+        Idempotent: re-sending a label that is already stored changes nothing, not even its
+        ``received_at``; a different label replaces it and takes the new arrival time. Feedback may
+        name a request the log has not seen (yet); it is kept and joins once the request arrives.
+        """
+        moment = now or datetime.now(UTC)
+        by_key = {(item.request_id, item.instance_index): item for item in items}
+        if not by_key:
+            return 0
+        params = [
+            {"request_id": rid, "instance_index": idx, "label": int(item.label), "received_at": moment}
+            for (rid, idx), item in sorted(by_key.items())
+        ]
+        t = feedback
+        stmt = self._insert()(t)
+        upsert = stmt.on_conflict_do_update(
+            index_elements=[t.c.request_id, t.c.instance_index],
+            set_={
+                "label": stmt.excluded.label,
+                "received_at": case(
+                    (t.c.label == stmt.excluded.label, t.c.received_at), else_=stmt.excluded.received_at
+                ),
+            },
+        )
+        with self._engine.begin() as connection:
+            connection.execute(upsert, params)
+        return len(params)
+
+    # ---- reading -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _window(
+        model: str, arm: str | None, since: datetime | None, until: datetime | None
+    ) -> list[ColumnElement[bool]]:
+        t = inference_log
+        clauses: list[ColumnElement[bool]] = [t.c.model == model]
+        if arm is not None:
+            clauses.append(t.c.arm == arm)
+        if since is not None:
+            clauses.append(t.c.received_at >= since)
+        if until is not None:
+            clauses.append(t.c.received_at < until)
+        return clauses
+
+    def count(
+        self,
+        model: str,
+        arm: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        """Number of instance rows of ``model`` (one arm, or all when ``arm`` is ``None``) in the window.
+
+        Counts rows, not HTTP requests: a batch of three instances counts three, as in
+        :meth:`fetch`. Waiting and unpaired halves count too.
+        """
+        stmt = select(func.count()).select_from(inference_log).where(*self._window(model, arm, since, until))
+        with self._engine.connect() as connection:
+            return int(connection.execute(stmt).scalar_one())
+
+    def fetch(
+        self,
+        model: str,
+        arm: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> pd.DataFrame:
+        """Rows of ``model`` in the window as a DataFrame, oldest first.
+
+        Columns are :data:`LOG_COLUMNS` (``label`` joined from feedback, missing when none) followed
+        by one column per feature. Object features expand by name; list features (names unknown)
+        expand to columns ``"0"``, ``"1"``, …; a feature whose name clashes with a log column is
+        prefixed ``feature_``. Integer columns that may be missing use pandas' nullable ``Int64``;
+        times are UTC. With ``limit``, the most recent ``limit`` rows are returned.
+        """
+        # pandas and numpy load lazily: the collector writes rows and never pays for them.
+        import pandas as pd
+
+        t, f = inference_log, feedback
+        stmt = (
+            select(
+                *(t.c[name] for name in LOG_COLUMNS if name != "label"),
+                f.c.label,
+                t.c.features,
+            )
+            .select_from(
+                t.outerjoin(
+                    f, and_(f.c.request_id == t.c.request_id, f.c.instance_index == t.c.instance_index)
+                )
+            )
+            .where(*self._window(model, arm, since, until))
+            .order_by(t.c.received_at.desc(), t.c.request_id.desc(), t.c.instance_index.desc())
+        )
+        if limit is not None:
+            stmt = stmt.limit(max(0, int(limit)))
+        with self._engine.connect() as connection:
+            records = list(reversed(connection.execute(stmt).all()))
+        frame = pd.DataFrame([tuple(record)[:-1] for record in records], columns=list(LOG_COLUMNS))
+        for name in ("instance_index", "status_code", "prediction", "label"):
+            frame[name] = frame[name].astype("Int64")
+        for name in ("latency_ms", "probability"):
+            frame[name] = frame[name].astype("float64")
+        for name in ("received_at", "event_time"):
+            frame[name] = pd.to_datetime(frame[name], utc=True)
+        features = _expand_features([record[-1] for record in records])
+        if features.columns.size:
+            features.columns = [
+                f"feature_{name}" if name in LOG_COLUMNS else name for name in features.columns
+            ]
+            frame = pd.concat([frame, features], axis=1)
+        return frame
+
+    def aggregate(self, model: str, since: datetime, until: datetime) -> dict[str | None, ArmSummary]:
+        """Per-arm :class:`ArmSummary` of ``model`` in ``[since, until)``, keyed by arm.
+
+        Counts and means are computed in SQL; only the latencies of the window's requests, arm by
+        arm, are read into Python for the percentiles. Arms without rows in the window are absent.
+        """
+        import numpy as np
+
+        t = inference_log
+        window = self._window(model, None, since, until)
+        head = t.c.instance_index == 0
+
+        def count_if(condition: ColumnElement[bool]) -> Any:
+            return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+        counts = (
+            select(
+                t.c.arm,
+                count_if(head),
+                count_if(and_(head, t.c.response_received_at.is_not(None))),
+                count_if(and_(head, t.c.response_received_at.is_(None))),
+                count_if(and_(head, t.c.status_code >= 500)),
+                count_if(and_(head, t.c.status_code >= 400, t.c.status_code < 500)),
+                func.count(),
+                func.count(t.c.prediction),
+                count_if(t.c.prediction == 1),
+                func.avg(t.c.probability),
+            )
+            .where(*window)
+            .group_by(t.c.arm)
+        )
+        summaries: dict[str | None, ArmSummary] = {}
+        with self._engine.connect() as connection:
+            for (
+                arm,
+                requests,
+                responses,
+                unpaired,
+                e5,
+                e4,
+                instances,
+                preds,
+                positives,
+                mean_p,
+            ) in connection.execute(counts).all():
+                arm_clause = t.c.arm.is_(None) if arm is None else t.c.arm == arm
+                latencies = np.asarray(
+                    connection.execute(
+                        select(t.c.latency_ms).where(*window, arm_clause, head, t.c.latency_ms.is_not(None))
+                    )
+                    .scalars()
+                    .all(),
+                    dtype=float,
+                )
+                p50, p95, p99 = (
+                    (float(v) for v in np.percentile(latencies, [50, 95, 99]))
+                    if latencies.size
+                    else (None, None, None)
+                )
+                summaries[arm] = ArmSummary(
+                    arm=arm,
+                    requests=int(requests),
+                    responses=int(responses),
+                    unpaired=int(unpaired),
+                    errors_5xx=int(e5),
+                    errors_4xx=int(e4),
+                    instances=int(instances),
+                    predictions=int(preds),
+                    positive_predictions=int(positives),
+                    mean_probability=None if mean_p is None else float(mean_p),
+                    latency_samples=int(latencies.size),
+                    latency_p50_ms=p50,
+                    latency_p95_ms=p95,
+                    latency_p99_ms=p99,
+                )
+        return summaries
+
+    def pending_counts(self, cutoff: datetime, model: str | None = None) -> PendingCounts:
+        """Requests still missing a half, split at ``cutoff`` (see :class:`PendingCounts`)."""
+        t = inference_log
+        scope = [t.c.instance_index == 0]
+        if model is not None:
+            scope.append(t.c.model == model)
+
+        def split(missing: Column[Any], present: Column[Any]) -> Any:
+            recent = func.coalesce(func.sum(case((t.c.received_at >= cutoff, 1), else_=0)), 0)
+            return select(recent, func.count()).where(missing.is_(None), present.is_not(None), *scope)
+
+        with self._engine.connect() as connection:
+            waiting_req, all_req = connection.execute(
+                split(t.c.response_received_at, t.c.request_received_at)
+            ).one()
+            waiting_resp, all_resp = connection.execute(
+                split(t.c.request_received_at, t.c.response_received_at)
+            ).one()
+        return PendingCounts(
+            pending_requests=int(waiting_req),
+            pending_responses=int(waiting_resp),
+            unpaired_requests=int(all_req) - int(waiting_req),
+            unpaired_responses=int(all_resp) - int(waiting_resp),
+        )
+
+    def journal_mode(self) -> str | None:
+        """SQLite's journal mode (``"wal"`` when set up as intended); ``None`` on other databases."""
+        if self._dialect != "sqlite":
+            return None
+        with self._engine.connect() as connection:
+            return str(connection.exec_driver_sql("PRAGMA journal_mode").scalar_one()).lower()
+
+
+def _expand_features(values: Sequence[Any]) -> pd.DataFrame:
+    import pandas as pd
+
+    expanded: list[dict[str, Any]] = []
+    for value in values:
+        if isinstance(value, dict):
+            expanded.append({str(key): item for key, item in value.items()})
+        elif isinstance(value, list):
+            expanded.append({str(position): item for position, item in enumerate(value)})
+        else:
+            expanded.append({})
+    if not expanded:
+        return pd.DataFrame()
+    return pd.DataFrame.from_records(expanded, index=range(len(expanded)))
+
+
+__all__ = [
+    "LOG_COLUMNS",
+    "ArmSummary",
+    "Feedback",
+    "InferenceLogStore",
+    "InferenceRow",
+    "PendingCounts",
+    "WriteResult",
+    "default_store_url",
+    "feedback",
+    "inference_log",
+    "metadata",
+]
