@@ -41,7 +41,8 @@ class ConfigError(Exception):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Environment values are parsed as YAML, so MLCANARY_MODEL__NAME=2024 arrives as an int.
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
 class MlflowSettings(_Section):
@@ -206,7 +207,7 @@ def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, 
 
 def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str, Any], list[Path]]:
     """Read a profile file and the files it ``extends``; returns the merged mapping and the files."""
-    if path in chain:
+    if path.resolve() in {p.resolve() for p in chain}:
         cycle = " -> ".join(str(p) for p in (*chain, path))
         raise ConfigError(f"{path}: 'extends' forms a cycle: {cycle}")
     if not path.is_file():
@@ -238,7 +239,11 @@ def env_overrides(env: Mapping[str, str]) -> dict[str, tuple[str, Any]]:
         key = name[len(ENV_PREFIX) :]
         if key in _RESERVED_ENV or not key:
             continue
-        dotted = ".".join(part.lower() for part in key.split(ENV_NESTED_DELIMITER))
+        parts = key.split(ENV_NESTED_DELIMITER)
+        # Config sections are lower-case; keys inside a free-form mapping (model.params) keep
+        # their case, as estimator hyperparameters such as C are case-sensitive.
+        free = next((i + 1 for i, part in enumerate(parts) if part.lower() == "params"), len(parts))
+        dotted = ".".join([p.lower() for p in parts[:free]] + parts[free:])
         try:
             value = yaml.safe_load(raw) if raw.strip() else raw
         except yaml.YAMLError:
@@ -279,7 +284,7 @@ def _format_errors(error: ValidationError, files: list[Path], env: dict[str, tup
         field = ".".join(str(part) for part in item["loc"] if part != "__root__") or "(top level)"
         source = source_files
         for dotted, (var, _) in env.items():
-            if field == dotted or field.startswith(dotted + "."):
+            if field == dotted or field.startswith(dotted + ".") or dotted.startswith(field + "."):
                 source = var if var.startswith("override ") else f"environment variable {var}"
         lines.append(f"{source}: {field}: {_describe(item)}")
     head = "invalid configuration" if len(lines) > 1 else "invalid configuration:"
@@ -296,14 +301,16 @@ def load_settings(
 ) -> Settings:
     """Load and validate the configuration.
 
-    ``profile`` (or ``MLCANARY_PROFILE``, default ``local``) names ``<config_dir>/<profile>.yaml``;
-    ``config_file`` (or ``MLCANARY_CONFIG``) names a file directly. A missing ``local`` profile
-    file means the embedded defaults. Environment overrides are applied last.
+    ``config_file`` names a file directly; otherwise ``profile`` names
+    ``<config_dir>/<profile>.yaml``; with neither, ``MLCANARY_CONFIG`` (a file), then
+    ``MLCANARY_PROFILE``, then ``local`` apply. A missing ``local`` profile file means the embedded
+    defaults. ``MLCANARY_*`` environment overrides come next, then ``overrides`` (dotted keys such as
+    ``"training.seed"``, from command-line options or flow parameters).
     Raises :class:`ConfigError` with a one-message explanation for anything invalid.
     """
     env = os.environ if env is None else env
     config_dir = config_dir or Path(env.get(f"{ENV_PREFIX}CONFIG_DIR", "configs"))
-    if config_file is None and env.get(f"{ENV_PREFIX}CONFIG"):
+    if config_file is None and profile is None and env.get(f"{ENV_PREFIX}CONFIG"):
         config_file = Path(env[f"{ENV_PREFIX}CONFIG"])
     data: dict[str, Any] = {}
     files: list[Path] = []

@@ -92,10 +92,15 @@ def _check_target(frame: pd.DataFrame, target: str, source: str) -> pd.Series:
     if ptypes.is_bool_dtype(labels):
         return labels.astype(int)
     if not ptypes.is_numeric_dtype(labels):
-        sample = labels[pd.to_numeric(labels, errors="coerce").isna()].iloc[0]
-        raise DataError(
-            f"{source}: target column {target!r} must be numeric 0/1, found non-numeric value {sample!r}"
-        )
+        # Text or categorical labels such as "0"/"1" are fine as long as every one is a number.
+        parsed = pd.to_numeric(labels.astype("object"), errors="coerce")
+        bad = labels[parsed.isna()]
+        if len(bad):
+            raise DataError(
+                f"{source}: target column {target!r} must be numeric 0/1, "
+                f"found non-numeric value {bad.iloc[0]!r} (row {bad.index[0]})"
+            )
+        labels = parsed
     values = set(np.unique(labels.to_numpy()).tolist())
     if not values <= {0, 1}:
         raise DataError(
@@ -104,23 +109,35 @@ def _check_target(frame: pd.DataFrame, target: str, source: str) -> pd.Series:
     return labels.astype(int)
 
 
-def _check_features(frame: pd.DataFrame, columns: Sequence[str], source: str) -> None:
+def _clean_features(frame: pd.DataFrame, columns: Sequence[str], source: str) -> pd.DataFrame:
+    """The feature columns, with numbers stored as objects (booleans with blanks, decimals) made
+    numeric; raises :class:`DataError` for an empty column or one mixing text into numbers."""
+    table = frame[list(columns)].copy()
     for name in columns:
-        series = frame[name]
+        series = table[name]
         if series.isna().all():
             raise DataError(f"{source}: feature column {name!r} has no values")
-        if ptypes.is_object_dtype(series) or ptypes.is_string_dtype(series):
-            present = series.dropna()
-            parsed = pd.to_numeric(present, errors="coerce")
-            bad = present[parsed.isna()]
-            if len(present) and len(bad) > 0 and 1 - len(bad) / len(present) >= _MOSTLY_NUMERIC:
-                row = bad.index[0]
-                raise DataError(
-                    f"{source}: feature column {name!r} is numeric but row {row} holds "
-                    f"non-numeric value {bad.iloc[0]!r}"
-                )
-            if not present.map(lambda v: isinstance(v, str)).all():
-                raise DataError(f"{source}: feature column {name!r} mixes text with other types")
+        if not (ptypes.is_object_dtype(series) or ptypes.is_string_dtype(series)):
+            continue
+        present = series.dropna()
+        is_text = present.map(lambda v: isinstance(v, str))
+        if not is_text.any():
+            table[name] = pd.to_numeric(series.map(lambda v: np.nan if pd.isna(v) else float(v)))
+            continue
+        parsed = pd.to_numeric(present, errors="coerce")
+        bad = present[parsed.isna()]
+        if len(bad) > 0 and 1 - len(bad) / len(present) >= _MOSTLY_NUMERIC:
+            raise DataError(
+                f"{source}: feature column {name!r} is numeric but row {bad.index[0]} holds "
+                f"non-numeric value {bad.iloc[0]!r}"
+            )
+        if not is_text.all():
+            other = present[~is_text].iloc[0]
+            raise DataError(
+                f"{source}: feature column {name!r} mixes text with other values "
+                f"(e.g. {other!r} in row {present[~is_text].index[0]})"
+            )
+    return table
 
 
 def prepare(
@@ -145,8 +162,7 @@ def prepare(
         columns = list(features)
     if not columns:
         raise DataError(f"{source}: no feature columns besides the target {target!r}")
-    _check_features(frame, columns, source)
-    table = frame[columns].copy()
+    table = _clean_features(frame, columns, source)
     table[target] = labels
     return Dataset(
         frame=table.reset_index(drop=True),
