@@ -20,6 +20,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mlcanary.rollout.policy import RolloutPolicy
+
 ENV_PREFIX = "MLCANARY_"
 ENV_NESTED_DELIMITER = "__"
 PROFILES: tuple[str, ...] = ("local", "demo", "kserve")
@@ -174,6 +176,10 @@ class Settings(_Section):
     model: ModelSettings = Field(default_factory=ModelSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
+    rollout: RolloutPolicy = Field(
+        default_factory=RolloutPolicy,
+        description="the rollout policy: configs/rollout.yaml, then a profile's `rollout:` section",
+    )
 
     @property
     def tracking_uri(self) -> str:
@@ -328,6 +334,11 @@ def load_settings(
         elif profile != "local":
             raise ConfigError(f"{path}: config file for profile {profile!r} not found")
         data.setdefault("profile", profile)
+    rollout_file = (config_file.parent if config_file is not None else config_dir) / "rollout.yaml"
+    if rollout_file.is_file() and rollout_file not in files:
+        policy, _ = _read_yaml(rollout_file)
+        data = _deep_merge({"rollout": policy}, data)
+        files = [rollout_file, *files]
     sources = env_overrides(env)
     sources.update({key: (f"override {key}", value) for key, value in (overrides or {}).items()})
     data = _deep_merge(data, _nest({k: v for k, (_, v) in sources.items()}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from mlcanary.config import (
     TrainingSettings,
     load_settings,
 )
+from mlcanary.rollout.policy import parse_duration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = REPO_ROOT / "configs"
@@ -91,7 +93,11 @@ def test_repo_profile_loads_and_reflects_its_file(profile: str) -> None:
     own.pop("extends", None)
     for dotted, value in _flatten(own).items():
         actual = _get(settings, dotted)
-        assert actual == (Path(value) if isinstance(actual, Path) else value), dotted
+        if isinstance(actual, Path):
+            value = Path(value)
+        elif isinstance(actual, timedelta):
+            value = parse_duration(value)
+        assert actual == value, dotted
 
 
 def test_repo_demo_extends_local() -> None:

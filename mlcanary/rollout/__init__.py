@@ -1,0 +1,1 @@
+"""Rollout engine: phases, policy, the pure judge and the statistics behind it."""

@@ -1,0 +1,162 @@
+"""Release phases and the state persisted on the candidate's MLflow model version.
+
+The state lives where users already look: ``mlcanary.*`` tags on the candidate version (plus the
+aliases themselves), so any monitor run, on any machine, resumes where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from mlcanary.registry import TAG_PREFIX
+
+Action = Literal["hold", "step_up", "promote", "rollback"]
+Verdict = Literal["pass", "fail", "inconclusive", "error"]
+
+
+class Phase(StrEnum):
+    """Where a release is. ``promoting`` / ``rolling_back`` are written *before* acting, so a crash
+    mid-action is completed by the next run; ``failed`` needs a human."""
+
+    PENDING = "pending"
+    PROGRESSING = "progressing"
+    PROMOTING = "promoting"
+    PROMOTED = "promoted"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (Phase.PROMOTED, Phase.ROLLED_BACK)
+
+    @property
+    def active(self) -> bool:
+        return self in (Phase.PENDING, Phase.PROGRESSING, Phase.PROMOTING, Phase.ROLLING_BACK)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check's verdict with the evidence behind it.
+
+    ``value`` is the candidate's, ``baseline`` the champion's (None for one-arm checks);
+    ``threshold`` says what was required; ``test`` names the statistics used; ``blocking`` is True
+    when this result alone prevents promotion.
+    """
+
+    name: str
+    verdict: Verdict
+    critical: bool
+    advisory: bool
+    blocking: bool
+    value: float | None
+    baseline: float | None
+    threshold: str
+    test: str
+    n_champion: int | None
+    n_candidate: int | None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the judge decided at one tick, why, and every check behind it."""
+
+    action: Action
+    reason: str
+    checks: tuple[CheckResult, ...]
+    traffic: int
+    at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "reason": self.reason,
+            "traffic": self.traffic,
+            "at": self.at.isoformat(),
+            "checks": [c.to_dict() for c in self.checks],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), allow_nan=False, default=str)
+
+
+@dataclass(frozen=True)
+class ReleaseState:
+    """A release of ``candidate_version`` against ``champion_version`` of ``model``.
+
+    ``step_index`` indexes the policy's steps; ``traffic`` is the candidate percent last set.
+    """
+
+    model: str
+    candidate_version: str
+    champion_version: str
+    phase: Phase
+    step_index: int
+    traffic: int
+    started_at: datetime
+    step_started_at: datetime
+    ticks: int = 0
+    release_run_id: str | None = None
+    reason: str | None = None
+
+    def with_phase(self, phase: Phase, reason: str | None = None) -> ReleaseState:
+        return replace(self, phase=phase, reason=reason if reason is not None else self.reason)
+
+    # -- persistence as tags -----------------------------------------------------------------
+
+    def to_tags(self) -> dict[str, str]:
+        tags = {
+            "phase": self.phase.value,
+            "champion_version": self.champion_version,
+            "step_index": str(self.step_index),
+            "traffic": str(self.traffic),
+            "started_at": self.started_at.isoformat(),
+            "step_started_at": self.step_started_at.isoformat(),
+            "ticks": str(self.ticks),
+        }
+        if self.release_run_id:
+            tags["release_run_id"] = self.release_run_id
+        if self.reason is not None:
+            tags["reason"] = self.reason[:500]
+        return {TAG_PREFIX + k: v for k, v in tags.items()}
+
+    @classmethod
+    def from_tags(cls, model: str, version: str, tags: dict[str, str]) -> ReleaseState | None:
+        """The state recorded on a version, or None if it never took part in a release."""
+
+        def tag(key: str) -> str | None:
+            return tags.get(TAG_PREFIX + key)
+
+        phase = tag("phase")
+        if phase is None:
+            return None
+        return cls(
+            model=model,
+            candidate_version=version,
+            champion_version=tag("champion_version") or "",
+            phase=Phase(phase),
+            step_index=int(tag("step_index") or 0),
+            traffic=int(tag("traffic") or 0),
+            started_at=_parse_time(tag("started_at")),
+            step_started_at=_parse_time(tag("step_started_at") or tag("started_at")),
+            ticks=int(tag("ticks") or 0),
+            release_run_id=tag("release_run_id"),
+            reason=tag("reason"),
+        )
+
+
+def _parse_time(value: str | None) -> datetime:
+    if not value:
+        return datetime.fromtimestamp(0, tz=UTC)
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
