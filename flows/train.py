@@ -7,7 +7,6 @@ Run it locally with ``python -m flows.train`` (an ephemeral Prefect server start
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -86,8 +85,7 @@ def train(
     version = steps.register_version(settings, registry, new)
     assigned = steps.assign_alias(settings, registry, version, gate)
     outcome = training.make_outcome(settings, dataset, version, assigned, gate, metrics, champion, commit)
-    # Artifact keys allow only lowercase letters, digits and dashes.
-    key = "train-" + re.sub(r"[^a-z0-9-]+", "-", settings.model.name.lower())
+    key = steps.artifact_key("train", settings.model.name)
     create_markdown_artifact(_report(outcome), key=key, description=outcome.summary())
     logger.info(outcome.summary())
     return outcome.to_dict()

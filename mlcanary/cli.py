@@ -289,5 +289,113 @@ def demo_command(
         )
 
 
+@app.command("collector")
+def collector_command(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default: serving.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: serving.collector_port, 8090).")] = None,
+    db_url: Annotated[
+        str | None, typer.Option(help="Inference-log database URL (default: inference.db in the state dir).")
+    ] = None,
+) -> None:
+    """Run the inference-log collector: KServe logger CloudEvents in, one row per request out.
+
+    Accepts request/response events from the local model servers and from KServe's logger agent,
+    pairs them by ce-id and answers 2xx only once the row is committed. Feedback labels go to
+    POST /feedback. Runs until interrupted.
+    """
+    from mlcanary.telemetry.collector import run_collector
+
+    with _user_errors():
+        settings = ctx.obj.settings()
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    run_collector(
+        host or settings.serving.host,
+        port or settings.serving.collector_port,
+        db_url or settings.store_url,
+    )
+
+
+@app.command("traffic")
+def traffic_command(
+    ctx: typer.Context,
+    rps: Annotated[float, typer.Option(help="Requests per second to send.")] = 20.0,
+    duration: Annotated[float | None, typer.Option(help="Seconds to send for.")] = None,
+    requests: Annotated[
+        int | None, typer.Option(help="Total requests to send (instead of --duration).")
+    ] = None,
+    covariate_shift: Annotated[
+        float, typer.Option(help="Drift the replayed rows' features (std devs, 0-5).")
+    ] = 0.0,
+    fraud_rate: Annotated[float, typer.Option(help="Share of fraud in the replayed rows.")] = 0.04,
+    noise: Annotated[float, typer.Option(help="Share of labels flipped in the replayed rows.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of the replayed rows.")] = 0,
+    arm: Annotated[
+        str | None, typer.Option(help="Force every request to one arm: champion or candidate.")
+    ] = None,
+    feedback: Annotated[bool, typer.Option(help="Post ground-truth labels to the collector.")] = True,
+    feedback_delay: Annotated[float, typer.Option(help="Seconds before a label is posted.")] = 3.0,
+    feedback_share: Annotated[float, typer.Option(help="Share of requests that get a label.")] = 0.5,
+    url: Annotated[str | None, typer.Option(help="Front door URL (default: the local Envoy).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Replay rows of the bundled dataset through the front door (optionally drifted).
+
+    Shows a progress bar, posts delayed ground-truth labels to the collector and ends with a
+    per-arm summary: requests, errors, latency percentiles and positive rate.
+    """
+    from pydantic import ValidationError
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from mlcanary.traffic import TrafficPlan, render_summary, run_traffic_sync
+
+    with _user_errors():
+        settings = ctx.obj.settings()
+    host, serving = settings.serving.host, settings.serving
+    try:
+        plan = TrafficPlan(
+            front_door_url=url or f"http://{host}:{serving.front_door_port}",
+            model=settings.model.name,
+            rps=rps,
+            duration_s=duration if duration is not None or requests is not None else 10.0,
+            total_requests=requests,
+            seed=seed,
+            covariate_shift=covariate_shift,
+            fraud_rate=fraud_rate,
+            noise=noise,
+            collector_url=f"http://{host}:{serving.collector_port}" if feedback else None,
+            feedback_delay_s=feedback_delay,
+            feedback_share=feedback_share,
+            force_arm=arm,
+        )
+    except ValidationError as exc:
+        err_console.print(f"[red]error:[/red] invalid traffic options: {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    if as_json:
+        report = run_traffic_sync(plan)
+        typer.echo(json.dumps(report.to_dict()))
+    else:
+        columns = (
+            TextColumn("[bold]traffic"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[arms]}"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=console, transient=False) as progress:
+            task = progress.add_task("traffic", total=plan.planned_requests, arms="")
+
+            def show(p) -> None:  # type: ignore[no-untyped-def]
+                arms = "  ".join(f"{a} {n}" for a, n in p.per_arm.items() if n) + (
+                    f"  errors {p.errors}" if p.errors else ""
+                )
+                progress.update(task, completed=p.done, total=p.total, arms=arms)
+
+            report = run_traffic_sync(plan, on_progress=show)
+        console.print(render_summary(report))
+    if report.total.ok == 0:
+        raise typer.Exit(1)
+
+
 if __name__ == "__main__":
     app()

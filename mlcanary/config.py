@@ -166,6 +166,15 @@ class ServingSettings(_Section):
         return self
 
 
+class TelemetrySettings(_Section):
+    """Where inference logs and feedback labels are stored."""
+
+    store_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the inference log; default: inference.db in the state directory",
+    )
+
+
 class Settings(_Section):
     """The whole configuration of one mlcanary installation."""
 
@@ -176,6 +185,7 @@ class Settings(_Section):
     model: ModelSettings = Field(default_factory=ModelSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     rollout: RolloutPolicy = Field(
         default_factory=RolloutPolicy,
         description="the rollout policy: configs/rollout.yaml, then a profile's `rollout:` section",
@@ -192,6 +202,13 @@ class Settings(_Section):
     def registry_uri(self) -> str:
         """The MLflow registry URI in force (the tracking URI by default)."""
         return self.mlflow.registry_uri or self.tracking_uri
+
+    @property
+    def store_url(self) -> str:
+        """The inference-log database in force (SQLite under the state directory by default)."""
+        if self.telemetry.store_url:
+            return self.telemetry.store_url
+        return f"sqlite:///{(self.state_dir / 'inference.db').resolve()}"
 
     @property
     def artifact_location(self) -> str:

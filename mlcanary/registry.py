@@ -116,6 +116,10 @@ class ModelRegistry(Protocol):
 
     def model_exists(self, name: str) -> bool: ...
 
+    def list_models(self) -> list[str]:
+        """Names of every registered model."""
+        ...
+
     def aliases(self, name: str) -> dict[str, str]:
         """Alias → version for a registered model."""
         ...
@@ -195,6 +199,9 @@ class MlflowRegistry:
                 return False
             raise RegistryError(f"cannot read model {name!r}: {exc.message}") from exc
         return True
+
+    def list_models(self) -> list[str]:
+        return sorted(m.name for m in self.client.search_registered_models())
 
     def aliases(self, name: str) -> dict[str, str]:
         try:

@@ -87,7 +87,9 @@ def read_status(registry: ModelRegistry, name: str, *, traffic: Traffic | None =
     by_number = {v.version: v for v in versions}
     champion = by_number.get(aliases.get(CHAMPION, ""))
     candidate = by_number.get(aliases.get(CANDIDATE, ""))
-    release = candidate or champion
+    # The latest release (in progress, promoted or rolled back) is the one started last.
+    released = [v for v in versions if v.tag("started_at")]
+    release = max(released, key=lambda v: v.tag("started_at") or "", default=None)
     return ReleaseStatus(
         model=name,
         phase=release.tag("phase") if release else None,

@@ -7,6 +7,7 @@ Inputs are large (DataFrames, models), so no task caches on its inputs.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pandas as pd
@@ -18,6 +19,12 @@ from mlcanary.config import Settings
 from mlcanary.data.loader import Dataset, load_dataset
 from mlcanary.registry import ModelRegistry, ModelVersionInfo, NewVersion
 from tasks.retry import retry_on_io
+
+
+def artifact_key(prefix: str, model: str) -> str:
+    """A Prefect artifact key: lowercase letters, digits and dashes only."""
+    return f"{prefix}-" + re.sub(r"[^a-z0-9-]+", "-", model.lower()).strip("-")
+
 
 IO_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10], "retry_condition_fn": retry_on_io}
 

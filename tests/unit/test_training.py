@@ -245,7 +245,11 @@ def test_status_reads_phase_and_last_decision_tags(make_settings) -> None:
     registry.set_tags(
         settings.model.name,
         "2",
-        {"mlcanary.phase": "progressing", "mlcanary.last_decision": json.dumps(decision)},
+        {
+            "mlcanary.phase": "progressing",
+            "mlcanary.started_at": "2026-03-01T00:00:00+00:00",
+            "mlcanary.last_decision": json.dumps(decision),
+        },
     )
     status = read_status(registry, settings.model.name)
     assert status.phase == "progressing"

@@ -1,0 +1,126 @@
+"""The rollout flows: ``start-canary``, ``canary-monitor`` (one tick), ``promote`` and ``rollback``.
+
+Each builds the engine from the configuration (:func:`mlcanary.wiring.build_engine`) and runs one
+task. ``canary-monitor`` is meant to run on a schedule through the 24-48 h window; with no model
+given it ticks every model that has a release in progress, and one model's failure does not stop
+the others.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger
+
+from mlcanary.config import Settings, load_settings
+from mlcanary.rollout.engine import NothingToDoError, RolloutEngine
+from mlcanary.wiring import build_engine
+from tasks import rollout as steps
+
+Profile = Literal["local", "demo", "kserve"]
+
+
+def _settings(profile: Profile, config_file: str | None) -> Settings:
+    return load_settings(profile, config_file=Path(config_file) if config_file else None)
+
+
+def engine_for(settings: Settings) -> RolloutEngine:
+    """The engine the flows use (tests replace this to inject fakes)."""
+    return build_engine(settings)
+
+
+@flow(name="start-canary")
+def start_canary(
+    model: str, version: str, profile: Profile = "local", config_file: str | None = None
+) -> dict[str, Any]:
+    """Deploy a version beside @champion at the first traffic step of the rollout policy.
+
+    Args:
+        model: Registered model name.
+        version: The version to canary (MLflow version number, as a string).
+        profile: Configuration profile when no config_file is given.
+        config_file: Path to a config YAML file; overrides the profile.
+    """
+    engine = engine_for(_settings(profile, config_file))
+    return steps.release_summary(steps.start_release(engine, model, str(version)))
+
+
+def _active_models(engine: RolloutEngine) -> list[str]:
+    return [name for name in engine.registry.list_models() if engine.active_release(name) is not None]
+
+
+@flow(name="canary-monitor")
+def monitor(
+    model: str | None = None, profile: Profile = "local", config_file: str | None = None
+) -> list[dict[str, Any]]:
+    """One monitor tick: measure both arms, judge, act, record. Schedule it through the window.
+
+    Args:
+        model: Registered model name; empty for every model with a release in progress.
+        profile: Configuration profile when no config_file is given.
+        config_file: Path to a config YAML file; overrides the profile.
+    """
+    logger = get_run_logger()
+    settings = _settings(profile, config_file)
+    engine = engine_for(settings)
+    models = [model] if model else _active_models(engine)
+    if not models:
+        logger.info("no release in progress")
+    results, failures = [], []
+    for name in models:
+        try:
+            result = steps.tick(engine, name)
+        except NothingToDoError as exc:
+            logger.info(str(exc))
+            continue
+        except Exception as exc:
+            # One model's failure must not stop the others' ticks; it is re-raised below.
+            logger.error("tick of %s failed: %s", name, exc)
+            failures.append(f"{name}: {exc}")
+            continue
+        summary = steps.release_summary(result.release)
+        if result.decision is not None:
+            summary["action"] = result.decision.action
+        results.append(summary)
+    if failures:
+        raise RuntimeError("monitor tick failed for " + "; ".join(failures))
+    return results
+
+
+@flow(name="promote")
+def promote(
+    model: str,
+    reason: str = "promoted by hand from the Prefect UI",
+    profile: Profile = "local",
+    config_file: str | None = None,
+) -> dict[str, Any]:
+    """Promote the release in progress now: all traffic to the candidate, @champion moves to it.
+
+    Args:
+        model: Registered model name.
+        reason: Why; recorded on the version and in the release's MLflow run.
+        profile: Configuration profile when no config_file is given.
+        config_file: Path to a config YAML file; overrides the profile.
+    """
+    engine = engine_for(_settings(profile, config_file))
+    return steps.release_summary(steps.promote_release(engine, model, reason))
+
+
+@flow(name="rollback")
+def rollback(
+    model: str,
+    reason: str = "rolled back by hand from the Prefect UI",
+    profile: Profile = "local",
+    config_file: str | None = None,
+) -> dict[str, Any]:
+    """Roll the release in progress back now: all traffic to the champion, the version rejected.
+
+    Args:
+        model: Registered model name.
+        reason: Why; recorded as the version's rejection reason.
+        profile: Configuration profile when no config_file is given.
+        config_file: Path to a config YAML file; overrides the profile.
+    """
+    engine = engine_for(_settings(profile, config_file))
+    return steps.release_summary(steps.rollback_release(engine, model, reason))

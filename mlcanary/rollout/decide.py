@@ -1,0 +1,110 @@
+"""``decide()``: the pure judge. Measurements + policy + release state → hold, step up, promote or
+roll back, with the reason and every check.
+
+Rules, in order:
+1. a critical check fails → roll back at once;
+2. at ``max_duration`` a release that could promote does; otherwise it follows
+   ``on_max_duration`` — but a release with a failing check or without enough samples is rolled
+   back even when the default is to promote (missing data never promotes);
+3. fewer than ``min_samples_per_arm`` requests in either arm → hold;
+4. a failing non-critical check → hold (it blocks stepping up and promotion);
+5. less than ``min_bake_per_step`` at this step → hold;
+6. not at the last step → step up to the next;
+7. less than ``min_duration`` since the start → hold;
+8. any blocking check not yet passing (inconclusive, error, required data missing) → hold;
+9. otherwise → promote.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from mlcanary.rollout.checks import evaluate_checks
+from mlcanary.rollout.measurements import Measurements
+from mlcanary.rollout.policy import RolloutPolicy
+from mlcanary.rollout.state import Action, CheckResult, Decision, ReleaseState
+
+
+def _describe(check: CheckResult) -> str:
+    parts = [check.name]
+    if check.value is not None:
+        parts.append(f"{check.value:.4g}")
+    if check.baseline is not None:
+        parts.append(f"vs {check.baseline:.4g}")
+    text = " ".join(parts)
+    if check.threshold:
+        text += f" ({check.threshold})"
+    return text
+
+
+def _names(checks: list[CheckResult]) -> str:
+    return ", ".join(_describe(c) for c in checks)
+
+
+def _hours(delta: timedelta) -> str:
+    seconds = delta.total_seconds()
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.0f} s"
+
+
+def decide(policy: RolloutPolicy, state: ReleaseState, measurements: Measurements, now: datetime) -> Decision:
+    """Judge one tick. Pure: the same inputs always give the same decision."""
+    checks = evaluate_checks(policy, measurements)
+    elapsed = now - state.started_at
+    baked = now - state.step_started_at
+    last_step = state.step_index >= len(policy.steps) - 1
+    m = measurements
+
+    def verdict(action: Action, reason: str, traffic: int | None = None) -> Decision:
+        if traffic is None:
+            traffic = {"promote": 100, "rollback": 0}.get(action, state.traffic)
+        return Decision(action=action, reason=reason, checks=checks, traffic=traffic, at=now)
+
+    critical = [c for c in checks if c.verdict == "fail" and c.critical and not c.advisory]
+    if critical:
+        return verdict("rollback", f"critical check failed: {_names(critical)}")
+
+    failing = [c for c in checks if c.verdict == "fail" and not c.advisory]
+    waiting = [c for c in checks if c.blocking and c.verdict != "fail"]
+    enough = min(m.champion.requests, m.candidate.requests) >= policy.min_samples_per_arm
+    samples = (
+        f"champion {m.champion.requests}, candidate {m.candidate.requests} requests "
+        f"(need {policy.min_samples_per_arm} each)"
+    )
+
+    if elapsed >= policy.max_duration:
+        window = f"maximum duration {_hours(policy.max_duration)} reached"
+        if last_step and enough and not failing and not waiting:
+            return verdict("promote", f"{window}: every check passed")
+        if failing:
+            return verdict("rollback", f"{window} with failing checks: {_names(failing)}")
+        if not enough:
+            return verdict("rollback", f"{window} without enough data: {samples}")
+        if policy.on_max_duration == "promote":
+            return verdict("promote", f"{window}, undecided ({_names(waiting)}): policy says promote")
+        undecided = _names(waiting) or f"still at step {state.step_index + 1} of {len(policy.steps)}"
+        return verdict("rollback", f"{window}, undecided ({undecided}): policy says roll back")
+
+    if not enough:
+        return verdict("hold", f"waiting for samples: {samples}")
+    if failing:
+        return verdict("hold", f"non-critical check failing, blocking promotion: {_names(failing)}")
+    if baked < policy.min_bake_per_step:
+        return verdict(
+            "hold",
+            f"baking step {state.step_index + 1} of {len(policy.steps)} at {state.traffic} %: "
+            f"{_hours(baked)} of {_hours(policy.min_bake_per_step)}",
+        )
+    if not last_step:
+        nxt = policy.steps[state.step_index + 1]
+        return verdict("step_up", f"step {state.step_index + 1} healthy: {state.traffic} % → {nxt} %", nxt)
+    if elapsed < policy.min_duration:
+        return verdict(
+            "hold", f"minimum duration: {_hours(elapsed)} of {_hours(policy.min_duration)} elapsed"
+        )
+    if waiting:
+        return verdict("hold", f"waiting for checks to pass: {_names(waiting)}")
+    return verdict("promote", "every check passed after the minimum duration and bake time")

@@ -1,0 +1,299 @@
+"""The rollout engine: start a canary, run one monitor tick, promote, roll back.
+
+A tick is: measure → ``decide()`` (pure) → act → persist. The release state lives on the candidate's
+model version as ``mlcanary.*`` tags (and in the aliases), so any process can resume. Before an
+action with several steps (promote, roll back) the engine writes the *intended* phase
+(``promoting`` / ``rolling_back``); a run that finds a release in such a phase completes it. Every
+step is idempotent, so re-running after a crash at any point converges.
+
+Transitions are one small function per phase (:data:`PHASE_HANDLERS`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import timedelta
+
+from mlcanary.registry import CANDIDATE, CHAMPION, TAG_PREFIX, ModelRegistry, ModelVersionInfo
+from mlcanary.rollout.decide import decide
+from mlcanary.rollout.policy import RolloutPolicy
+from mlcanary.rollout.ports import (
+    Clock,
+    EvidenceRecorder,
+    MetricsSource,
+    Notifier,
+    NullNotifier,
+    NullRecorder,
+)
+from mlcanary.rollout.state import Decision, Phase, ReleaseState
+from mlcanary.serving.backend import ServingBackend
+
+logger = logging.getLogger(__name__)
+
+
+class RolloutError(Exception):
+    """A rollout request that cannot be carried out; nothing was changed. The message says why."""
+
+
+class NothingToDoError(RolloutError):
+    """There is no release in a state the request applies to (e.g. promote with no candidate)."""
+
+
+@dataclass(frozen=True)
+class TickResult:
+    """What one tick did: the release after it and the decision (None when it only resumed an
+    interrupted promote or roll back, or when the release had already ended)."""
+
+    release: ReleaseState
+    decision: Decision | None
+    note: str = ""
+
+
+class RolloutEngine:
+    """Carries releases of registered models through their phases (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        registry: ModelRegistry,
+        backend: ServingBackend,
+        metrics: MetricsSource,
+        policy: RolloutPolicy,
+        clock: Clock,
+        recorder: EvidenceRecorder | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.registry = registry
+        self.backend = backend
+        self.metrics = metrics
+        self.policy = policy
+        self.clock = clock
+        self.recorder = recorder or NullRecorder()
+        self.notifier = notifier or NullNotifier()
+
+    # -- reading state ---------------------------------------------------------------------------
+
+    def _state_of(self, info: ModelVersionInfo) -> ReleaseState | None:
+        return ReleaseState.from_tags(info.name, info.version, dict(info.tags))
+
+    def active_release(self, model: str) -> ReleaseState | None:
+        """The release of ``model`` still in progress (or interrupted mid-action), if any."""
+        if not self.registry.model_exists(model):
+            raise RolloutError(f"model {model!r} is not registered")
+        candidate = self.registry.version_for_alias(model, CANDIDATE)
+        if candidate is not None:
+            state = self._state_of(candidate)
+            if state is not None and state.phase.active:
+                return state
+        # An interrupted promote may already have moved the aliases: look at every version.
+        for info in reversed(self.registry.list_versions(model)):
+            state = self._state_of(info)
+            if state is not None and state.phase.active:
+                return state
+        return None
+
+    def _persist(self, state: ReleaseState, decision: Decision | None = None) -> ReleaseState:
+        tags = state.to_tags()
+        if decision is not None:
+            tags[TAG_PREFIX + "last_decision"] = _truncate_decision(decision)
+        self.registry.set_tags(state.model, state.candidate_version, tags)
+        return state
+
+    # -- start -------------------------------------------------------------------------------------
+
+    def start_canary(self, model: str, version: str) -> ReleaseState:
+        """Deploy ``version`` beside ``@champion`` at the first traffic step.
+
+        Refuses (``RolloutError``, nothing changed) an unknown model or version, a model without a
+        champion, the champion itself, and a second release while one is in progress. Starting the
+        release that is already running is a no-op that returns its state.
+        """
+        if not self.registry.model_exists(model):
+            raise RolloutError(f"model {model!r} is not registered")
+        info = self.registry.get_version(model, version)
+        champion = self.registry.version_for_alias(model, CHAMPION)
+        if champion is None:
+            raise RolloutError(f"{model} has no @champion: train a first version before a canary")
+        if champion.version == info.version:
+            raise RolloutError(f"{model} version {info.version} is already @champion")
+        if info.tag("rejected"):
+            raise RolloutError(f"{model} version {info.version} was rejected: {info.tag('rejected')}")
+        active = self.active_release(model)
+        if active is not None:
+            if active.candidate_version == info.version:
+                return active
+            raise RolloutError(
+                f"{model}: a release of version {active.candidate_version} is {active.phase.value}; "
+                "promote or roll it back first"
+            )
+        now = self.clock.now()
+        state = ReleaseState(
+            model=model,
+            candidate_version=info.version,
+            champion_version=champion.version,
+            phase=Phase.PENDING,
+            step_index=0,
+            traffic=self.policy.steps[0],
+            started_at=now,
+            step_started_at=now,
+            reason="starting the canary",
+        )
+        self.registry.set_alias(model, CANDIDATE, info.version)
+        self._persist(state)
+        return self._handle_pending(state).release
+
+    # -- one tick ----------------------------------------------------------------------------------
+
+    def tick(self, model: str) -> TickResult:
+        """One monitor tick for ``model``: resume an interrupted action or judge the release."""
+        state = self.active_release(model)
+        if state is None:
+            raise NothingToDoError(f"{model}: no release in progress")
+        return PHASE_HANDLERS[state.phase](self, state)
+
+    def _handle_pending(self, state: ReleaseState) -> TickResult:
+        self.backend.deploy(state.model, state.champion_version, state.candidate_version, state.traffic)
+        run_id = state.release_run_id or self.recorder.begin(state)
+        state = replace(state, phase=Phase.PROGRESSING, release_run_id=run_id, reason="canary started")
+        self._persist(state)
+        self.notifier.notify(
+            state, "canary started", f"{state.model} v{state.candidate_version} at {state.traffic} %"
+        )
+        return TickResult(state, None, note="deployed")
+
+    def _handle_progressing(self, state: ReleaseState) -> TickResult:
+        now = self.clock.now()
+        window_start = _window_start(state, now, self.policy.tick_interval)
+        measurements = self.metrics.measure(state, window_start=window_start, now=now)
+        decision = decide(self.policy, state, measurements, now)
+        state = replace(state, ticks=state.ticks + 1, reason=decision.reason)
+        state = _ACTIONS[decision.action](self, state, decision)
+        self.recorder.record_tick(state, measurements, decision)
+        return TickResult(state, decision)
+
+    def _handle_promoting(self, state: ReleaseState) -> TickResult:
+        return TickResult(self._complete_promote(state), None, note="completed an interrupted promote")
+
+    def _handle_rolling_back(self, state: ReleaseState) -> TickResult:
+        return TickResult(self._complete_rollback(state), None, note="completed an interrupted rollback")
+
+    def _handle_ended(self, state: ReleaseState) -> TickResult:
+        return TickResult(state, None, note=f"release already {state.phase.value}")
+
+    # -- actions -----------------------------------------------------------------------------------
+
+    def _act_hold(self, state: ReleaseState, decision: Decision) -> ReleaseState:
+        return self._persist(state, decision)
+
+    def _act_step_up(self, state: ReleaseState, decision: Decision) -> ReleaseState:
+        self.backend.set_traffic(state.model, decision.traffic)
+        state = replace(
+            state, step_index=state.step_index + 1, traffic=decision.traffic, step_started_at=decision.at
+        )
+        return self._persist(state, decision)
+
+    def _act_promote(self, state: ReleaseState, decision: Decision) -> ReleaseState:
+        state = self._persist(state.with_phase(Phase.PROMOTING, decision.reason), decision)
+        return self._complete_promote(state)
+
+    def _act_rollback(self, state: ReleaseState, decision: Decision) -> ReleaseState:
+        # Traffic first: the rollback must reach the serving layer before any bookkeeping.
+        self.backend.rollback(state.model)
+        state = self._persist(state.with_phase(Phase.ROLLING_BACK, decision.reason), decision)
+        return self._complete_rollback(state)
+
+    def _complete_promote(self, state: ReleaseState) -> ReleaseState:
+        model, version = state.model, state.candidate_version
+        self.backend.promote(model)
+        previous = self.registry.version_for_alias(model, CHAMPION)
+        self.registry.set_alias(model, CHAMPION, version)
+        if previous is not None and previous.version != version:
+            self.registry.set_tags(
+                model,
+                previous.version,
+                {TAG_PREFIX + "previous_champion": "true", TAG_PREFIX + "replaced_by": version},
+            )
+        if (self.registry.aliases(model)).get(CANDIDATE) == version:
+            self.registry.delete_alias(model, CANDIDATE)
+        state = replace(state, phase=Phase.PROMOTED, traffic=100)
+        self._persist(state)
+        self.recorder.finish(state)
+        self.notifier.notify(state, "promoted", f"{model} v{version} is @champion: {state.reason}")
+        return state
+
+    def _complete_rollback(self, state: ReleaseState) -> ReleaseState:
+        model, version = state.model, state.candidate_version
+        self.backend.rollback(model)
+        if (self.registry.aliases(model)).get(CANDIDATE) == version:
+            self.registry.delete_alias(model, CANDIDATE)
+        self.registry.set_tags(
+            model, version, {TAG_PREFIX + "rejected": (state.reason or "rolled back")[:500]}
+        )
+        state = replace(state, phase=Phase.ROLLED_BACK, traffic=0)
+        self._persist(state)
+        self.recorder.finish(state)
+        self.notifier.notify(state, "rolled back", f"{model} v{version}: {state.reason}")
+        return state
+
+    # -- manual actions ----------------------------------------------------------------------------
+
+    def promote(self, model: str, reason: str = "promoted by hand") -> ReleaseState:
+        """Promote the release in progress now, whatever the checks say."""
+        state = self.active_release(model)
+        if state is None:
+            raise NothingToDoError(f"{model}: nothing to promote (no release in progress)")
+        if state.phase == Phase.ROLLING_BACK:
+            raise RolloutError(f"{model}: version {state.candidate_version} is being rolled back")
+        if state.phase == Phase.PENDING:
+            state = self._handle_pending(state).release
+        state = self._persist(state.with_phase(Phase.PROMOTING, reason))
+        return self._complete_promote(state)
+
+    def rollback(self, model: str, reason: str = "rolled back by hand") -> ReleaseState:
+        """Roll the release in progress back now."""
+        state = self.active_release(model)
+        if state is None:
+            raise NothingToDoError(f"{model}: nothing to roll back (no release in progress)")
+        if state.phase == Phase.PROMOTING:
+            raise RolloutError(f"{model}: version {state.candidate_version} is being promoted")
+        self.backend.rollback(model)
+        state = self._persist(state.with_phase(Phase.ROLLING_BACK, reason))
+        return self._complete_rollback(state)
+
+
+def _window_start(state: ReleaseState, now, interval: timedelta):  # type: ignore[no-untyped-def]
+    """The burst window: one tick interval back, but never before the release or the step began."""
+    return max(now - interval, state.step_started_at, state.started_at)
+
+
+def _truncate_decision(decision: Decision) -> str:
+    # MLflow tag values hold at most 5,000 characters: keep the verdicts, drop details if needed.
+    text = decision.to_json()
+    if len(text) <= 5000:
+        return text
+    slim = decision.to_dict()
+    slim["checks"] = [
+        {k: c[k] for k in ("name", "verdict", "critical", "value", "baseline", "threshold")}
+        for c in slim["checks"]
+    ]
+    return json.dumps(slim, default=str)[:5000]
+
+
+PHASE_HANDLERS: dict[Phase, Callable[[RolloutEngine, ReleaseState], TickResult]] = {
+    Phase.PENDING: RolloutEngine._handle_pending,
+    Phase.PROGRESSING: RolloutEngine._handle_progressing,
+    Phase.PROMOTING: RolloutEngine._handle_promoting,
+    Phase.ROLLING_BACK: RolloutEngine._handle_rolling_back,
+    Phase.PROMOTED: RolloutEngine._handle_ended,
+    Phase.ROLLED_BACK: RolloutEngine._handle_ended,
+    Phase.FAILED: RolloutEngine._handle_ended,
+}
+_ACTIONS: dict[str, Callable[[RolloutEngine, ReleaseState, Decision], ReleaseState]] = {
+    "hold": RolloutEngine._act_hold,
+    "step_up": RolloutEngine._act_step_up,
+    "promote": RolloutEngine._act_promote,
+    "rollback": RolloutEngine._act_rollback,
+}

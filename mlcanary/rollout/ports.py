@@ -1,0 +1,77 @@
+"""The seams the rollout engine depends on besides the registry and the serving backend.
+
+Each has a real adapter elsewhere (the log store, MLflow, Apprise) and a trivial or in-memory one
+here or in :mod:`mlcanary.fakes`. The engine receives them injected, never as module globals.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Protocol
+
+from mlcanary.rollout.measurements import Measurements
+from mlcanary.rollout.state import Decision, ReleaseState
+
+
+class Clock(Protocol):
+    """Where "now" comes from (injected so tests and simulations control time)."""
+
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    """The wall clock, in UTC."""
+
+    def now(self) -> datetime:
+        return datetime.now(tz=UTC)
+
+
+class MetricsSource(Protocol):
+    """Measures both arms of a release over the same window.
+
+    ``measure`` returns cumulative counts since ``release.started_at`` and window counts since
+    ``window_start`` (the previous tick). It never judges; a metric it cannot measure goes into
+    ``Measurements.problems`` rather than raising, so the other checks still run.
+    """
+
+    def measure(self, release: ReleaseState, *, window_start: datetime, now: datetime) -> Measurements: ...
+
+
+class EvidenceRecorder(Protocol):
+    """Keeps the evidence of a release (an MLflow run per release in the real adapter).
+
+    ``begin`` returns an id stored in the release state so later processes append to the same
+    record; every method is safe to call again after a crash.
+    """
+
+    def begin(self, release: ReleaseState) -> str | None: ...
+
+    def record_tick(self, release: ReleaseState, measurements: Measurements, decision: Decision) -> None: ...
+
+    def finish(self, release: ReleaseState) -> None: ...
+
+
+class Notifier(Protocol):
+    """Tells humans about promote, rollback and failures (Slack, Teams, e-mail...)."""
+
+    def notify(self, release: ReleaseState, title: str, message: str) -> None: ...
+
+
+class NullRecorder:
+    """Keeps nothing (for tests and dry runs)."""
+
+    def begin(self, release: ReleaseState) -> str | None:
+        return None
+
+    def record_tick(self, release: ReleaseState, measurements: Measurements, decision: Decision) -> None:
+        return None
+
+    def finish(self, release: ReleaseState) -> None:
+        return None
+
+
+class NullNotifier:
+    """Tells no one."""
+
+    def notify(self, release: ReleaseState, title: str, message: str) -> None:
+        return None

@@ -1,0 +1,61 @@
+"""Assemble the rollout engine from the configuration: the one place adapters are chosen.
+
+Everything is built on demand from ``Settings`` (nothing at import), and any seam can be replaced
+by passing it in, which is how tests swap in the fakes of :mod:`mlcanary.fakes`.
+"""
+
+from __future__ import annotations
+
+from mlcanary.config import Settings
+from mlcanary.evidence import MlflowEvidence
+from mlcanary.registry import registry_from_settings
+from mlcanary.rollout.engine import RolloutEngine
+from mlcanary.rollout.ports import Clock, EvidenceRecorder, MetricsSource, Notifier, SystemClock
+from mlcanary.serving.backend import ServingBackend
+
+
+def serving_backend(settings: Settings) -> ServingBackend:
+    """The configured serving backend."""
+    if settings.serving.backend == "local":
+        from mlcanary.serving.local.backend import LocalBackend
+
+        return LocalBackend(settings)
+    raise NotImplementedError(
+        "serving.backend 'kserve' is not available yet in this version (see the KServe issue); "
+        "use the local backend"
+    )
+
+
+def metrics_source(settings: Settings) -> MetricsSource:
+    """Measurements from the inference log at ``telemetry.store_url``."""
+    from mlcanary.telemetry.metrics import StoreMetricsSource
+    from mlcanary.telemetry.store import InferenceLogStore
+
+    return StoreMetricsSource(InferenceLogStore(settings.store_url))
+
+
+def build_engine(
+    settings: Settings,
+    *,
+    backend: ServingBackend | None = None,
+    metrics: MetricsSource | None = None,
+    clock: Clock | None = None,
+    recorder: EvidenceRecorder | None = None,
+    notifier: Notifier | None = None,
+) -> RolloutEngine:
+    """A :class:`RolloutEngine` on the configured registry, backend, metrics and evidence store."""
+    registry = registry_from_settings(settings)
+    return RolloutEngine(
+        registry=registry,
+        backend=backend or serving_backend(settings),
+        metrics=metrics or metrics_source(settings),
+        policy=settings.rollout,
+        clock=clock or SystemClock(),
+        recorder=recorder
+        or MlflowEvidence(
+            registry.client,
+            f"{settings.mlflow.experiment}-releases",
+            artifact_location=settings.artifact_location,
+        ),
+        notifier=notifier,
+    )

@@ -1,0 +1,158 @@
+"""The rollout flows on Prefect's test harness, driven tick by tick with in-memory fakes."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+
+import pytest
+
+import flows.canary as canary
+from mlcanary.fakes import (
+    FakeClock,
+    FakeServingBackend,
+    InjectedCrashError,
+    InMemoryRegistry,
+    ScriptedMetrics,
+)
+from mlcanary.registry import CANDIDATE, CHAMPION
+from mlcanary.rollout.engine import RolloutEngine
+from mlcanary.rollout.measurements import ArmMetrics, Measurements, Percentiles
+from mlcanary.rollout.policy import RolloutPolicy
+from mlcanary.rollout.state import Phase, ReleaseState
+from mlcanary.rollout.stats import MeanSummary
+
+pytestmark = pytest.mark.flows
+
+POLICY = RolloutPolicy(
+    steps=[10, 50],
+    min_bake_per_step="10m",
+    min_duration="30m",
+    max_duration="3h",
+    tick_interval="5m",
+    min_samples_per_arm=100,
+)
+
+
+def _arm(requests: int, error_rate: float) -> ArmMetrics:
+    return ArmMetrics(
+        requests=requests,
+        errors=round(requests * error_rate),
+        log_latency=MeanSummary(n=requests, mean=math.log(20), variance=0.05, log_scale=True),
+        latency_ms=Percentiles(20, 28, 36),
+        slow=round(requests * 0.05),
+        predictions=requests,
+        positives=round(requests * 0.04),
+        window_requests=requests // 10,
+    )
+
+
+def _script(candidate_error_rate: float) -> ScriptedMetrics:
+    def measure(release: ReleaseState, window_start: datetime, now: datetime) -> Measurements:
+        total = int((now - release.started_at).total_seconds() * 20)
+        candidate = total * release.traffic // 100
+        return Measurements(
+            start=release.started_at,
+            end=now,
+            window_start=window_start,
+            champion=_arm(total - candidate, 0.01),
+            candidate=_arm(candidate, candidate_error_rate),
+        )
+
+    return ScriptedMetrics(measure)
+
+
+class World:
+    def __init__(self, candidate_error_rate: float) -> None:
+        self.registry = InMemoryRegistry()
+        self.backend = FakeServingBackend()
+        self.clock = FakeClock()
+        self.metrics = _script(candidate_error_rate)
+        self.registry.add_version("fraud")
+        self.registry.add_version("fraud")
+        self.registry.set_alias("fraud", CHAMPION, "1")
+
+    def engine(self, _settings: object) -> RolloutEngine:
+        return RolloutEngine(
+            registry=self.registry,
+            backend=self.backend,
+            metrics=self.metrics,
+            policy=POLICY,
+            clock=self.clock,
+        )
+
+
+@pytest.fixture
+def world(monkeypatch: pytest.MonkeyPatch) -> World:
+    made = World(candidate_error_rate=0.01)
+    monkeypatch.setattr(canary, "engine_for", made.engine)
+    return made
+
+
+def test_release_driven_tick_by_tick_to_promotion(world: World) -> None:
+    started = canary.start_canary("fraud", "2")
+    assert started["phase"] == "progressing"
+    assert started["traffic"] == 10
+    assert world.registry.aliases("fraud") == {CHAMPION: "1", CANDIDATE: "2"}
+
+    seen: list[tuple[str, int, str]] = []
+    for _ in range(20):
+        world.clock.advance(timedelta(minutes=5))
+        (result,) = canary.monitor("fraud")
+        seen.append((result["phase"], result["traffic"], result.get("action", "")))
+        if result["phase"] == "promoted":
+            break
+    phases = [phase for phase, _, _ in seen]
+    assert phases[-1] == "promoted"
+    assert set(phases[:-1]) == {"progressing"}
+    traffic = [t for _, t, _ in seen]
+    assert traffic == sorted(traffic), "traffic only grows on the way to promotion"
+    assert 50 in traffic
+    assert world.registry.aliases("fraud") == {CHAMPION: "2"}
+    assert world.backend.status("fraud").arms["champion"].version == "2"
+
+
+def test_bad_release_is_rolled_back_by_the_monitor(world: World) -> None:
+    world.metrics = _script(0.25)
+    canary.start_canary("fraud", "2")
+    world.clock.advance(timedelta(minutes=5))
+    (result,) = canary.monitor("fraud")
+    assert result["phase"] == "rolled_back"
+    assert result["action"] == "rollback"
+    assert "error_rate" in result["reason"] or "error_burst" in result["reason"]
+    assert world.registry.aliases("fraud") == {CHAMPION: "1"}
+    assert world.backend.status("fraud").traffic == {"champion": 100, "candidate": 0}
+
+
+def test_crash_between_promote_steps_is_completed_by_the_next_monitor_run(world: World) -> None:
+    canary.start_canary("fraud", "2")
+    world.registry.fail_on("delete_alias")
+    state = canary.promote("fraud", return_state=True)
+    assert state.is_failed()
+    with pytest.raises(InjectedCrashError):
+        state.result()
+    assert world.registry.get_version("fraud", "2").tag("phase") == Phase.PROMOTING.value
+
+    (result,) = canary.monitor("fraud")
+    assert result["phase"] == "promoted"
+    assert world.registry.aliases("fraud") == {CHAMPION: "2"}
+
+
+def test_monitor_all_ticks_only_active_releases(world: World) -> None:
+    world.registry.add_version("other")
+    world.registry.set_alias("other", CHAMPION, "1")
+    canary.start_canary("fraud", "2")
+    world.clock.advance(timedelta(minutes=5))
+    results = canary.monitor()
+    assert [r["model"] for r in results] == ["fraud"]
+
+
+def test_manual_rollback_and_nothing_to_promote(world: World) -> None:
+    canary.start_canary("fraud", "2")
+    rolled = canary.rollback("fraud", reason="bad smell")
+    assert rolled["phase"] == "rolled_back"
+    assert world.registry.get_version("fraud", "2").tag("rejected") == "bad smell"
+    state = canary.promote("fraud", return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception, match="nothing to promote"):
+        state.result()

@@ -1,0 +1,218 @@
+"""The rollout engine with in-memory fakes: a release driven tick by tick, crashes, bad requests."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timedelta
+
+import pytest
+
+from mlcanary.fakes import (
+    FakeClock,
+    FakeServingBackend,
+    InjectedCrashError,
+    InMemoryRegistry,
+    ScriptedMetrics,
+)
+from mlcanary.registry import CANDIDATE, CHAMPION, VersionNotFoundError
+from mlcanary.rollout.engine import NothingToDoError, RolloutEngine, RolloutError
+from mlcanary.rollout.measurements import ArmMetrics, Measurements, Percentiles
+from mlcanary.rollout.policy import RolloutPolicy
+from mlcanary.rollout.state import Phase, ReleaseState
+from mlcanary.rollout.stats import MeanSummary
+
+POLICY = RolloutPolicy(
+    steps=[20, 50],
+    min_bake_per_step="10m",
+    min_duration="30m",
+    max_duration="2h",
+    tick_interval="5m",
+    min_samples_per_arm=100,
+)
+TICK = timedelta(minutes=5)
+
+
+def _arm(requests: int, error_rate: float, latency_ms: float = 20.0) -> ArmMetrics:
+    return ArmMetrics(
+        version="x",
+        requests=requests,
+        errors=round(requests * error_rate),
+        log_latency=MeanSummary(n=requests, mean=math.log(latency_ms), variance=0.05, log_scale=True),
+        latency_ms=Percentiles(latency_ms, latency_ms * 1.4, latency_ms * 1.8),
+        slow=round(requests * 0.05),
+        predictions=requests,
+        positives=round(requests * 0.04),
+        window_requests=requests // 10,
+        window_errors=0,
+    )
+
+
+def traffic_script(candidate_error_rate: float, rps: float = 20.0) -> ScriptedMetrics:
+    """Cumulative traffic at ``rps`` split by the release's current weight."""
+
+    def script(release: ReleaseState, window_start: datetime, now: datetime) -> Measurements:
+        seconds = (now - release.started_at).total_seconds()
+        total = int(seconds * rps)
+        candidate = int(total * release.traffic / 100)
+        return Measurements(
+            start=release.started_at,
+            end=now,
+            window_start=window_start,
+            champion=_arm(total - candidate, 0.01),
+            candidate=_arm(candidate, candidate_error_rate),
+        )
+
+    return ScriptedMetrics(script)
+
+
+@pytest.fixture
+def world() -> tuple[InMemoryRegistry, FakeServingBackend, FakeClock]:
+    registry = InMemoryRegistry()
+    champion = registry.add_version("fraud")
+    candidate = registry.add_version("fraud")
+    registry.set_alias("fraud", CHAMPION, champion)
+    registry.set_alias("fraud", CANDIDATE, candidate)
+    return registry, FakeServingBackend(), FakeClock()
+
+
+def engine_for(world, metrics: ScriptedMetrics) -> RolloutEngine:  # type: ignore[no-untyped-def]
+    registry, backend, clock = world
+    return RolloutEngine(registry=registry, backend=backend, metrics=metrics, policy=POLICY, clock=clock)
+
+
+def test_good_release_steps_up_then_promotes(world) -> None:  # type: ignore[no-untyped-def]
+    registry, backend, clock = world
+    engine = engine_for(world, traffic_script(0.01))
+    state = engine.start_canary("fraud", "2")
+    assert state.phase == Phase.PROGRESSING
+    assert backend.status("fraud").traffic == {"champion": 80, "candidate": 20}
+
+    phases, actions = [], []
+    for _ in range(40):
+        clock.advance(TICK)
+        result = engine.tick("fraud")
+        phases.append(result.release.phase)
+        actions.append(result.decision.action if result.decision else None)
+        if result.release.phase.terminal:
+            break
+    assert actions[0] == "hold"  # baking the first step
+    assert "step_up" in actions
+    assert actions[-1] == "promote"
+    assert phases[:-1] == [Phase.PROGRESSING] * (len(phases) - 1)
+    assert phases[-1] == Phase.PROMOTED
+    assert registry.aliases("fraud") == {CHAMPION: "2"}
+    assert registry.get_version("fraud", "1").tag("previous_champion") == "true"
+    assert backend.status("fraud").arms["champion"].version == "2"
+    with pytest.raises(NothingToDoError):
+        engine.tick("fraud")
+
+
+def test_bad_release_rolls_back_and_is_tagged(world) -> None:  # type: ignore[no-untyped-def]
+    registry, backend, clock = world
+    engine = engine_for(world, traffic_script(0.20))
+    engine.start_canary("fraud", "2")
+    for _ in range(10):
+        clock.advance(TICK)
+        result = engine.tick("fraud")
+        if result.release.phase.terminal:
+            break
+    assert result.release.phase == Phase.ROLLED_BACK
+    assert result.decision is not None
+    assert result.decision.action == "rollback"
+    assert registry.aliases("fraud") == {CHAMPION: "1"}
+    info = registry.get_version("fraud", "2")
+    assert "error_rate" in (info.tag("rejected") or "")
+    last = json.loads(info.tag("last_decision") or "{}")
+    assert last["action"] == "rollback"
+    assert backend.status("fraud").traffic == {"champion": 100, "candidate": 0}
+
+
+def test_state_is_persisted_in_tags_after_every_tick(world) -> None:  # type: ignore[no-untyped-def]
+    registry, _, clock = world
+    engine = engine_for(world, traffic_script(0.01))
+    engine.start_canary("fraud", "2")
+    clock.advance(TICK)
+    engine.tick("fraud")
+    tags = dict(registry.get_version("fraud", "2").tags)
+    restored = ReleaseState.from_tags("fraud", "2", tags)
+    assert restored is not None
+    assert restored.phase == Phase.PROGRESSING
+    assert restored.ticks == 1
+    assert restored.champion_version == "1"
+    # A fresh engine (another process) continues the same release.
+    other = engine_for(world, traffic_script(0.01))
+    clock.advance(TICK)
+    assert other.tick("fraud").release.ticks == 2
+
+
+@pytest.mark.parametrize("crash_point", ["set_alias", "delete_alias", "promote"])
+def test_crash_during_promote_is_completed_by_the_next_run(world, crash_point: str) -> None:  # type: ignore[no-untyped-def]
+    registry, backend, _ = world
+    engine = engine_for(world, traffic_script(0.01))
+    engine.start_canary("fraud", "2")
+    target = backend if crash_point == "promote" else registry
+    target.fail_on(crash_point)
+    with pytest.raises(InjectedCrashError):
+        engine.promote("fraud")
+    assert engine.active_release("fraud").phase == Phase.PROMOTING  # type: ignore[union-attr]
+
+    result = engine_for(world, traffic_script(0.01)).tick("fraud")
+    assert result.release.phase == Phase.PROMOTED
+    assert "interrupted promote" in result.note
+    assert registry.aliases("fraud") == {CHAMPION: "2"}
+    assert backend.status("fraud").arms["champion"].version == "2"
+    assert engine.active_release("fraud") is None
+
+
+def test_crash_during_rollback_is_completed_by_the_next_run(world) -> None:  # type: ignore[no-untyped-def]
+    registry, backend, _ = world
+    engine = engine_for(world, traffic_script(0.01))
+    engine.start_canary("fraud", "2")
+    registry.fail_on("delete_alias")
+    with pytest.raises(InjectedCrashError):
+        engine.rollback("fraud", "manual test")
+    assert backend.status("fraud").traffic == {"champion": 100, "candidate": 0}
+    result = engine.tick("fraud")
+    assert result.release.phase == Phase.ROLLED_BACK
+    assert registry.aliases("fraud") == {CHAMPION: "1"}
+    assert registry.get_version("fraud", "2").tag("rejected") == "manual test"
+
+
+def test_bad_requests_are_refused_and_change_nothing(world) -> None:  # type: ignore[no-untyped-def]
+    registry, backend, _ = world
+    engine = engine_for(world, traffic_script(0.01))
+    before = (registry.aliases("fraud"), dict(registry.get_version("fraud", "2").tags), dict(backend.served))
+
+    with pytest.raises(RolloutError, match="not registered"):
+        engine.start_canary("nope", "1")
+    with pytest.raises(VersionNotFoundError):
+        engine.start_canary("fraud", "9")
+    with pytest.raises(RolloutError, match="already @champion"):
+        engine.start_canary("fraud", "1")
+    with pytest.raises(NothingToDoError, match="nothing to promote"):
+        engine.promote("fraud")
+    with pytest.raises(NothingToDoError, match="nothing to roll back"):
+        engine.rollback("fraud")
+    assert (
+        registry.aliases("fraud"),
+        dict(registry.get_version("fraud", "2").tags),
+        dict(backend.served),
+    ) == before
+
+    engine.start_canary("fraud", "2")
+    third = registry.add_version("fraud")
+    tags_before = dict(registry.get_version("fraud", third).tags)
+    with pytest.raises(RolloutError, match="release of version 2 is progressing"):
+        engine.start_canary("fraud", third)
+    assert registry.aliases("fraud")[CANDIDATE] == "2"
+    assert dict(registry.get_version("fraud", third).tags) == tags_before
+    # Starting the running release again is a no-op.
+    assert engine.start_canary("fraud", "2").phase == Phase.PROGRESSING
+
+
+def test_rejected_version_cannot_be_canaried(world) -> None:  # type: ignore[no-untyped-def]
+    registry, _, _ = world
+    bad = registry.add_version("fraud", tags={"mlcanary.rejected": "worse than the champion"})
+    with pytest.raises(RolloutError, match="rejected"):
+        engine_for(world, traffic_script(0.01)).start_canary("fraud", bad)
