@@ -397,5 +397,125 @@ def traffic_command(
         raise typer.Exit(1)
 
 
+def _engine(settings: Settings):  # type: ignore[no-untyped-def]
+    from mlcanary.wiring import build_engine
+
+    return build_engine(settings)
+
+
+def _print_decision(decision) -> None:  # type: ignore[no-untyped-def]
+    colour = {"rollback": "red", "promote": "green", "step_up": "cyan"}.get(decision.action, "yellow")
+    console.print(f"[{colour}][bold]{decision.action}[/bold][/{colour}]: {decision.reason}", highlight=False)
+    table = Table(show_edge=False)
+    for column in ("check", "verdict", "champion", "candidate", "requirement", "n", "test"):
+        table.add_column(column)
+    for check in decision.checks:
+        mark = {"pass": "green", "fail": "red", "error": "magenta"}.get(check.verdict, "yellow")
+        table.add_row(
+            check.name + (" (critical)" if check.critical else " (advisory)" if check.advisory else ""),
+            f"[{mark}]{check.verdict}[/{mark}]",
+            "—" if check.baseline is None else f"{check.baseline:.4g}",
+            "—" if check.value is None else f"{check.value:.4g}",
+            check.threshold,
+            f"{check.n_champion or '—'}/{check.n_candidate or '—'}",
+            check.test,
+        )
+    console.print(table)
+
+
+def _rollout_errors():  # type: ignore[no-untyped-def]
+    from mlcanary.rollout.engine import RolloutError
+    from mlcanary.serving.backend import ServingError
+
+    return (RolloutError, ServingError, NotImplementedError)
+
+
+@app.command("release")
+def release_command(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Argument(help="Registered model (default from config).")] = None,
+    version: Annotated[
+        str | None, typer.Option(help="Version to canary (default: the one holding @candidate).")
+    ] = None,
+) -> None:
+    """Start a canary: deploy the candidate beside @champion at the policy's first traffic step."""
+    with _user_errors():
+        settings = ctx.obj.settings()
+        name = model or settings.model.name
+        registry = registry_from_settings(settings)
+        if version is None:
+            candidate = registry.version_for_alias(name, "candidate")
+            if candidate is None:
+                raise RegistryError(f"{name} has no @candidate: train one or pass --version")
+            version = candidate.version
+        try:
+            state = _engine(settings).start_canary(name, version)
+        except _rollout_errors() as exc:
+            raise RegistryError(str(exc)) from None
+    console.print(
+        f"{name} v{state.candidate_version}: [bold]{state.phase.value}[/bold] at {state.traffic} % "
+        f"beside champion v{state.champion_version}"
+    )
+
+
+@app.command("step")
+def step_command(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Argument(help="Registered model (default from config).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
+) -> None:
+    """Run one monitor tick now (measure, judge, act, record) and print the decision."""
+    with _user_errors():
+        settings = ctx.obj.settings()
+        try:
+            result = _engine(settings).tick(model or settings.model.name)
+        except _rollout_errors() as exc:
+            raise RegistryError(str(exc)) from None
+    if as_json:
+        payload = {"phase": result.release.phase.value, "note": result.note}
+        payload["decision"] = result.decision.to_dict() if result.decision else None
+        typer.echo(json.dumps(payload, default=str))
+        return
+    if result.decision is None:
+        console.print(f"{result.release.model}: {result.note} ({result.release.phase.value})")
+        return
+    _print_decision(result.decision)
+    console.print(f"phase: {result.release.phase.value}, candidate traffic {result.release.traffic} %")
+
+
+@app.command("promote")
+def promote_command(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Argument(help="Registered model (default from config).")] = None,
+    reason: Annotated[str, typer.Option(help="Why; recorded on the version.")] = "promoted by hand",
+) -> None:
+    """Promote the release in progress now: all traffic to the candidate, @champion moves to it."""
+    with _user_errors():
+        settings = ctx.obj.settings()
+        try:
+            state = _engine(settings).promote(model or settings.model.name, reason)
+        except _rollout_errors() as exc:
+            raise RegistryError(str(exc)) from None
+    console.print(f"{state.model} v{state.candidate_version} is [green]@champion[/green]: {reason}")
+
+
+@app.command("rollback")
+def rollback_command(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Argument(help="Registered model (default from config).")] = None,
+    reason: Annotated[
+        str, typer.Option(help="Why; recorded as the rejection reason.")
+    ] = "rolled back by hand",
+) -> None:
+    """Roll the release in progress back now: all traffic to the champion, the version rejected."""
+    with _user_errors():
+        settings = ctx.obj.settings()
+        try:
+            state = _engine(settings).rollback(model or settings.model.name, reason)
+        except _rollout_errors() as exc:
+            raise RegistryError(str(exc)) from None
+    console.print(f"{state.model} v{state.candidate_version} [red]rolled back[/red]: {reason}")
+
+
 if __name__ == "__main__":
     app()

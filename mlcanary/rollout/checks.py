@@ -141,8 +141,7 @@ def check_error_rate(check: CheckPolicy, policy: RolloutPolicy, m: Measurements)
 
 
 def check_latency(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) -> CheckResult:
-    # Means of log-latency: a relative tolerance of +20 % is log(1.2) on that scale.
-    tolerance = math.log1p(check.tolerance) if check.relative else check.tolerance
+    # Log-latency summaries: stats turns a relative tolerance of +20 % into log(1.2) on that scale.
     cand, champ = m.candidate.latency_ms, m.champion.latency_ms
     result = _two_arm(
         "latency",
@@ -152,16 +151,17 @@ def check_latency(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) ->
         m.candidate.log_latency,
         value=cand.p50 if cand else None,
         baseline=champ.p50 if champ else None,
-        tolerance=tolerance,
-        relative=False,
+        tolerance=check.tolerance,
+        relative=check.relative,
         unit=" log-ms",
     )
     if result.ci_low is None or result.ci_high is None:
         return result
-    ratio = f"candidate/champion geometric-mean latency in [{math.exp(result.ci_low):.3f}, "
-    ratio += f"{math.exp(result.ci_high):.3f}]"
-    limit = f"at most ×{1 + check.tolerance:.2f}" if check.relative else result.threshold
-    return CheckResult(**{**result.to_dict(), "threshold": limit, "detail": ratio})
+    ratio = (
+        f"candidate/champion geometric-mean latency in "
+        f"[{math.exp(result.ci_low):.3f}, {math.exp(result.ci_high):.3f}]"
+    )
+    return CheckResult(**{**result.to_dict(), "detail": ratio})
 
 
 def check_latency_p95(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) -> CheckResult:
