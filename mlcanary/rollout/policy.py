@@ -101,8 +101,10 @@ def _default_checks() -> dict[str, CheckPolicy]:
         "positive_rate": CheckPolicy(direction="change_is_bad", tolerance=0.02),
         # Paired: both models scoring the same logged inputs agree on at least `threshold` of them.
         "agreement": CheckPolicy(direction="decrease_is_bad", threshold=0.8, must_have_data=False),
-        # Evidently drift of the candidate's probabilities against the champion's.
-        "prediction_drift": CheckPolicy(threshold=0.1, must_have_data=False),
+        # Evidently drift of the candidate's probabilities against the champion's. Advisory: a good
+        # model of another family reshapes the score distribution (0.11 seen at 99.6 % agreement);
+        # paired agreement is the blocking model-level check.
+        "prediction_drift": CheckPolicy(advisory=True, threshold=0.1, must_have_data=False),
         # Evidently share of drifted input columns against the training reference (traffic, not
         # the model, so advisory by default).
         "input_drift": CheckPolicy(advisory=True, threshold=0.5, must_have_data=False),

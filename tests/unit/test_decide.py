@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from mlcanary.rollout.decide import decide
-from mlcanary.rollout.measurements import ArmMetrics, DriftScore, Measurements, Percentiles
+from mlcanary.rollout.measurements import Agreement, ArmMetrics, DriftScore, Measurements, Percentiles
 from mlcanary.rollout.policy import RolloutPolicy
 from mlcanary.rollout.state import Phase, ReleaseState
 from mlcanary.rollout.stats import MeanSummary
@@ -233,12 +233,20 @@ CASES: list[tuple[str, dict[str, Any], Measurements, RolloutPolicy, str, str]] =
         "every check passed",
     ),
     (
-        "prediction drift blocks promotion",
+        "prediction drift is advisory by default",
         {},
         measured(prediction_drift=DriftScore(value=0.4, method="wasserstein", rows=5000, drifted=True)),
         POLICY,
+        "promote",
+        "every check passed",
+    ),
+    (
+        "low paired agreement blocks promotion",
+        {},
+        measured(agreement=Agreement(n=5000, agree=3500, mean_abs_dp=0.2)),
+        POLICY,
         "hold",
-        "prediction_drift",
+        "agreement",
     ),
     (
         "worse accuracy from labels blocks promotion",
