@@ -173,6 +173,15 @@ class TelemetrySettings(_Section):
         None,
         description="SQLAlchemy URL of the inference log; default: inference.db in the state directory",
     )
+    drift_max_rows: int = Field(
+        2_000,
+        ge=100,
+        le=200_000,
+        description="logged rows per arm used for drift and paired agreement each tick (cost bound)",
+    )
+    drift_reports: bool = Field(
+        True, description="keep the latest Evidently HTML reports in the release's MLflow run"
+    )
 
 
 class Settings(_Section):

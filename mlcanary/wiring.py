@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from mlcanary.config import Settings
 from mlcanary.evidence import MlflowEvidence
-from mlcanary.registry import registry_from_settings
+from mlcanary.registry import ModelRegistry, registry_from_settings
 from mlcanary.rollout.engine import RolloutEngine
 from mlcanary.rollout.ports import Clock, EvidenceRecorder, MetricsSource, Notifier, SystemClock
 from mlcanary.serving.backend import ServingBackend
@@ -26,12 +26,26 @@ def serving_backend(settings: Settings) -> ServingBackend:
     )
 
 
-def metrics_source(settings: Settings) -> MetricsSource:
-    """Measurements from the inference log at ``telemetry.store_url``."""
+def metrics_source(
+    settings: Settings, registry: ModelRegistry, recorder: MlflowEvidence | None = None
+) -> MetricsSource:
+    """Measurements from the inference log at ``telemetry.store_url``, with model signals
+    (paired agreement, Evidently drift) from the logged inputs and the registered models."""
+    from mlcanary.drift import EvidentlyDriftDetector
+    from mlcanary.signals import ModelSignals
     from mlcanary.telemetry.metrics import StoreMetricsSource
     from mlcanary.telemetry.store import InferenceLogStore
 
-    return StoreMetricsSource(InferenceLogStore(settings.store_url))
+    store = InferenceLogStore(settings.store_url)
+    signals = ModelSignals(
+        registry=registry,
+        store=store,
+        detector=EvidentlyDriftDetector(max_rows=settings.telemetry.drift_max_rows),
+        policy=settings.rollout,
+        max_rows=settings.telemetry.drift_max_rows,
+        reports=recorder.attach_report if recorder is not None and settings.telemetry.drift_reports else None,
+    )
+    return StoreMetricsSource(store, extras=signals)
 
 
 def build_engine(
@@ -45,17 +59,17 @@ def build_engine(
 ) -> RolloutEngine:
     """A :class:`RolloutEngine` on the configured registry, backend, metrics and evidence store."""
     registry = registry_from_settings(settings)
+    evidence = MlflowEvidence(
+        registry.client,
+        f"{settings.mlflow.experiment}-releases",
+        artifact_location=settings.artifact_location,
+    )
     return RolloutEngine(
         registry=registry,
         backend=backend or serving_backend(settings),
-        metrics=metrics or metrics_source(settings),
+        metrics=metrics or metrics_source(settings, registry, evidence),
         policy=settings.rollout,
         clock=clock or SystemClock(),
-        recorder=recorder
-        or MlflowEvidence(
-            registry.client,
-            f"{settings.mlflow.experiment}-releases",
-            artifact_location=settings.artifact_location,
-        ),
+        recorder=recorder or evidence,
         notifier=notifier,
     )
