@@ -22,7 +22,7 @@ from rich.table import Table
 from mlcanary.config import ConfigError, Settings, load_settings
 from mlcanary.data.loader import DataError
 from mlcanary.registry import RegistryError, registry_from_settings
-from mlcanary.status import ReleaseStatus, read_status
+from mlcanary.status import ReleaseStatus, Traffic, read_status
 from mlcanary.training import TrainingError, TrainingOutcome, run_overrides, train
 
 app = typer.Typer(
@@ -55,6 +55,16 @@ class _State:
         return load_settings(profile, config_file=self.config_file, overrides=overrides)
 
 
+def _runtime_errors() -> tuple[type[Exception], ...]:
+    """Errors of the serving and rollout layers that are the user's to read, not tracebacks."""
+    from mlcanary.rollout.engine import RolloutError
+    from mlcanary.serving.backend import ServingError
+    from mlcanary.serving.local.processes import ProcessError
+    from mlcanary.serving.local.stack import StackError
+
+    return (RolloutError, ServingError, StackError, ProcessError, NotImplementedError)
+
+
 @contextmanager
 def _user_errors() -> Iterator[None]:
     try:
@@ -62,7 +72,7 @@ def _user_errors() -> Iterator[None]:
     except ConfigError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
-    except (DataError, RegistryError, TrainingError, ValueError) as exc:
+    except (DataError, RegistryError, TrainingError, ValueError, *_runtime_errors()) as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from None
 
@@ -169,6 +179,19 @@ def train_command(
         _print_outcome(outcome)
 
 
+def _observed_traffic(settings: Settings, model: str) -> Traffic | None:
+    """Weights as the serving layer reports them, or None when nothing serves ``model``."""
+    from mlcanary.wiring import serving_backend
+
+    try:
+        observed = serving_backend(settings).status(model)
+    except Exception:  # status must answer even when the serving layer is down or unreachable
+        return None
+    if observed.traffic is None:
+        return None
+    return Traffic(champion=observed.traffic["champion"], candidate=observed.traffic["candidate"])
+
+
 def _status_table(status: ReleaseStatus) -> Table:
     table = Table(title=f"{status.model}: registry", title_justify="left")
     for column in ("version", "aliases", "offline gate", "metric", "note"):
@@ -192,7 +215,10 @@ def status_command(
     """Show a model's champion, candidate, phase, observed traffic and last decision."""
     with _user_errors():
         settings = ctx.obj.settings()
-        status = read_status(registry_from_settings(settings), model or settings.model.name)
+        name = model or settings.model.name
+        status = read_status(
+            registry_from_settings(settings), name, traffic=_observed_traffic(settings, name)
+        )
     if as_json:
         typer.echo(status.model_dump_json())
         return
@@ -423,13 +449,6 @@ def _print_decision(decision) -> None:  # type: ignore[no-untyped-def]
     console.print(table)
 
 
-def _rollout_errors():  # type: ignore[no-untyped-def]
-    from mlcanary.rollout.engine import RolloutError
-    from mlcanary.serving.backend import ServingError
-
-    return (RolloutError, ServingError, NotImplementedError)
-
-
 @app.command("release")
 def release_command(
     ctx: typer.Context,
@@ -448,10 +467,7 @@ def release_command(
             if candidate is None:
                 raise RegistryError(f"{name} has no @candidate: train one or pass --version")
             version = candidate.version
-        try:
-            state = _engine(settings).start_canary(name, version)
-        except _rollout_errors() as exc:
-            raise RegistryError(str(exc)) from None
+        state = _engine(settings).start_canary(name, version)
     console.print(
         f"{name} v{state.candidate_version}: [bold]{state.phase.value}[/bold] at {state.traffic} % "
         f"beside champion v{state.champion_version}"
@@ -467,10 +483,7 @@ def step_command(
     """Run one monitor tick now (measure, judge, act, record) and print the decision."""
     with _user_errors():
         settings = ctx.obj.settings()
-        try:
-            result = _engine(settings).tick(model or settings.model.name)
-        except _rollout_errors() as exc:
-            raise RegistryError(str(exc)) from None
+        result = _engine(settings).tick(model or settings.model.name)
     if as_json:
         payload = {"phase": result.release.phase.value, "note": result.note}
         payload["decision"] = result.decision.to_dict() if result.decision else None
@@ -492,10 +505,7 @@ def promote_command(
     """Promote the release in progress now: all traffic to the candidate, @champion moves to it."""
     with _user_errors():
         settings = ctx.obj.settings()
-        try:
-            state = _engine(settings).promote(model or settings.model.name, reason)
-        except _rollout_errors() as exc:
-            raise RegistryError(str(exc)) from None
+        state = _engine(settings).promote(model or settings.model.name, reason)
     console.print(f"{state.model} v{state.candidate_version} is [green]@champion[/green]: {reason}")
 
 
@@ -510,11 +520,58 @@ def rollback_command(
     """Roll the release in progress back now: all traffic to the champion, the version rejected."""
     with _user_errors():
         settings = ctx.obj.settings()
-        try:
-            state = _engine(settings).rollback(model or settings.model.name, reason)
-        except _rollout_errors() as exc:
-            raise RegistryError(str(exc)) from None
+        state = _engine(settings).rollback(model or settings.model.name, reason)
     console.print(f"{state.model} v{state.candidate_version} [red]rolled back[/red]: {reason}")
+
+
+@app.command("up")
+def up_command(
+    ctx: typer.Context,
+    candidate_percent: Annotated[
+        int | None,
+        typer.Option(help="Candidate traffic % if @candidate exists (default: the policy's first step)."),
+    ] = None,
+    candidate: Annotated[bool, typer.Option(help="Serve @candidate beside the champion.")] = True,
+) -> None:
+    """Start the local stack for the registered model: collector, Envoy, champion (+ candidate).
+
+    Waits until everything is healthy and prints the URLs. Safe to re-run: what already serves the
+    right version is left alone.
+    """
+    from mlcanary.serving.local.stack import up
+
+    with _user_errors():
+        settings = ctx.obj.settings()
+        percent = candidate_percent if candidate_percent is not None else settings.rollout.steps[0]
+        with console.status("starting the local stack (collector, Envoy, model servers)…"):
+            info = up(settings, candidate_percent=percent, with_candidate=candidate)
+    table = Table(title=f"{info.model}: local stack", title_justify="left", show_header=False)
+    for name, url in info.urls().items():
+        table.add_row(name, url)
+    console.print(table)
+    traffic = info.serving.traffic or {}
+    console.print(
+        f"champion v{info.champion_version} {traffic.get('champion', 100)} %"
+        + (
+            f", candidate v{info.candidate_version} {traffic.get('candidate', 0)} %"
+            if info.candidate_version
+            else ""
+        )
+    )
+    console.print(
+        f"try: curl -s {info.front_door_url}/v1/models/{info.model}  ·  mlcanary traffic --rps 20"
+    )
+
+
+@app.command("down")
+def down_command(ctx: typer.Context) -> None:
+    """Stop every process of the local stack (Envoy, model servers, collector). Safe to re-run."""
+    from mlcanary.serving.local.stack import down
+
+    with _user_errors():
+        settings = ctx.obj.settings()
+        stopped = down(settings)
+    console.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
 
 
 if __name__ == "__main__":

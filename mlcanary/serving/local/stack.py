@@ -206,15 +206,17 @@ def up(
     settings: Settings,
     *,
     candidate_percent: int = DEFAULT_CANDIDATE_PERCENT,
+    with_candidate: bool = True,
     registry: ModelRegistry | None = None,
     python: str = sys.executable,
     ready_timeout_s: float = 90.0,
 ) -> StackInfo:
     """Start the collector, Envoy and the model servers for ``settings.model.name``; wait for health.
 
-    Serves the version holding ``@champion`` and, if ``@candidate`` exists, that version at
-    ``candidate_percent`` % (else 100/0). Re-running it on a running stack converges (nothing is
-    restarted that already serves the right version; the weights are set again). Raises
+    Serves the version holding ``@champion`` and, if ``@candidate`` exists and ``with_candidate``,
+    that version at ``candidate_percent`` % (else 100/0). Re-running it on a running stack
+    converges (nothing is restarted that already serves the right version; the weights are set
+    again). Raises
     :class:`StackError` if ``@champion`` does not exist ("train first"), if a configured port is
     taken by a process that is not ours, or if anything fails to start — in that last case what this
     call started is stopped again when nothing was running before it.
@@ -234,7 +236,7 @@ def up(
     champion = aliases.get(CHAMPION)
     if champion is None:
         raise StackError(f"model {model!r} has no @champion version: train first: mlcanary train")
-    candidate = aliases.get(CANDIDATE)
+    candidate = aliases.get(CANDIDATE) if with_candidate else None
     taken = foreign_ports(settings)
     if taken:
         raise StackError(
