@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -250,68 +249,28 @@ def config_command(
     typer.echo(json.dumps(data, indent=2) if as_json else yaml.safe_dump(data, sort_keys=False))
 
 
-DEMO_STEPS: tuple[tuple[str, dict[str, Any]], ...] = (
-    (
-        "a quick baseline: a shallow random forest on last month's transactions",
-        {
-            "model.estimator": "random_forest",
-            "model.params": {"max_depth": 2, "n_estimators": 20},
-            "data.synthetic.seed": 1,
-        },
-    ),
-    (
-        "a better model: logistic regression on this month's transactions",
-        {"model.estimator": "logistic_regression", "data.synthetic.seed": 2},
-    ),
-    (
-        "an over-fitted one: gradient boosting with a learning rate of 0.9",
-        {
-            "model.estimator": "hist_gradient_boosting",
-            "model.params": {
-                "learning_rate": 0.9,
-                "max_iter": 300,
-                "max_leaf_nodes": 63,
-                "min_samples_leaf": 2,
-                "early_stopping": False,
-            },
-            "data.synthetic.seed": 3,
-        },
-    ),
-)
-
-
 @app.command("demo")
 def demo_command(
     ctx: typer.Context,
-    keep: Annotated[
-        bool, typer.Option(help="Keep the demo's earlier state instead of starting fresh.")
-    ] = False,
+    rps: Annotated[float, typer.Option(help="Requests per second of live traffic during the demo.")] = 40.0,
+    keep_up: Annotated[bool, typer.Option(help="Leave the local stack running at the end.")] = False,
 ) -> None:
-    """The whole story on embedded defaults (profile 'demo', state in .mlcanary/demo).
+    """The whole story on the local stack, in a few minutes (profile 'demo', state in .mlcanary/demo).
 
-    Trains a champion, a candidate that passes the offline gate and a broken version the gate
-    rejects, then prints the registry.
+    A champion serves behind Envoy; a better candidate is canaried under traffic and promoted; a bad
+    candidate (flaky, slow feature service) is canaried and rolled back within seconds of the
+    evidence. A live view shows phase, traffic per arm and every check; it ends with a side-by-side
+    summary and a self-contained HTML report.
     """
+    from mlcanary.demo import run_demo
+
     with _user_errors():
-        settings = ctx.obj.settings(default_profile="demo")
-        if not keep and settings.state_dir.exists():
-            shutil.rmtree(settings.state_dir)
-        console.rule("[bold]mlcanary demo[/bold]")
-        console.print(f"state: {settings.state_dir.resolve()}   MLflow: {settings.tracking_uri}")
-        for number, (story, overrides) in enumerate(DEMO_STEPS, start=1):
-            console.rule(f"step {number}: {story}", align="left")
-            step_settings = ctx.obj.settings(overrides, default_profile="demo")
-            with console.status("training…") as status:
-                outcome = _run_training(step_settings, lambda m: status.update(m))
-            _print_outcome(outcome)
-        console.rule("registry")
-        release = read_status(registry_from_settings(settings), settings.model.name)
-        console.print(_status_table(release))
-        console.print("[bold]mlcanary status --json[/bold] (abridged):")
-        typer.echo(release.model_dump_json(exclude={"versions"}))
-        console.print(
-            f"\nBrowse it: [bold]mlflow ui --backend-store-uri {settings.tracking_uri}[/bold]",
-            highlight=False,
+        run_demo(
+            console,
+            profile=ctx.obj.profile or ("demo" if ctx.obj.config_file is None else None),  # type: ignore[arg-type]
+            config_file=ctx.obj.config_file,
+            rps=rps,
+            keep_up=keep_up,
         )
 
 
@@ -558,9 +517,7 @@ def up_command(
             else ""
         )
     )
-    console.print(
-        f"try: curl -s {info.front_door_url}/v1/models/{info.model}  ·  mlcanary traffic --rps 20"
-    )
+    console.print(f"try: curl -s {info.front_door_url}/v1/models/{info.model}  ·  mlcanary traffic --rps 20")
 
 
 @app.command("down")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from mlcanary.config import Settings
 from mlcanary.evidence import MlflowEvidence
-from mlcanary.registry import ModelRegistry, registry_from_settings
+from mlcanary.registry import MlflowRegistry, ModelRegistry, registry_from_settings
 from mlcanary.rollout.engine import RolloutEngine
 from mlcanary.rollout.ports import Clock, EvidenceRecorder, MetricsSource, Notifier, SystemClock
 from mlcanary.serving.backend import ServingBackend
@@ -46,6 +46,15 @@ def metrics_source(
         reports=recorder.attach_report if recorder is not None and settings.telemetry.drift_reports else None,
     )
     return StoreMetricsSource(store, extras=signals)
+
+
+def evidence_recorder(settings: Settings, registry: MlflowRegistry) -> MlflowEvidence:
+    """Release evidence in the experiment ``<mlflow.experiment>-releases`` of the same MLflow."""
+    return MlflowEvidence(
+        registry.client,
+        f"{settings.mlflow.experiment}-releases",
+        artifact_location=settings.artifact_location,
+    )
 
 
 def build_engine(
