@@ -16,7 +16,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: help demo test test-fast lint format lock bootstrap clean
+.PHONY: help demo test test-fast lint format lock bootstrap clean bench bench-quick
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -43,6 +43,12 @@ test: $(STAMP) ## Every test suite: unit, flows and integration (real Envoy, MLf
 
 test-fast: $(STAMP) ## Unit tests only
 	$(BIN)/pytest -m "not integration and not flows and not slow"
+
+bench: $(STAMP) ## Serving benchmarks on the real local stack + judge calibration (~5 min); rewrites docs/benchmarks.md
+	$(BIN)/python benchmarks/serving_bench.py --out docs/benchmarks.md --judge --wait-idle 120
+
+bench-quick: $(STAMP) ## Quick serving benchmark (~2 min); prints the report, changes no file
+	$(BIN)/python benchmarks/serving_bench.py --quick
 
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check .

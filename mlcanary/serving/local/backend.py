@@ -87,6 +87,9 @@ CHILD_ENV: Final[dict[str, str]] = {
     "DO_NOT_TRACK": "true",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "PYTHONUNBUFFERED": "1",
+    # One BLAS/OpenMP thread per model server: two servers on 2 cores oversubscribe otherwise
+    # (single-row predict P95 went from ~13 ms to ~1 s under load in docs/benchmarks.md's run).
+    "OMP_NUM_THREADS": "1",
 }
 _SERVING_DIRNAME = "serving"
 _LOG_DIRNAME = "logs"
@@ -247,6 +250,7 @@ class LocalBackend:
         self.last_change: TrafficChange | None = None
         self._children: dict[Arm, ManagedProcess] = {}
         self._lock = _LockState()
+        self._client: httpx.Client | None = None
 
     # -- addresses -------------------------------------------------------------------------------
 
@@ -479,18 +483,18 @@ class LocalBackend:
         ) -> _Probe:
             return _Probe(arm, url, answering, ready, version, process, recorded, detail)
 
-        with httpx.Client(timeout=self.probe_timeout_s, trust_env=False) as client:
-            try:
-                health = client.get(url + "/v2/health/ready")
-            except httpx.HTTPError as exc:
-                return probe(False, self._why_silent(arm, exc))
-            if health.status_code != 200:
-                return probe(True, f"{url}/v2/health/ready answered {health.status_code}")
-            try:
-                meta = client.get(f"{url}/v1/models/{urllib.parse.quote(model, safe='')}")
-                body = meta.json() if meta.status_code == 200 else {}
-            except (httpx.HTTPError, ValueError) as exc:
-                return probe(True, f"ready, but /v1/models/{model} failed: {type(exc).__name__}: {exc}")
+        client = self._http()
+        try:
+            health = client.get(url + "/v2/health/ready")
+        except httpx.HTTPError as exc:
+            return probe(False, self._why_silent(arm, exc))
+        if health.status_code != 200:
+            return probe(True, f"{url}/v2/health/ready answered {health.status_code}")
+        try:
+            meta = client.get(f"{url}/v1/models/{urllib.parse.quote(model, safe='')}")
+            body = meta.json() if meta.status_code == 200 else {}
+        except (httpx.HTTPError, ValueError) as exc:
+            return probe(True, f"ready, but /v1/models/{model} failed: {type(exc).__name__}: {exc}")
         if meta.status_code != 200 or not isinstance(body, dict):
             return probe(
                 True, f"ready, but does not serve {model!r}: HTTP {meta.status_code} {meta.text[:200]}"
@@ -498,6 +502,18 @@ class LocalBackend:
         version = None if body.get("version") is None else str(body["version"])
         detail = None if process is not None else f"answers on port {self.arm_port(arm)} but is not ours"
         return probe(True, detail, version, bool(body.get("ready")))
+
+    def _http(self) -> httpx.Client:
+        """One keep-alive client for every probe of this backend (created on first use)."""
+        if self._client is None:
+            self._client = httpx.Client(timeout=self.probe_timeout_s, trust_env=False)
+        return self._client
+
+    def close(self) -> None:
+        """Release the probe client (the backend stays usable: the next probe opens a new one)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     def _why_silent(self, arm: Arm, exc: Exception) -> str:
         port = self.arm_port(arm)

@@ -104,7 +104,7 @@ class PayloadLogger:
         self.max_queue = max_queue
         self._max_retries = max_retries
         self._retry_backoff = retry_backoff
-        self._client = client or httpx.Client(timeout=timeout)
+        self._client = client or httpx.Client(timeout=timeout, trust_env=False)
         self._queue: deque[InferenceEvent] = deque()
         self._cond = threading.Condition()
         self._closing = False
