@@ -281,7 +281,7 @@ def machine_facts(settings: Settings, args: argparse.Namespace) -> dict[str, str
             "requests carry one instance each"
         ),
         "OMP_NUM_THREADS seen by the model servers": os.environ.get("OMP_NUM_THREADS")
-        or "unset (scikit-learn's OpenMP code may use every core)",
+        or "1 (LocalBackend's default when the environment does not set it)",
         "command": command,
     }
 

@@ -87,10 +87,10 @@ CHILD_ENV: Final[dict[str, str]] = {
     "DO_NOT_TRACK": "true",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "PYTHONUNBUFFERED": "1",
-    # One BLAS/OpenMP thread per model server: two servers on 2 cores oversubscribe otherwise
-    # (single-row predict P95 went from ~13 ms to ~1 s under load in docs/benchmarks.md's run).
-    "OMP_NUM_THREADS": "1",
 }
+# One BLAS/OpenMP thread per model server unless the environment says otherwise: two servers on
+# 2 cores oversubscribe (single-row predict P95 went from ~13 ms to ~1 s under load).
+DEFAULT_OMP_THREADS: Final = "1"
 _SERVING_DIRNAME = "serving"
 _LOG_DIRNAME = "logs"
 
@@ -530,7 +530,9 @@ class LocalBackend:
     # -- processes -------------------------------------------------------------------------------
 
     def _child_env(self) -> dict[str, str]:
-        return {**os.environ, **CHILD_ENV}
+        env = {**os.environ, **CHILD_ENV}
+        env.setdefault("OMP_NUM_THREADS", DEFAULT_OMP_THREADS)
+        return env
 
     def _argv(self, arm: Arm, model: str, version: str) -> list[str]:
         settings = self.settings
