@@ -277,7 +277,25 @@ def check_input_drift(check: CheckPolicy, policy: RolloutPolicy, m: Measurements
     return _check_drift("input_drift", check, m.input_drift, f"drifted columns < {limit:.0%}")
 
 
+def check_availability(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) -> CheckResult:
+    label = "candidate arm ready while it takes traffic"
+    if m.candidate_ready is None:
+        return _result(
+            "availability", check, "inconclusive", threshold=label, detail="not observed", no_data=True
+        )
+    return _result(
+        "availability",
+        check,
+        "pass" if m.candidate_ready else "fail",
+        value=1.0 if m.candidate_ready else 0.0,
+        threshold=label,
+        test="serving-layer status",
+        detail=m.serving_detail or ("ready" if m.candidate_ready else "not ready"),
+    )
+
+
 CHECKS: dict[str, Callable[[CheckPolicy, RolloutPolicy, Measurements], CheckResult]] = {
+    "availability": check_availability,
     "error_rate": check_error_rate,
     "error_burst": check_error_burst,
     "latency": check_latency,

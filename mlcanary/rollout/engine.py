@@ -19,6 +19,7 @@ from datetime import timedelta
 
 from mlcanary.registry import CANDIDATE, CHAMPION, TAG_PREFIX, ModelRegistry, ModelVersionInfo
 from mlcanary.rollout.decide import decide
+from mlcanary.rollout.measurements import Measurements
 from mlcanary.rollout.policy import RolloutPolicy
 from mlcanary.rollout.ports import (
     Clock,
@@ -168,11 +169,26 @@ class RolloutEngine:
         now = self.clock.now()
         window_start = _window_start(state, now, self.policy.tick_interval)
         measurements = self.metrics.measure(state, window_start=window_start, now=now)
+        measurements = self._with_serving(state, measurements)
         decision = decide(self.policy, state, measurements, now)
         state = replace(state, ticks=state.ticks + 1, reason=decision.reason)
         state = _ACTIONS[decision.action](self, state, decision)
         self.recorder.record_tick(state, measurements, decision)
         return TickResult(state, decision)
+
+    def _with_serving(self, state: ReleaseState, measurements: Measurements) -> Measurements:
+        """Add what the serving layer observes of the candidate arm (its readiness)."""
+        try:
+            observed = self.backend.status(state.model)
+        except Exception as exc:  # an unreachable serving layer is reported, not fatal to the tick
+            return replace(measurements, problems={**measurements.problems, "availability": str(exc)[:300]})
+        arm = observed.arms.get("candidate")
+        if arm is None:
+            return measurements
+        detail = arm.detail or ("ready" if arm.ready else "not ready")
+        return replace(
+            measurements, candidate_ready=arm.ready, serving_detail=f"v{arm.version or '?'}: {detail}"
+        )
 
     def _handle_promoting(self, state: ReleaseState) -> TickResult:
         return TickResult(self._complete_promote(state), None, note="completed an interrupted promote")

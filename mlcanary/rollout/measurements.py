@@ -93,7 +93,9 @@ class DriftScore:
 @dataclass(frozen=True)
 class Measurements:
     """Everything measured at one tick. ``problems`` maps a metric to why it could not be measured
-    (the check then reports ``error``, which never promotes)."""
+    (the check then reports ``error``, which never promotes). ``candidate_ready`` is what the
+    serving layer observes of the candidate arm (None when unknown); a candidate that stopped
+    answering logs nothing, so the inference log alone cannot see it."""
 
     start: datetime
     end: datetime
@@ -103,4 +105,6 @@ class Measurements:
     agreement: Agreement | None = None
     prediction_drift: DriftScore | None = None
     input_drift: DriftScore | None = None
+    candidate_ready: bool | None = None
+    serving_detail: str | None = None
     problems: dict[str, str] = field(default_factory=dict)

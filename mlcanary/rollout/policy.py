@@ -47,6 +47,7 @@ Duration = Annotated[
 ]
 
 MetricName = Literal[
+    "availability",
     "error_rate",
     "error_burst",
     "latency",
@@ -88,6 +89,9 @@ class CheckPolicy(BaseModel):
 
 def _default_checks() -> dict[str, CheckPolicy]:
     return {
+        # The serving layer reports the candidate arm not ready while it should take traffic (a
+        # crashed process: the front door answers 503 and nothing reaches the inference log).
+        "availability": CheckPolicy(critical=True, must_have_data=False),
         # 5xx rate, candidate vs champion: a real regression of more than one point rolls back.
         "error_rate": CheckPolicy(critical=True, tolerance=0.01),
         # "Any 5xx from the canary? Kill it": in the last tick window, at least `threshold` 5xx

@@ -47,7 +47,7 @@ def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _get(settings: Settings, dotted: str) -> Any:
     node: Any = settings
     for part in dotted.split("."):
-        node = getattr(node, part)
+        node = node[part] if isinstance(node, dict) else getattr(node, part)
     return node
 
 

@@ -119,6 +119,14 @@ CASES: list[tuple[str, dict[str, Any], Measurements, RolloutPolicy, str, str]] =
         "latency",
     ),
     (
+        "a candidate the serving layer reports not ready rolls back at once",
+        {"elapsed": "0.2h", "baked": "0.2h", "step_index": 0},
+        measured(candidate=arm(40), candidate_ready=False, serving_detail="v2: connection refused"),
+        POLICY,
+        "rollback",
+        "availability",
+    ),
+    (
         "too few samples holds",
         {"elapsed": "30h"},
         measured(candidate=arm(50)),

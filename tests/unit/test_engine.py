@@ -216,3 +216,16 @@ def test_rejected_version_cannot_be_canaried(world) -> None:  # type: ignore[no-
     bad = registry.add_version("fraud", tags={"mlcanary.rejected": "worse than the champion"})
     with pytest.raises(RolloutError, match="rejected"):
         engine_for(world, traffic_script(0.01)).start_canary("fraud", bad)
+
+
+def test_crashed_candidate_is_rolled_back_from_the_serving_status(world) -> None:  # type: ignore[no-untyped-def]
+    registry, backend, clock = world
+    engine = engine_for(world, traffic_script(0.01))
+    engine.start_canary("fraud", "2")
+    backend.candidate_ready = False  # the process died: the log sees nothing, the front door 503s
+    clock.advance(TICK)
+    result = engine.tick("fraud")
+    assert result.release.phase == Phase.ROLLED_BACK
+    assert result.decision is not None
+    assert "availability" in result.decision.reason
+    assert registry.aliases("fraud") == {CHAMPION: "1"}
