@@ -126,17 +126,41 @@ def _proportion(n: int, k: int) -> ProportionSummary | None:
     return ProportionSummary(n=n, successes=k) if n > 0 else None
 
 
-def check_error_rate(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) -> CheckResult:
+def _proportions(
+    name: str,
+    check: CheckPolicy,
+    policy: RolloutPolicy,
+    m: Measurements,
+    total: str,
+    events: str,
+    *,
+    value: float | None,
+    baseline: float | None,
+) -> CheckResult:
+    """A two-arm check on the share ``events / total`` of each arm's :class:`ArmMetrics`."""
     return _two_arm(
+        name,
+        check,
+        policy,
+        _proportion(getattr(m.champion, total), getattr(m.champion, events)),
+        _proportion(getattr(m.candidate, total), getattr(m.candidate, events)),
+        value=value,
+        baseline=baseline,
+        tolerance=check.tolerance,
+        relative=check.relative,
+    )
+
+
+def check_error_rate(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) -> CheckResult:
+    return _proportions(
         "error_rate",
         check,
         policy,
-        _proportion(m.champion.requests, m.champion.errors),
-        _proportion(m.candidate.requests, m.candidate.errors),
+        m,
+        "requests",
+        "errors",
         value=m.candidate.error_rate,
         baseline=m.champion.error_rate,
-        tolerance=check.tolerance,
-        relative=check.relative,
     )
 
 
@@ -165,44 +189,41 @@ def check_latency(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) ->
 
 
 def check_latency_p95(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) -> CheckResult:
-    return _two_arm(
+    return _proportions(
         "latency_p95",
         check,
         policy,
-        _proportion(m.champion.requests, m.champion.slow),
-        _proportion(m.candidate.requests, m.candidate.slow),
+        m,
+        "requests",
+        "slow",
         value=m.candidate.latency_ms.p95 if m.candidate.latency_ms else None,
         baseline=m.champion.latency_ms.p95 if m.champion.latency_ms else None,
-        tolerance=check.tolerance,
-        relative=check.relative,
     )
 
 
 def check_positive_rate(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) -> CheckResult:
-    return _two_arm(
+    return _proportions(
         "positive_rate",
         check,
         policy,
-        _proportion(m.champion.predictions, m.champion.positives),
-        _proportion(m.candidate.predictions, m.candidate.positives),
+        m,
+        "predictions",
+        "positives",
         value=m.candidate.positive_rate,
         baseline=m.champion.positive_rate,
-        tolerance=check.tolerance,
-        relative=check.relative,
     )
 
 
 def check_accuracy(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) -> CheckResult:
-    return _two_arm(
+    return _proportions(
         "accuracy",
         check,
         policy,
-        _proportion(m.champion.labeled, m.champion.correct),
-        _proportion(m.candidate.labeled, m.candidate.correct),
+        m,
+        "labeled",
+        "correct",
         value=m.candidate.accuracy,
         baseline=m.champion.accuracy,
-        tolerance=check.tolerance,
-        relative=check.relative,
     )
 
 
