@@ -25,7 +25,8 @@ from mlcanary.rollout.policy import RolloutPolicy
 ENV_PREFIX = "MLCANARY_"
 ENV_NESTED_DELIMITER = "__"
 PROFILES: tuple[str, ...] = ("local", "demo", "kserve")
-_RESERVED_ENV = {"PROFILE", "CONFIG", "CONFIG_DIR"}
+# Variables read elsewhere (not settings): profile selection, notification URLs and the webhook secret.
+_RESERVED_ENV = {"PROFILE", "CONFIG", "CONFIG_DIR", "NOTIFY_URLS", "NOTIFY_EVENTS", "WEBHOOK_SECRET"}
 
 Metric = Literal["roc_auc", "average_precision", "f1", "precision", "recall", "accuracy", "log_loss"]
 ModelName = Annotated[

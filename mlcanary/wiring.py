@@ -6,8 +6,11 @@ by passing it in, which is how tests swap in the fakes of :mod:`mlcanary.fakes`.
 
 from __future__ import annotations
 
+import os
+
 from mlcanary.config import Settings
 from mlcanary.evidence import MlflowEvidence
+from mlcanary.notify import mlflow_run_link, notifier_from_env
 from mlcanary.registry import MlflowRegistry, ModelRegistry, registry_from_settings
 from mlcanary.rollout.engine import RolloutEngine
 from mlcanary.rollout.ports import Clock, EvidenceRecorder, MetricsSource, Notifier, SystemClock
@@ -80,5 +83,9 @@ def build_engine(
         policy=settings.rollout,
         clock=clock or SystemClock(),
         recorder=recorder or evidence,
-        notifier=notifier,
+        notifier=notifier
+        or notifier_from_env(
+            os.environ,
+            evidence_link=lambda release: mlflow_run_link(settings.tracking_uri, release.release_run_id),
+        ),
     )

@@ -153,7 +153,12 @@ class RolloutEngine:
         state = self.active_release(model)
         if state is None:
             raise NothingToDoError(f"{model}: no release in progress")
-        return PHASE_HANDLERS[state.phase](self, state)
+        try:
+            return PHASE_HANDLERS[state.phase](self, state)
+        except Exception as exc:
+            # The release keeps its phase (the next tick retries); a human hears about it now.
+            self.notifier.notify(state, "failed", f"tick of {model} failed: {type(exc).__name__}: {exc}")
+            raise
 
     def _handle_pending(self, state: ReleaseState) -> TickResult:
         self.backend.deploy(state.model, state.champion_version, state.candidate_version, state.traffic)

@@ -229,3 +229,31 @@ def test_crashed_candidate_is_rolled_back_from_the_serving_status(world) -> None
     assert result.decision is not None
     assert "availability" in result.decision.reason
     assert registry.aliases("fraud") == {CHAMPION: "1"}
+
+
+class RecordingNotifier:
+    def __init__(self) -> None:
+        self.titles: list[str] = []
+
+    def notify(self, release: ReleaseState, title: str, message: str) -> None:
+        self.titles.append(title)
+
+
+def test_humans_hear_about_start_rollback_and_failed_ticks(world) -> None:  # type: ignore[no-untyped-def]
+    registry, backend, clock = world
+    notifier = RecordingNotifier()
+    engine = RolloutEngine(
+        registry=registry,
+        backend=backend,
+        metrics=traffic_script(0.01),
+        policy=POLICY,
+        clock=clock,
+        notifier=notifier,
+    )
+    engine.start_canary("fraud", "2")
+    registry.fail_on("set_tags")
+    clock.advance(TICK)
+    with pytest.raises(InjectedCrashError):
+        engine.tick("fraud")
+    engine.rollback("fraud", "by hand")
+    assert notifier.titles == ["canary started", "failed", "rolled back"]

@@ -1,0 +1,319 @@
+"""Apprise notifications: one message per selected event, never an exception, never a secret in a log.
+
+Messages go to Apprise's ``json://`` scheme against a local HTTP server thread (no network).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from mlcanary.notify import (
+    DEFAULT_EVENTS,
+    EVENTS,
+    AppriseNotifier,
+    mlflow_run_link,
+    notifier_from_env,
+    parse_events,
+    redact_url,
+)
+from mlcanary.rollout.ports import Notifier, NullNotifier
+from mlcanary.rollout.state import Phase, ReleaseState
+
+TOKEN = "s3cr3tTOKENxyz"
+
+
+class _Inbox(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.messages: list[dict[str, Any]] = []
+        self.headers_seen: list[dict[str, str]] = []
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Inbox
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.server.messages.append(json.loads(self.rfile.read(length)))
+        self.server.headers_seen.append(dict(self.headers))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
+        return None
+
+
+@pytest.fixture
+def inbox() -> Iterator[_Inbox]:
+    server = _Inbox()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _url(server: _Inbox) -> str:
+    return f"json://bot:{TOKEN}@127.0.0.1:{server.server_address[1]}/hook"
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _release(**changes: Any) -> ReleaseState:
+    now = datetime(2025, 1, 2, 3, 4, tzinfo=UTC)
+    values: dict[str, Any] = {
+        "model": "churn",
+        "candidate_version": "7",
+        "champion_version": "6",
+        "phase": Phase.PROMOTED,
+        "step_index": 1,
+        "traffic": 100,
+        "started_at": now,
+        "step_started_at": now,
+        "release_run_id": "abc123",
+        "reason": "all checks passed after 24 h",
+    }
+    values.update(changes)
+    return ReleaseState(**values)
+
+
+def _link(release: ReleaseState) -> str | None:
+    return mlflow_run_link("http://mlflow.example:5000", release.release_run_id, "12")
+
+
+# -- delivery -----------------------------------------------------------------------------------
+
+
+def test_one_message_per_event_with_reason_versions_phase_and_link(inbox: _Inbox) -> None:
+    notifier = AppriseNotifier([_url(inbox)], evidence_link=_link, timeout_s=5)
+    port: Notifier = notifier  # satisfies the engine's protocol (checked by mypy)
+    assert port is notifier
+
+    notifier.notify(_release(), "promoted", "churn v7 is @champion: all checks passed after 24 h")
+
+    assert len(inbox.messages) == 1
+    sent = inbox.messages[0]
+    assert sent["title"] == "[mlcanary] churn v7: promoted"
+    body = sent["message"]
+    assert "Reason: all checks passed after 24 h" in body
+    assert "Candidate: v7  Champion: v6" in body
+    assert "Phase: promoted" in body
+    assert "Evidence: http://mlflow.example:5000/#/experiments/12/runs/abc123" in body
+    assert sent["type"] == "success"
+    assert (notifier.sent, notifier.failures) == (1, 0)
+
+
+def test_each_event_sends_its_own_message(inbox: _Inbox) -> None:
+    notifier = AppriseNotifier([_url(inbox)], timeout_s=5)
+
+    notifier.notify(_release(), "promoted", "m1")
+    notifier.notify(_release(phase=Phase.ROLLED_BACK, reason="5xx burst", traffic=0), "rolled back", "m2")
+
+    assert [m["title"] for m in inbox.messages] == [
+        "[mlcanary] churn v7: promoted",
+        "[mlcanary] churn v7: rolled back",
+    ]
+    assert "Reason: 5xx burst" in inbox.messages[1]["message"]
+    assert inbox.messages[1]["type"] == "warning"
+    # Without a link builder the run id still points at the evidence.
+    assert "Evidence: MLflow run abc123" in inbox.messages[0]["message"]
+    assert notifier.sent == 2
+
+
+def test_several_destinations_each_get_the_message(inbox: _Inbox) -> None:
+    notifier = AppriseNotifier([_url(inbox), _url(inbox).replace("/hook", "/other")], timeout_s=5)
+    notifier.notify(_release(), "promoted", "m")
+    assert len(inbox.messages) == 2
+    assert notifier.sent == 1
+
+
+def test_a_failing_link_builder_does_not_cost_the_message(inbox: _Inbox) -> None:
+    def broken(release: ReleaseState) -> str | None:
+        raise RuntimeError("boom")
+
+    notifier = AppriseNotifier([_url(inbox)], evidence_link=broken, timeout_s=5)
+    notifier.notify(_release(), "promoted", "m")
+    assert len(inbox.messages) == 1
+    assert notifier.failures == 0
+
+
+# -- failure never fails the rollout, and never leaks the URL -----------------------------------------
+
+
+def test_unreachable_endpoint_counts_a_failure_without_raising_or_leaking(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = f"json://bot:{TOKEN}@127.0.0.1:{_closed_port()}/{TOKEN}path"
+    notifier = AppriseNotifier([url], timeout_s=2)
+    caplog.set_level(logging.DEBUG, logger="mlcanary")
+    caplog.set_level(logging.WARNING, logger="apprise")
+
+    notifier.notify(_release(phase=Phase.ROLLED_BACK), "rolled back", "m")
+
+    assert notifier.failures == 1
+    assert notifier.sent == 0
+    ours = [r for r in caplog.records if r.name == "mlcanary.notify"]
+    assert len(ours) == 1
+    assert ours[0].levelno == logging.WARNING
+    assert "json://" in ours[0].getMessage()
+    for record in caplog.records:
+        assert TOKEN not in record.getMessage()
+    assert TOKEN not in caplog.text
+    assert TOKEN not in repr(notifier)
+
+
+def test_an_exception_inside_apprise_is_caught_and_counted(
+    inbox: _Inbox, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    notifier = AppriseNotifier([_url(inbox)], timeout_s=5)
+
+    def explode(**_: Any) -> None:
+        raise RuntimeError(f"cannot reach {_url(inbox)}")
+
+    monkeypatch.setattr(notifier._apprise, "notify", explode)
+    with caplog.at_level(logging.WARNING, logger="mlcanary"):
+        notifier.notify(_release(), "promoted", "m")
+    assert notifier.failures == 1
+    assert TOKEN not in caplog.text
+    assert "RuntimeError" in caplog.text
+
+
+# -- which events ---------------------------------------------------------------------------------
+
+
+def test_default_events_skip_canary_started(inbox: _Inbox) -> None:
+    notifier = AppriseNotifier([_url(inbox)], timeout_s=5)
+    notifier.notify(_release(phase=Phase.PROGRESSING, traffic=20), "canary started", "churn v7 at 20 %")
+    assert inbox.messages == []
+    assert (notifier.skipped, notifier.sent, notifier.failures) == (1, 0, 0)
+    notifier.notify(_release(phase=Phase.FAILED), "failed", "needs a human")
+    assert [m["type"] for m in inbox.messages] == ["failure"]
+
+
+def test_canary_started_is_opt_in(inbox: _Inbox) -> None:
+    notifier = AppriseNotifier([_url(inbox)], timeout_s=5, events=["canary started"])
+    notifier.notify(_release(phase=Phase.PROGRESSING, traffic=20), "canary started", "churn v7 at 20 %")
+    notifier.notify(_release(), "promoted", "m")
+    assert [m["title"] for m in inbox.messages] == ["[mlcanary] churn v7: canary started"]
+    assert "churn v7 at 20 %" in inbox.messages[0]["message"]
+
+
+def test_parse_events() -> None:
+    assert parse_events(None) == DEFAULT_EVENTS == {"promoted", "rolled back", "failed"}
+    assert parse_events("all") == EVENTS
+    assert parse_events("Promoted, rolled_back") == {"promoted", "rolled back"}
+    assert parse_events("") == frozenset()
+    with pytest.raises(ValueError, match="unknown notification event"):
+        parse_events("promote")
+
+
+def test_engine_titles_are_known_events() -> None:
+    from pathlib import Path
+
+    import mlcanary.rollout.engine as engine
+
+    source = Path(engine.__file__).read_text(encoding="utf-8")
+    for title in ("canary started", "promoted", "rolled back"):
+        assert f'"{title}"' in source
+        assert title in EVENTS
+
+
+# -- links and redaction ----------------------------------------------------------------------------
+
+
+def test_mlflow_run_link() -> None:
+    assert (
+        mlflow_run_link("http://127.0.0.1:5000/", "r1", "3")
+        == "http://127.0.0.1:5000/#/experiments/3/runs/r1"
+    )
+    assert mlflow_run_link("https://mlflow.corp/ml", "r1") == "https://mlflow.corp/ml/#/runs/r1"
+    assert mlflow_run_link("https://user:pw@mlflow.corp?x=1", "r1") == "https://mlflow.corp/#/runs/r1"
+    assert mlflow_run_link("sqlite:////tmp/mlflow.db", "r1") is None
+    assert mlflow_run_link("databricks", "r1") is None
+    assert mlflow_run_link("http://127.0.0.1:5000", None) is None
+
+
+def test_redact_url_keeps_the_scheme_only() -> None:
+    assert redact_url(f"slack://{TOKEN}/B/C") == "slack://…"
+    assert TOKEN not in redact_url(f"{TOKEN}")
+
+
+# -- notifier_from_env --------------------------------------------------------------------------------
+
+
+def test_from_env_without_urls_is_null() -> None:
+    assert isinstance(notifier_from_env({}), NullNotifier)
+    assert isinstance(notifier_from_env({"MLCANARY_NOTIFY_URLS": "  "}), NullNotifier)
+
+
+def test_from_env_builds_an_apprise_notifier(inbox: _Inbox) -> None:
+    env = {
+        "MLCANARY_NOTIFY_URLS": f"{_url(inbox)}, {_url(inbox)},",
+        "MLCANARY_NOTIFY_EVENTS": "canary started,promoted",
+    }
+    notifier = notifier_from_env(env, timeout_s=5)
+    assert isinstance(notifier, AppriseNotifier)
+    assert notifier.destinations == ("json://…", "json://…")
+    assert notifier.events == {"canary started", "promoted"}
+    notifier.notify(_release(), "promoted", "m")
+    assert len(inbox.messages) == 2
+
+
+@pytest.mark.parametrize(
+    ("value", "position"),
+    [
+        (f"json://127.0.0.1/, bogus://{TOKEN}@host/", "#2 of 2"),
+        (f"not-a-url-{TOKEN}", "#1 of 1"),
+        (f"json://127.0.0.1/,,slack://{TOKEN}", "#2 of 3"),
+        (f"json://127.0.0.1/, slack://{TOKEN} json://x/", "#2 of 2"),
+        (f"slack://{TOKEN}", "#1 of 1"),
+    ],
+)
+def test_from_env_rejects_an_invalid_url_by_position_without_echoing_it(
+    value: str, position: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(ValueError, match="MLCANARY_NOTIFY_URLS") as raised:
+        notifier_from_env({"MLCANARY_NOTIFY_URLS": value})
+    message = str(raised.value)
+    assert position in message
+    assert TOKEN not in message
+    assert TOKEN not in caplog.text
+
+
+def test_from_env_rejects_unknown_events() -> None:
+    env = {"MLCANARY_NOTIFY_URLS": "json://127.0.0.1/", "MLCANARY_NOTIFY_EVENTS": "promote"}
+    with pytest.raises(ValueError, match="MLCANARY_NOTIFY_EVENTS"):
+        notifier_from_env(env)
+
+
+def test_apprise_is_imported_lazily() -> None:
+    """No module-level ``import apprise`` (only inside functions or under TYPE_CHECKING)."""
+    import ast
+    from pathlib import Path
+
+    import mlcanary.notify as module
+
+    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+            assert not any(n.split(".")[0] == "apprise" for n in names)
