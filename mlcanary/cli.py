@@ -531,5 +531,68 @@ def down_command(ctx: typer.Context) -> None:
     console.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
 
 
+webhook_app = typer.Typer(
+    help="The MLflow registry webhook receiver: @candidate set in MLflow → a Prefect event.",
+    no_args_is_help=False,
+)
+app.add_typer(webhook_app, name="webhook")
+
+
+@webhook_app.callback(invoke_without_command=True)
+def webhook_command(
+    ctx: typer.Context,
+    prefect_api_url: Annotated[
+        str | None, typer.Option(help="Prefect API URL (default: $PREFECT_API_URL or the local 4200).")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default: serving.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: serving.webhook_port, 8095).")] = None,
+) -> None:
+    """Run the receiver: verifies X-MLflow-Signature with $MLCANARY_WEBHOOK_SECRET, drops replays
+    and stale deliveries, and posts an accepted @candidate event to the Prefect API."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from mlcanary.webhook import WebhookConfigError, run_webhook
+
+    with _user_errors():
+        settings = ctx.obj.settings()
+    api = prefect_api_url or os.environ.get("PREFECT_API_URL") or "http://127.0.0.1:4200/api"
+    try:
+        run_webhook(
+            host or settings.serving.host,
+            port or settings.serving.webhook_port,
+            prefect_api_url=api,
+            state_dir=settings.state_dir,
+        )
+    except WebhookConfigError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+@webhook_app.command("register")
+def webhook_register_command(
+    ctx: typer.Context,
+    url: Annotated[
+        str | None, typer.Option(help="Receiver URL MLflow delivers to (default: the local receiver).")
+    ] = None,
+) -> None:
+    """Create or update the MLflow webhook pointing at the receiver, with $MLCANARY_WEBHOOK_SECRET.
+
+    The MLflow *server* must allow the target: MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS=true and
+    MLFLOW_WEBHOOK_ALLOWED_SCHEMES=http,https for a loopback receiver, and a stable
+    MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY so secrets survive restarts.
+    """
+    from mlcanary.webhook import WebhookConfigError, register_webhook, secret_from_env
+
+    with _user_errors():
+        settings = ctx.obj.settings()
+        target = url or f"http://{settings.serving.host}:{settings.serving.webhook_port}/webhook"
+        try:
+            webhook_id = register_webhook(settings.tracking_uri, target, secret_from_env())
+        except WebhookConfigError as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(2) from None
+    console.print(f"MLflow webhook {webhook_id} → {target}")
+
+
 if __name__ == "__main__":
     app()
