@@ -110,14 +110,21 @@ def servers(tmp_path: Path) -> Iterator[tuple[str, str, dict[str, str]]]:
         _stop(prefect)
 
 
-def test_setting_candidate_alias_starts_a_start_canary_run(servers) -> None:  # type: ignore[no-untyped-def]
+def test_deploy_all_then_setting_candidate_alias_starts_a_start_canary_run(servers) -> None:  # type: ignore[no-untyped-def]
     tracking_uri, prefect_api, env = servers
     for argv in (
         [str(BIN / "prefect"), "work-pool", "create", "mlcanary-local", "--type", "process"],
-        [str(BIN / "prefect"), "--no-prompt", "deploy", "--name", "start-canary"],
+        [str(BIN / "prefect"), "--no-prompt", "deploy", "--all"],
     ):
         done = subprocess.run(argv, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
         assert done.returncode == 0, done.stdout + done.stderr
+    deployments = httpx.post(f"{prefect_api}/deployments/filter", json={}, timeout=10).json()
+    by_name = {d["name"]: d for d in deployments}
+    assert set(by_name) == {"train", "start-canary", "canary-monitor", "promote", "rollback"}
+    assert by_name["train"]["schedules"][0]["schedule"]["cron"] == "0 2 * * 1"
+    assert by_name["canary-monitor"]["schedules"][0]["schedule"]["interval"] == 900
+    automations = httpx.post(f"{prefect_api}/automations/filter", json={}, timeout=10).json()
+    assert [a["trigger"]["expect"] for a in automations] == [["mlcanary.model.candidate-set"]]
 
     emitter = PrefectEventEmitter(prefect_api)
     app = create_webhook_app(secret=SECRET, emit=emitter)
