@@ -78,6 +78,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from mlcanary.http_body import BodyTooLargeError, read_limited_body
+
 logger = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-MLflow-Signature"
@@ -380,24 +382,6 @@ class WebhookStats:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
 
-class _BodyTooLargeError(Exception):
-    pass
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _BodyTooLargeError
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _BodyTooLargeError
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def create_webhook_app(
     *,
     secret: str,
@@ -443,8 +427,8 @@ def create_webhook_app(
     async def receive(request: Request) -> JSONResponse:
         stats.received += 1
         try:
-            body = await _read_body(request, max_body_bytes)
-        except _BodyTooLargeError:
+            body = await read_limited_body(request, max_body_bytes)
+        except BodyTooLargeError:
             return reject(413, "oversize", f"body exceeds {max_body_bytes} bytes")
         except ClientDisconnect:
             return reject(400, "disconnect", "client disconnected")

@@ -38,6 +38,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from mlcanary.http_body import BodyTooLargeError, read_limited_body
 from mlcanary.telemetry.cloudevents_ingest import MalformedEvent, parse_event, rows_from_event
 from mlcanary.telemetry.store import (
     MAX_REQUEST_ID_LENGTH,
@@ -88,26 +89,8 @@ class CollectorStats:
     feedback_rejected: int = 0
 
 
-class _BodyTooLargeError(Exception):
-    pass
-
-
 def _error(status: int, message: str, **headers: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers or None)
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _BodyTooLargeError
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _BodyTooLargeError
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _validation_message(error: ValidationError) -> str:
@@ -142,8 +125,8 @@ def create_collector_app(
 
     async def ingest(request: Request) -> Response:
         try:
-            body = await _read_body(request, max_body_bytes)
-        except _BodyTooLargeError:
+            body = await read_limited_body(request, max_body_bytes)
+        except BodyTooLargeError:
             stats.oversize += 1
             return _error(413, f"event body exceeds {max_body_bytes} bytes")
         except ClientDisconnect:
@@ -177,8 +160,8 @@ def create_collector_app(
 
     async def post_feedback(request: Request) -> Response:
         try:
-            body = await _read_body(request, max_body_bytes)
-        except _BodyTooLargeError:
+            body = await read_limited_body(request, max_body_bytes)
+        except BodyTooLargeError:
             stats.oversize += 1
             return _error(413, f"feedback body exceeds {max_body_bytes} bytes")
         except ClientDisconnect:

@@ -52,6 +52,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mlcanary.data.schema import FeatureSpec
+from mlcanary.http_body import BodyTooLargeError, read_limited_body
 from mlcanary.serving.local.inference_protocol import (
     BAD_REQUEST,
     CONTENT_TOO_LARGE,
@@ -404,24 +405,14 @@ def _request_id(request: Request) -> str:
 
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise RequestError(BAD_REQUEST, f"invalid Content-Length header {declared!r}") from None
-        if size > limit:
-            raise RequestError(
-                CONTENT_TOO_LARGE, f"request body of {size} bytes exceeds the limit of {limit} bytes"
-            )
-    chunks: list[bytes] = []
-    received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        # Content-Length may be absent (chunked) or wrong: count what actually arrives.
-        if received > limit:
-            raise RequestError(CONTENT_TOO_LARGE, f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    if declared is not None and not declared.isdigit():
+        raise RequestError(BAD_REQUEST, f"invalid Content-Length header {declared!r}")
+    try:
+        return await read_limited_body(request, limit)
+    except BodyTooLargeError as exc:
+        size = f"of {exc.size} bytes " if exc.size is not None else ""
+        message = f"request body {size}exceeds the limit of {limit} bytes"
+        raise RequestError(CONTENT_TOO_LARGE, message) from None
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
