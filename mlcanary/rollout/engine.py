@@ -224,7 +224,7 @@ class RolloutEngine:
         # Traffic first: the rollback must reach the serving layer before any bookkeeping.
         self.backend.rollback(state.model)
         state = self._persist(state.with_phase(Phase.ROLLING_BACK, decision.reason), decision)
-        return self._complete_rollback(state)
+        return self._complete_rollback(state, traffic_moved=True)
 
     def _complete_promote(self, state: ReleaseState) -> ReleaseState:
         model, version = state.model, state.candidate_version
@@ -245,9 +245,12 @@ class RolloutEngine:
         self.notifier.notify(state, "promoted", f"{model} v{version} is @champion: {state.reason}")
         return state
 
-    def _complete_rollback(self, state: ReleaseState) -> ReleaseState:
+    def _complete_rollback(self, state: ReleaseState, *, traffic_moved: bool = False) -> ReleaseState:
+        """Finish a rollback; ``traffic_moved`` when this run already told the backend to roll back
+        (a run resuming an interrupted rollback has not, so it does it again: it is idempotent)."""
         model, version = state.model, state.candidate_version
-        self.backend.rollback(model)
+        if not traffic_moved:
+            self.backend.rollback(model)
         if (self.registry.aliases(model)).get(CANDIDATE) == version:
             self.registry.delete_alias(model, CANDIDATE)
         self.registry.set_tags(
@@ -282,7 +285,7 @@ class RolloutEngine:
             raise RolloutError(f"{model}: version {state.candidate_version} is being promoted")
         self.backend.rollback(model)
         state = self._persist(state.with_phase(Phase.ROLLING_BACK, reason))
-        return self._complete_rollback(state)
+        return self._complete_rollback(state, traffic_moved=True)
 
 
 def _window_start(state: ReleaseState, now, interval: timedelta):  # type: ignore[no-untyped-def]
