@@ -261,6 +261,23 @@ def prepare_scores(scores: Scores, side: str) -> tuple[np.ndarray, int]:
     return finite, values.size - finite.size
 
 
+def _sampled_frames(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    features: Sequence[FeatureSpec] | None,
+    max_rows: int,
+    seed: int,
+    threshold: float,
+) -> tuple[pd.DataFrame, pd.DataFrame, tuple[FeatureSpec, ...]]:
+    """Both sides sampled to ``max_rows``, then typed: what every detector compares."""
+    _check_share_threshold(threshold)
+    # Sample before typing: converting the columns of a million logged rows costs more than
+    # Evidently does on the sample.
+    return prepare_frames(
+        sample_rows(reference, max_rows, seed), sample_rows(current, max_rows, seed), features
+    )
+
+
 def _rule(method: str, threshold: float) -> str:
     return f"{method} {'<' if method in PVALUE_METHODS else '>='} {threshold:g}"
 
@@ -368,14 +385,7 @@ class EvidentlyDriftDetector:
         with_html: bool = False,
     ) -> DriftResult:
         """See :meth:`DriftDetector.input_drift`."""
-        _check_share_threshold(threshold)
-        # Sample before typing: converting the columns of a million logged rows costs more than
-        # Evidently does on the sample.
-        ref, cur, specs = prepare_frames(
-            sample_rows(reference, self.max_rows, self.seed),
-            sample_rows(current, self.max_rows, self.seed),
-            features,
-        )
+        ref, cur, specs = _sampled_frames(reference, current, features, self.max_rows, self.seed, threshold)
         if self.method is not None:
             for kind in ("numeric", "categorical"):
                 names = [s.name for s in specs if s.kind == kind]
@@ -547,12 +557,7 @@ class ThresholdDriftDetector:
         with_html: bool = False,
     ) -> DriftResult:
         """See :meth:`DriftDetector.input_drift`."""
-        _check_share_threshold(threshold)
-        ref, cur, specs = prepare_frames(
-            sample_rows(reference, self.max_rows, self.seed),
-            sample_rows(current, self.max_rows, self.seed),
-            features,
-        )
+        ref, cur, specs = _sampled_frames(reference, current, features, self.max_rows, self.seed, threshold)
         columns: dict[str, ColumnDrift] = {}
         for spec in specs:
             if spec.kind == "numeric":
