@@ -16,7 +16,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: help demo test test-fast lint format lock bootstrap clean bench bench-quick
+.PHONY: help demo platform test test-fast lint format lock bootstrap clean bench bench-quick
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ bootstrap: $(STAMP) ## Create .venv from requirements.lock (done by every target
 
 demo: $(STAMP) ## The whole story locally on embedded defaults (state in .mlcanary/demo)
 	$(BIN)/mlcanary demo
+
+platform: $(STAMP) ## MLflow + Prefect servers, worker, webhook receiver, stack (profile demo; UIs :5000, :4200)
+	$(BIN)/mlcanary --profile demo up --platform
 
 test: $(STAMP) ## Every test suite: unit, flows and integration (real Envoy, MLflow, Prefect); e2e skips without a cluster
 	$(BIN)/pytest

@@ -17,17 +17,20 @@ from mlcanary.config import Settings, load_settings
 from mlcanary.rollout.engine import NothingToDoError, RolloutEngine
 from mlcanary.wiring import build_engine
 from tasks import rollout as steps
+from tasks.notifications import flow_notifier
 
 Profile = Literal["local", "demo", "kserve"]
 
 
-def _settings(profile: Profile, config_file: str | None) -> Settings:
+def settings_for(profile: Profile, config_file: str | None) -> Settings:
+    """The settings of a flow run: ``config_file`` when given (and not empty), else ``profile``."""
     return load_settings(profile, config_file=Path(config_file) if config_file else None)
 
 
 def engine_for(settings: Settings) -> RolloutEngine:
-    """The engine the flows use (tests replace this to inject fakes)."""
-    return build_engine(settings)
+    """The engine the flows use (tests replace this to inject fakes); notifications go to the
+    Apprise URLs and the Prefect notification block configured in the environment."""
+    return build_engine(settings, notifier=flow_notifier(settings))
 
 
 @flow(name="start-canary")
@@ -42,7 +45,7 @@ def start_canary(
         profile: Configuration profile when no config_file is given.
         config_file: Path to a config YAML file; overrides the profile.
     """
-    engine = engine_for(_settings(profile, config_file))
+    engine = engine_for(settings_for(profile, config_file))
     return steps.release_summary(steps.start_release(engine, model, str(version)))
 
 
@@ -62,7 +65,7 @@ def monitor(
         config_file: Path to a config YAML file; overrides the profile.
     """
     logger = get_run_logger()
-    settings = _settings(profile, config_file)
+    settings = settings_for(profile, config_file)
     engine = engine_for(settings)
     models = [model] if model else _active_models(engine)
     if not models:
@@ -82,6 +85,9 @@ def monitor(
         summary = steps.release_summary(result.release)
         if result.decision is not None:
             summary["action"] = result.decision.action
+            if result.decision.action == "await_approval":
+                # The approve-release deployment's trigger starts the paused approval run.
+                steps.emit_approval_requested(result.release, profile, config_file)
         results.append(summary)
     if failures:
         raise RuntimeError("monitor tick failed for " + "; ".join(failures))
@@ -103,7 +109,7 @@ def promote(
         profile: Configuration profile when no config_file is given.
         config_file: Path to a config YAML file; overrides the profile.
     """
-    engine = engine_for(_settings(profile, config_file))
+    engine = engine_for(settings_for(profile, config_file))
     return steps.release_summary(steps.promote_release(engine, model, reason))
 
 
@@ -122,5 +128,5 @@ def rollback(
         profile: Configuration profile when no config_file is given.
         config_file: Path to a config YAML file; overrides the profile.
     """
-    engine = engine_for(_settings(profile, config_file))
+    engine = engine_for(settings_for(profile, config_file))
     return steps.release_summary(steps.rollback_release(engine, model, reason))

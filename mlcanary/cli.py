@@ -483,6 +483,33 @@ def rollback_command(
     console.print(f"{state.model} v{state.candidate_version} [red]rolled back[/red]: {reason}")
 
 
+_ModelArg = Annotated[str | None, typer.Argument(help="Registered model (default from config).")]
+_CommentOpt = Annotated[str, typer.Option(help="Why; recorded as the release's reason.")]
+_ApproverOpt = Annotated[str, typer.Option(help="Who decides; recorded with the reason.")]
+
+
+@app.command("approve")
+def approve_command(
+    ctx: typer.Context, model: _ModelArg = None, comment: _CommentOpt = "", approver: _ApproverOpt = ""
+) -> None:
+    """Approve the release waiting for approval (rollout.approval): promote it now."""
+    with _user_errors():
+        settings = ctx.obj.settings()
+        state = _engine(settings).approve(model or settings.model.name, comment, approver)
+    console.print(f"{state.model} v{state.candidate_version} is [green]@champion[/green]: {state.reason}")
+
+
+@app.command("reject")
+def reject_command(
+    ctx: typer.Context, model: _ModelArg = None, comment: _CommentOpt = "", approver: _ApproverOpt = ""
+) -> None:
+    """Reject the release waiting for approval (rollout.approval): roll it back now."""
+    with _user_errors():
+        settings = ctx.obj.settings()
+        state = _engine(settings).reject(model or settings.model.name, comment, approver)
+    console.print(f"{state.model} v{state.candidate_version} [red]rolled back[/red]: {state.reason}")
+
+
 @app.command("up")
 def up_command(
     ctx: typer.Context,
@@ -491,12 +518,26 @@ def up_command(
         typer.Option(help="Candidate traffic % if @candidate exists (default: the policy's first step)."),
     ] = None,
     candidate: Annotated[bool, typer.Option(help="Serve @candidate beside the champion.")] = True,
+    platform: Annotated[
+        bool,
+        typer.Option(
+            "--platform",
+            help="Also run the platform: an MLflow server (:5000), a Prefect server (:4200) with the "
+            "deployments of prefect.yaml and a worker, and the webhook receiver registered in MLflow. "
+            "Writes <state>/platform.env to source. `mlcanary down` stops it all.",
+        ),
+    ] = False,
 ) -> None:
     """Start the local stack for the registered model: collector, Envoy, champion (+ candidate).
 
     Waits until everything is healthy and prints the URLs. Safe to re-run: what already serves the
-    right version is left alone.
+    right version is left alone. With --platform, the MLflow and Prefect servers, a Prefect worker and
+    the webhook receiver come first (the stack then starts once @champion exists), so setting
+    @candidate in MLflow starts a canary you can watch in both UIs.
     """
+    if platform:
+        _platform_up(ctx)
+        return
     from mlcanary.serving.local.stack import up
 
     with _user_errors():
@@ -504,6 +545,10 @@ def up_command(
         percent = candidate_percent if candidate_percent is not None else settings.rollout.steps[0]
         with console.status("starting the local stack (collector, Envoy, model servers)…"):
             info = up(settings, candidate_percent=percent, with_candidate=candidate)
+    _print_stack(info)
+
+
+def _print_stack(info) -> None:  # type: ignore[no-untyped-def]
     table = Table(title=f"{info.model}: local stack", title_justify="left", show_header=False)
     for name, url in info.urls().items():
         table.add_row(name, url)
@@ -520,14 +565,56 @@ def up_command(
     console.print(f"try: curl -s {info.front_door_url}/v1/models/{info.model}  ·  mlcanary traffic --rps 20")
 
 
-@app.command("down")
-def down_command(ctx: typer.Context) -> None:
-    """Stop every process of the local stack (Envoy, model servers, collector). Safe to re-run."""
-    from mlcanary.serving.local.stack import down
+def _platform_up(ctx: typer.Context) -> None:
+    from mlcanary import platform
 
     with _user_errors():
         settings = ctx.obj.settings()
-        stopped = down(settings)
+        try:
+            with console.status("starting the platform…") as spinner:
+
+                def show(message: str) -> None:
+                    if message.startswith("✓"):
+                        console.print(f"[green]✓[/green]{message[1:]}", highlight=False)
+                    else:
+                        spinner.update(message)
+
+                info = platform.up(settings, progress=show)
+        except platform.PlatformError as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(1) from None
+    table = Table(title="platform", title_justify="left")
+    for column in ("process", "pid", "url", "state"):
+        table.add_column(column)
+    for state in platform.status(info.settings):
+        started = "started" if state.name in info.started else "already running"
+        mark = "green" if state.healthy is not False else "red"
+        table.add_row(state.name, str(state.pid or "-"), state.url or "", f"[{mark}]{started}[/{mark}]")
+    console.print(table)
+    for name, url in info.urls().items():
+        console.print(f"{name}: {url}", highlight=False)
+    if info.monitor_interval_s is not None:
+        console.print(f"canary-monitor runs every {info.monitor_interval_s:g} s (rollout.tick_interval)")
+    if info.stack is not None:
+        _print_stack(info.stack)
+    elif info.stack_note:
+        console.print(info.stack_note, highlight=False)
+    console.print(f"point your shell at it: [bold]source {info.paths.env_file}[/bold]", highlight=False)
+
+
+@app.command("down")
+def down_command(ctx: typer.Context) -> None:
+    """Stop every process of the local stack (Envoy, model servers, collector) and, if running, the
+    platform of `up --platform` (worker, webhook receiver, Prefect and MLflow servers). Safe to re-run."""
+    from mlcanary import platform
+
+    with _user_errors():
+        settings = ctx.obj.settings()
+        try:
+            stopped = platform.down(settings)
+        except platform.PlatformError as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(1) from None
     console.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
 
 

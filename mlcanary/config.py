@@ -26,7 +26,15 @@ ENV_PREFIX = "MLCANARY_"
 ENV_NESTED_DELIMITER = "__"
 PROFILES: tuple[str, ...] = ("local", "demo", "kserve")
 # Variables read elsewhere (not settings): profile selection, notification URLs and the webhook secret.
-_RESERVED_ENV = {"PROFILE", "CONFIG", "CONFIG_DIR", "NOTIFY_URLS", "NOTIFY_EVENTS", "WEBHOOK_SECRET"}
+_RESERVED_ENV = {
+    "PROFILE",
+    "CONFIG",
+    "CONFIG_DIR",
+    "NOTIFY_URLS",
+    "NOTIFY_EVENTS",
+    "NOTIFY_BLOCK",
+    "WEBHOOK_SECRET",
+}
 
 Metric = Literal["roc_auc", "average_precision", "f1", "precision", "recall", "accuracy", "log_loss"]
 ModelName = Annotated[
@@ -151,6 +159,8 @@ class ServingSettings(_Section):
     candidate_port: Port = Field(8082, description="local candidate model server")
     collector_port: Port = Field(8090, description="inference-log collector")
     webhook_port: Port = Field(8095, description="MLflow webhook receiver")
+    mlflow_port: Port = Field(5000, description="MLflow server of `mlcanary up --platform` (tracking UI)")
+    prefect_port: Port = Field(4200, description="Prefect server of `mlcanary up --platform` (API and UI)")
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> ServingSettings:

@@ -38,7 +38,13 @@ from mlcanary.training import run_overrides, train
 from mlcanary.wiring import build_engine, evidence_recorder
 
 VERDICT_STYLE = {"pass": "green", "fail": "red", "inconclusive": "yellow", "error": "magenta"}
-ACTION_STYLE = {"promote": "bold green", "rollback": "bold red", "step_up": "bold cyan", "hold": "yellow"}
+ACTION_STYLE = {
+    "promote": "bold green",
+    "rollback": "bold red",
+    "step_up": "bold cyan",
+    "hold": "yellow",
+    "await_approval": "bold magenta",
+}
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from mlflow.entities import Metric
 from mlcanary.rollout.measurements import ArmMetrics, Measurements
 from mlcanary.rollout.state import Decision, ReleaseState
 
-ACTION_CODES = {"hold": 0, "step_up": 1, "promote": 2, "rollback": -1}
+ACTION_CODES = {"hold": 0, "step_up": 1, "await_approval": 3, "promote": 2, "rollback": -1}
 
 
 def _arm_metrics(prefix: str, arm: ArmMetrics) -> dict[str, float]:

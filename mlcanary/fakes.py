@@ -8,6 +8,7 @@ time it is called (once), which is how "crash between promote steps" is tested.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -22,8 +23,9 @@ from mlcanary.registry import (
     NewVersion,
     VersionNotFoundError,
 )
-from mlcanary.rollout.measurements import Measurements
+from mlcanary.rollout.measurements import ArmMetrics, Measurements, Percentiles
 from mlcanary.rollout.state import ReleaseState
+from mlcanary.rollout.stats import MeanSummary
 from mlcanary.serving.backend import ArmStatus, ServingError, ServingStatus
 
 
@@ -219,3 +221,39 @@ class ScriptedMetrics:
     def measure(self, release: ReleaseState, *, window_start: datetime, now: datetime) -> Measurements:
         self.calls += 1
         return self.script(release, window_start, now)
+
+
+def steady_arm(requests: int, error_rate: float, latency_ms: float = 20.0) -> ArmMetrics:
+    """Cumulative metrics of one arm that served ``requests`` at a steady error rate and latency
+    (5 % slower than the champion's P95, 4 % positive predictions, a tenth in the last window)."""
+    return ArmMetrics(
+        version="x",
+        requests=requests,
+        errors=round(requests * error_rate),
+        log_latency=MeanSummary(n=requests, mean=math.log(latency_ms), variance=0.05, log_scale=True),
+        latency_ms=Percentiles(latency_ms, latency_ms * 1.4, latency_ms * 1.8),
+        slow=round(requests * 0.05),
+        predictions=requests,
+        positives=round(requests * 0.04),
+        window_requests=requests // 10,
+        window_errors=0,
+    )
+
+
+def steady_traffic(
+    candidate_error_rate: float, *, rps: float = 20.0, champion_error_rate: float = 0.01
+) -> ScriptedMetrics:
+    """Metrics of steady traffic at ``rps`` since the release began, split by its current weight."""
+
+    def script(release: ReleaseState, window_start: datetime, now: datetime) -> Measurements:
+        total = int((now - release.started_at).total_seconds() * rps)
+        candidate = int(total * release.traffic / 100)
+        return Measurements(
+            start=release.started_at,
+            end=now,
+            window_start=window_start,
+            champion=steady_arm(total - candidate, champion_error_rate),
+            candidate=steady_arm(candidate, candidate_error_rate),
+        )
+
+    return ScriptedMetrics(script)

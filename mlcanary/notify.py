@@ -6,6 +6,11 @@ message per event (to each configured destination) with the model, both versions
 reason and a link to the evidence. It never raises: a notification that cannot be delivered is
 logged as a warning and counted in :attr:`AppriseNotifier.failures`, so it can never fail a rollout.
 
+Every channel sends the same text, built by :func:`format_message`; the other channel, a Prefect
+notification block, lives in ``tasks/notifications.py`` (this module never imports Prefect).
+:class:`FanOutNotifier` sends each event to several channels, one failing channel never stopping
+the others.
+
 Apprise URLs usually carry tokens, so they come from the environment (:data:`URLS_ENV`, read by
 :func:`notifier_from_env`) and are never logged: logs name a destination by its scheme and position
 only. Apprise is imported when a notifier is built, never at import of this module.
@@ -37,12 +42,23 @@ CANARY_STARTED = "canary started"
 PROMOTED = "promoted"
 ROLLED_BACK = "rolled back"
 FAILED = "failed"
+APPROVAL_REQUESTED = "approval requested"
 
-EVENTS: frozenset[str] = frozenset({CANARY_STARTED, PROMOTED, ROLLED_BACK, FAILED})
+EVENTS: frozenset[str] = frozenset({CANARY_STARTED, PROMOTED, ROLLED_BACK, FAILED, APPROVAL_REQUESTED})
 """Every title the rollout engine passes to ``Notifier.notify``."""
 
-DEFAULT_EVENTS: frozenset[str] = frozenset({PROMOTED, ROLLED_BACK, FAILED})
-"""The events notified unless configured otherwise ("canary started" is opt-in)."""
+DEFAULT_EVENTS: frozenset[str] = frozenset({PROMOTED, ROLLED_BACK, FAILED, APPROVAL_REQUESTED})
+"""The events notified unless configured otherwise ("canary started" is opt-in; "approval
+requested" is on by default because a release then waits for a human)."""
+
+NOTIFY_TYPES: Mapping[str, str] = {
+    PROMOTED: "success",
+    ROLLED_BACK: "warning",
+    FAILED: "failure",
+    APPROVAL_REQUESTED: "info",
+    CANARY_STARTED: "info",
+}
+"""The Apprise notification type of each event (colours and icons in Slack, Teams...)."""
 
 _APPRISE_LOGGER = "apprise"
 
@@ -78,6 +94,11 @@ def mlflow_run_link(
     return f"{base}/#/runs/{run_id}"
 
 
+def event_name(title: str) -> str:
+    """The normalised form of an event title (lower case, single spaces), as in :data:`EVENTS`."""
+    return " ".join(title.lower().split())
+
+
 def parse_events(value: str | Iterable[str] | None) -> frozenset[str]:
     """Event titles from a comma-separated string or an iterable; ``None`` gives the default set.
 
@@ -87,7 +108,7 @@ def parse_events(value: str | Iterable[str] | None) -> frozenset[str]:
     if value is None:
         return DEFAULT_EVENTS
     items = value.split(",") if isinstance(value, str) else list(value)
-    names = {" ".join(item.strip().lower().replace("_", " ").split()) for item in items}
+    names = {event_name(item.replace("_", " ")) for item in items}
     names.discard("")
     if "all" in names:
         return EVENTS
@@ -98,6 +119,74 @@ def parse_events(value: str | Iterable[str] | None) -> frozenset[str]:
             f"choose from {', '.join(sorted(EVENTS))} or 'all'"
         )
     return frozenset(names)
+
+
+def evidence_link_of(
+    release: ReleaseState, evidence_link: Callable[[ReleaseState], str | None] | None
+) -> str | None:
+    """``evidence_link(release)``, or None when there is no builder or it fails (logged as a
+    warning with the exception type only: a broken link builder must not cost the notification)."""
+    if evidence_link is None:
+        return None
+    try:
+        return evidence_link(release)
+    except Exception as exc:
+        logger.warning("notify: could not build the evidence link (%s)", type(exc).__name__)
+        return None
+
+
+def format_message(release: ReleaseState, title: str, message: str, link: str | None) -> tuple[str, str]:
+    """The (subject, body) of one event, the same on every channel.
+
+    The body holds ``message``, the model, both versions, the phase, the candidate traffic, the
+    reason and the evidence: ``link`` when given, else the release's MLflow run id when known.
+    """
+    subject = f"[mlcanary] {release.model} v{release.candidate_version}: {title}"
+    lines = [
+        message,
+        "",
+        f"Model: {release.model}",
+        f"Candidate: v{release.candidate_version}  Champion: v{release.champion_version}",
+        f"Phase: {release.phase.value}  Candidate traffic: {release.traffic} %",
+        f"Reason: {release.reason or '(none recorded)'}",
+    ]
+    if link:
+        lines.append(f"Evidence: {link}")
+    elif release.release_run_id:
+        lines.append(f"Evidence: MLflow run {release.release_run_id}")
+    return subject, "\n".join(lines)
+
+
+class FanOutNotifier:
+    """Sends each event to every notifier in ``notifiers``, in order; never raises.
+
+    A notifier that raises (the adapters here never do, but any :class:`Notifier` may) is logged as
+    a warning with its class and the exception type only, counted in :attr:`failures`, and the
+    next notifier still gets the event.
+    """
+
+    def __init__(self, notifiers: Iterable[Notifier]) -> None:
+        self.notifiers: tuple[Notifier, ...] = tuple(notifiers)
+        self.failures = 0
+
+    def __repr__(self) -> str:
+        return f"FanOutNotifier({[type(n).__name__ for n in self.notifiers]!r})"
+
+    def notify(self, release: ReleaseState, title: str, message: str) -> None:
+        for position, notifier in enumerate(self.notifiers, start=1):
+            try:
+                notifier.notify(release, title, message)
+            except Exception as exc:  # one channel must never stop the others, nor a rollout
+                self.failures += 1
+                logger.warning(
+                    "notify: channel #%d (%s) failed on %r for %s v%s: %s",
+                    position,
+                    type(notifier).__name__,
+                    title,
+                    release.model,
+                    release.candidate_version,
+                    type(exc).__name__,
+                )
 
 
 class _DropRecords(logging.Filter):
@@ -150,9 +239,6 @@ def _load_urls(urls: Sequence[str], timeout_s: float) -> apprise.Apprise:
     return bundle
 
 
-_NOTIFY_TYPES = {PROMOTED: "success", ROLLED_BACK: "warning", FAILED: "failure"}
-
-
 class AppriseNotifier:
     """Sends release events to Apprise URLs; never raises (see the module docstring).
 
@@ -187,38 +273,15 @@ class AppriseNotifier:
 
     # -- the message -------------------------------------------------------------------------------
 
-    def _link(self, release: ReleaseState) -> str | None:
-        if self.evidence_link is None:
-            return None
-        try:
-            return self.evidence_link(release)
-        except Exception as exc:  # a broken link builder must not cost the notification
-            logger.warning("notify: could not build the evidence link (%s)", type(exc).__name__)
-            return None
-
     def format(self, release: ReleaseState, title: str, message: str) -> tuple[str, str]:
-        """The (title, body) sent for one event."""
-        subject = f"[mlcanary] {release.model} v{release.candidate_version}: {title}"
-        lines = [
-            message,
-            "",
-            f"Model: {release.model}",
-            f"Candidate: v{release.candidate_version}  Champion: v{release.champion_version}",
-            f"Phase: {release.phase.value}  Candidate traffic: {release.traffic} %",
-            f"Reason: {release.reason or '(none recorded)'}",
-        ]
-        link = self._link(release)
-        if link:
-            lines.append(f"Evidence: {link}")
-        elif release.release_run_id:
-            lines.append(f"Evidence: MLflow run {release.release_run_id}")
-        return subject, "\n".join(lines)
+        """The (title, body) sent for one event (:func:`format_message` with the evidence link)."""
+        return format_message(release, title, message, evidence_link_of(release, self.evidence_link))
 
     # -- Notifier ----------------------------------------------------------------------------------
 
     def notify(self, release: ReleaseState, title: str, message: str) -> None:
         """Send one message about ``title`` if it is a selected event; never raises."""
-        if " ".join(title.lower().split()) not in self.events:
+        if event_name(title) not in self.events:
             self.skipped += 1
             return
         what = f"{title!r} for {release.model} v{release.candidate_version}"
@@ -227,7 +290,7 @@ class AppriseNotifier:
             result = self._apprise.notify(
                 body=body,
                 title=subject,
-                notify_type=_NOTIFY_TYPES.get(title, "info"),
+                notify_type=NOTIFY_TYPES.get(event_name(title), "info"),
                 body_format="text",
                 timeout=self.timeout_s,
             )

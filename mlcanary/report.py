@@ -51,6 +51,7 @@ ARM_COLOURS: dict[str, str] = {"champion": "#1f77b4", "candidate": "#ff7f0e"}
 ACTION_COLOURS: dict[str, str] = {
     "hold": "#7f7f7f",
     "step_up": "#17becf",
+    "await_approval": "#9467bd",
     "promote": "#2ca02c",
     "rollback": "#d62728",
 }

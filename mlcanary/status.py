@@ -53,6 +53,9 @@ class ReleaseStatus(BaseModel):
     traffic: Traffic | None
     last_decision: Decision | None
     versions: list[VersionSummary] = Field(default_factory=list)
+    approval_requested_at: str | None = Field(
+        None, description="when the release began waiting for a human approval (phase awaiting_approval)"
+    )
 
 
 def _summary(info: ModelVersionInfo) -> VersionSummary:
@@ -98,4 +101,5 @@ def read_status(registry: ModelRegistry, name: str, *, traffic: Traffic | None =
         traffic=traffic,
         last_decision=_last_decision(release),
         versions=[_summary(v) for v in versions],
+        approval_requested_at=release.tag("approval_requested_at") if release else None,
     )

@@ -12,11 +12,41 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
 
 from mlcanary.rollout.engine import RolloutEngine, TickResult
 from mlcanary.rollout.state import CheckResult, Decision, ReleaseState
 from tasks.retry import retry_on_io
 from tasks.training import artifact_key
+
+APPROVAL_REQUESTED_EVENT = "mlcanary.release.approval-requested"
+"""The Prefect event the monitor emits when a release starts waiting for approval; the
+``approve-release`` deployment's trigger (prefect.yaml) consumes it."""
+
+
+def approval_requested_event(release: ReleaseState, profile: str, config_file: str | None) -> dict[str, Any]:
+    """The event (name, resource, payload) saying ``release`` waits for approval, with what the
+    approval run needs; prefect.yaml's ``approve-release`` trigger reads this payload."""
+    return {
+        "event": APPROVAL_REQUESTED_EVENT,
+        "resource": {
+            "prefect.resource.id": f"mlcanary.release.{release.model}.{release.candidate_version}",
+            "prefect.resource.name": f"{release.model} v{release.candidate_version}",
+            "mlflow.model": release.model,
+        },
+        "payload": {
+            "model": release.model,
+            "version": release.candidate_version,
+            "profile": profile,
+            "config_file": config_file or "",
+            "reason": (release.reason or "")[:500],
+        },
+    }
+
+
+def emit_approval_requested(release: ReleaseState, profile: str, config_file: str | None) -> None:
+    """Tell Prefect that ``release`` waits for approval."""
+    emit_event(**approval_requested_event(release, profile, config_file))
 
 
 def _fmt(value: float | None) -> str:
@@ -89,6 +119,20 @@ def tick(engine: RolloutEngine, model: str) -> TickResult:
 def promote_release(engine: RolloutEngine, model: str, reason: str) -> ReleaseState:
     state = engine.promote(model, reason)
     get_run_logger().info("%s v%s promoted: %s", model, state.candidate_version, reason)
+    return state
+
+
+@task(name="approve", cache_policy=NO_CACHE)
+def approve_release(engine: RolloutEngine, model: str, comment: str, approver: str) -> ReleaseState:
+    state = engine.approve(model, comment, approver)
+    get_run_logger().info("%s v%s approved and promoted: %s", model, state.candidate_version, state.reason)
+    return state
+
+
+@task(name="reject", cache_policy=NO_CACHE)
+def reject_release(engine: RolloutEngine, model: str, comment: str, approver: str) -> ReleaseState:
+    state = engine.reject(model, comment, approver)
+    get_run_logger().info("%s v%s rejected and rolled back: %s", model, state.candidate_version, state.reason)
     return state
 
 

@@ -13,16 +13,23 @@ Rules, in order:
 7. less than ``min_duration`` since the start → hold;
 8. any blocking check not yet passing (inconclusive, error, required data missing) → hold;
 9. otherwise → promote.
+
+With ``approval.required`` a promote becomes ``await_approval`` (the release waits at its last
+step for a human); while it waits, the rules above still run each tick: a rollback stands, anything
+else holds, and once ``approval.timeout`` has passed the release follows ``approval.on_timeout``
+(promote only if the rules would promote at that tick, otherwise roll back). The human's answer
+itself is not a tick: the engine's ``approve`` / ``reject`` carry it out.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from mlcanary.rollout.checks import evaluate_checks
 from mlcanary.rollout.measurements import Measurements
 from mlcanary.rollout.policy import RolloutPolicy
-from mlcanary.rollout.state import Action, CheckResult, Decision, ReleaseState
+from mlcanary.rollout.state import Action, CheckResult, Decision, Phase, ReleaseState
 
 
 def _describe(check: CheckResult) -> str:
@@ -52,6 +59,52 @@ def _hours(delta: timedelta) -> str:
 
 def decide(policy: RolloutPolicy, state: ReleaseState, measurements: Measurements, now: datetime) -> Decision:
     """Judge one tick. Pure: the same inputs always give the same decision."""
+    decision = _judge(policy, state, measurements, now)
+    if state.phase == Phase.AWAITING_APPROVAL:
+        return _while_awaiting_approval(policy, state, decision, now)
+    if decision.action == "promote" and policy.approval.required:
+        approval = policy.approval
+        then = "roll back" if approval.on_timeout == "rollback" else "promote"
+        return replace(
+            decision,
+            action="await_approval",
+            traffic=state.traffic,
+            reason=f"{decision.reason}; waiting for a human approval "
+            f"(up to {_hours(approval.timeout)}, then {then})",
+        )
+    return decision
+
+
+def _while_awaiting_approval(
+    policy: RolloutPolicy, state: ReleaseState, decision: Decision, now: datetime
+) -> Decision:
+    if decision.action == "rollback":
+        return decision
+    approval = policy.approval
+    waited = now - (state.approval_requested_at or state.step_started_at)
+    if waited >= approval.timeout:
+        window = f"no approval within {_hours(approval.timeout)}"
+        if approval.on_timeout == "promote" and decision.action == "promote":
+            return replace(decision, reason=f"{window}: policy says promote ({decision.reason})")
+        if approval.on_timeout == "promote":
+            return replace(
+                decision,
+                action="rollback",
+                traffic=0,
+                reason=f"{window}; policy says promote but the checks do not pass now: {decision.reason}",
+            )
+        return replace(decision, action="rollback", traffic=0, reason=f"{window}: policy says roll back")
+    return replace(
+        decision,
+        action="hold",
+        traffic=state.traffic,
+        reason=f"awaiting approval ({_hours(waited)} of {_hours(approval.timeout)}); "
+        f"meanwhile: {decision.reason}",
+    )
+
+
+def _judge(policy: RolloutPolicy, state: ReleaseState, measurements: Measurements, now: datetime) -> Decision:
+    """Rules 1-9 of the module docstring, without the approval gate."""
     checks = evaluate_checks(policy, measurements)
     elapsed = now - state.started_at
     baked = now - state.step_started_at

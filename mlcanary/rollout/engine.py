@@ -142,7 +142,9 @@ class RolloutEngine:
             step_started_at=now,
             reason="starting the canary",
         )
-        self.registry.set_alias(model, CANDIDATE, info.version)
+        # Setting an alias fires MLflow's webhook again (and so another start-canary): only if needed.
+        if self.registry.aliases(model).get(CANDIDATE) != info.version:
+            self.registry.set_alias(model, CANDIDATE, info.version)
         self._persist(state)
         return self._handle_pending(state).release
 
@@ -176,10 +178,28 @@ class RolloutEngine:
         measurements = self.metrics.measure(state, window_start=window_start, now=now)
         measurements = self._with_serving(state, measurements)
         decision = decide(self.policy, state, measurements, now)
+        moved = self._moved_on(state)
+        if moved is not None:
+            return TickResult(moved, None, note=f"another run acted during this tick: {moved.phase.value}")
         state = replace(state, ticks=state.ticks + 1, reason=decision.reason)
         state = _ACTIONS[decision.action](self, state, decision)
         self.recorder.record_tick(state, measurements, decision)
         return TickResult(state, decision)
+
+    def _moved_on(self, judged: ReleaseState) -> ReleaseState | None:
+        """The release as it is now if another run changed it while this tick measured (a manual
+        promote or roll back, an approval, a concurrent tick), else None. Acting on a stale
+        judgement would overwrite that run's outcome and reason, so the tick then does nothing."""
+        info = self.registry.get_version(judged.model, judged.candidate_version)
+        current = self._state_of(info)
+        if current is None:
+            return judged
+        same = (current.phase, current.ticks, current.step_index) == (
+            judged.phase,
+            judged.ticks,
+            judged.step_index,
+        )
+        return None if same else current
 
     def _with_serving(self, state: ReleaseState, measurements: Measurements) -> Measurements:
         """Add what the serving layer observes of the candidate arm (its readiness)."""
@@ -215,6 +235,17 @@ class RolloutEngine:
             state, step_index=state.step_index + 1, traffic=decision.traffic, step_started_at=decision.at
         )
         return self._persist(state, decision)
+
+    def _act_await_approval(self, state: ReleaseState, decision: Decision) -> ReleaseState:
+        state = replace(state, phase=Phase.AWAITING_APPROVAL, approval_requested_at=decision.at)
+        self._persist(state, decision)
+        self.notifier.notify(
+            state,
+            "approval requested",
+            f"{state.model} v{state.candidate_version} is ready to promote and waits for a human "
+            f"approve / reject: {decision.reason}",
+        )
+        return state
 
     def _act_promote(self, state: ReleaseState, decision: Decision) -> ReleaseState:
         state = self._persist(state.with_phase(Phase.PROMOTING, decision.reason), decision)
@@ -276,6 +307,29 @@ class RolloutEngine:
         state = self._persist(state.with_phase(Phase.PROMOTING, reason))
         return self._complete_promote(state)
 
+    def awaiting_approval(self, model: str) -> ReleaseState:
+        """The release of ``model`` that waits for a human answer; ``NothingToDoError`` when there is
+        none (no release, or it has moved on: promoted, rolled back, or not judged ready yet)."""
+        state = self.active_release(model)
+        if state is None or state.phase != Phase.AWAITING_APPROVAL:
+            where = "no release in progress" if state is None else f"the release is {state.phase.value}"
+            raise NothingToDoError(f"{model}: nothing waits for approval ({where})")
+        return state
+
+    def approve(self, model: str, comment: str = "", approver: str = "") -> ReleaseState:
+        """A human approved the release waiting for approval: promote it now."""
+        state = self.awaiting_approval(model)
+        reason = _answer("approved", comment, approver)
+        state = self._persist(state.with_phase(Phase.PROMOTING, reason))
+        return self._complete_promote(state)
+
+    def reject(self, model: str, comment: str = "", approver: str = "") -> ReleaseState:
+        """A human rejected the release waiting for approval: roll it back now."""
+        state = self.awaiting_approval(model)
+        self.backend.rollback(model)
+        state = self._persist(state.with_phase(Phase.ROLLING_BACK, _answer("rejected", comment, approver)))
+        return self._complete_rollback(state, traffic_moved=True)
+
     def rollback(self, model: str, reason: str = "rolled back by hand") -> ReleaseState:
         """Roll the release in progress back now."""
         state = self.active_release(model)
@@ -286,6 +340,12 @@ class RolloutEngine:
         self.backend.rollback(model)
         state = self._persist(state.with_phase(Phase.ROLLING_BACK, reason))
         return self._complete_rollback(state, traffic_moved=True)
+
+
+def _answer(verb: str, comment: str, approver: str) -> str:
+    who = f" by {approver.strip()}" if approver.strip() else ""
+    text = f"{verb}{who} at the approval gate"
+    return f"{text}: {comment.strip()}" if comment.strip() else text
 
 
 def _window_start(state: ReleaseState, now, interval: timedelta):  # type: ignore[no-untyped-def]
@@ -309,6 +369,7 @@ def _truncate_decision(decision: Decision) -> str:
 PHASE_HANDLERS: dict[Phase, Callable[[RolloutEngine, ReleaseState], TickResult]] = {
     Phase.PENDING: RolloutEngine._handle_pending,
     Phase.PROGRESSING: RolloutEngine._handle_progressing,
+    Phase.AWAITING_APPROVAL: RolloutEngine._handle_progressing,
     Phase.PROMOTING: RolloutEngine._handle_promoting,
     Phase.ROLLING_BACK: RolloutEngine._handle_rolling_back,
     Phase.PROMOTED: RolloutEngine._handle_ended,
@@ -318,6 +379,7 @@ PHASE_HANDLERS: dict[Phase, Callable[[RolloutEngine, ReleaseState], TickResult]]
 _ACTIONS: dict[str, Callable[[RolloutEngine, ReleaseState, Decision], ReleaseState]] = {
     "hold": RolloutEngine._act_hold,
     "step_up": RolloutEngine._act_step_up,
+    "await_approval": RolloutEngine._act_await_approval,
     "promote": RolloutEngine._act_promote,
     "rollback": RolloutEngine._act_rollback,
 }

@@ -117,6 +117,33 @@ def _default_checks() -> dict[str, CheckPolicy]:
     }
 
 
+class ApprovalPolicy(BaseModel):
+    """A human gate before promotion (off by default).
+
+    When ``required``, a release the judge would promote waits in the ``awaiting_approval`` phase at
+    its last traffic step; the monitor keeps judging it (a critical failure still rolls back at
+    once) until a human approves (promote) or rejects (roll back), for instance from the Prefect UI.
+    With no answer within ``timeout`` the release follows ``on_timeout``; ``promote`` still needs
+    every blocking check passing at that tick, otherwise it rolls back (missing data never promotes).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    required: bool = Field(False, description="pause for a human approve / reject before promoting")
+    timeout: Duration = Field(
+        timedelta(hours=24), description="how long a release waits for an answer before on_timeout"
+    )
+    on_timeout: Literal["rollback", "promote"] = Field(
+        "rollback", description="what a release with no answer within the timeout does"
+    )
+
+    @model_validator(mode="after")
+    def _positive(self) -> ApprovalPolicy:
+        if self.timeout <= timedelta(0):
+            raise ValueError("rollout.approval.timeout must be positive")
+        return self
+
+
 class RolloutPolicy(BaseModel):
     """When to step up, promote or roll back (see ``configs/rollout.yaml``)."""
 
@@ -148,6 +175,9 @@ class RolloutPolicy(BaseModel):
     )
     checks: dict[MetricName, CheckPolicy] = Field(
         default_factory=_default_checks, description="per-metric judgement; unlisted metrics keep defaults"
+    )
+    approval: ApprovalPolicy = Field(
+        default_factory=ApprovalPolicy, description="optional human approval before promotion"
     )
 
     @model_validator(mode="before")

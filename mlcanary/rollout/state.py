@@ -14,16 +14,18 @@ from typing import Any, Literal
 
 from mlcanary.registry import TAG_PREFIX
 
-Action = Literal["hold", "step_up", "promote", "rollback"]
+Action = Literal["hold", "step_up", "await_approval", "promote", "rollback"]
 Verdict = Literal["pass", "fail", "inconclusive", "error"]
 
 
 class Phase(StrEnum):
     """Where a release is. ``promoting`` / ``rolling_back`` are written *before* acting, so a crash
-    mid-action is completed by the next run; ``failed`` needs a human."""
+    mid-action is completed by the next run; ``awaiting_approval`` is a release the judge would
+    promote, held at its last step until a human answers; ``failed`` needs a human."""
 
     PENDING = "pending"
     PROGRESSING = "progressing"
+    AWAITING_APPROVAL = "awaiting_approval"
     PROMOTING = "promoting"
     PROMOTED = "promoted"
     ROLLING_BACK = "rolling_back"
@@ -36,7 +38,13 @@ class Phase(StrEnum):
 
     @property
     def active(self) -> bool:
-        return self in (Phase.PENDING, Phase.PROGRESSING, Phase.PROMOTING, Phase.ROLLING_BACK)
+        return self in (
+            Phase.PENDING,
+            Phase.PROGRESSING,
+            Phase.AWAITING_APPROVAL,
+            Phase.PROMOTING,
+            Phase.ROLLING_BACK,
+        )
 
 
 @dataclass(frozen=True)
@@ -94,7 +102,8 @@ class Decision:
 class ReleaseState:
     """A release of ``candidate_version`` against ``champion_version`` of ``model``.
 
-    ``step_index`` indexes the policy's steps; ``traffic`` is the candidate percent last set.
+    ``step_index`` indexes the policy's steps; ``traffic`` is the candidate percent last set;
+    ``approval_requested_at`` is when the release began waiting for a human (None otherwise).
     """
 
     model: str
@@ -108,6 +117,7 @@ class ReleaseState:
     ticks: int = 0
     release_run_id: str | None = None
     reason: str | None = None
+    approval_requested_at: datetime | None = None
 
     def with_phase(self, phase: Phase, reason: str | None = None) -> ReleaseState:
         return replace(self, phase=phase, reason=reason if reason is not None else self.reason)
@@ -128,6 +138,8 @@ class ReleaseState:
             tags["release_run_id"] = self.release_run_id
         if self.reason is not None:
             tags["reason"] = self.reason[:500]
+        if self.approval_requested_at is not None:
+            tags["approval_requested_at"] = self.approval_requested_at.isoformat()
         return {TAG_PREFIX + k: v for k, v in tags.items()}
 
     @classmethod
@@ -152,6 +164,9 @@ class ReleaseState:
             ticks=int(tag("ticks") or 0),
             release_run_id=tag("release_run_id"),
             reason=tag("reason"),
+            approval_requested_at=_parse_time(tag("approval_requested_at"))
+            if tag("approval_requested_at")
+            else None,
         )
 
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import math
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -13,14 +12,12 @@ from mlcanary.fakes import (
     FakeServingBackend,
     InjectedCrashError,
     InMemoryRegistry,
-    ScriptedMetrics,
+    steady_traffic,
 )
 from mlcanary.registry import CANDIDATE, CHAMPION
 from mlcanary.rollout.engine import RolloutEngine
-from mlcanary.rollout.measurements import ArmMetrics, Measurements, Percentiles
 from mlcanary.rollout.policy import RolloutPolicy
-from mlcanary.rollout.state import Phase, ReleaseState
-from mlcanary.rollout.stats import MeanSummary
+from mlcanary.rollout.state import Phase
 
 pytestmark = pytest.mark.flows
 
@@ -34,40 +31,12 @@ POLICY = RolloutPolicy(
 )
 
 
-def _arm(requests: int, error_rate: float) -> ArmMetrics:
-    return ArmMetrics(
-        requests=requests,
-        errors=round(requests * error_rate),
-        log_latency=MeanSummary(n=requests, mean=math.log(20), variance=0.05, log_scale=True),
-        latency_ms=Percentiles(20, 28, 36),
-        slow=round(requests * 0.05),
-        predictions=requests,
-        positives=round(requests * 0.04),
-        window_requests=requests // 10,
-    )
-
-
-def _script(candidate_error_rate: float) -> ScriptedMetrics:
-    def measure(release: ReleaseState, window_start: datetime, now: datetime) -> Measurements:
-        total = int((now - release.started_at).total_seconds() * 20)
-        candidate = total * release.traffic // 100
-        return Measurements(
-            start=release.started_at,
-            end=now,
-            window_start=window_start,
-            champion=_arm(total - candidate, 0.01),
-            candidate=_arm(candidate, candidate_error_rate),
-        )
-
-    return ScriptedMetrics(measure)
-
-
 class World:
     def __init__(self, candidate_error_rate: float) -> None:
         self.registry = InMemoryRegistry()
         self.backend = FakeServingBackend()
         self.clock = FakeClock()
-        self.metrics = _script(candidate_error_rate)
+        self.metrics = steady_traffic(candidate_error_rate)
         self.registry.add_version("fraud")
         self.registry.add_version("fraud")
         self.registry.set_alias("fraud", CHAMPION, "1")
@@ -113,7 +82,7 @@ def test_release_driven_tick_by_tick_to_promotion(world: World) -> None:
 
 
 def test_bad_release_is_rolled_back_by_the_monitor(world: World) -> None:
-    world.metrics = _script(0.25)
+    world.metrics = steady_traffic(0.25)
     canary.start_canary("fraud", "2")
     world.clock.advance(timedelta(minutes=5))
     (result,) = canary.monitor("fraud")

@@ -1,130 +1,115 @@
 """End to end: @candidate set on a real `mlflow server` → signed webhook → our receiver → Prefect
-event → the `start-canary` deployment's trigger creates a flow run with the model and version.
+event → the `start-canary` deployment's trigger creates a flow run with the model and version; the
+monitor's approval-requested event → the `approve-release` trigger creates the approval run; and the
+same deployments registered on a `kubernetes` work pool with `--pool`.
 
 Real processes: `mlflow server` (SQLite) and `prefect server`, the deployments registered from this
 repository's prefect.yaml with `prefect --no-prompt deploy`. No worker runs: the test asserts the
-flow run the trigger created, with its parameters.
+flow runs the triggers created, with their parameters.
 """
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import uvicorn
-from cryptography.fernet import Fernet
-from stack_helpers import REPO_ROOT, free_ports
+from stack_helpers import REPO_ROOT, free_ports, stack_settings
 
+from mlcanary.platform import (
+    child_env,
+    platform_settings,
+    start_mlflow_server,
+    start_prefect_server,
+    stop_component,
+    wait_healthy,
+)
+from mlcanary.rollout.state import Phase, ReleaseState
 from mlcanary.webhook import PrefectEventEmitter, create_webhook_app, register_webhook
+from tasks.rollout import approval_requested_event
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
 SECRET = "test-secret-not-a-real-one"
 
 
-def _start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        argv, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO_ROOT
-    )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    for sig, wait in ((signal.SIGINT, 10), (signal.SIGKILL, 5)):
-        if process.poll() is not None:
-            return
-        try:
-            os.killpg(process.pid, sig)
-            process.wait(timeout=wait)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            continue
-
-
-def _wait(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url} died:\n{log.read_text()[-2000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} not healthy after {timeout_s} s:\n{log.read_text()[-2000:]}")
-
-
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[tuple[str, str, dict[str, str]]]:
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, dict[str, str]]]:
+    """The platform's own MLflow server (webhooks allowed to loopback, a stable Fernet key) and
+    Prefect server (PREFECT_HOME in the state directory), on free ports; shared by this module's
+    tests (each registers the deployments itself and looks only at the runs it caused)."""
+    tmp_path = tmp_path_factory.mktemp("servers")
     mlflow_port, prefect_port, receiver_port = free_ports(3)
-    env = {
-        **os.environ,
-        "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
-        "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
-        "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "PREFECT_HOME": str(tmp_path / "prefect"),
-        "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    }
-    mlflow = _start(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "--default-artifact-root",
-            (tmp_path / "artifacts").as_uri(),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(mlflow_port),
-            "--workers",
-            "1",
-        ],
-        env,
-        tmp_path / "mlflow.log",
+    settings = platform_settings(
+        stack_settings(tmp_path, **{"serving.mlflow_port": mlflow_port, "serving.prefect_port": prefect_port})
     )
-    prefect = _start(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)],
-        env,
-        tmp_path / "prefect.log",
-    )
+    env = child_env(settings)
+    started = []
     try:
-        _wait(f"http://127.0.0.1:{prefect_port}/api/health", prefect, tmp_path / "prefect.log")
-        _wait(f"http://127.0.0.1:{mlflow_port}/health", mlflow, tmp_path / "mlflow.log")
+        started.append(start_prefect_server(settings, env=env, wait=False)[0])
+        started.append(start_mlflow_server(settings, env=env, wait=False)[0])
+        for process in started:
+            wait_healthy(settings, process, timeout_s=120)
         yield (
             f"http://127.0.0.1:{mlflow_port}",
             f"http://127.0.0.1:{prefect_port}/api",
             env | {"RECEIVER_PORT": str(receiver_port)},
         )
     finally:
-        _stop(mlflow)
-        _stop(prefect)
+        for process in started:
+            stop_component(process)
+
+
+DEPLOYMENTS = {"train", "start-canary", "canary-monitor", "approve-release", "promote", "rollback"}
+
+
+def _prefect(env: dict[str, str], *args: str) -> None:
+    argv = [str(BIN / "prefect"), *args]
+    done = subprocess.run(argv, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _runs_of(prefect_api: str, deployment: str, timeout_s: float = 60) -> list[dict[str, Any]]:
+    """The flow runs of ``deployment``, waiting up to ``timeout_s`` for the first one."""
+    runs: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not runs:
+        time.sleep(1)
+        answer = httpx.post(
+            f"{prefect_api}/flow_runs/filter",
+            json={"deployments": {"name": {"any_": [deployment]}}},
+            timeout=5,
+        )
+        runs = answer.json() if answer.status_code == 200 else []
+    return runs
 
 
 def test_deploy_all_then_setting_candidate_alias_starts_a_start_canary_run(servers) -> None:  # type: ignore[no-untyped-def]
     tracking_uri, prefect_api, env = servers
-    for argv in (
-        [str(BIN / "prefect"), "work-pool", "create", "mlcanary-local", "--type", "process"],
-        [str(BIN / "prefect"), "--no-prompt", "deploy", "--all"],
-    ):
-        done = subprocess.run(argv, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
-        assert done.returncode == 0, done.stdout + done.stderr
+    _prefect(env, "work-pool", "create", "mlcanary-local", "--type", "process")
+    _prefect(env, "--no-prompt", "deploy", "--all")
     deployments = httpx.post(f"{prefect_api}/deployments/filter", json={}, timeout=10).json()
     by_name = {d["name"]: d for d in deployments}
-    assert set(by_name) == {"train", "start-canary", "canary-monitor", "promote", "rollback"}
+    assert set(by_name) == DEPLOYMENTS
+    assert {d["work_pool_name"] for d in deployments} == {"mlcanary-local"}
     assert by_name["train"]["schedules"][0]["schedule"]["cron"] == "0 2 * * 1"
     assert by_name["canary-monitor"]["schedules"][0]["schedule"]["interval"] == 900
+    for name in ("start-canary", "canary-monitor"):
+        assert by_name[name]["global_concurrency_limit"]["limit"] == 1, name
     automations = httpx.post(f"{prefect_api}/automations/filter", json={}, timeout=10).json()
-    assert [a["trigger"]["expect"] for a in automations] == [["mlcanary.model.candidate-set"]]
+    assert sorted(a["trigger"]["expect"] for a in automations) == [
+        ["mlcanary.model.candidate-set"],
+        ["mlcanary.release.approval-requested"],
+    ]
 
     emitter = PrefectEventEmitter(prefect_api)
     app = create_webhook_app(secret=SECRET, emit=emitter)
@@ -136,9 +121,6 @@ def test_deploy_all_then_setting_candidate_alias_starts_a_start_canary_run(serve
         deadline = time.monotonic() + 20
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.1)
-        os.environ.update(
-            {k: env[k] for k in ("MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS", "MLFLOW_WEBHOOK_ALLOWED_SCHEMES")}
-        )
         register_webhook(tracking_uri, f"http://127.0.0.1:{port}/webhook", SECRET)
 
         from mlflow import MlflowClient
@@ -150,16 +132,7 @@ def test_deploy_all_then_setting_candidate_alias_starts_a_start_canary_run(serve
             client.create_model_version("fraud-e2e", source="s3://mlcanary-e2e/model")
         client.set_registered_model_alias("fraud-e2e", "candidate", "2")
 
-        runs: list[dict] = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not runs:
-            time.sleep(1)
-            answer = httpx.post(
-                f"{prefect_api}/flow_runs/filter",
-                json={"deployments": {"name": {"any_": ["start-canary"]}}},
-                timeout=5,
-            )
-            runs = answer.json() if answer.status_code == 200 else []
+        runs = _runs_of(prefect_api, "start-canary")
         assert len(runs) == 1, "the trigger did not create exactly one start-canary run"
         assert runs[0]["parameters"]["model"] == "fraud-e2e"
         assert runs[0]["parameters"]["version"] == "2"
@@ -167,3 +140,42 @@ def test_deploy_all_then_setting_candidate_alias_starts_a_start_canary_run(serve
         server.should_exit = True
         thread.join(timeout=10)
         emitter.close()
+
+
+def test_approval_event_starts_approve_release_and_deployments_go_to_a_kubernetes_pool(servers) -> None:  # type: ignore[no-untyped-def]
+    _, prefect_api, env = servers
+    _prefect(env, "work-pool", "create", "mlcanary-local", "--type", "process", "--overwrite")
+    _prefect(env, "--no-prompt", "deploy", "--all")
+
+    # The event exactly as canary-monitor emits it for a release that starts waiting.
+    now = datetime.now(UTC)
+    waiting = ReleaseState(
+        model="fraud-e2e",
+        candidate_version="7",
+        champion_version="6",
+        phase=Phase.AWAITING_APPROVAL,
+        step_index=1,
+        traffic=50,
+        started_at=now,
+        step_started_at=now,
+        reason="every check passed; waiting for a human approval",
+        approval_requested_at=now,
+    )
+    event = approval_requested_event(waiting, "demo", None)
+    body = [{"id": str(uuid.uuid4()), "occurred": now.isoformat(), **event}]
+    assert httpx.post(f"{prefect_api}/events", json=body, timeout=10).status_code == 204
+    runs = _runs_of(prefect_api, "approve-release")
+    assert len(runs) == 1, "the trigger did not create exactly one approve-release run"
+    assert runs[0]["parameters"] == {"model": "fraud-e2e", "profile": "demo", "config_file": ""}
+
+    # A cluster: the same deployments on a kubernetes pool, chosen by Prefect's setting (prefect.toml
+    # sets mlcanary-local; `deploy --all` ignores --pool).
+    _prefect(env, "work-pool", "create", "mlcanary-k8s", "--type", "kubernetes")
+    _prefect(env | {"PREFECT_DEFAULT_WORK_POOL_NAME": "mlcanary-k8s"}, "--no-prompt", "deploy", "--all")
+    pool = httpx.get(f"{prefect_api}/work_pools/mlcanary-k8s", timeout=10).json()
+    assert pool["type"] == "kubernetes"
+    deployments = httpx.post(f"{prefect_api}/deployments/filter", json={}, timeout=10).json()
+    assert {d["name"] for d in deployments} == DEPLOYMENTS
+    for deployment in deployments:
+        assert deployment["work_pool_name"] == "mlcanary-k8s", deployment["name"]
+        assert deployment["job_variables"]["env"]["MLFLOW_DISABLE_TELEMETRY"] == "true"

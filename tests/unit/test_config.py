@@ -485,3 +485,34 @@ def test_sections_validate_on_their_own() -> None:
     with pytest.raises(ValidationError):
         DataSettings(source="file")
     assert DataSettings(source="file", path=Path("x.csv")).path == Path("x.csv")
+
+
+# -- the approval gate -----------------------------------------------------------------------------
+
+
+def test_approval_gate_is_off_by_default_and_set_from_file_or_env(tmp_path: Path) -> None:
+    assert not load_settings("local", config_dir=tmp_path, env={}).rollout.approval.required
+    _write(tmp_path / "local.yaml", "rollout:\n  approval:\n    required: true\n    timeout: 2h\n")
+    approval = load_settings(
+        "local", config_dir=tmp_path, env={"MLCANARY_ROLLOUT__APPROVAL__ON_TIMEOUT": "promote"}
+    ).rollout.approval
+    assert approval.required
+    assert approval.timeout == parse_duration("2h")
+    assert approval.on_timeout == "promote"
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("rollout:\n  approval:\n    on_timeout: shrug\n", "on_timeout"),
+        ("rollout:\n  approval:\n    timeout: soon\n", "not a duration"),
+        ("rollout:\n  approval:\n    timeout: 0s\n", "approval.timeout must be positive"),
+        ("rollout:\n  approval:\n    requird: true\n", "requird"),
+    ],
+    ids=["on_timeout", "timeout-text", "timeout-zero", "typo"],
+)
+def test_bad_approval_settings_name_the_field(tmp_path: Path, text: str, fragment: str) -> None:
+    _write(tmp_path / "local.yaml", text)
+    message = _config_error(profile="local", config_dir=tmp_path, env={})
+    assert fragment in message
+    assert "local.yaml" in message

@@ -11,7 +11,7 @@ import pytest
 
 from mlcanary.rollout.decide import decide
 from mlcanary.rollout.measurements import Agreement, ArmMetrics, DriftScore, Measurements, Percentiles
-from mlcanary.rollout.policy import RolloutPolicy
+from mlcanary.rollout.policy import ApprovalPolicy, RolloutPolicy
 from mlcanary.rollout.state import Phase, ReleaseState
 from mlcanary.rollout.stats import MeanSummary
 
@@ -60,7 +60,14 @@ HEALTHY = Measurements(
 )
 
 
-def state(*, elapsed: str = "30h", baked: str = "3h", step_index: int = 1) -> ReleaseState:
+def state(
+    *,
+    elapsed: str = "30h",
+    baked: str = "3h",
+    step_index: int = 1,
+    phase: Phase = Phase.PROGRESSING,
+    waited: str | None = None,
+) -> ReleaseState:
     def hours(text: str) -> timedelta:
         return timedelta(hours=float(text.rstrip("h")))
 
@@ -69,15 +76,21 @@ def state(*, elapsed: str = "30h", baked: str = "3h", step_index: int = 1) -> Re
         model="m",
         candidate_version="2",
         champion_version="1",
-        phase=Phase.PROGRESSING,
+        phase=phase,
         step_index=step_index,
         traffic=POLICY.steps[step_index],
         started_at=now - hours(elapsed),
         step_started_at=now - hours(baked),
+        approval_requested_at=None if waited is None else now - hours(waited),
     )
 
 
 NOW = T0 + timedelta(days=10)
+GATED = POLICY.model_copy(update={"approval": ApprovalPolicy(required=True, timeout="12h")})
+GATED_PROMOTE = POLICY.model_copy(
+    update={"approval": ApprovalPolicy(required=True, timeout="12h", on_timeout="promote")}
+)
+AWAITING = Phase.AWAITING_APPROVAL
 
 
 def measured(**changes: Any) -> Measurements:
@@ -267,6 +280,95 @@ CASES: list[tuple[str, dict[str, Any], Measurements, RolloutPolicy, str, str]] =
         "hold",
         "accuracy",
     ),
+    # -- the approval gate ---------------------------------------------------------------------
+    (
+        "with approval required a release ready to promote waits for a human",
+        {},
+        HEALTHY,
+        GATED,
+        "await_approval",
+        "waiting for a human approval (up to 12.0 h, then roll back)",
+    ),
+    (
+        "with approval required a release at max duration that could promote waits too",
+        {"elapsed": "49h"},
+        HEALTHY,
+        GATED,
+        "await_approval",
+        "maximum duration",
+    ),
+    (
+        "approval required does not stop a rollback",
+        {"elapsed": "2h", "baked": "0.5h", "step_index": 0},
+        measured(candidate=arm(10_000, error_rate=0.05)),
+        GATED,
+        "rollback",
+        "error_rate",
+    ),
+    (
+        "approval required does not change a step up",
+        {"elapsed": "2h", "baked": "1.5h", "step_index": 0},
+        HEALTHY,
+        GATED,
+        "step_up",
+        "20 % → 50 %",
+    ),
+    (
+        "waiting for approval, still healthy: hold",
+        {"phase": AWAITING, "waited": "2h"},
+        HEALTHY,
+        GATED,
+        "hold",
+        "awaiting approval (2.0 h of 12.0 h)",
+    ),
+    (
+        "waiting for approval, a critical check fails: roll back at once",
+        {"phase": AWAITING, "waited": "2h"},
+        measured(candidate=arm(10_000, error_rate=0.05)),
+        GATED,
+        "rollback",
+        "critical check failed",
+    ),
+    (
+        "waiting for approval, a non-critical check fails: hold and say so",
+        {"phase": AWAITING, "waited": "2h"},
+        measured(candidate=arm(10_000, positive_rate=0.12)),
+        GATED,
+        "hold",
+        "positive_rate",
+    ),
+    (
+        "no answer within the approval timeout: policy says roll back",
+        {"phase": AWAITING, "waited": "12h"},
+        HEALTHY,
+        GATED,
+        "rollback",
+        "no approval within 12.0 h: policy says roll back",
+    ),
+    (
+        "no answer within the approval timeout, policy says promote and checks pass: promote",
+        {"phase": AWAITING, "waited": "13h"},
+        HEALTHY,
+        GATED_PROMOTE,
+        "promote",
+        "no approval within 12.0 h: policy says promote",
+    ),
+    (
+        "no answer within the timeout, policy says promote but a check fails now: roll back",
+        {"phase": AWAITING, "waited": "13h"},
+        measured(candidate=arm(10_000, positive_rate=0.12)),
+        GATED_PROMOTE,
+        "rollback",
+        "checks do not pass now",
+    ),
+    (
+        "no answer within the timeout, policy says promote but too few samples now: roll back",
+        {"phase": AWAITING, "waited": "13h", "elapsed": "30h"},
+        measured(candidate=arm(10, window=(5, 0))),
+        GATED_PROMOTE,
+        "rollback",
+        "waiting for samples",
+    ),
 ]
 
 
@@ -289,6 +391,8 @@ def test_decide_table(
     expected_traffic = {"promote": 100, "rollback": 0, "step_up": 50}.get(action)
     if expected_traffic is not None:
         assert decision.traffic == expected_traffic
+    else:  # hold and await_approval keep the traffic where it is
+        assert decision.traffic == state(**state_kwargs).traffic
     assert decision.at == NOW
 
 
@@ -327,3 +431,15 @@ def test_disabled_check_is_not_judged() -> None:
     decision = decide(policy, state(), measured(candidate=arm(10_000, positive_rate=0.12)), NOW)
     assert decision.action == "promote"
     assert "positive_rate" not in [c.name for c in decision.checks]
+
+
+def test_without_approval_a_release_never_waits() -> None:
+    """The gate is off by default: the same release promotes."""
+    assert not POLICY.approval.required
+    assert decide(POLICY, state(), HEALTHY, NOW).action == "promote"
+    assert decide(GATED, state(), HEALTHY, NOW).action == "await_approval"
+
+
+def test_approval_policy_rejects_a_zero_timeout() -> None:
+    with pytest.raises(ValueError, match=r"approval\.timeout must be positive"):
+        ApprovalPolicy(required=True, timeout="0s")

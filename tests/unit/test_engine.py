@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import math
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -14,13 +13,12 @@ from mlcanary.fakes import (
     InjectedCrashError,
     InMemoryRegistry,
     ScriptedMetrics,
+    steady_traffic,
 )
 from mlcanary.registry import CANDIDATE, CHAMPION, VersionNotFoundError
 from mlcanary.rollout.engine import NothingToDoError, RolloutEngine, RolloutError
-from mlcanary.rollout.measurements import ArmMetrics, Measurements, Percentiles
 from mlcanary.rollout.policy import RolloutPolicy
 from mlcanary.rollout.state import Phase, ReleaseState
-from mlcanary.rollout.stats import MeanSummary
 
 POLICY = RolloutPolicy(
     steps=[20, 50],
@@ -31,39 +29,6 @@ POLICY = RolloutPolicy(
     min_samples_per_arm=100,
 )
 TICK = timedelta(minutes=5)
-
-
-def _arm(requests: int, error_rate: float, latency_ms: float = 20.0) -> ArmMetrics:
-    return ArmMetrics(
-        version="x",
-        requests=requests,
-        errors=round(requests * error_rate),
-        log_latency=MeanSummary(n=requests, mean=math.log(latency_ms), variance=0.05, log_scale=True),
-        latency_ms=Percentiles(latency_ms, latency_ms * 1.4, latency_ms * 1.8),
-        slow=round(requests * 0.05),
-        predictions=requests,
-        positives=round(requests * 0.04),
-        window_requests=requests // 10,
-        window_errors=0,
-    )
-
-
-def traffic_script(candidate_error_rate: float, rps: float = 20.0) -> ScriptedMetrics:
-    """Cumulative traffic at ``rps`` split by the release's current weight."""
-
-    def script(release: ReleaseState, window_start: datetime, now: datetime) -> Measurements:
-        seconds = (now - release.started_at).total_seconds()
-        total = int(seconds * rps)
-        candidate = int(total * release.traffic / 100)
-        return Measurements(
-            start=release.started_at,
-            end=now,
-            window_start=window_start,
-            champion=_arm(total - candidate, 0.01),
-            candidate=_arm(candidate, candidate_error_rate),
-        )
-
-    return ScriptedMetrics(script)
 
 
 @pytest.fixture
@@ -83,7 +48,7 @@ def engine_for(world, metrics: ScriptedMetrics) -> RolloutEngine:  # type: ignor
 
 def test_good_release_steps_up_then_promotes(world) -> None:  # type: ignore[no-untyped-def]
     registry, backend, clock = world
-    engine = engine_for(world, traffic_script(0.01))
+    engine = engine_for(world, steady_traffic(0.01))
     state = engine.start_canary("fraud", "2")
     assert state.phase == Phase.PROGRESSING
     assert backend.status("fraud").traffic == {"champion": 80, "candidate": 20}
@@ -110,7 +75,7 @@ def test_good_release_steps_up_then_promotes(world) -> None:  # type: ignore[no-
 
 def test_bad_release_rolls_back_and_is_tagged(world) -> None:  # type: ignore[no-untyped-def]
     registry, backend, clock = world
-    engine = engine_for(world, traffic_script(0.20))
+    engine = engine_for(world, steady_traffic(0.20))
     engine.start_canary("fraud", "2")
     for _ in range(10):
         clock.advance(TICK)
@@ -130,7 +95,7 @@ def test_bad_release_rolls_back_and_is_tagged(world) -> None:  # type: ignore[no
 
 def test_state_is_persisted_in_tags_after_every_tick(world) -> None:  # type: ignore[no-untyped-def]
     registry, _, clock = world
-    engine = engine_for(world, traffic_script(0.01))
+    engine = engine_for(world, steady_traffic(0.01))
     engine.start_canary("fraud", "2")
     clock.advance(TICK)
     engine.tick("fraud")
@@ -141,7 +106,7 @@ def test_state_is_persisted_in_tags_after_every_tick(world) -> None:  # type: ig
     assert restored.ticks == 1
     assert restored.champion_version == "1"
     # A fresh engine (another process) continues the same release.
-    other = engine_for(world, traffic_script(0.01))
+    other = engine_for(world, steady_traffic(0.01))
     clock.advance(TICK)
     assert other.tick("fraud").release.ticks == 2
 
@@ -149,7 +114,7 @@ def test_state_is_persisted_in_tags_after_every_tick(world) -> None:  # type: ig
 @pytest.mark.parametrize("crash_point", ["set_alias", "delete_alias", "promote"])
 def test_crash_during_promote_is_completed_by_the_next_run(world, crash_point: str) -> None:  # type: ignore[no-untyped-def]
     registry, backend, _ = world
-    engine = engine_for(world, traffic_script(0.01))
+    engine = engine_for(world, steady_traffic(0.01))
     engine.start_canary("fraud", "2")
     target = backend if crash_point == "promote" else registry
     target.fail_on(crash_point)
@@ -157,7 +122,7 @@ def test_crash_during_promote_is_completed_by_the_next_run(world, crash_point: s
         engine.promote("fraud")
     assert engine.active_release("fraud").phase == Phase.PROMOTING  # type: ignore[union-attr]
 
-    result = engine_for(world, traffic_script(0.01)).tick("fraud")
+    result = engine_for(world, steady_traffic(0.01)).tick("fraud")
     assert result.release.phase == Phase.PROMOTED
     assert "interrupted promote" in result.note
     assert registry.aliases("fraud") == {CHAMPION: "2"}
@@ -167,7 +132,7 @@ def test_crash_during_promote_is_completed_by_the_next_run(world, crash_point: s
 
 def test_crash_during_rollback_is_completed_by_the_next_run(world) -> None:  # type: ignore[no-untyped-def]
     registry, backend, _ = world
-    engine = engine_for(world, traffic_script(0.01))
+    engine = engine_for(world, steady_traffic(0.01))
     engine.start_canary("fraud", "2")
     registry.fail_on("delete_alias")
     with pytest.raises(InjectedCrashError):
@@ -181,7 +146,7 @@ def test_crash_during_rollback_is_completed_by_the_next_run(world) -> None:  # t
 
 def test_bad_requests_are_refused_and_change_nothing(world) -> None:  # type: ignore[no-untyped-def]
     registry, backend, _ = world
-    engine = engine_for(world, traffic_script(0.01))
+    engine = engine_for(world, steady_traffic(0.01))
     before = (registry.aliases("fraud"), dict(registry.get_version("fraud", "2").tags), dict(backend.served))
 
     with pytest.raises(RolloutError, match="not registered"):
@@ -215,12 +180,12 @@ def test_rejected_version_cannot_be_canaried(world) -> None:  # type: ignore[no-
     registry, _, _ = world
     bad = registry.add_version("fraud", tags={"mlcanary.rejected": "worse than the champion"})
     with pytest.raises(RolloutError, match="rejected"):
-        engine_for(world, traffic_script(0.01)).start_canary("fraud", bad)
+        engine_for(world, steady_traffic(0.01)).start_canary("fraud", bad)
 
 
 def test_crashed_candidate_is_rolled_back_from_the_serving_status(world) -> None:  # type: ignore[no-untyped-def]
     registry, backend, clock = world
-    engine = engine_for(world, traffic_script(0.01))
+    engine = engine_for(world, steady_traffic(0.01))
     engine.start_canary("fraud", "2")
     backend.candidate_ready = False  # the process died: the log sees nothing, the front door 503s
     clock.advance(TICK)
@@ -245,7 +210,7 @@ def test_humans_hear_about_start_rollback_and_failed_ticks(world) -> None:  # ty
     engine = RolloutEngine(
         registry=registry,
         backend=backend,
-        metrics=traffic_script(0.01),
+        metrics=steady_traffic(0.01),
         policy=POLICY,
         clock=clock,
         notifier=notifier,
@@ -257,3 +222,40 @@ def test_humans_hear_about_start_rollback_and_failed_ticks(world) -> None:  # ty
         engine.tick("fraud")
     engine.rollback("fraud", "by hand")
     assert notifier.titles == ["canary started", "failed", "rolled back"]
+
+
+def test_a_tick_that_another_run_overtook_does_nothing(world) -> None:  # type: ignore[no-untyped-def]
+    """A manual rollback lands while a tick is measuring: the tick must not act on its stale judgement
+    (it would roll back again and overwrite the human's reason)."""
+    registry, backend, clock = world
+    engine = engine_for(world, steady_traffic(0.30))
+    engine.start_canary("fraud", "2")
+    judge = engine.metrics.script
+
+    def measure_while_someone_rolls_back(release, window_start, now):  # type: ignore[no-untyped-def]
+        measurements = judge(release, window_start, now)
+        engine.rollback("fraud", "rolled back by the on-call engineer")
+        return measurements
+
+    engine.metrics.script = measure_while_someone_rolls_back
+    clock.advance(TICK)
+    result = engine.tick("fraud")
+    assert result.decision is None
+    assert result.note == "another run acted during this tick: rolled_back"
+    assert result.release.phase == Phase.ROLLED_BACK
+    assert registry.get_version("fraud", "2").tag("rejected") == "rolled back by the on-call engineer"
+    assert backend.calls.count("rollback") == 1
+
+
+def test_starting_a_canary_sets_candidate_only_when_it_is_not_set_already(world) -> None:  # type: ignore[no-untyped-def]
+    """Setting the alias again would fire MLflow's webhook, and so a second start-canary."""
+    registry, _, _ = world  # the fixture already points @candidate at version 2
+    registry.calls.clear()
+    engine = engine_for(world, steady_traffic(0.01))
+    engine.start_canary("fraud", "2")
+    assert "set_alias" not in registry.calls
+    registry.add_version("fraud")
+    engine.rollback("fraud")
+    engine.start_canary("fraud", "3")
+    assert registry.calls.count("set_alias") == 1
+    assert registry.aliases("fraud")[CANDIDATE] == "3"

@@ -1,6 +1,7 @@
 """Apprise notifications: one message per selected event, never an exception, never a secret in a log.
 
-Messages go to Apprise's ``json://`` scheme against a local HTTP server thread (no network).
+Messages go to Apprise's ``json://`` scheme against a local HTTP server thread (no network). Also the
+shared message formatter and the fan-out over several channels.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ from typing import Any
 import pytest
 
 from mlcanary.notify import (
+    APPROVAL_REQUESTED,
     DEFAULT_EVENTS,
     EVENTS,
     AppriseNotifier,
+    FanOutNotifier,
+    format_message,
     mlflow_run_link,
     notifier_from_env,
     parse_events,
@@ -216,8 +220,21 @@ def test_canary_started_is_opt_in(inbox: _Inbox) -> None:
     assert "churn v7 at 20 %" in inbox.messages[0]["message"]
 
 
+def test_approval_requested_is_sent_by_default(inbox: _Inbox) -> None:
+    notifier = AppriseNotifier([_url(inbox)], timeout_s=5)
+    waiting = _release(
+        phase=Phase.PROGRESSING, traffic=50, reason="all checks passed; promotion needs approval"
+    )
+    notifier.notify(waiting, "approval requested", "churn v7 waits for a human to approve the promotion")
+    assert [m["title"] for m in inbox.messages] == ["[mlcanary] churn v7: approval requested"]
+    assert "Reason: all checks passed; promotion needs approval" in inbox.messages[0]["message"]
+    assert inbox.messages[0]["type"] == "info"
+    assert (notifier.sent, notifier.skipped) == (1, 0)
+
+
 def test_parse_events() -> None:
-    assert parse_events(None) == DEFAULT_EVENTS == {"promoted", "rolled back", "failed"}
+    assert parse_events(None) == DEFAULT_EVENTS == {"promoted", "rolled back", "failed", "approval requested"}
+    assert parse_events("Approval_Requested") == {APPROVAL_REQUESTED}
     assert parse_events("all") == EVENTS
     assert parse_events("Promoted, rolled_back") == {"promoted", "rolled back"}
     assert parse_events("") == frozenset()
@@ -234,6 +251,91 @@ def test_engine_titles_are_known_events() -> None:
     for title in ("canary started", "promoted", "rolled back"):
         assert f'"{title}"' in source
         assert title in EVENTS
+
+
+# -- the shared formatter ---------------------------------------------------------------------------
+
+
+def test_format_message_holds_model_versions_phase_reason_and_link() -> None:
+    release = _release(phase=Phase.ROLLED_BACK, traffic=0, reason="5xx burst on the candidate")
+    subject, body = format_message(release, "rolled back", "churn v7 rolled back", "http://ml/#/runs/abc123")
+    assert subject == "[mlcanary] churn v7: rolled back"
+    assert body.splitlines() == [
+        "churn v7 rolled back",
+        "",
+        "Model: churn",
+        "Candidate: v7  Champion: v6",
+        "Phase: rolled_back  Candidate traffic: 0 %",
+        "Reason: 5xx burst on the candidate",
+        "Evidence: http://ml/#/runs/abc123",
+    ]
+
+
+def test_format_message_falls_back_to_the_run_id_then_to_nothing() -> None:
+    _, body = format_message(_release(), "promoted", "m", None)
+    assert body.splitlines()[-1] == "Evidence: MLflow run abc123"
+    _, body = format_message(_release(release_run_id=None, reason=None), "promoted", "m", None)
+    assert "Evidence" not in body
+    assert body.splitlines()[-1] == "Reason: (none recorded)"
+
+
+def test_apprise_notifier_uses_the_shared_formatter() -> None:
+    notifier = AppriseNotifier(["json://127.0.0.1:9/"], evidence_link=_link)
+    release = _release()
+    expected = format_message(release, "promoted", "m", _link(release))
+    assert notifier.format(release, "promoted", "m") == expected
+
+
+# -- fan-out over several channels ----------------------------------------------------------------------
+
+
+class _Recorder:
+    def __init__(self, calls: list[tuple[str, str, str]], name: str) -> None:
+        self.calls = calls
+        self.name = name
+
+    def notify(self, release: ReleaseState, title: str, message: str) -> None:
+        self.calls.append((self.name, title, message))
+
+
+class _Exploding:
+    def notify(self, release: ReleaseState, title: str, message: str) -> None:
+        raise RuntimeError(f"cannot reach https://hooks.example/{TOKEN}")
+
+
+def test_fan_out_sends_to_every_channel_in_order() -> None:
+    calls: list[tuple[str, str, str]] = []
+    fan_out = FanOutNotifier([_Recorder(calls, "a"), _Recorder(calls, "b")])
+    port: Notifier = fan_out
+    port.notify(_release(), "promoted", "m1")
+    fan_out.notify(_release(), "rolled back", "m2")
+    assert calls == [
+        ("a", "promoted", "m1"),
+        ("b", "promoted", "m1"),
+        ("a", "rolled back", "m2"),
+        ("b", "rolled back", "m2"),
+    ]
+    assert fan_out.failures == 0
+
+
+def test_fan_out_a_failing_channel_never_stops_the_others_nor_raises(
+    inbox: _Inbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[tuple[str, str, str]] = []
+    apprise = AppriseNotifier([_url(inbox)], timeout_s=5)
+    fan_out = FanOutNotifier([_Exploding(), apprise, _Exploding(), _Recorder(calls, "last")])
+    with caplog.at_level(logging.WARNING, logger="mlcanary"):
+        fan_out.notify(_release(), "promoted", "m")
+    assert len(inbox.messages) == 1
+    assert apprise.sent == 1
+    assert calls == [("last", "promoted", "m")]
+    assert fan_out.failures == 2
+    warnings = [r.getMessage() for r in caplog.records if r.name == "mlcanary.notify"]
+    assert len(warnings) == 2
+    assert "channel #1 (_Exploding)" in warnings[0]
+    assert "RuntimeError" in warnings[0]
+    assert TOKEN not in caplog.text
+    assert TOKEN not in repr(fan_out)
 
 
 # -- links and redaction ----------------------------------------------------------------------------

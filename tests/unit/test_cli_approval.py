@@ -1,0 +1,90 @@
+"""`mlcanary approve` / `reject`: answering the approval gate from a shell (engine on fakes)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from typer.testing import CliRunner
+
+import mlcanary.cli as cli
+from mlcanary.fakes import FakeClock, FakeServingBackend, InMemoryRegistry, steady_traffic
+from mlcanary.registry import CANDIDATE, CHAMPION
+from mlcanary.rollout.engine import RolloutEngine
+from mlcanary.rollout.policy import ApprovalPolicy, RolloutPolicy
+from mlcanary.rollout.state import Phase, ReleaseState
+
+POLICY = RolloutPolicy(
+    steps=[20],
+    min_bake_per_step="10m",
+    min_duration="30m",
+    max_duration="6h",
+    tick_interval="5m",
+    min_samples_per_arm=100,
+    approval=ApprovalPolicy(required=True, timeout="4h"),
+)
+
+
+@pytest.fixture
+def engine(monkeypatch: pytest.MonkeyPatch) -> RolloutEngine:
+    registry = InMemoryRegistry()
+    registry.add_version("fraud")
+    registry.add_version("fraud")
+    registry.set_alias("fraud", CHAMPION, "1")
+    made = RolloutEngine(
+        registry=registry,
+        backend=FakeServingBackend(),
+        metrics=steady_traffic(0.01),
+        policy=POLICY,
+        clock=FakeClock(),
+    )
+    monkeypatch.setattr(cli, "_engine", lambda _settings: made)
+    return made
+
+
+def _to_waiting(engine: RolloutEngine) -> None:
+    engine.start_canary("fraud", "2")
+    clock = engine.clock
+    assert isinstance(clock, FakeClock)
+    for _ in range(20):
+        clock.advance(timedelta(minutes=5))
+        if engine.tick("fraud").release.phase == Phase.AWAITING_APPROVAL:
+            return
+    raise AssertionError("never reached awaiting_approval")
+
+
+def _phase(engine: RolloutEngine) -> Phase:
+    state = ReleaseState.from_tags("fraud", "2", dict(engine.registry.get_version("fraud", "2").tags))
+    assert state is not None
+    return state.phase
+
+
+def test_approve_promotes_and_prints_the_reason(engine: RolloutEngine) -> None:
+    _to_waiting(engine)
+    result = CliRunner().invoke(cli.app, ["approve", "fraud", "--comment", "ship it", "--approver", "ops"])
+    assert result.exit_code == 0, result.output
+    assert "approved by ops at the approval gate: ship it" in result.output
+    assert _phase(engine) == Phase.PROMOTED
+    assert engine.registry.aliases("fraud") == {CHAMPION: "2"}
+
+
+def test_reject_rolls_back(engine: RolloutEngine) -> None:
+    _to_waiting(engine)
+    result = CliRunner().invoke(cli.app, ["reject", "fraud", "--comment", "not this week"])
+    assert result.exit_code == 0, result.output
+    assert "rolled back" in result.output
+    assert _phase(engine) == Phase.ROLLED_BACK
+    assert engine.registry.aliases("fraud") == {CHAMPION: "1"}
+
+
+@pytest.mark.parametrize("command", ["approve", "reject"])
+def test_an_answer_with_nothing_waiting_is_a_clear_error_and_changes_nothing(
+    engine: RolloutEngine, command: str
+) -> None:
+    engine.start_canary("fraud", "2")
+    result = CliRunner().invoke(cli.app, [command, "fraud"])
+    assert result.exit_code == 1
+    assert "nothing waits for approval (the release is progressing)" in result.output
+    assert "Traceback" not in result.output
+    assert _phase(engine) == Phase.PROGRESSING
+    assert engine.registry.aliases("fraud") == {CHAMPION: "1", CANDIDATE: "2"}
