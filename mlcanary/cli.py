@@ -488,15 +488,24 @@ _CommentOpt = Annotated[str, typer.Option(help="Why; recorded as the release's r
 _ApproverOpt = Annotated[str, typer.Option(help="Who decides; recorded with the reason.")]
 
 
+def _answer_approval(
+    ctx: typer.Context, model: str | None, approve: bool, comment: str, approver: str
+) -> None:
+    with _user_errors():
+        settings = ctx.obj.settings()
+        engine = _engine(settings)
+        answer = engine.approve if approve else engine.reject
+        state = answer(model or settings.model.name, comment, approver)
+    outcome = "is [green]@champion[/green]" if approve else "[red]rolled back[/red]"
+    console.print(f"{state.model} v{state.candidate_version} {outcome}: {state.reason}")
+
+
 @app.command("approve")
 def approve_command(
     ctx: typer.Context, model: _ModelArg = None, comment: _CommentOpt = "", approver: _ApproverOpt = ""
 ) -> None:
     """Approve the release waiting for approval (rollout.approval): promote it now."""
-    with _user_errors():
-        settings = ctx.obj.settings()
-        state = _engine(settings).approve(model or settings.model.name, comment, approver)
-    console.print(f"{state.model} v{state.candidate_version} is [green]@champion[/green]: {state.reason}")
+    _answer_approval(ctx, model, True, comment, approver)
 
 
 @app.command("reject")
@@ -504,10 +513,7 @@ def reject_command(
     ctx: typer.Context, model: _ModelArg = None, comment: _CommentOpt = "", approver: _ApproverOpt = ""
 ) -> None:
     """Reject the release waiting for approval (rollout.approval): roll it back now."""
-    with _user_errors():
-        settings = ctx.obj.settings()
-        state = _engine(settings).reject(model or settings.model.name, comment, approver)
-    console.print(f"{state.model} v{state.candidate_version} [red]rolled back[/red]: {state.reason}")
+    _answer_approval(ctx, model, False, comment, approver)
 
 
 @app.command("up")

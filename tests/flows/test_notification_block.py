@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
-import socket
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from http_inbox import Inbox, closed_port, running_inbox
 from prefect import flow
 from prefect.blocks.abstract import NotificationBlock
 from prefect.blocks.notifications import CustomWebhookNotificationBlock, SlackWebhook
@@ -41,51 +38,10 @@ _names = itertools.count(1)
 # -- a local inbox ----------------------------------------------------------------------------------
 
 
-class _Inbox(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.received: list[tuple[str, dict[str, Any]]] = []
-
-    @property
-    def base(self) -> str:
-        return f"127.0.0.1:{self.server_address[1]}"
-
-    def at(self, prefix: str) -> list[dict[str, Any]]:
-        return [body for path, body in self.received if path.startswith(prefix)]
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Inbox
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        self.server.received.append((self.path, json.loads(self.rfile.read(length))))
-        self.send_response(500 if self.path.startswith("/fail") else 200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
-
-
 @pytest.fixture
-def inbox() -> Iterator[_Inbox]:
-    server = _Inbox()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+def inbox() -> Iterator[Inbox]:
+    with running_inbox() as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- blocks and releases ------------------------------------------------------------------------------
@@ -144,7 +100,7 @@ def _assert_release_message(subject: str, body: str) -> None:
 
 
 def test_a_release_event_arrives_once_through_a_saved_block(
-    inbox: _Inbox, caplog: pytest.LogCaptureFixture
+    inbox: Inbox, caplog: pytest.LogCaptureFixture
 ) -> None:
     slug = _webhook(f"http://{inbox.base}/hook/{{{{token}}}}")
     notifier = block_notifier_from_env({"MLCANARY_NOTIFY_BLOCK": slug}, evidence_link=_link)
@@ -155,7 +111,7 @@ def test_a_release_event_arrives_once_through_a_saved_block(
     port.notify(_release(), "rolled back", "fraud v7 rolled back")
 
     assert len(inbox.received) == 1
-    path, sent = inbox.received[0]
+    path, sent = inbox.received[0].path, inbox.received[0].body
     assert path == f"/hook/{TOKEN}"  # the block filled its secret in
     _assert_release_message(sent["subject"], sent["body"])
     assert sent["body"].startswith("fraud v7 rolled back\n")
@@ -165,7 +121,7 @@ def test_a_release_event_arrives_once_through_a_saved_block(
     assert TOKEN not in caplog.text
 
 
-def test_an_apprise_based_block_gets_the_event_type(inbox: _Inbox) -> None:
+def test_an_apprise_based_block_gets_the_event_type(inbox: Inbox) -> None:
     slug = _slack(f"json://bot:{TOKEN}@{inbox.base}/slack")
     notifier = block_notifier_from_env({"MLCANARY_NOTIFY_BLOCK": slug}, evidence_link=_link)
     assert notifier is not None
@@ -181,7 +137,7 @@ def test_an_apprise_based_block_gets_the_event_type(inbox: _Inbox) -> None:
     assert notifier.sent == 2
 
 
-def test_unselected_events_are_not_sent(inbox: _Inbox) -> None:
+def test_unselected_events_are_not_sent(inbox: Inbox) -> None:
     slug = _webhook(f"http://{inbox.base}/hook")
     default = block_notifier_from_env({"MLCANARY_NOTIFY_BLOCK": slug})
     assert default is not None
@@ -193,7 +149,7 @@ def test_unselected_events_are_not_sent(inbox: _Inbox) -> None:
     assert only_failed is not None
     only_failed.notify(_release(), "rolled back", "m")
     only_failed.notify(_release(phase=Phase.PROGRESSING), "failed", "tick of fraud failed")
-    assert [body["subject"] for _, body in inbox.received] == ["[mlcanary] fraud v7: failed"]
+    assert [body["subject"] for body in inbox.messages] == ["[mlcanary] fraud v7: failed"]
     assert (only_failed.skipped, only_failed.sent) == (1, 1)
 
 
@@ -201,7 +157,7 @@ def test_unselected_events_are_not_sent(inbox: _Inbox) -> None:
 def test_an_unreachable_destination_is_a_counted_failure_not_an_exception(
     kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    port = _closed_port()
+    port = closed_port()
     if kind == "webhook":
         slug = _webhook(f"http://127.0.0.1:{port}/hook/{{{{token}}}}")
     else:
@@ -220,7 +176,7 @@ def test_an_unreachable_destination_is_a_counted_failure_not_an_exception(
     assert TOKEN not in caplog.text
 
 
-def test_an_http_error_status_is_a_failure(inbox: _Inbox) -> None:
+def test_an_http_error_status_is_a_failure(inbox: Inbox) -> None:
     notifier = block_notifier_from_env({"MLCANARY_NOTIFY_BLOCK": _webhook(f"http://{inbox.base}/fail")})
     assert notifier is not None
     notifier.notify(_release(), "rolled back", "m")
@@ -231,7 +187,7 @@ def test_an_http_error_status_is_a_failure(inbox: _Inbox) -> None:
 # -- sync and async contexts -------------------------------------------------------------------------
 
 
-def test_sent_from_sync_code_in_every_context(inbox: _Inbox) -> None:
+def test_sent_from_sync_code_in_every_context(inbox: Inbox) -> None:
     notifier = block_notifier_from_env({"MLCANARY_NOTIFY_BLOCK": _slack(f"json://{inbox.base}/slack")})
     assert notifier is not None
 
@@ -307,7 +263,7 @@ def test_a_block_that_is_not_a_notification_block_is_a_clear_error() -> None:
     assert TOKEN not in str(e.value)
 
 
-def test_unknown_events_name_the_variable(inbox: _Inbox) -> None:
+def test_unknown_events_name_the_variable(inbox: Inbox) -> None:
     slug = _webhook(f"http://{inbox.base}/hook")
     with pytest.raises(ValueError, match="MLCANARY_NOTIFY_EVENTS"):
         block_notifier_from_env({"MLCANARY_NOTIFY_BLOCK": slug, "MLCANARY_NOTIFY_EVENTS": "rollback"})
@@ -317,7 +273,7 @@ def test_unknown_events_name_the_variable(inbox: _Inbox) -> None:
 
 
 def test_flow_notifier_fans_out_to_apprise_and_the_block(
-    inbox: _Inbox, monkeypatch: pytest.MonkeyPatch, make_settings: Any
+    inbox: Inbox, monkeypatch: pytest.MonkeyPatch, make_settings: Any
 ) -> None:
     settings = make_settings(**{"mlflow.tracking_uri": "http://mlflow.example:5000"})
     monkeypatch.setenv("MLCANARY_NOTIFY_URLS", f"json://{inbox.base}/apprise")
@@ -337,7 +293,7 @@ def test_flow_notifier_fans_out_to_apprise_and_the_block(
 
 
 def test_flow_notifier_with_one_channel_or_none(
-    inbox: _Inbox, monkeypatch: pytest.MonkeyPatch, make_settings: Any
+    inbox: Inbox, monkeypatch: pytest.MonkeyPatch, make_settings: Any
 ) -> None:
     settings = make_settings()
     for name in ("MLCANARY_NOTIFY_URLS", "MLCANARY_NOTIFY_BLOCK", "MLCANARY_NOTIFY_EVENTS"):

@@ -6,16 +6,13 @@ shared message formatter and the fan-out over several channels.
 
 from __future__ import annotations
 
-import json
 import logging
-import socket
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from http_inbox import Inbox, closed_port, running_inbox
 
 from mlcanary.notify import (
     APPROVAL_REQUESTED,
@@ -35,50 +32,14 @@ from mlcanary.rollout.state import Phase, ReleaseState
 TOKEN = "s3cr3tTOKENxyz"
 
 
-class _Inbox(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.messages: list[dict[str, Any]] = []
-        self.headers_seen: list[dict[str, str]] = []
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Inbox
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        self.server.messages.append(json.loads(self.rfile.read(length)))
-        self.server.headers_seen.append(dict(self.headers))
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
-        return None
-
-
 @pytest.fixture
-def inbox() -> Iterator[_Inbox]:
-    server = _Inbox()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+def inbox() -> Iterator[Inbox]:
+    with running_inbox() as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
-def _url(server: _Inbox) -> str:
+def _url(server: Inbox) -> str:
     return f"json://bot:{TOKEN}@127.0.0.1:{server.server_address[1]}/hook"
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _release(**changes: Any) -> ReleaseState:
@@ -106,7 +67,7 @@ def _link(release: ReleaseState) -> str | None:
 # -- delivery -----------------------------------------------------------------------------------
 
 
-def test_one_message_per_event_with_reason_versions_phase_and_link(inbox: _Inbox) -> None:
+def test_one_message_per_event_with_reason_versions_phase_and_link(inbox: Inbox) -> None:
     notifier = AppriseNotifier([_url(inbox)], evidence_link=_link, timeout_s=5)
     port: Notifier = notifier  # satisfies the engine's protocol (checked by mypy)
     assert port is notifier
@@ -125,7 +86,7 @@ def test_one_message_per_event_with_reason_versions_phase_and_link(inbox: _Inbox
     assert (notifier.sent, notifier.failures) == (1, 0)
 
 
-def test_each_event_sends_its_own_message(inbox: _Inbox) -> None:
+def test_each_event_sends_its_own_message(inbox: Inbox) -> None:
     notifier = AppriseNotifier([_url(inbox)], timeout_s=5)
 
     notifier.notify(_release(), "promoted", "m1")
@@ -142,14 +103,14 @@ def test_each_event_sends_its_own_message(inbox: _Inbox) -> None:
     assert notifier.sent == 2
 
 
-def test_several_destinations_each_get_the_message(inbox: _Inbox) -> None:
+def test_several_destinations_each_get_the_message(inbox: Inbox) -> None:
     notifier = AppriseNotifier([_url(inbox), _url(inbox).replace("/hook", "/other")], timeout_s=5)
     notifier.notify(_release(), "promoted", "m")
     assert len(inbox.messages) == 2
     assert notifier.sent == 1
 
 
-def test_a_failing_link_builder_does_not_cost_the_message(inbox: _Inbox) -> None:
+def test_a_failing_link_builder_does_not_cost_the_message(inbox: Inbox) -> None:
     def broken(release: ReleaseState) -> str | None:
         raise RuntimeError("boom")
 
@@ -165,7 +126,7 @@ def test_a_failing_link_builder_does_not_cost_the_message(inbox: _Inbox) -> None
 def test_unreachable_endpoint_counts_a_failure_without_raising_or_leaking(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    url = f"json://bot:{TOKEN}@127.0.0.1:{_closed_port()}/{TOKEN}path"
+    url = f"json://bot:{TOKEN}@127.0.0.1:{closed_port()}/{TOKEN}path"
     notifier = AppriseNotifier([url], timeout_s=2)
     caplog.set_level(logging.DEBUG, logger="mlcanary")
     caplog.set_level(logging.WARNING, logger="apprise")
@@ -185,7 +146,7 @@ def test_unreachable_endpoint_counts_a_failure_without_raising_or_leaking(
 
 
 def test_an_exception_inside_apprise_is_caught_and_counted(
-    inbox: _Inbox, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    inbox: Inbox, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     notifier = AppriseNotifier([_url(inbox)], timeout_s=5)
 
@@ -203,7 +164,7 @@ def test_an_exception_inside_apprise_is_caught_and_counted(
 # -- which events ---------------------------------------------------------------------------------
 
 
-def test_default_events_skip_canary_started(inbox: _Inbox) -> None:
+def test_default_events_skip_canary_started(inbox: Inbox) -> None:
     notifier = AppriseNotifier([_url(inbox)], timeout_s=5)
     notifier.notify(_release(phase=Phase.PROGRESSING, traffic=20), "canary started", "churn v7 at 20 %")
     assert inbox.messages == []
@@ -212,7 +173,7 @@ def test_default_events_skip_canary_started(inbox: _Inbox) -> None:
     assert [m["type"] for m in inbox.messages] == ["failure"]
 
 
-def test_canary_started_is_opt_in(inbox: _Inbox) -> None:
+def test_canary_started_is_opt_in(inbox: Inbox) -> None:
     notifier = AppriseNotifier([_url(inbox)], timeout_s=5, events=["canary started"])
     notifier.notify(_release(phase=Phase.PROGRESSING, traffic=20), "canary started", "churn v7 at 20 %")
     notifier.notify(_release(), "promoted", "m")
@@ -220,7 +181,7 @@ def test_canary_started_is_opt_in(inbox: _Inbox) -> None:
     assert "churn v7 at 20 %" in inbox.messages[0]["message"]
 
 
-def test_approval_requested_is_sent_by_default(inbox: _Inbox) -> None:
+def test_approval_requested_is_sent_by_default(inbox: Inbox) -> None:
     notifier = AppriseNotifier([_url(inbox)], timeout_s=5)
     waiting = _release(
         phase=Phase.PROGRESSING, traffic=50, reason="all checks passed; promotion needs approval"
@@ -319,7 +280,7 @@ def test_fan_out_sends_to_every_channel_in_order() -> None:
 
 
 def test_fan_out_a_failing_channel_never_stops_the_others_nor_raises(
-    inbox: _Inbox, caplog: pytest.LogCaptureFixture
+    inbox: Inbox, caplog: pytest.LogCaptureFixture
 ) -> None:
     calls: list[tuple[str, str, str]] = []
     apprise = AppriseNotifier([_url(inbox)], timeout_s=5)
@@ -366,7 +327,7 @@ def test_from_env_without_urls_is_null() -> None:
     assert isinstance(notifier_from_env({"MLCANARY_NOTIFY_URLS": "  "}), NullNotifier)
 
 
-def test_from_env_builds_an_apprise_notifier(inbox: _Inbox) -> None:
+def test_from_env_builds_an_apprise_notifier(inbox: Inbox) -> None:
     env = {
         "MLCANARY_NOTIFY_URLS": f"{_url(inbox)}, {_url(inbox)},",
         "MLCANARY_NOTIFY_EVENTS": "canary started,promoted",
