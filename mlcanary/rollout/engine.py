@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -146,7 +147,8 @@ class RolloutEngine:
         if self.registry.aliases(model).get(CANDIDATE) != info.version:
             self.registry.set_alias(model, CANDIDATE, info.version)
         self._persist(state)
-        return self._handle_pending(state).release
+        with self._failure_notified(state, "start"):
+            return self._handle_pending(state).release
 
     # -- one tick ----------------------------------------------------------------------------------
 
@@ -155,11 +157,21 @@ class RolloutEngine:
         state = self.active_release(model)
         if state is None:
             raise NothingToDoError(f"{model}: no release in progress")
-        try:
+        # On failure the release keeps its phase (the next tick retries); a human hears about it now.
+        with self._failure_notified(state, "tick"):
             return PHASE_HANDLERS[state.phase](self, state)
+
+    @contextmanager
+    def _failure_notified(self, state: ReleaseState, what: str) -> Iterator[None]:
+        """Send "failed" (with the error) when the action in the block raises, then re-raise.
+        Refused requests (``RolloutError``: nothing was changed) are the caller's to report."""
+        try:
+            yield
+        except RolloutError:
+            raise
         except Exception as exc:
-            # The release keeps its phase (the next tick retries); a human hears about it now.
-            self.notifier.notify(state, "failed", f"tick of {model} failed: {type(exc).__name__}: {exc}")
+            detail = f"{what} of {state.model} v{state.candidate_version} failed: {type(exc).__name__}: {exc}"
+            self.notifier.notify(state, "failed", detail)
             raise
 
     def _handle_pending(self, state: ReleaseState) -> TickResult:
@@ -302,10 +314,11 @@ class RolloutEngine:
             raise NothingToDoError(f"{model}: nothing to promote (no release in progress)")
         if state.phase == Phase.ROLLING_BACK:
             raise RolloutError(f"{model}: version {state.candidate_version} is being rolled back")
-        if state.phase == Phase.PENDING:
-            state = self._handle_pending(state).release
-        state = self._persist(state.with_phase(Phase.PROMOTING, reason))
-        return self._complete_promote(state)
+        with self._failure_notified(state, "promote"):
+            if state.phase == Phase.PENDING:
+                state = self._handle_pending(state).release
+            state = self._persist(state.with_phase(Phase.PROMOTING, reason))
+            return self._complete_promote(state)
 
     def awaiting_approval(self, model: str) -> ReleaseState:
         """The release of ``model`` that waits for a human answer; ``NothingToDoError`` when there is
@@ -319,16 +332,19 @@ class RolloutEngine:
     def approve(self, model: str, comment: str = "", approver: str = "") -> ReleaseState:
         """A human approved the release waiting for approval: promote it now."""
         state = self.awaiting_approval(model)
-        reason = _answer("approved", comment, approver)
-        state = self._persist(state.with_phase(Phase.PROMOTING, reason))
-        return self._complete_promote(state)
+        with self._failure_notified(state, "approved promote"):
+            state = self._persist(state.with_phase(Phase.PROMOTING, _answer("approved", comment, approver)))
+            return self._complete_promote(state)
 
     def reject(self, model: str, comment: str = "", approver: str = "") -> ReleaseState:
         """A human rejected the release waiting for approval: roll it back now."""
         state = self.awaiting_approval(model)
-        self.backend.rollback(model)
-        state = self._persist(state.with_phase(Phase.ROLLING_BACK, _answer("rejected", comment, approver)))
-        return self._complete_rollback(state, traffic_moved=True)
+        with self._failure_notified(state, "rejected rollback"):
+            self.backend.rollback(model)
+            state = self._persist(
+                state.with_phase(Phase.ROLLING_BACK, _answer("rejected", comment, approver))
+            )
+            return self._complete_rollback(state, traffic_moved=True)
 
     def rollback(self, model: str, reason: str = "rolled back by hand") -> ReleaseState:
         """Roll the release in progress back now."""
@@ -337,9 +353,10 @@ class RolloutEngine:
             raise NothingToDoError(f"{model}: nothing to roll back (no release in progress)")
         if state.phase == Phase.PROMOTING:
             raise RolloutError(f"{model}: version {state.candidate_version} is being promoted")
-        self.backend.rollback(model)
-        state = self._persist(state.with_phase(Phase.ROLLING_BACK, reason))
-        return self._complete_rollback(state, traffic_moved=True)
+        with self._failure_notified(state, "rollback"):
+            self.backend.rollback(model)
+            state = self._persist(state.with_phase(Phase.ROLLING_BACK, reason))
+            return self._complete_rollback(state, traffic_moved=True)
 
 
 def _answer(verb: str, comment: str, approver: str) -> str:

@@ -259,3 +259,49 @@ def test_starting_a_canary_sets_candidate_only_when_it_is_not_set_already(world)
     engine.start_canary("fraud", "3")
     assert registry.calls.count("set_alias") == 1
     assert registry.aliases("fraud")[CANDIDATE] == "3"
+
+
+@pytest.mark.parametrize(
+    ("crash", "act"),
+    [
+        ("deploy", lambda engine: engine.start_canary("fraud", "2")),
+        ("promote", lambda engine: (engine.start_canary("fraud", "2"), engine.promote("fraud"))),
+        ("rollback", lambda engine: (engine.start_canary("fraud", "2"), engine.rollback("fraud"))),
+    ],
+    ids=["start", "manual promote", "manual rollback"],
+)
+def test_a_failed_start_or_manual_action_is_notified_once(world, crash: str, act) -> None:  # type: ignore[no-untyped-def]
+    registry, backend, clock = world
+    notifier = RecordingNotifier()
+    engine = RolloutEngine(
+        registry=registry,
+        backend=backend,
+        metrics=steady_traffic(0.01),
+        policy=POLICY,
+        clock=clock,
+        notifier=notifier,
+    )
+    backend.fail_on(crash)
+    with pytest.raises(InjectedCrashError):
+        act(engine)
+    assert notifier.titles.count("failed") == 1
+    assert notifier.titles[-1] == "failed"
+
+
+def test_a_refused_request_is_not_a_failure_to_notify(world) -> None:  # type: ignore[no-untyped-def]
+    registry, backend, clock = world
+    notifier = RecordingNotifier()
+    engine = RolloutEngine(
+        registry=registry,
+        backend=backend,
+        metrics=steady_traffic(0.01),
+        policy=POLICY,
+        clock=clock,
+        notifier=notifier,
+    )
+    engine.start_canary("fraud", "2")
+    with pytest.raises(RolloutError):
+        engine.start_canary("fraud", "1")  # the champion
+    with pytest.raises(NothingToDoError):
+        engine.approve("fraud")  # nothing waits
+    assert "failed" not in notifier.titles
