@@ -17,13 +17,17 @@ from typing import Any
 import pandas as pd
 
 from mlcanary.registry import (
+    CHAMPION,
     LoadedModel,
     ModelNotFoundError,
     ModelVersionInfo,
     NewVersion,
     VersionNotFoundError,
 )
+from mlcanary.rollout.engine import RolloutEngine
 from mlcanary.rollout.measurements import ArmMetrics, Measurements, Percentiles
+from mlcanary.rollout.policy import RolloutPolicy
+from mlcanary.rollout.ports import Notifier
 from mlcanary.rollout.state import ReleaseState
 from mlcanary.rollout.stats import MeanSummary
 from mlcanary.serving.backend import ArmStatus, ServingError, ServingStatus
@@ -257,3 +261,48 @@ def steady_traffic(
         )
 
     return ScriptedMetrics(script)
+
+
+class FakeWorld:
+    """An engine's surroundings in memory, for tests and dry runs.
+
+    ``model`` is registered with versions 1 (``@champion``) and 2; a serving backend, a clock and
+    steady traffic (``steady_traffic(candidate_error_rate)``, replaceable through :attr:`metrics`)
+    stand beside it. :meth:`make_engine` builds a :class:`RolloutEngine` on the current attributes
+    each time it is called; it ignores its argument, so it can stand in for a factory that takes
+    settings (``flows.canary.engine_for``).
+    """
+
+    def __init__(
+        self,
+        policy: RolloutPolicy,
+        *,
+        model: str = "fraud",
+        candidate_error_rate: float = 0.01,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.policy = policy
+        self.model = model
+        self.registry = InMemoryRegistry()
+        self.registry.add_version(model)
+        self.registry.add_version(model)
+        self.registry.set_alias(model, CHAMPION, "1")
+        self.backend = FakeServingBackend()
+        self.clock = FakeClock()
+        self.metrics = steady_traffic(candidate_error_rate)
+        self.notifier = notifier
+
+    def make_engine(self, _settings: object = None) -> RolloutEngine:
+        return RolloutEngine(
+            registry=self.registry,
+            backend=self.backend,
+            metrics=self.metrics,
+            policy=self.policy,
+            clock=self.clock,
+            notifier=self.notifier,
+        )
+
+    def release(self, version: str = "2") -> ReleaseState | None:
+        """The release state recorded on ``version`` (None if it never took part in one)."""
+        tags = dict(self.registry.get_version(self.model, version).tags)
+        return ReleaseState.from_tags(self.model, version, tags)

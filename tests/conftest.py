@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from http_inbox import Inbox, running_inbox
 
 from mlcanary.config import Settings, load_settings
 from mlcanary.registry import MlflowRegistry, registry_from_settings
@@ -55,3 +56,10 @@ def make_settings(mlflow_state: Path) -> SettingsFactory:
 @pytest.fixture
 def registry(make_settings: SettingsFactory) -> MlflowRegistry:
     return registry_from_settings(make_settings())
+
+
+@pytest.fixture
+def inbox() -> Iterator[Inbox]:
+    """A local HTTP endpoint recording what is POSTed to it (see ``tests/http_inbox.py``)."""
+    with running_inbox() as server:
+        yield server

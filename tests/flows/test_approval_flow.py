@@ -18,9 +18,8 @@ from prefect.flow_runs import resume_flow_run
 import flows.approval as approval
 import flows.canary as canary
 import tasks.rollout as steps
-from mlcanary.fakes import FakeClock, FakeServingBackend, InMemoryRegistry, steady_traffic
+from mlcanary.fakes import FakeWorld
 from mlcanary.registry import CANDIDATE, CHAMPION
-from mlcanary.rollout.engine import RolloutEngine
 from mlcanary.rollout.policy import ApprovalPolicy, RolloutPolicy
 from mlcanary.rollout.state import Phase, ReleaseState
 
@@ -37,25 +36,10 @@ POLICY = RolloutPolicy(
 )
 
 
-class World:
+class World(FakeWorld):
     def __init__(self) -> None:
-        self.registry = InMemoryRegistry()
-        self.registry.add_version("fraud")
-        self.registry.add_version("fraud")
-        self.registry.set_alias("fraud", CHAMPION, "1")
-        self.backend = FakeServingBackend()
-        self.clock = FakeClock()
-        self.metrics = steady_traffic(0.01)
+        super().__init__(POLICY)
         self.events: list[tuple[ReleaseState, str, str | None]] = []
-
-    def engine(self, _settings: object) -> RolloutEngine:
-        return RolloutEngine(
-            registry=self.registry,
-            backend=self.backend,
-            metrics=self.metrics,
-            policy=POLICY,
-            clock=self.clock,
-        )
 
     def to_waiting(self) -> dict[str, Any]:
         canary.start_canary("fraud", "2")
@@ -67,7 +51,7 @@ class World:
         raise AssertionError("the release never left progressing")
 
     def phase(self) -> Phase:
-        state = ReleaseState.from_tags("fraud", "2", dict(self.registry.get_version("fraud", "2").tags))
+        state = self.release()
         assert state is not None
         return state.phase
 
@@ -75,7 +59,7 @@ class World:
 @pytest.fixture
 def world(monkeypatch: pytest.MonkeyPatch) -> World:
     made = World()
-    monkeypatch.setattr(canary, "engine_for", made.engine)
+    monkeypatch.setattr(canary, "engine_for", made.make_engine)
     monkeypatch.setattr(approval, "POLL_INTERVAL_S", 1)
     monkeypatch.setattr(
         steps,

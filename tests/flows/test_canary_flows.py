@@ -8,14 +8,11 @@ import pytest
 
 import flows.canary as canary
 from mlcanary.fakes import (
-    FakeClock,
-    FakeServingBackend,
+    FakeWorld,
     InjectedCrashError,
-    InMemoryRegistry,
     steady_traffic,
 )
 from mlcanary.registry import CANDIDATE, CHAMPION
-from mlcanary.rollout.engine import RolloutEngine
 from mlcanary.rollout.policy import RolloutPolicy
 from mlcanary.rollout.state import Phase
 
@@ -31,34 +28,14 @@ POLICY = RolloutPolicy(
 )
 
 
-class World:
-    def __init__(self, candidate_error_rate: float) -> None:
-        self.registry = InMemoryRegistry()
-        self.backend = FakeServingBackend()
-        self.clock = FakeClock()
-        self.metrics = steady_traffic(candidate_error_rate)
-        self.registry.add_version("fraud")
-        self.registry.add_version("fraud")
-        self.registry.set_alias("fraud", CHAMPION, "1")
-
-    def engine(self, _settings: object) -> RolloutEngine:
-        return RolloutEngine(
-            registry=self.registry,
-            backend=self.backend,
-            metrics=self.metrics,
-            policy=POLICY,
-            clock=self.clock,
-        )
-
-
 @pytest.fixture
-def world(monkeypatch: pytest.MonkeyPatch) -> World:
-    made = World(candidate_error_rate=0.01)
-    monkeypatch.setattr(canary, "engine_for", made.engine)
+def world(monkeypatch: pytest.MonkeyPatch) -> FakeWorld:
+    made = FakeWorld(POLICY)
+    monkeypatch.setattr(canary, "engine_for", made.make_engine)
     return made
 
 
-def test_release_driven_tick_by_tick_to_promotion(world: World) -> None:
+def test_release_driven_tick_by_tick_to_promotion(world: FakeWorld) -> None:
     started = canary.start_canary("fraud", "2")
     assert started["phase"] == "progressing"
     assert started["traffic"] == 10
@@ -81,7 +58,7 @@ def test_release_driven_tick_by_tick_to_promotion(world: World) -> None:
     assert world.backend.status("fraud").arms["champion"].version == "2"
 
 
-def test_bad_release_is_rolled_back_by_the_monitor(world: World) -> None:
+def test_bad_release_is_rolled_back_by_the_monitor(world: FakeWorld) -> None:
     world.metrics = steady_traffic(0.25)
     canary.start_canary("fraud", "2")
     world.clock.advance(timedelta(minutes=5))
@@ -93,7 +70,7 @@ def test_bad_release_is_rolled_back_by_the_monitor(world: World) -> None:
     assert world.backend.status("fraud").traffic == {"champion": 100, "candidate": 0}
 
 
-def test_crash_between_promote_steps_is_completed_by_the_next_monitor_run(world: World) -> None:
+def test_crash_between_promote_steps_is_completed_by_the_next_monitor_run(world: FakeWorld) -> None:
     canary.start_canary("fraud", "2")
     world.registry.fail_on("delete_alias")
     state = canary.promote("fraud", return_state=True)
@@ -107,7 +84,7 @@ def test_crash_between_promote_steps_is_completed_by_the_next_monitor_run(world:
     assert world.registry.aliases("fraud") == {CHAMPION: "2"}
 
 
-def test_monitor_all_ticks_only_active_releases(world: World) -> None:
+def test_monitor_all_ticks_only_active_releases(world: FakeWorld) -> None:
     world.registry.add_version("other")
     world.registry.set_alias("other", CHAMPION, "1")
     canary.start_canary("fraud", "2")
@@ -116,7 +93,7 @@ def test_monitor_all_ticks_only_active_releases(world: World) -> None:
     assert [r["model"] for r in results] == ["fraud"]
 
 
-def test_manual_rollback_and_nothing_to_promote(world: World) -> None:
+def test_manual_rollback_and_nothing_to_promote(world: FakeWorld) -> None:
     canary.start_canary("fraud", "2")
     rolled = canary.rollback("fraud", reason="bad smell")
     assert rolled["phase"] == "rolled_back"

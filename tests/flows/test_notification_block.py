@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from http_inbox import Inbox, closed_port, running_inbox
+from http_inbox import Inbox, closed_port
 from prefect import flow
 from prefect.blocks.abstract import NotificationBlock
 from prefect.blocks.notifications import CustomWebhookNotificationBlock, SlackWebhook
@@ -36,12 +35,6 @@ _names = itertools.count(1)
 
 
 # -- a local inbox ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def inbox() -> Iterator[Inbox]:
-    with running_inbox() as server:
-        yield server
 
 
 # -- blocks and releases ------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 import mlcanary.cli as cli
-from mlcanary.fakes import FakeClock, FakeServingBackend, InMemoryRegistry, steady_traffic
+from mlcanary.fakes import FakeClock, FakeWorld
 from mlcanary.registry import CANDIDATE, CHAMPION
 from mlcanary.rollout.engine import RolloutEngine
 from mlcanary.rollout.policy import ApprovalPolicy, RolloutPolicy
@@ -27,17 +27,7 @@ POLICY = RolloutPolicy(
 
 @pytest.fixture
 def engine(monkeypatch: pytest.MonkeyPatch) -> RolloutEngine:
-    registry = InMemoryRegistry()
-    registry.add_version("fraud")
-    registry.add_version("fraud")
-    registry.set_alias("fraud", CHAMPION, "1")
-    made = RolloutEngine(
-        registry=registry,
-        backend=FakeServingBackend(),
-        metrics=steady_traffic(0.01),
-        policy=POLICY,
-        clock=FakeClock(),
-    )
+    made = FakeWorld(POLICY).make_engine()
     monkeypatch.setattr(cli, "_engine", lambda _settings: made)
     return made
 

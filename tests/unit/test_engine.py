@@ -18,6 +18,7 @@ from mlcanary.fakes import (
 from mlcanary.registry import CANDIDATE, CHAMPION, VersionNotFoundError
 from mlcanary.rollout.engine import NothingToDoError, RolloutEngine, RolloutError
 from mlcanary.rollout.policy import RolloutPolicy
+from mlcanary.rollout.ports import Notifier
 from mlcanary.rollout.state import Phase, ReleaseState
 
 POLICY = RolloutPolicy(
@@ -41,9 +42,11 @@ def world() -> tuple[InMemoryRegistry, FakeServingBackend, FakeClock]:
     return registry, FakeServingBackend(), FakeClock()
 
 
-def engine_for(world, metrics: ScriptedMetrics) -> RolloutEngine:  # type: ignore[no-untyped-def]
+def engine_for(world, metrics: ScriptedMetrics, notifier: Notifier | None = None) -> RolloutEngine:  # type: ignore[no-untyped-def]
     registry, backend, clock = world
-    return RolloutEngine(registry=registry, backend=backend, metrics=metrics, policy=POLICY, clock=clock)
+    return RolloutEngine(
+        registry=registry, backend=backend, metrics=metrics, policy=POLICY, clock=clock, notifier=notifier
+    )
 
 
 def test_good_release_steps_up_then_promotes(world) -> None:  # type: ignore[no-untyped-def]
@@ -205,16 +208,9 @@ class RecordingNotifier:
 
 
 def test_humans_hear_about_start_rollback_and_failed_ticks(world) -> None:  # type: ignore[no-untyped-def]
-    registry, backend, clock = world
+    registry, _, clock = world
     notifier = RecordingNotifier()
-    engine = RolloutEngine(
-        registry=registry,
-        backend=backend,
-        metrics=steady_traffic(0.01),
-        policy=POLICY,
-        clock=clock,
-        notifier=notifier,
-    )
+    engine = engine_for(world, steady_traffic(0.01), notifier)
     engine.start_canary("fraud", "2")
     registry.fail_on("set_tags")
     clock.advance(TICK)
@@ -271,16 +267,9 @@ def test_starting_a_canary_sets_candidate_only_when_it_is_not_set_already(world)
     ids=["start", "manual promote", "manual rollback"],
 )
 def test_a_failed_start_or_manual_action_is_notified_once(world, crash: str, act) -> None:  # type: ignore[no-untyped-def]
-    registry, backend, clock = world
+    _, backend, _ = world
     notifier = RecordingNotifier()
-    engine = RolloutEngine(
-        registry=registry,
-        backend=backend,
-        metrics=steady_traffic(0.01),
-        policy=POLICY,
-        clock=clock,
-        notifier=notifier,
-    )
+    engine = engine_for(world, steady_traffic(0.01), notifier)
     backend.fail_on(crash)
     with pytest.raises(InjectedCrashError):
         act(engine)
@@ -289,16 +278,8 @@ def test_a_failed_start_or_manual_action_is_notified_once(world, crash: str, act
 
 
 def test_a_refused_request_is_not_a_failure_to_notify(world) -> None:  # type: ignore[no-untyped-def]
-    registry, backend, clock = world
     notifier = RecordingNotifier()
-    engine = RolloutEngine(
-        registry=registry,
-        backend=backend,
-        metrics=steady_traffic(0.01),
-        policy=POLICY,
-        clock=clock,
-        notifier=notifier,
-    )
+    engine = engine_for(world, steady_traffic(0.01), notifier)
     engine.start_canary("fraud", "2")
     with pytest.raises(RolloutError):
         engine.start_canary("fraud", "1")  # the champion

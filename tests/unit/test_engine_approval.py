@@ -7,9 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from mlcanary.fakes import FakeClock, FakeServingBackend, InMemoryRegistry, steady_traffic
+from mlcanary.fakes import FakeWorld, steady_traffic
 from mlcanary.registry import CANDIDATE, CHAMPION
-from mlcanary.rollout.engine import NothingToDoError, RolloutEngine
+from mlcanary.rollout.engine import NothingToDoError
 from mlcanary.rollout.policy import ApprovalPolicy, RolloutPolicy
 from mlcanary.rollout.state import Phase, ReleaseState
 from mlcanary.status import read_status
@@ -37,24 +37,11 @@ class Notes:
         self.sent.append((title, release.phase.value, message))
 
 
-class World:
+class World(FakeWorld):
     def __init__(self, policy: RolloutPolicy, candidate_error_rate: float = 0.01) -> None:
-        self.registry = InMemoryRegistry()
-        self.registry.add_version("fraud")
-        self.registry.add_version("fraud")
-        self.registry.set_alias("fraud", CHAMPION, "1")
-        self.backend = FakeServingBackend()
-        self.clock = FakeClock()
-        self.metrics = steady_traffic(candidate_error_rate)
-        self.notes = Notes()
-        self.engine = RolloutEngine(
-            registry=self.registry,
-            backend=self.backend,
-            metrics=self.metrics,
-            policy=policy,
-            clock=self.clock,
-            notifier=self.notes,
-        )
+        super().__init__(policy, candidate_error_rate=candidate_error_rate, notifier=Notes())
+        self.notes: Notes = self.notifier  # type: ignore[assignment]
+        self.engine = self.make_engine()
 
     def tick_until_waiting(self) -> ReleaseState:
         self.engine.start_canary("fraud", "2")

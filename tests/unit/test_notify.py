@@ -7,12 +7,11 @@ shared message formatter and the fan-out over several channels.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from http_inbox import Inbox, closed_port, running_inbox
+from http_inbox import Inbox, closed_port
 
 from mlcanary.notify import (
     APPROVAL_REQUESTED,
@@ -30,12 +29,6 @@ from mlcanary.rollout.ports import Notifier, NullNotifier
 from mlcanary.rollout.state import Phase, ReleaseState
 
 TOKEN = "s3cr3tTOKENxyz"
-
-
-@pytest.fixture
-def inbox() -> Iterator[Inbox]:
-    with running_inbox() as server:
-        yield server
 
 
 def _url(server: Inbox) -> str:
