@@ -39,14 +39,12 @@ import os
 import platform
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,14 +69,6 @@ ARM_HEADER = "x-mlcanary-arm"
 ARM_SERVED_HEADER = "x-mlcanary-arm-served"
 ROUTES_VERSION_HEADER = "x-mlcanary-routes-version"
 SERVER_LATENCY_HEADER = "x-mlcanary-latency-ms"
-PORT_SETTINGS = (
-    "serving.front_door_port",
-    "serving.envoy_admin_port",
-    "serving.champion_port",
-    "serving.candidate_port",
-    "serving.collector_port",
-    "serving.webhook_port",
-)
 STACK_PROCESSES = ("envoy", "model-champion", "model-candidate", "collector")
 CLIENT_MAX_S = 300.0  # hard bound on one client worker process
 CLIENT_MAX_REQUESTS = 400_000
@@ -133,15 +123,6 @@ def fmt(value: float | None, digits: int = 2) -> str:
 
 def signed(value: float) -> str:
     return "—" if value != value else f"{value:+,.2f}"
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct TCP ports on 127.0.0.1 that were free a moment ago (all held at once)."""
-    with ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(n)]
-        for sock in sockets:
-            sock.bind((HOST, 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 def say(message: str) -> None:
@@ -291,6 +272,7 @@ def machine_facts(settings: Settings, args: argparse.Namespace) -> dict[str, str
 
 def bench_settings(state_dir: Path, rows: int, estimator: str | None) -> Settings:
     from mlcanary.config import load_settings
+    from mlcanary.serving.local.free_ports import free_port_overrides
 
     overrides: dict[str, Any] = {
         "state_dir": str(state_dir),
@@ -298,7 +280,7 @@ def bench_settings(state_dir: Path, rows: int, estimator: str | None) -> Setting
         "data.synthetic.rows": rows,
         "training.reference_rows": min(500, rows // 4),
         "serving.host": HOST,
-        **dict(zip(PORT_SETTINGS, free_ports(len(PORT_SETTINGS)), strict=True)),
+        **free_port_overrides(HOST),
     }
     if estimator:
         overrides["model.estimator"] = estimator

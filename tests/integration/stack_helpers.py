@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import itertools
 import os
-import socket
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from mlcanary.registry import registry_from_settings
 from mlcanary.serving.backend import Arm
 from mlcanary.serving.local.backend import LocalBackend, server_process_name
 from mlcanary.serving.local.envoy_config import ARM_HEADER, ARM_SERVED_HEADER, REQUEST_ID_HEADER
+from mlcanary.serving.local.free_ports import free_port_overrides
 from mlcanary.serving.local.processes import RUN_DIRNAME, find_running, read_pidfile
 from mlcanary.serving.local.stack import StackInfo, down, up
 from mlcanary.telemetry.store import InferenceLogStore
@@ -43,24 +43,7 @@ from mlcanary.training import train
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
-PORT_SETTINGS = (
-    "serving.front_door_port",
-    "serving.envoy_admin_port",
-    "serving.champion_port",
-    "serving.candidate_port",
-    "serving.collector_port",
-    "serving.webhook_port",
-)
 _names = itertools.count(1)
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct TCP ports on 127.0.0.1 that were free a moment ago (all held at once)."""
-    with ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(n)]
-        for sock in sockets:
-            sock.bind((HOST, 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 def stack_settings(
@@ -84,7 +67,7 @@ def stack_settings(
         "data.synthetic.rows": rows,
         "training.reference_rows": 500,
         "serving.host": HOST,
-        **dict(zip(PORT_SETTINGS, free_ports(len(PORT_SETTINGS)), strict=True)),
+        **free_port_overrides(HOST),
     }
     if mlflow_dir is not None:
         base["mlflow.tracking_uri"] = f"sqlite:///{(mlflow_dir / 'mlflow.db').resolve()}"

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from stack_helpers import PORT_SETTINGS, free_ports
 from typer.testing import CliRunner
 
 from mlcanary.cli import app
+from mlcanary.serving.local.free_ports import PORT_SETTINGS, free_ports
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,6 @@ import pytest
 from stack_helpers import (
     LocalStack,
     count_by,
-    free_ports,
     local_stack,
     pid_alive,
     recorded_pids,
@@ -28,6 +27,7 @@ from stack_helpers import (
 
 from mlcanary.serving.backend import ServingError
 from mlcanary.serving.local.envoy import EnvoyProxy, Weights
+from mlcanary.serving.local.free_ports import free_ports
 from mlcanary.serving.local.processes import RUN_DIRNAME
 from mlcanary.serving.local.stack import StackError, down, stack_status, up
 

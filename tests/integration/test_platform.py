@@ -13,11 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
-from stack_helpers import REPO_ROOT, free_ports, recorded_pids, stack_settings, train_versions
+from stack_helpers import REPO_ROOT, recorded_pids, stack_settings, train_versions
 
 from mlcanary import platform
 from mlcanary.config import Settings
 from mlcanary.serving.local.backend import LocalBackend
+from mlcanary.serving.local.free_ports import free_ports
 from mlcanary.serving.local.processes import read_pidfile
 from mlcanary.serving.local.stack import stack_status
 

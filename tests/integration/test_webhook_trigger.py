@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from stack_helpers import REPO_ROOT, free_ports, stack_settings
+from stack_helpers import REPO_ROOT, stack_settings
 
 from mlcanary.platform import (
     child_env,
@@ -34,6 +34,7 @@ from mlcanary.platform import (
     wait_healthy,
 )
 from mlcanary.rollout.state import Phase, ReleaseState
+from mlcanary.serving.local.free_ports import free_ports
 from mlcanary.webhook import PrefectEventEmitter, create_webhook_app, register_webhook
 from tasks.rollout import approval_requested_event
 

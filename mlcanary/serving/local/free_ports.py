@@ -1,0 +1,27 @@
+"""Free local ports, so several local stacks (tests, benchmarks) can run side by side."""
+
+from __future__ import annotations
+
+import socket
+from contextlib import ExitStack
+
+from mlcanary.config import ServingSettings
+
+PORT_SETTINGS: tuple[str, ...] = tuple(
+    f"serving.{name}" for name in ServingSettings.model_fields if name.endswith("_port")
+)
+"""The dotted settings of every port the local stack and the platform listen on."""
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct TCP ports on ``host`` that were free a moment ago (all held at once)."""
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(n)]
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+
+
+def free_port_overrides(host: str = "127.0.0.1") -> dict[str, int]:
+    """Settings overrides moving every port of :data:`PORT_SETTINGS` to a free one."""
+    return dict(zip(PORT_SETTINGS, free_ports(len(PORT_SETTINGS), host), strict=True))
