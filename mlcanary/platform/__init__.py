@@ -12,7 +12,8 @@ caller orphans nothing):
    a restarted server can still decrypt the stored webhook secret;
 2. ``platform-prefect``: ``prefect server start`` on ``serving.prefect_port`` (4200) with
    ``PREFECT_HOME=<state>/prefect`` (the user's ``~/.prefect`` is never touched);
-3. the work pools named in ``prefect.yaml`` (created if missing) and ``prefect --no-prompt deploy
+3. the work pools of ``prefect.yaml`` (its deployments' pools, else ``prefect.toml``'s default;
+   created if missing) and ``prefect --no-prompt deploy
    --all`` from the checkout (when the Prefect server was just started or a deployment is missing),
    then the ``canary-monitor`` schedule set to the policy's ``rollout.tick_interval`` (at least
    :data:`MIN_MONITOR_INTERVAL_S`): the policy documents that field as the monitor's schedule;
