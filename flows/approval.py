@@ -51,7 +51,7 @@ class ApprovalInput(RunInput):
 def approval_description(engine: RolloutEngine, release: ReleaseState, tracking_uri: str | None) -> str:
     """The markdown shown above the approve / reject form."""
     approval = engine.policy.approval
-    requested = release.approval_requested_at or release.step_started_at
+    requested = release.approval_since
     deadline = requested + approval.timeout
     link = mlflow_run_link(tracking_uri, release.release_run_id)
     evidence = f"[MLflow run]({link})" if link else f"MLflow run `{release.release_run_id or '—'}`"
@@ -89,8 +89,8 @@ def approve_release(model: str, profile: Profile = "local", config_file: str | N
     except NothingToDoError as exc:
         logger.info(str(exc))
         return {"model": model, "answer": None, "note": str(exc)}
-    requested = release.approval_requested_at or release.step_started_at
-    remaining = (requested + engine.policy.approval.timeout - engine.clock.now()).total_seconds()
+    deadline = release.approval_since + engine.policy.approval.timeout
+    remaining = (deadline - engine.clock.now()).total_seconds()
     if remaining <= 0:
         logger.warning("the approval window has already ended: applying rollout.approval.on_timeout")
         return _apply_timeout(engine, model)

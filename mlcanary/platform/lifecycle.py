@@ -286,14 +286,10 @@ def down(settings: Settings, *, grace_s: float = 10.0) -> list[str]:
 def status(settings: Settings) -> list[ComponentState]:
     """Each platform process: running (pidfile names a live process), pid, URL and health."""
     paths = PlatformPaths.of(settings)
-    checks = {
-        MLFLOW: (paths.mlflow_url, paths.mlflow_url + "/health"),
-        PREFECT: (paths.prefect_url, paths.prefect_api_url + "/health"),
-        WORKER: (None, None),
-        WEBHOOK: (paths.webhook_url, paths.webhook_url.removesuffix("/webhook") + "/healthz"),
-    }
+    urls = {MLFLOW: paths.mlflow_url, PREFECT: paths.prefect_url, WORKER: None, WEBHOOK: paths.webhook_url}
     states = []
-    for name, (url, check) in checks.items():
+    for name, url in urls.items():
+        check = paths.health_url(name)
         process = find_running(paths.state_dir, name)
         healthy: bool | None = None
         if process is not None and check is not None:

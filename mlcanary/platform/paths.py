@@ -93,4 +93,16 @@ class PlatformPaths:
 
     @property
     def webhook_url(self) -> str:
-        return f"http://{url_host(self.host)}:{self.webhook_port}/webhook"
+        return self.webhook_base_url + "/webhook"
+
+    @property
+    def webhook_base_url(self) -> str:
+        return f"http://{url_host(self.host)}:{self.webhook_port}"
+
+    def health_url(self, name: str) -> str | None:
+        """The URL answering 200 when component ``name`` is up (None for the worker, which has none)."""
+        return {
+            MLFLOW: self.mlflow_url + "/health",
+            PREFECT: self.prefect_api_url + "/health",
+            WEBHOOK: self.webhook_base_url + "/healthz",
+        }.get(name)

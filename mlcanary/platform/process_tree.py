@@ -10,16 +10,9 @@ import signal
 import time
 from pathlib import Path
 
+from mlcanary.serving.local.processes import proc_stat_fields
+
 __all__ = ["descendants", "stop_groups"]
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    """Fields of ``/proc/<pid>/stat`` after the command name (state is [0], ppid [1], pgid [2])."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rindex(")") + 2 :].split()
 
 
 def descendants(pid: int) -> list[tuple[int, int]]:
@@ -27,7 +20,7 @@ def descendants(pid: int) -> list[tuple[int, int]]:
     children: dict[int, list[int]] = {}
     ticks: dict[int, int] = {}
     for entry in Path("/proc").glob("[0-9]*"):
-        fields = _proc_stat(int(entry.name))
+        fields = proc_stat_fields(int(entry.name))
         if fields is None or fields[0] == "Z":
             continue
         children.setdefault(int(fields[1]), []).append(int(entry.name))
@@ -42,7 +35,7 @@ def descendants(pid: int) -> list[tuple[int, int]]:
 
 
 def _same_process(pid: int, start_ticks: int) -> bool:
-    fields = _proc_stat(pid)
+    fields = proc_stat_fields(pid)
     return fields is not None and fields[0] != "Z" and int(fields[19]) == start_ticks
 
 
@@ -54,7 +47,7 @@ def stop_groups(processes: list[tuple[int, int]], grace_s: float) -> None:
         if not alive:
             return
         for pid, _ in alive:
-            fields = _proc_stat(pid)
+            fields = proc_stat_fields(pid)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 if fields is not None and int(fields[2]) == pid:
                     os.killpg(pid, sig)

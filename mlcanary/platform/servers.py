@@ -18,7 +18,6 @@ from mlcanary.config import Settings
 from mlcanary.platform.errors import PlatformError
 from mlcanary.platform.paths import MLFLOW, PREFECT, WEBHOOK, PlatformPaths
 from mlcanary.platform.private_files import ensure_secret_file, fernet_key
-from mlcanary.serving.local.backend import port_in_use
 from mlcanary.serving.local.processes import (
     ManagedProcess,
     ProcessError,
@@ -26,6 +25,7 @@ from mlcanary.serving.local.processes import (
     start_process,
     wait_for_http,
 )
+from mlcanary.serving.local.stack import held_by_stranger
 
 __all__ = [
     "SCHEDULER_MAX_RUNS",
@@ -150,7 +150,7 @@ def require_binary(path: Path) -> None:
 
 def check_port(paths: PlatformPaths, name: str, setting: str, port: int) -> None:
     """:class:`PlatformError` if ``port`` (``serving.<setting>``) is taken and ``name`` is not ours."""
-    if find_running(paths.state_dir, name) is None and port_in_use(paths.host, port):
+    if held_by_stranger(paths.state_dir, name, paths.host, port):
         raise PlatformError(
             f"port {port} (serving.{setting}) is taken by a process that is not ours: stop it or set "
             f"MLCANARY_SERVING__{setting.upper()}=<another port>"
@@ -229,12 +229,14 @@ def wait_healthy(settings: Settings, process: ManagedProcess, timeout_s: float) 
     """Wait until the platform server ``process`` answers its health check; :class:`PlatformError`
     (with its log file and tail) if it exits first or after ``timeout_s``."""
     paths = PlatformPaths.of(settings)
-    checks = {
-        MLFLOW: (paths.mlflow_url + "/health", f"MLflow server {paths.mlflow_url}"),
-        PREFECT: (paths.prefect_api_url + "/health", f"Prefect server {paths.prefect_url}"),
-        WEBHOOK: (paths.webhook_url.removesuffix("/webhook") + "/healthz", "webhook receiver"),
-    }
-    url, what = checks[process.name]
+    url = paths.health_url(process.name)
+    if url is None:
+        raise ValueError(f"{process.name} has no health check")
+    what = {
+        MLFLOW: f"MLflow server {paths.mlflow_url}",
+        PREFECT: f"Prefect server {paths.prefect_url}",
+        WEBHOOK: "webhook receiver",
+    }[process.name]
     _await_health(process, url, what, timeout_s)
 
 

@@ -81,7 +81,7 @@ def _while_awaiting_approval(
     if decision.action == "rollback":
         return decision
     approval = policy.approval
-    waited = now - (state.approval_requested_at or state.step_started_at)
+    waited = now - state.approval_since
     if waited >= approval.timeout:
         window = f"no approval within {_hours(approval.timeout)}"
         if approval.on_timeout == "promote" and decision.action == "promote":

@@ -119,6 +119,11 @@ class ReleaseState:
     reason: str | None = None
     approval_requested_at: datetime | None = None
 
+    @property
+    def approval_since(self) -> datetime:
+        """When the wait for approval began (the step's start if the time was never recorded)."""
+        return self.approval_requested_at or self.step_started_at
+
     def with_phase(self, phase: Phase, reason: str | None = None) -> ReleaseState:
         return replace(self, phase=phase, reason=reason if reason is not None else self.reason)
 

@@ -51,23 +51,26 @@ def pidfile_path(state_dir: Path, name: str) -> Path:
     return Path(state_dir) / RUN_DIRNAME / f"{name}.pid"
 
 
-def _start_ticks(pid: int) -> int | None:
-    """Kernel start time of ``pid`` in clock ticks (Linux), or None where /proc is unavailable."""
+def proc_stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state [0], ppid [1], pgid [2],
+    start time in clock ticks [19]), or None where the process or /proc is gone (Linux only)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # The command name (field 2) may contain spaces and parentheses; fields after it are fixed.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[19])
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def _start_ticks(pid: int) -> int | None:
+    """Kernel start time of ``pid`` in clock ticks (Linux), or None where /proc is unavailable."""
+    fields = proc_stat_fields(pid)
+    return None if fields is None else int(fields[19])
 
 
 def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2 :].split()[0] == "Z"
+    fields = proc_stat_fields(pid)
+    return fields is not None and fields[0] == "Z"
 
 
 def _pid_alive(pid: int) -> bool:

@@ -160,13 +160,19 @@ def _owned_ports(settings: Settings) -> list[tuple[str, int, str]]:
     ]
 
 
+def held_by_stranger(state_dir: Path, owner: str, host: str, port: int) -> bool:
+    """True if something listens on ``host:port`` while our process ``owner`` (its pidfile name)
+    is not running: the port is taken by a process that is not ours."""
+    return find_running(state_dir, owner) is None and port_in_use(host, port)
+
+
 def foreign_ports(settings: Settings) -> list[str]:
     """Descriptions of configured ports that something other than our own processes listens on."""
     state_dir = _state_dir(settings)
     return [
         f"{setting}={port}"
         for setting, port, owner in _owned_ports(settings)
-        if port_in_use(settings.serving.host, port) and find_running(state_dir, owner) is None
+        if held_by_stranger(state_dir, owner, settings.serving.host, port)
     ]
 
 
