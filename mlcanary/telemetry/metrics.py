@@ -1,33 +1,62 @@
 """``MetricsSource`` over the inference-log store: both arms measured over the same window.
 
-Counts, sums and means are aggregated in SQL (portable to PostgreSQL), so a tick costs the same at
-any traffic volume; only latency percentiles read latencies into Python, and at most
-``max_latency_rows`` of the most recent ones per arm. Rows are selected by model, arm *and* version,
-so traffic served before the release (or by another version on the same arm) never leaks in.
+Both arms come from the one aggregation of the log (:func:`mlcanary.telemetry.aggregate.aggregate`):
+counts, sums and means in SQL, so a tick costs the same at any traffic volume; only latency
+percentiles read latencies into Python, at most ``max_latency_rows`` of the most recent ones per arm.
+Rows are selected by model, arm *and* version, so traffic served before the release (or by another
+version on the same arm) never leaks in.
 
-Drift and paired agreement need the models themselves; they are measured by an optional
-``extras`` callable (see :mod:`mlcanary.rollout.evidence` / the monitor), so this module stays a
+Drift and paired agreement need the models themselves; they are measured by an optional ``extras``
+callable (:class:`mlcanary.signals.model_signals.ModelSignals` in the wiring), so this module stays a
 pure SQL adapter.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime
-from typing import Any
 
-import numpy as np
-from sqlalchemy import and_, case, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from mlcanary.rollout.measurements import ArmMetrics, Measurements, Percentiles
 from mlcanary.rollout.state import ReleaseState
-from mlcanary.rollout.stats import LATENCY_FLOOR_MS, MeanSummary
-from mlcanary.telemetry.store import InferenceLogStore, feedback, inference_log
+from mlcanary.telemetry.aggregate import ArmAggregate, aggregate
+from mlcanary.telemetry.store import InferenceLogStore
 
 Extras = Callable[[ReleaseState, datetime, datetime, Measurements], Measurements]
+
+#: The metrics that come from the inference log (reported as problems when it cannot be read).
+LOG_METRICS: tuple[str, ...] = (
+    "error_rate",
+    "latency",
+    "latency_p95",
+    "positive_rate",
+    "accuracy",
+    "error_burst",
+)
+
+
+def arm_metrics(found: ArmAggregate, version: str) -> ArmMetrics:
+    """The judge's view of one arm's aggregate: requests are the answered ones."""
+    p50, p95, p99 = found.latency_p50_ms, found.latency_p95_ms, found.latency_p99_ms
+    percentiles = (
+        Percentiles(p50, p95, p99) if p50 is not None and p95 is not None and p99 is not None else None
+    )
+    return ArmMetrics(
+        version=version,
+        requests=found.responses,
+        errors=found.errors_5xx,
+        log_latency=found.log_latency,
+        latency_ms=percentiles,
+        slow=found.slow,
+        predictions=found.predictions,
+        positives=found.positive_predictions,
+        mean_probability=found.mean_probability,
+        labeled=found.labeled,
+        correct=found.correct,
+        window_requests=found.window_responses,
+        window_errors=found.window_errors_5xx,
+    )
 
 
 class StoreMetricsSource:
@@ -40,146 +69,40 @@ class StoreMetricsSource:
         self.max_latency_rows = max_latency_rows
         self.extras = extras
 
-    def _where(self, model: str, arm: str, version: str, since: datetime, until: datetime) -> Any:
-        t = inference_log
-        return and_(
-            t.c.model == model,
-            t.c.arm == arm,
-            t.c.version == version,
-            t.c.received_at >= since,
-            t.c.received_at < until,
-        )
-
-    def _latencies(self, connection: Any, where: Any) -> np.ndarray:
-        t = inference_log
-        stmt = (
-            select(t.c.latency_ms)
-            .where(where, t.c.instance_index == 0, t.c.latency_ms.is_not(None))
-            .order_by(t.c.received_at.desc())
-            .limit(self.max_latency_rows)
-        )
-        return np.asarray(connection.execute(stmt).scalars().all(), dtype=float)
-
-    def _arm(
-        self,
-        connection: Any,
-        model: str,
-        arm: str,
-        version: str,
-        since: datetime,
-        until: datetime,
-        window_start: datetime,
-        slow_above: float,
-        latencies: np.ndarray | None = None,
-    ) -> ArmMetrics:
-        t, f = inference_log, feedback
-        where = self._where(model, arm, version, since, until)
-        head = t.c.instance_index == 0
-        responded = and_(head, t.c.status_code.is_not(None))
-
-        def count_if(condition: Any) -> Any:
-            return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
-
-        timed = and_(head, t.c.latency_ms.is_not(None))
-        floored = case((t.c.latency_ms < LATENCY_FLOOR_MS, LATENCY_FLOOR_MS), else_=t.c.latency_ms)
-        log_latency = func.ln(floored)
-        row = connection.execute(
-            select(
-                count_if(responded),
-                count_if(and_(responded, t.c.status_code >= 500)),
-                count_if(timed),
-                func.coalesce(func.sum(case((timed, log_latency), else_=0.0)), 0.0),
-                func.coalesce(func.sum(case((timed, log_latency * log_latency), else_=0.0)), 0.0),
-                func.count(t.c.prediction),
-                count_if(t.c.prediction == 1),
-                func.avg(t.c.probability),
-                count_if(and_(responded, t.c.received_at >= window_start)),
-                count_if(and_(responded, t.c.received_at >= window_start, t.c.status_code >= 500)),
-                count_if(and_(timed, t.c.latency_ms > slow_above)),
-            ).where(where)
-        ).one()
-        labels = connection.execute(
-            select(func.count(f.c.label), count_if(f.c.label == t.c.prediction))
-            .select_from(
-                t.join(f, and_(f.c.request_id == t.c.request_id, f.c.instance_index == t.c.instance_index))
-            )
-            .where(where, t.c.prediction.is_not(None))
-        ).one()
-        (requests, errors, n_timed, sum_log, sum_log_sq, preds, positives, mean_p, w_req, w_err, slow) = row
-        if latencies is None:
-            latencies = self._latencies(connection, where)
-        percentiles = (
-            Percentiles(*(float(v) for v in np.percentile(latencies, [50, 95, 99])))
-            if latencies.size
-            else None
-        )
-        summary = (
-            MeanSummary.from_sums(int(n_timed), float(sum_log), float(sum_log_sq), log_scale=True)
-            if n_timed and n_timed > 1
-            else None
-        )
-        metrics = ArmMetrics(
-            version=version,
-            requests=int(requests),
-            errors=int(errors),
-            log_latency=summary,
-            latency_ms=percentiles,
-            slow=int(slow or 0),
-            predictions=int(preds),
-            positives=int(positives),
-            mean_probability=None if mean_p is None else float(mean_p),
-            labeled=int(labels[0]),
-            correct=int(labels[1]),
-            window_requests=int(w_req),
-            window_errors=int(w_err),
-        )
-        return metrics
-
     def measure(self, release: ReleaseState, *, window_start: datetime, now: datetime) -> Measurements:
         """Cumulative metrics of both arms since the release started (see the module docstring)."""
-        problems: dict[str, str] = {}
+        versions = {"champion": release.champion_version, "candidate": release.candidate_version}
         try:
-            with self.store.engine.connect() as connection:
-                model, since = release.model, release.started_at
-                champion_where = self._where(model, "champion", release.champion_version, since, now)
-                champion_latencies = self._latencies(connection, champion_where)
-                # "Slow" means slower than the champion's P95 over the same window, for both arms.
-                p95 = float(np.percentile(champion_latencies, 95)) if champion_latencies.size else math.inf
-                champion = self._arm(
-                    connection,
-                    model,
-                    "champion",
-                    release.champion_version,
-                    since,
-                    now,
-                    window_start,
-                    p95,
-                    champion_latencies,
-                )
-                candidate = self._arm(
-                    connection, model, "candidate", release.candidate_version, since, now, window_start, p95
-                )
+            # "Slow" means slower than the champion's P95 over the same window, for both arms.
+            found = aggregate(
+                self.store,
+                release.model,
+                release.started_at,
+                now,
+                versions=versions,
+                window_start=window_start,
+                slow_reference="champion",
+                max_latency_rows=self.max_latency_rows,
+            )
         except SQLAlchemyError as exc:
             reason = f"inference log unreadable: {type(exc).__name__}: {exc}"[:300]
-            empty = ArmMetrics()
-            problems = dict.fromkeys(
-                ("error_rate", "latency", "latency_p95", "positive_rate", "accuracy", "error_burst"), reason
-            )
             return Measurements(
                 start=release.started_at,
                 end=now,
                 window_start=window_start,
-                champion=replace(empty, version=release.champion_version),
-                candidate=replace(empty, version=release.candidate_version),
-                problems=problems,
+                champion=ArmMetrics(version=release.champion_version),
+                candidate=ArmMetrics(version=release.candidate_version),
+                problems=dict.fromkeys(LOG_METRICS, reason),
             )
+        champion, candidate = (
+            arm_metrics(found.get(arm) or ArmAggregate(arm=arm), version) for arm, version in versions.items()
+        )
         measurements = Measurements(
             start=release.started_at,
             end=now,
             window_start=window_start,
             champion=champion,
             candidate=candidate,
-            problems=problems,
         )
         if self.extras is not None:
             measurements = self.extras(release, window_start, now, measurements)

@@ -243,41 +243,6 @@ class PendingCounts:
     unpaired_responses: int
 
 
-@dataclass(frozen=True, slots=True)
-class ArmSummary:
-    """What one arm did in a window ``[since, until)`` of ``received_at``.
-
-    Request-level numbers count HTTP requests (index-0 rows), whatever their batch size:
-    ``requests`` all of them, ``responses`` those with a logged response, ``unpaired`` those without
-    one (yet), ``errors_5xx`` / ``errors_4xx`` by status code. Latency percentiles (linear
-    interpolation, milliseconds) cover requests with a known latency (``latency_samples``) and are
-    ``None`` without any. Instance-level numbers count predicted rows: ``instances``,
-    ``predictions`` (rows with a class label), ``positive_predictions`` (label 1) and
-    ``mean_probability`` (``None`` without probabilities). ``arm`` is ``None`` for rows whose arm is
-    unknown (events straight from KServe's agent).
-    """
-
-    arm: str | None
-    requests: int
-    responses: int
-    unpaired: int
-    errors_5xx: int
-    errors_4xx: int
-    instances: int
-    predictions: int
-    positive_predictions: int
-    mean_probability: float | None
-    latency_samples: int
-    latency_p50_ms: float | None
-    latency_p95_ms: float | None
-    latency_p99_ms: float | None
-
-    @property
-    def error_rate(self) -> float | None:
-        """Share of logged responses with a 5xx status; ``None`` without responses."""
-        return self.errors_5xx / self.responses if self.responses else None
-
-
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -598,83 +563,6 @@ class InferenceLogStore:
             frame = pd.concat([frame, features], axis=1)
         return frame
 
-    def aggregate(self, model: str, since: datetime, until: datetime) -> dict[str | None, ArmSummary]:
-        """Per-arm :class:`ArmSummary` of ``model`` in ``[since, until)``, keyed by arm.
-
-        Counts and means are computed in SQL; only the latencies of the window's requests, arm by
-        arm, are read into Python for the percentiles. Arms without rows in the window are absent.
-        """
-        import numpy as np
-
-        t = inference_log
-        window = self._window(model, None, since, until)
-        head = t.c.instance_index == 0
-
-        def count_if(condition: ColumnElement[bool]) -> Any:
-            return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
-
-        counts = (
-            select(
-                t.c.arm,
-                count_if(head),
-                count_if(and_(head, t.c.response_received_at.is_not(None))),
-                count_if(and_(head, t.c.response_received_at.is_(None))),
-                count_if(and_(head, t.c.status_code >= 500)),
-                count_if(and_(head, t.c.status_code >= 400, t.c.status_code < 500)),
-                func.count(),
-                func.count(t.c.prediction),
-                count_if(t.c.prediction == 1),
-                func.avg(t.c.probability),
-            )
-            .where(*window)
-            .group_by(t.c.arm)
-        )
-        summaries: dict[str | None, ArmSummary] = {}
-        with self._engine.connect() as connection:
-            for (
-                arm,
-                requests,
-                responses,
-                unpaired,
-                e5,
-                e4,
-                instances,
-                preds,
-                positives,
-                mean_p,
-            ) in connection.execute(counts).all():
-                arm_clause = t.c.arm.is_(None) if arm is None else t.c.arm == arm
-                latencies = np.asarray(
-                    connection.execute(
-                        select(t.c.latency_ms).where(*window, arm_clause, head, t.c.latency_ms.is_not(None))
-                    )
-                    .scalars()
-                    .all(),
-                    dtype=float,
-                )
-                p50, p95, p99 = (
-                    (float(v) for v in np.percentile(latencies, [50, 95, 99]))
-                    if latencies.size
-                    else (None, None, None)
-                )
-                summaries[arm] = ArmSummary(
-                    arm=arm,
-                    requests=int(requests),
-                    responses=int(responses),
-                    unpaired=int(unpaired),
-                    errors_5xx=int(e5),
-                    errors_4xx=int(e4),
-                    instances=int(instances),
-                    predictions=int(preds),
-                    positive_predictions=int(positives),
-                    mean_probability=None if mean_p is None else float(mean_p),
-                    latency_samples=int(latencies.size),
-                    latency_p50_ms=p50,
-                    latency_p95_ms=p95,
-                    latency_p99_ms=p99,
-                )
-        return summaries
-
     def pending_counts(self, cutoff: datetime, model: str | None = None) -> PendingCounts:
         """Requests still missing a half, split at ``cutoff`` (see :class:`PendingCounts`)."""
         t = inference_log
@@ -726,7 +614,6 @@ def _expand_features(values: Sequence[Any]) -> pd.DataFrame:
 
 __all__ = [
     "LOG_COLUMNS",
-    "ArmSummary",
     "Feedback",
     "InferenceLogStore",
     "InferenceRow",

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlcanary.telemetry.aggregate import aggregate
 from mlcanary.telemetry.store import (
     LOG_COLUMNS,
     InferenceLogStore,
@@ -314,7 +315,7 @@ def test_aggregate_matches_numpy(store: InferenceLogStore) -> None:
     rows.append(complete("outside", arm="champion", at=T0 + timedelta(hours=2), status=500))
     store.write_rows(rows)
 
-    summary = store.aggregate("fraud", T0, T0 + timedelta(hours=1))
+    summary = aggregate(store, "fraud", T0, T0 + timedelta(hours=1))
     assert set(summary) == {"champion", "candidate", None}
 
     champion = summary["champion"]
@@ -350,7 +351,7 @@ def test_aggregate_matches_numpy(store: InferenceLogStore) -> None:
     assert unknown.latency_samples == 0
     assert unknown.latency_p99_ms is None
 
-    assert store.aggregate("fraud", T0 + timedelta(days=1), T0 + timedelta(days=2)) == {}
+    assert aggregate(store, "fraud", T0 + timedelta(days=1), T0 + timedelta(days=2)) == {}
 
 
 def test_concurrent_halves_from_many_threads_all_pair(store: InferenceLogStore) -> None:
