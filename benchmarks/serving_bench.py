@@ -272,7 +272,7 @@ def machine_facts(settings: Settings, args: argparse.Namespace) -> dict[str, str
 
 def bench_settings(state_dir: Path, rows: int, estimator: str | None) -> Settings:
     from mlcanary.config import load_settings
-    from mlcanary.serving.local.free_ports import free_port_overrides
+    from mlcanary.testing.ports import free_port_overrides
 
     overrides: dict[str, Any] = {
         "state_dir": str(state_dir),
@@ -288,7 +288,7 @@ def bench_settings(state_dir: Path, rows: int, estimator: str | None) -> Setting
 
 
 def train_versions(settings: Settings) -> tuple[str, str]:
-    from mlcanary.registry import registry_from_settings
+    from mlcanary.registry.mlflow_registry import registry_from_settings
     from mlcanary.training import train
 
     registry = registry_from_settings(settings)
@@ -900,7 +900,7 @@ def _cpu_seconds(pid: int) -> float | None:
 
 
 def _stack_pids(state_dir: Path) -> dict[str, int]:
-    from mlcanary.serving.local.processes import find_running
+    from mlcanary.runtime.processes import find_running
 
     found: dict[str, int] = {}
     for name in STACK_PROCESSES:

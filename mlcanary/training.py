@@ -28,7 +28,7 @@ from sklearn.model_selection import train_test_split
 
 from mlcanary.config import Metric, Settings
 from mlcanary.data.loader import DataError, Dataset, load_dataset
-from mlcanary.registry import (
+from mlcanary.registry.mlflow_registry import (
     CANDIDATE,
     CHAMPION,
     TAG_PREFIX,

@@ -30,7 +30,7 @@ from prefect.blocks.abstract import NotificationBlock
 from prefect.blocks.notifications import AbstractAppriseNotificationBlock
 
 from mlcanary.config import Settings
-from mlcanary.notify import (
+from mlcanary.notify.apprise import (
     EVENTS_ENV,
     NOTIFY_TYPES,
     FanOutNotifier,

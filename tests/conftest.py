@@ -12,7 +12,7 @@ import pytest
 from http_inbox import Inbox, running_inbox
 
 from mlcanary.config import Settings, load_settings
-from mlcanary.registry import MlflowRegistry, registry_from_settings
+from mlcanary.registry.mlflow_registry import MlflowRegistry, registry_from_settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _names = itertools.count(1)

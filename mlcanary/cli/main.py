@@ -20,8 +20,8 @@ from rich.table import Table
 
 from mlcanary.config import ConfigError, Settings, load_settings
 from mlcanary.data.loader import DataError
-from mlcanary.registry import RegistryError, registry_from_settings
-from mlcanary.status import ReleaseStatus, Traffic, read_status
+from mlcanary.registry.mlflow_registry import RegistryError, registry_from_settings
+from mlcanary.rollout.status import ReleaseStatus, Traffic, read_status
 from mlcanary.training import TrainingError, TrainingOutcome, run_overrides, train
 
 app = typer.Typer(
@@ -57,8 +57,8 @@ class _State:
 def _runtime_errors() -> tuple[type[Exception], ...]:
     """Errors of the serving and rollout layers that are the user's to read, not tracebacks."""
     from mlcanary.rollout.engine import RolloutError
-    from mlcanary.serving.backend import ServingError
-    from mlcanary.serving.local.processes import ProcessError
+    from mlcanary.rollout.serving import ServingError
+    from mlcanary.runtime.processes import ProcessError
     from mlcanary.serving.local.stack import StackError
 
     return (RolloutError, ServingError, StackError, ProcessError, NotImplementedError)
@@ -262,7 +262,7 @@ def demo_command(
     evidence. A live view shows phase, traffic per arm and every check; it ends with a side-by-side
     summary and a self-contained HTML report.
     """
-    from mlcanary.demo import run_demo
+    from mlcanary.demo.story import run_demo
 
     with _user_errors():
         run_demo(
@@ -332,7 +332,7 @@ def traffic_command(
     from pydantic import ValidationError
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from mlcanary.traffic import TrafficPlan, render_summary, run_traffic_sync
+    from mlcanary.demo.traffic.run import TrafficPlan, render_summary, run_traffic_sync
 
     with _user_errors():
         settings = ctx.obj.settings()
@@ -644,7 +644,7 @@ def webhook_command(
     and stale deliveries, and posts an accepted @candidate event to the Prefect API."""
     if ctx.invoked_subcommand is not None:
         return
-    from mlcanary.webhook import WebhookConfigError, run_webhook
+    from mlcanary.triggers.receiver import WebhookConfigError, run_webhook
 
     with _user_errors():
         settings = ctx.obj.settings()
@@ -674,7 +674,7 @@ def webhook_register_command(
     MLFLOW_WEBHOOK_ALLOWED_SCHEMES=http,https for a loopback receiver, and a stable
     MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY so secrets survive restarts.
     """
-    from mlcanary.webhook import WebhookConfigError, register_webhook, secret_from_env
+    from mlcanary.triggers.receiver import WebhookConfigError, register_webhook, secret_from_env
 
     with _user_errors():
         settings = ctx.obj.settings()

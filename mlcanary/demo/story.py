@@ -28,8 +28,14 @@ from rich.panel import Panel
 from rich.table import Table
 
 from mlcanary.config import Settings, load_settings
-from mlcanary.registry import CANDIDATE, TAG_PREFIX, NewVersion, registry_from_settings
-from mlcanary.report import SUMMARY_COLUMNS, ReleaseRecord, format_summary_value, summary_rows, write_report
+from mlcanary.demo.report import (
+    SUMMARY_COLUMNS,
+    ReleaseRecord,
+    format_summary_value,
+    summary_rows,
+    write_report,
+)
+from mlcanary.registry.mlflow_registry import CANDIDATE, TAG_PREFIX, NewVersion, registry_from_settings
 from mlcanary.rollout.engine import RolloutEngine
 from mlcanary.rollout.measurements import Measurements
 from mlcanary.rollout.ports import EvidenceRecorder
@@ -82,7 +88,7 @@ class _Traffic:
     """Background traffic through the front door for as long as a release runs."""
 
     def __init__(self, settings: Settings, rps: float, seconds: float, seed: int) -> None:
-        from mlcanary.traffic import TrafficPlan, run_traffic
+        from mlcanary.demo.traffic.run import TrafficPlan, run_traffic
 
         serving = settings.serving
         self.plan = TrafficPlan(

@@ -18,7 +18,7 @@ from mlcanary.config import Settings
 from mlcanary.platform.errors import PlatformError
 from mlcanary.platform.paths import MLFLOW, PREFECT, WEBHOOK, PlatformPaths
 from mlcanary.platform.private_files import ensure_secret_file, fernet_key
-from mlcanary.serving.local.processes import (
+from mlcanary.runtime.processes import (
     ManagedProcess,
     ProcessError,
     find_running,
@@ -124,7 +124,7 @@ def webhook_argv(settings: Settings, python: str) -> list[str]:
     return [
         python,
         "-m",
-        "mlcanary.cli",
+        "mlcanary.cli.main",
         "webhook",
         "--prefect-api-url",
         paths.prefect_api_url,

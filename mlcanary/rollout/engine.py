@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
-from mlcanary.registry import CANDIDATE, CHAMPION, TAG_PREFIX, ModelRegistry, ModelVersionInfo
+from mlcanary.registry.mlflow_registry import CANDIDATE, CHAMPION, TAG_PREFIX, ModelRegistry, ModelVersionInfo
 from mlcanary.rollout.decide import decide
 from mlcanary.rollout.measurements import Measurements
 from mlcanary.rollout.policy import RolloutPolicy
@@ -30,8 +30,8 @@ from mlcanary.rollout.ports import (
     NullNotifier,
     NullRecorder,
 )
+from mlcanary.rollout.serving import ServingBackend
 from mlcanary.rollout.state import Decision, Phase, ReleaseState
-from mlcanary.serving.backend import ServingBackend
 
 logger = logging.getLogger(__name__)
 

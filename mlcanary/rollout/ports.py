@@ -1,7 +1,7 @@
 """The seams the rollout engine depends on besides the registry and the serving backend.
 
 Each has a real adapter elsewhere (the log store, MLflow, Apprise) and a trivial or in-memory one
-here or in :mod:`mlcanary.fakes`. The engine receives them injected, never as module globals.
+here or in :mod:`mlcanary.testing.fakes`. The engine receives them injected, never as module globals.
 """
 
 from __future__ import annotations

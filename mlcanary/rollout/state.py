@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from mlcanary.registry import TAG_PREFIX
+from mlcanary.registry.mlflow_registry import TAG_PREFIX
 
 Action = Literal["hold", "step_up", "await_approval", "promote", "rollback"]
 Verdict = Literal["pass", "fail", "inconclusive", "error"]

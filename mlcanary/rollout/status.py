@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from mlcanary.registry import CANDIDATE, CHAMPION, TAG_PREFIX, ModelRegistry, ModelVersionInfo
+from mlcanary.registry.mlflow_registry import CANDIDATE, CHAMPION, TAG_PREFIX, ModelRegistry, ModelVersionInfo
 
 
 class Traffic(BaseModel):

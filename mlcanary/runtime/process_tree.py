@@ -10,7 +10,7 @@ import signal
 import time
 from pathlib import Path
 
-from mlcanary.serving.local.processes import proc_stat_fields
+from mlcanary.runtime.processes import proc_stat_fields
 
 __all__ = ["descendants", "stop_groups"]
 

@@ -3,7 +3,7 @@
 They need the models and the logged inputs, so they sit beside the SQL metrics source as its
 ``extras`` step (:class:`mlcanary.telemetry.metrics.StoreMetricsSource`). Cost is bounded: at most
 ``max_rows`` recent logged rows per arm are read, models are loaded once per process and version,
-and Evidently samples its inputs (see :mod:`mlcanary.drift`). A signal that cannot be measured is
+and Evidently samples its inputs (see :mod:`mlcanary.signals.drift`). A signal that cannot be measured is
 recorded in ``Measurements.problems`` (its check then reports ``error``), never raised.
 """
 
@@ -16,12 +16,12 @@ from datetime import datetime
 
 import pandas as pd
 
-from mlcanary.drift import DriftDetector
-from mlcanary.paired import agreement_from_logs
-from mlcanary.registry import LoadedModel, ModelRegistry
+from mlcanary.registry.mlflow_registry import LoadedModel, ModelRegistry
 from mlcanary.rollout.measurements import Measurements
 from mlcanary.rollout.policy import RolloutPolicy
 from mlcanary.rollout.state import ReleaseState
+from mlcanary.signals.drift import DriftDetector
+from mlcanary.signals.paired import agreement_from_logs
 from mlcanary.telemetry.store import InferenceLogStore
 
 logger = logging.getLogger(__name__)

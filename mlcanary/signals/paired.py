@@ -17,8 +17,8 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from mlcanary.drift import sample_rows
 from mlcanary.rollout.measurements import Agreement
+from mlcanary.signals.drift import sample_rows
 
 
 class ProbabilisticModel(Protocol):

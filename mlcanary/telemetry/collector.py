@@ -38,7 +38,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mlcanary.http_body import BodyTooLargeError, read_limited_body
+from mlcanary.runtime.http_body import BodyTooLargeError, read_limited_body
 from mlcanary.telemetry.cloudevents_ingest import MalformedEvent, parse_event, rows_from_event
 from mlcanary.telemetry.store import (
     MAX_REQUEST_ID_LENGTH,

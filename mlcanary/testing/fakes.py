@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from mlcanary.registry import (
+from mlcanary.registry.mlflow_registry import (
     CHAMPION,
     LoadedModel,
     ModelNotFoundError,
@@ -28,9 +28,9 @@ from mlcanary.rollout.engine import RolloutEngine
 from mlcanary.rollout.measurements import ArmMetrics, Measurements, Percentiles
 from mlcanary.rollout.policy import RolloutPolicy
 from mlcanary.rollout.ports import Notifier
+from mlcanary.rollout.serving import ArmStatus, ServingError, ServingStatus
 from mlcanary.rollout.state import ReleaseState
 from mlcanary.rollout.stats import MeanSummary
-from mlcanary.serving.backend import ArmStatus, ServingError, ServingStatus
 
 
 class InjectedCrashError(RuntimeError):

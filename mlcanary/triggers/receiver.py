@@ -78,7 +78,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from mlcanary.http_body import BodyTooLargeError, read_limited_body
+from mlcanary.runtime.http_body import BodyTooLargeError, read_limited_body
 
 logger = logging.getLogger(__name__)
 
@@ -695,9 +695,9 @@ def register_webhook(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mlcanary.webhook serve|register``; the secret always comes from ``--secret-env``."""
+    """``python -m mlcanary.triggers.receiver serve|register``; the secret comes from ``--secret-env``."""
     parser = argparse.ArgumentParser(
-        prog="python -m mlcanary.webhook", description="MLflow registry webhook receiver for mlcanary."
+        prog="python -m mlcanary.triggers.receiver", description="MLflow webhook receiver for mlcanary."
     )
     parser.add_argument("--secret-env", default=DEFAULT_SECRET_ENV)
     parser.add_argument(

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mlcanary.serving.local import processes
+from mlcanary.runtime import processes
 from mlcanary.serving.local.envoy import (
     ARM_HEADER,
     ARM_SERVED_HEADER,

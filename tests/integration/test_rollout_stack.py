@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 from stack_helpers import LocalStack, local_stack, stack_settings
 
-from mlcanary.registry import CANDIDATE, CHAMPION, TAG_PREFIX, NewVersion, registry_from_settings
+from mlcanary.registry.mlflow_registry import (
+    CANDIDATE,
+    CHAMPION,
+    TAG_PREFIX,
+    NewVersion,
+    registry_from_settings,
+)
 from mlcanary.rollout.engine import RolloutEngine
 from mlcanary.rollout.state import Phase, ReleaseState
 from mlcanary.training import train

@@ -7,12 +7,12 @@ from datetime import timedelta
 import pytest
 from typer.testing import CliRunner
 
-import mlcanary.cli as cli
-from mlcanary.fakes import FakeClock, FakeWorld
-from mlcanary.registry import CANDIDATE, CHAMPION
+import mlcanary.cli.main as cli
+from mlcanary.registry.mlflow_registry import CANDIDATE, CHAMPION
 from mlcanary.rollout.engine import RolloutEngine
 from mlcanary.rollout.policy import ApprovalPolicy, RolloutPolicy
 from mlcanary.rollout.state import Phase, ReleaseState
+from mlcanary.testing.fakes import FakeClock, FakeWorld
 
 POLICY = RolloutPolicy(
     steps=[20],

@@ -24,7 +24,7 @@ from mlcanary.data.synthetic import (
     DriftKnobs,
     generate_transactions,
 )
-from mlcanary.drift import (
+from mlcanary.signals.drift import (
     PREDICTION_COLUMN,
     DriftDetector,
     EvidentlyDriftDetector,

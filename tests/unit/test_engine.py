@@ -7,7 +7,12 @@ from datetime import timedelta
 
 import pytest
 
-from mlcanary.fakes import (
+from mlcanary.registry.mlflow_registry import CANDIDATE, CHAMPION, VersionNotFoundError
+from mlcanary.rollout.engine import NothingToDoError, RolloutEngine, RolloutError
+from mlcanary.rollout.policy import RolloutPolicy
+from mlcanary.rollout.ports import Notifier
+from mlcanary.rollout.state import Phase, ReleaseState
+from mlcanary.testing.fakes import (
     FakeClock,
     FakeServingBackend,
     InjectedCrashError,
@@ -15,11 +20,6 @@ from mlcanary.fakes import (
     ScriptedMetrics,
     steady_traffic,
 )
-from mlcanary.registry import CANDIDATE, CHAMPION, VersionNotFoundError
-from mlcanary.rollout.engine import NothingToDoError, RolloutEngine, RolloutError
-from mlcanary.rollout.policy import RolloutPolicy
-from mlcanary.rollout.ports import Notifier
-from mlcanary.rollout.state import Phase, ReleaseState
 
 POLICY = RolloutPolicy(
     steps=[20, 50],

@@ -7,12 +7,12 @@ from datetime import timedelta
 
 import pytest
 
-from mlcanary.fakes import FakeWorld, steady_traffic
-from mlcanary.registry import CANDIDATE, CHAMPION
+from mlcanary.registry.mlflow_registry import CANDIDATE, CHAMPION
 from mlcanary.rollout.engine import NothingToDoError
 from mlcanary.rollout.policy import ApprovalPolicy, RolloutPolicy
 from mlcanary.rollout.state import Phase, ReleaseState
-from mlcanary.status import read_status
+from mlcanary.rollout.status import read_status
+from mlcanary.testing.fakes import FakeWorld, steady_traffic
 
 TICK = timedelta(minutes=5)
 

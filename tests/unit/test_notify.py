@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from http_inbox import Inbox, closed_port
 
-from mlcanary.notify import (
+from mlcanary.notify.apprise import (
     APPROVAL_REQUESTED,
     DEFAULT_EVENTS,
     EVENTS,
@@ -128,7 +128,7 @@ def test_unreachable_endpoint_counts_a_failure_without_raising_or_leaking(
 
     assert notifier.failures == 1
     assert notifier.sent == 0
-    ours = [r for r in caplog.records if r.name == "mlcanary.notify"]
+    ours = [r for r in caplog.records if r.name == "mlcanary.notify.apprise"]
     assert len(ours) == 1
     assert ours[0].levelno == logging.WARNING
     assert "json://" in ours[0].getMessage()
@@ -284,7 +284,7 @@ def test_fan_out_a_failing_channel_never_stops_the_others_nor_raises(
     assert apprise.sent == 1
     assert calls == [("last", "promoted", "m")]
     assert fan_out.failures == 2
-    warnings = [r.getMessage() for r in caplog.records if r.name == "mlcanary.notify"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "mlcanary.notify.apprise"]
     assert len(warnings) == 2
     assert "channel #1 (_Exploding)" in warnings[0]
     assert "RuntimeError" in warnings[0]
@@ -366,7 +366,7 @@ def test_apprise_is_imported_lazily() -> None:
     import ast
     from pathlib import Path
 
-    import mlcanary.notify as module
+    import mlcanary.notify.apprise as module
 
     tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
     for node in tree.body:

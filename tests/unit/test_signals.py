@@ -16,13 +16,13 @@ from mlcanary.data.synthetic import (
     TARGET,
     generate_transactions,
 )
-from mlcanary.drift import ThresholdDriftDetector
-from mlcanary.fakes import InMemoryRegistry
 from mlcanary.rollout.measurements import ArmMetrics, Measurements
 from mlcanary.rollout.policy import RolloutPolicy
 from mlcanary.rollout.state import Phase, ReleaseState
-from mlcanary.signals import ModelSignals
+from mlcanary.signals.drift import ThresholdDriftDetector
+from mlcanary.signals.model_signals import ModelSignals
 from mlcanary.telemetry.store import InferenceLogStore, InferenceRow
+from mlcanary.testing.fakes import InMemoryRegistry
 from models.pipeline import build_pipeline
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)

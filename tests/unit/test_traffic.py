@@ -32,10 +32,7 @@ from starlette.routing import Route
 
 from mlcanary.data.schema import infer_schema
 from mlcanary.data.synthetic import FEATURES, TARGET, DriftKnobs, generate_transactions
-from mlcanary.serving.local.inference_protocol import parse_v1_request
-from mlcanary.telemetry.collector import create_collector_app
-from mlcanary.telemetry.store import InferenceLogStore
-from mlcanary.traffic import (
+from mlcanary.demo.traffic.run import (
     CHUNK_ROWS,
     Progress,
     TrafficPlan,
@@ -45,6 +42,9 @@ from mlcanary.traffic import (
     run_traffic,
     run_traffic_sync,
 )
+from mlcanary.serving.local.inference_protocol import parse_v1_request
+from mlcanary.telemetry.collector import create_collector_app
+from mlcanary.telemetry.store import InferenceLogStore
 
 SERVED = "x-mlcanary-arm-served"
 

@@ -10,14 +10,14 @@ import pytest
 
 from mlcanary.data.loader import DataError, prepare
 from mlcanary.data.synthetic import FEATURES, TARGET, generate_transactions
-from mlcanary.registry import (
+from mlcanary.registry.mlflow_registry import (
     CANDIDATE,
     CHAMPION,
     ModelNotFoundError,
     VersionNotFoundError,
     registry_from_settings,
 )
-from mlcanary.status import read_status
+from mlcanary.rollout.status import read_status
 from mlcanary.training import (
     ChampionScore,
     GateResult,

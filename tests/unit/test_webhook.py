@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
 
-from mlcanary.webhook import (
+from mlcanary.triggers.receiver import (
     CANDIDATE_SET_EVENT,
     SUBSCRIBED_EVENTS,
     EmitError,
@@ -336,7 +336,7 @@ def test_rejected_input_cannot_burn_a_delivery_id(client: TestClient, emit: Reco
 
 
 def test_secret_is_not_logged(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("DEBUG", logger="mlcanary.webhook")
+    caplog.set_level("DEBUG", logger="mlcanary.triggers.receiver")
     body = envelope()
     headers = signed_headers(body)
     client.post("/", content=body, headers=headers)

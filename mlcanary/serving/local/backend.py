@@ -1,4 +1,4 @@
-"""``LocalBackend``: the :class:`~mlcanary.serving.backend.ServingBackend` of the local stack.
+"""``LocalBackend``: the :class:`~mlcanary.rollout.serving.ServingBackend` of the local stack.
 
 A real Envoy (the front door, :class:`~mlcanary.serving.local.envoy.EnvoyProxy`) splits traffic
 between two model-server processes (``python -m mlcanary.serving.local.model_server``): the
@@ -43,7 +43,16 @@ from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
-from mlcanary.serving.backend import ARMS, ArmStatus, ServingError, ServingStatus
+from mlcanary.rollout.serving import ARMS, ArmStatus, ServingError, ServingStatus
+from mlcanary.runtime.processes import (
+    ManagedProcess,
+    PidRecord,
+    ProcessError,
+    find_running,
+    read_pidfile,
+    start_process,
+    wait_for_http,
+)
 from mlcanary.serving.local.envoy import (
     AlreadyRunningError,
     EnvoyError,
@@ -56,15 +65,6 @@ from mlcanary.serving.local.envoy import (
     write_routes,
 )
 from mlcanary.serving.local.envoy_config import Arm
-from mlcanary.serving.local.processes import (
-    ManagedProcess,
-    PidRecord,
-    ProcessError,
-    find_running,
-    read_pidfile,
-    start_process,
-    wait_for_http,
-)
 
 if TYPE_CHECKING:
     from mlcanary.config import Settings

@@ -27,6 +27,16 @@ from typing import Any, Self
 import httpx
 import yaml
 
+from mlcanary.runtime.processes import (
+    AlreadyRunningError,
+    ManagedProcess,
+    ProcessError,
+    find_running,
+    start_process,
+    stop_by_pidfile,
+    wait_for_http,
+    wait_for_port,
+)
 from mlcanary.serving.local.envoy_config import (
     ARM_HEADER,
     ARM_SERVED_HEADER,
@@ -41,16 +51,6 @@ from mlcanary.serving.local.envoy_config import (
     render_bootstrap,
     render_routes,
     weights_from_route_config,
-)
-from mlcanary.serving.local.processes import (
-    AlreadyRunningError,
-    ManagedProcess,
-    ProcessError,
-    find_running,
-    start_process,
-    stop_by_pidfile,
-    wait_for_http,
-    wait_for_port,
 )
 
 __all__ = [

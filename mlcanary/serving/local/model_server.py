@@ -52,7 +52,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mlcanary.data.schema import FeatureSpec
-from mlcanary.http_body import BodyTooLargeError, read_limited_body
+from mlcanary.runtime.http_body import BodyTooLargeError, read_limited_body
 from mlcanary.serving.local.inference_protocol import (
     BAD_REQUEST,
     CONTENT_TOO_LARGE,
@@ -480,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     # Imported here so the server module stays importable without MLflow.
-    from mlcanary.registry import MlflowRegistry
+    from mlcanary.registry.mlflow_registry import MlflowRegistry
 
     registry = MlflowRegistry(
         tracking_uri=args.tracking_uri, registry_uri=args.registry_uri or args.tracking_uri

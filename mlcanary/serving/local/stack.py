@@ -20,8 +20,17 @@ from typing import TYPE_CHECKING, Final
 
 import httpx
 
-from mlcanary.registry import CANDIDATE, CHAMPION, ModelNotFoundError, registry_from_settings
-from mlcanary.serving.backend import ServingError, ServingStatus
+from mlcanary.registry.mlflow_registry import CANDIDATE, CHAMPION, ModelNotFoundError, registry_from_settings
+from mlcanary.rollout.serving import ServingError, ServingStatus
+from mlcanary.runtime.processes import (
+    RUN_DIRNAME,
+    ManagedProcess,
+    ProcessError,
+    find_running,
+    start_process,
+    stop_by_pidfile,
+    wait_for_http,
+)
 from mlcanary.serving.local.backend import (
     CHILD_ENV,
     LocalBackend,
@@ -31,20 +40,11 @@ from mlcanary.serving.local.backend import (
     url_host,
 )
 from mlcanary.serving.local.envoy import PROCESS_NAME as ENVOY_PROCESS
-from mlcanary.serving.local.processes import (
-    RUN_DIRNAME,
-    ManagedProcess,
-    ProcessError,
-    find_running,
-    start_process,
-    stop_by_pidfile,
-    wait_for_http,
-)
 from mlcanary.telemetry.store import default_store_url
 
 if TYPE_CHECKING:
     from mlcanary.config import Settings
-    from mlcanary.registry import ModelRegistry
+    from mlcanary.registry.mlflow_registry import ModelRegistry
 
 __all__ = [
     "COLLECTOR_PROCESS",
