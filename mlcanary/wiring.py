@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 
 from mlcanary.config import Settings
-from mlcanary.notify.apprise import mlflow_run_link, notifier_from_env
+from mlcanary.notify.apprise import notifier_from_env
+from mlcanary.notify.message import mlflow_run_link
 from mlcanary.registry.evidence import MlflowEvidence
-from mlcanary.registry.mlflow_registry import MlflowRegistry, ModelRegistry, registry_from_settings
+from mlcanary.registry.mlflow_registry import MlflowRegistry, registry_from_settings
+from mlcanary.registry.protocol import ModelRegistry
 from mlcanary.rollout.engine import RolloutEngine
 from mlcanary.rollout.ports import Clock, EvidenceRecorder, MetricsSource, Notifier, SystemClock
 from mlcanary.rollout.serving import ServingBackend

@@ -20,8 +20,9 @@ from rich.table import Table
 
 from mlcanary.config import ConfigError, Settings, load_settings
 from mlcanary.data.loader import DataError
-from mlcanary.registry.mlflow_registry import RegistryError, registry_from_settings
+from mlcanary.registry.mlflow_registry import registry_from_settings
 from mlcanary.rollout.status import ReleaseStatus, Traffic, read_status
+from mlcanary.rollout.versions import RegistryError
 from mlcanary.training import TrainingError, TrainingOutcome, run_overrides, train
 
 app = typer.Typer(

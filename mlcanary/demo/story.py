@@ -35,7 +35,10 @@ from mlcanary.demo.report import (
     summary_rows,
     write_report,
 )
-from mlcanary.registry.mlflow_registry import CANDIDATE, TAG_PREFIX, NewVersion, registry_from_settings
+from mlcanary.registry.mlflow_registry import registry_from_settings
+from mlcanary.registry.protocol import NewVersion
+from mlcanary.rollout import tags
+from mlcanary.rollout.arms import CANDIDATE
 from mlcanary.rollout.engine import RolloutEngine
 from mlcanary.rollout.measurements import Measurements
 from mlcanary.rollout.ports import EvidenceRecorder
@@ -193,10 +196,12 @@ def _register_faulty(settings: Settings, base_version: str) -> str:
             input_example=reference.head(3),
             metrics={},
             params={"base_version": base_version, "failure_share": "0.3", "extra_latency_ms": "60"},
-            tags={
-                TAG_PREFIX + "gate": "manual",
-                TAG_PREFIX + "note": f"v{base_version} behind a flaky feature service (fault injection)",
-            },
+            tags=tags.tagged(
+                {
+                    tags.GATE: "manual",
+                    tags.NOTE: f"v{base_version} behind a flaky feature service (fault injection)",
+                }
+            ),
             run_name=f"faulty-{name}-from-v{base_version}",
         ),
     )

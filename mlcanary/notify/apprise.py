@@ -1,15 +1,16 @@
 """Notifications about releases through Apprise (Slack, Teams, e-mail, webhooks...).
 
 :class:`AppriseNotifier` implements :class:`mlcanary.rollout.ports.Notifier`: the engine calls
-``notify(release, title, message)`` with the titles in :data:`EVENTS`, and the notifier sends one
-message per event (to each configured destination) with the model, both versions, the phase, the
-reason and a link to the evidence. It never raises: a notification that cannot be delivered is
-logged as a warning and counted in :attr:`AppriseNotifier.failures`, so it can never fail a rollout.
+``notify(release, event, message)`` with a :class:`~mlcanary.rollout.ports.ReleaseEvent`, and the
+notifier sends one message per selected event (:mod:`mlcanary.notify.events`) to each configured
+destination, with the model, both versions, the phase, the reason and a link to the evidence. It
+never raises: a notification that cannot be delivered is logged as a warning and counted in
+:attr:`AppriseNotifier.failures`, so it can never fail a rollout.
 
-Every channel sends the same text, built by :func:`format_message`; the other channel, a Prefect
-notification block, lives in ``tasks/notifications.py`` (this module never imports Prefect).
-:class:`FanOutNotifier` sends each event to several channels, one failing channel never stopping
-the others.
+Every channel sends the same text, built by :func:`mlcanary.notify.message.format_message`; the
+other channel, a Prefect notification block, lives in ``tasks/notifications.py`` (this package never
+imports Prefect). :class:`mlcanary.notify.fan_out.FanOutNotifier` sends each event to several
+channels, one failing channel never stopping the others.
 
 Apprise URLs usually carry tokens, so they come from the environment (:data:`URLS_ENV`, read by
 :func:`notifier_from_env`) and are never logged: logs name a destination by its scheme and position
@@ -19,12 +20,13 @@ only. Apprise is imported when a notifier is built, never at import of this modu
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any, Final
 
-from mlcanary.rollout.ports import Notifier, NullNotifier
+from mlcanary.notify.events import EVENTS_ENV, NOTIFY_TYPES, event_name, parse_events
+from mlcanary.notify.message import EvidenceLink, evidence_link_of, format_message, redact_url
+from mlcanary.rollout.ports import Notifier, NullNotifier, ReleaseEvent
 from mlcanary.rollout.state import ReleaseState
 
 if TYPE_CHECKING:
@@ -32,161 +34,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-URLS_ENV = "MLCANARY_NOTIFY_URLS"
+URLS_ENV: Final = "MLCANARY_NOTIFY_URLS"
 """Comma-separated Apprise URLs (secrets: never put them in a config file or a log line)."""
 
-EVENTS_ENV = "MLCANARY_NOTIFY_EVENTS"
-"""Comma-separated event titles to notify (default :data:`DEFAULT_EVENTS`; ``all`` for every one)."""
-
-CANARY_STARTED = "canary started"
-PROMOTED = "promoted"
-ROLLED_BACK = "rolled back"
-FAILED = "failed"
-APPROVAL_REQUESTED = "approval requested"
-
-EVENTS: frozenset[str] = frozenset({CANARY_STARTED, PROMOTED, ROLLED_BACK, FAILED, APPROVAL_REQUESTED})
-"""Every title the rollout engine passes to ``Notifier.notify``."""
-
-DEFAULT_EVENTS: frozenset[str] = frozenset({PROMOTED, ROLLED_BACK, FAILED, APPROVAL_REQUESTED})
-"""The events notified unless configured otherwise ("canary started" is opt-in; "approval
-requested" is on by default because a release then waits for a human)."""
-
-NOTIFY_TYPES: Mapping[str, str] = {
-    PROMOTED: "success",
-    ROLLED_BACK: "warning",
-    FAILED: "failure",
-    APPROVAL_REQUESTED: "info",
-    CANARY_STARTED: "info",
-}
-"""The Apprise notification type of each event (colours and icons in Slack, Teams...)."""
-
 _APPRISE_LOGGER = "apprise"
-
-
-def redact_url(url: str) -> str:
-    """The loggable form of an Apprise URL: its scheme only (``"slack://…"``), never a token."""
-    scheme, sep, _ = url.strip().partition("://")
-    if not sep or not scheme.replace("+", "").replace("-", "").replace(".", "").isalnum():
-        return "<unrecognised URL>"
-    return f"{scheme.lower()}://…"
-
-
-def mlflow_run_link(
-    tracking_uri: str | None, run_id: str | None, experiment_id: str | None = None
-) -> str | None:
-    """The MLflow UI page of run ``run_id``, or None when there is no run or no web UI to link to.
-
-    Only http(s) tracking URIs have a UI (a ``sqlite:`` or file store has none). Credentials,
-    query and fragment of the tracking URI are dropped so the link is safe to post in a chat.
-    Without ``experiment_id`` the link uses MLflow's direct run route (``#/runs/<id>``), which the
-    UI redirects to the run's page in its experiment.
-    """
-    if not tracking_uri or not run_id:
-        return None
-    parts = urlsplit(tracking_uri.strip())
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        return None
-    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-    netloc = f"{host}:{parts.port}" if parts.port is not None else host
-    base = urlunsplit((parts.scheme.lower(), netloc, parts.path.rstrip("/"), "", ""))
-    if experiment_id:
-        return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
-    return f"{base}/#/runs/{run_id}"
-
-
-def event_name(title: str) -> str:
-    """The normalised form of an event title (lower case, single spaces), as in :data:`EVENTS`."""
-    return " ".join(title.lower().split())
-
-
-def parse_events(value: str | Iterable[str] | None) -> frozenset[str]:
-    """Event titles from a comma-separated string or an iterable; ``None`` gives the default set.
-
-    ``"all"`` selects every event; ``""`` / an empty iterable selects none. Raises ``ValueError``
-    for a name that is not one of :data:`EVENTS` (a typo would otherwise silence a notification).
-    """
-    if value is None:
-        return DEFAULT_EVENTS
-    items = value.split(",") if isinstance(value, str) else list(value)
-    names = {event_name(item.replace("_", " ")) for item in items}
-    names.discard("")
-    if "all" in names:
-        return EVENTS
-    unknown = sorted(names - EVENTS)
-    if unknown:
-        raise ValueError(
-            f"unknown notification event(s) {', '.join(map(repr, unknown))}: "
-            f"choose from {', '.join(sorted(EVENTS))} or 'all'"
-        )
-    return frozenset(names)
-
-
-def evidence_link_of(
-    release: ReleaseState, evidence_link: Callable[[ReleaseState], str | None] | None
-) -> str | None:
-    """``evidence_link(release)``, or None when there is no builder or it fails (logged as a
-    warning with the exception type only: a broken link builder must not cost the notification)."""
-    if evidence_link is None:
-        return None
-    try:
-        return evidence_link(release)
-    except Exception as exc:
-        logger.warning("notify: could not build the evidence link (%s)", type(exc).__name__)
-        return None
-
-
-def format_message(release: ReleaseState, title: str, message: str, link: str | None) -> tuple[str, str]:
-    """The (subject, body) of one event, the same on every channel.
-
-    The body holds ``message``, the model, both versions, the phase, the candidate traffic, the
-    reason and the evidence: ``link`` when given, else the release's MLflow run id when known.
-    """
-    subject = f"[mlcanary] {release.model} v{release.candidate_version}: {title}"
-    lines = [
-        message,
-        "",
-        f"Model: {release.model}",
-        f"Candidate: v{release.candidate_version}  Champion: v{release.champion_version}",
-        f"Phase: {release.phase.value}  Candidate traffic: {release.traffic} %",
-        f"Reason: {release.reason or '(none recorded)'}",
-    ]
-    if link:
-        lines.append(f"Evidence: {link}")
-    elif release.release_run_id:
-        lines.append(f"Evidence: MLflow run {release.release_run_id}")
-    return subject, "\n".join(lines)
-
-
-class FanOutNotifier:
-    """Sends each event to every notifier in ``notifiers``, in order; never raises.
-
-    A notifier that raises (the adapters here never do, but any :class:`Notifier` may) is logged as
-    a warning with its class and the exception type only, counted in :attr:`failures`, and the
-    next notifier still gets the event.
-    """
-
-    def __init__(self, notifiers: Iterable[Notifier]) -> None:
-        self.notifiers: tuple[Notifier, ...] = tuple(notifiers)
-        self.failures = 0
-
-    def __repr__(self) -> str:
-        return f"FanOutNotifier({[type(n).__name__ for n in self.notifiers]!r})"
-
-    def notify(self, release: ReleaseState, title: str, message: str) -> None:
-        for position, notifier in enumerate(self.notifiers, start=1):
-            try:
-                notifier.notify(release, title, message)
-            except Exception as exc:  # one channel must never stop the others, nor a rollout
-                self.failures += 1
-                logger.warning(
-                    "notify: channel #%d (%s) failed on %r for %s v%s: %s",
-                    position,
-                    type(notifier).__name__,
-                    title,
-                    release.model,
-                    release.candidate_version,
-                    type(exc).__name__,
-                )
 
 
 class _DropRecords(logging.Filter):
@@ -253,7 +104,7 @@ class AppriseNotifier:
         self,
         urls: Sequence[str],
         *,
-        evidence_link: Callable[[ReleaseState], str | None] | None = None,
+        evidence_link: EvidenceLink | None = None,
         timeout_s: float = 10,
         events: Iterable[str] | None = None,
     ) -> None:
@@ -273,24 +124,24 @@ class AppriseNotifier:
 
     # -- the message -------------------------------------------------------------------------------
 
-    def format(self, release: ReleaseState, title: str, message: str) -> tuple[str, str]:
+    def format(self, release: ReleaseState, event: ReleaseEvent, message: str) -> tuple[str, str]:
         """The (title, body) sent for one event (:func:`format_message` with the evidence link)."""
-        return format_message(release, title, message, evidence_link_of(release, self.evidence_link))
+        return format_message(release, event, message, evidence_link_of(release, self.evidence_link))
 
     # -- Notifier ----------------------------------------------------------------------------------
 
-    def notify(self, release: ReleaseState, title: str, message: str) -> None:
-        """Send one message about ``title`` if it is a selected event; never raises."""
-        if event_name(title) not in self.events:
+    def notify(self, release: ReleaseState, event: ReleaseEvent, message: str) -> None:
+        """Send one message about ``event`` if it is a selected one; never raises."""
+        if event_name(event) not in self.events:
             self.skipped += 1
             return
-        what = f"{title!r} for {release.model} v{release.candidate_version}"
+        what = f"{str(event)!r} for {release.model} v{release.candidate_version}"
         try:
-            subject, body = self.format(release, title, message)
+            subject, body = self.format(release, event, message)
             result = self._apprise.notify(
                 body=body,
                 title=subject,
-                notify_type=NOTIFY_TYPES.get(event_name(title), "info"),
+                notify_type=NOTIFY_TYPES.get(event_name(event), "info"),
                 body_format="text",
                 timeout=self.timeout_s,
             )

@@ -229,7 +229,9 @@ def _register(paths: PlatformPaths, secret: str) -> None:
 
 
 def _stack_up(settings: Settings, info: PlatformInfo, progress: Progress | None) -> None:
-    from mlcanary.registry.mlflow_registry import CHAMPION, ModelNotFoundError, registry_from_settings
+    from mlcanary.registry.mlflow_registry import registry_from_settings
+    from mlcanary.rollout.arms import CHAMPION
+    from mlcanary.rollout.versions import ModelNotFoundError
     from mlcanary.serving.local.stack import StackError, stack_status
     from mlcanary.serving.local.stack import up as stack_up
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
+from mlcanary.rollout import tags
 from mlcanary.rollout.measurements import ArmMetrics, Measurements
 from mlcanary.rollout.state import Decision, ReleaseState
 
@@ -80,12 +81,7 @@ class MlflowEvidence:
         run = self.client.create_run(
             self._experiment_id(),
             run_name=f"release-{release.model}-v{release.candidate_version}",
-            tags={
-                "mlcanary.model": release.model,
-                "mlcanary.candidate_version": release.candidate_version,
-                "mlcanary.champion_version": release.champion_version,
-                "mlcanary.started_at": release.started_at.isoformat(),
-            },
+            tags=tags.release_run_tags(release),
         )
         return run.info.run_id
 
@@ -104,7 +100,7 @@ class MlflowEvidence:
             Metric(k, v, stamp, release.ticks) for k, v in tick_metrics(measurements, decision).items()
         ]
         self.client.log_batch(run_id, metrics=metrics)
-        self.client.set_tag(run_id, "mlcanary.phase", release.phase.value)
+        self.client.set_tag(run_id, tags.tag_name(tags.RUN_PHASE), release.phase.value)
         self._artifact(run_id, f"tick-{release.ticks:05d}.json", decision.to_json(), "decisions")
 
     def attach_report(self, release: ReleaseState, name: str, html: str) -> None:
@@ -116,8 +112,10 @@ class MlflowEvidence:
         if not release.release_run_id:
             return
         run_id = release.release_run_id
-        self.client.set_tag(run_id, "mlcanary.phase", release.phase.value)
-        self.client.set_tag(run_id, "mlcanary.outcome_reason", (release.reason or "")[:5000])
+        self.client.set_tag(run_id, tags.tag_name(tags.RUN_PHASE), release.phase.value)
+        self.client.set_tag(
+            run_id, tags.tag_name(tags.RUN_OUTCOME_REASON), (release.reason or "")[: tags.MAX_TAG_VALUE]
+        )
         summary = {"phase": release.phase.value, "reason": release.reason, "ticks": release.ticks}
         self._artifact(run_id, "outcome.json", json.dumps(summary), None)
         status = "FINISHED" if release.phase.value == "promoted" else "KILLED"

@@ -1,170 +1,42 @@
-"""The model registry seam: MLflow aliases, version tags, registration and loading.
+"""The MLflow adapter of the registry seam: aliases, version tags, registration and loading.
 
-``ModelRegistry`` is the protocol the rest of mlcanary depends on; ``MlflowRegistry`` is the real
-adapter (any MLflow tracking/registry URI: a ``sqlite:///`` file locally, an ``http://`` server in a
-cluster). It uses an injected ``MlflowClient`` only, never MLflow's process-global tracking URI, so
-several registries can live in one process.
+:class:`MlflowRegistry` implements :class:`mlcanary.registry.protocol.ModelRegistry` on any MLflow
+tracking / registry URI (a ``sqlite:///`` file locally, an ``http://`` server in a cluster). It
+uses an injected ``MlflowClient`` only, never MLflow's process-global tracking URI, so several
+registries can live in one process.
 
 Aliases are the source of truth for roles: ``@champion`` serves production, ``@candidate`` is the
-version under canary. Everything mlcanary records on a version is a tag under ``mlcanary.``.
+version under canary. Everything mlcanary records on a version is a tag named in
+:mod:`mlcanary.rollout.tags`.
 """
 
 from __future__ import annotations
 
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
-from mlflow.models import Model, ModelSignature
-from mlflow.types import ColSpec, Schema
+from mlflow.models import Model
 
 from mlcanary.config import Settings
-from mlcanary.data.schema import FeatureDtype, FeatureSpec
+from mlcanary.registry.protocol import LoadedModel, NewVersion
+from mlcanary.registry.signature import features_from_signature, signature_for
+from mlcanary.rollout import tags
+from mlcanary.rollout.versions import (
+    ModelNotFoundError,
+    ModelVersionInfo,
+    RegistryError,
+    VersionNotFoundError,
+)
 
-CHAMPION = "champion"
-CANDIDATE = "candidate"
-TAG_PREFIX = "mlcanary."
 REFERENCE_ARTIFACT = "reference/reference.parquet"
 MODEL_ARTIFACT = "model"
-
-# MLflow column types ↔ our feature dtypes (MLflow has no separate "categorical").
-_TO_MLFLOW: dict[FeatureDtype, str] = {
-    "double": "double",
-    "long": "long",
-    "boolean": "boolean",
-    "string": "string",
-}
-_FROM_MLFLOW: dict[str, FeatureDtype] = {
-    "double": "double",
-    "float": "double",
-    "long": "long",
-    "integer": "long",
-    "boolean": "boolean",
-    "string": "string",
-}
-
-
-class RegistryError(Exception):
-    """A registry operation that cannot be done; the message says what and why."""
-
-
-class ModelNotFoundError(RegistryError):
-    """The registered model does not exist."""
-
-
-class VersionNotFoundError(RegistryError):
-    """The model exists but the version does not."""
-
-
-@dataclass(frozen=True)
-class ModelVersionInfo:
-    """One registered model version as mlcanary sees it (``version`` is MLflow's string)."""
-
-    name: str
-    version: str
-    run_id: str | None
-    source: str
-    created_at: datetime
-    tags: Mapping[str, str] = field(default_factory=dict)
-    aliases: tuple[str, ...] = ()
-
-    def tag(self, key: str) -> str | None:
-        """The value of ``mlcanary.<key>``, or None."""
-        return self.tags.get(TAG_PREFIX + key)
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A version's fitted model (``predict_proba`` over a raw-feature DataFrame) and its inputs."""
-
-    name: str
-    version: str
-    model: Any
-    features: tuple[FeatureSpec, ...]
-
-
-@dataclass(frozen=True)
-class NewVersion:
-    """Everything registered with a new version, in one training run.
-
-    ``reference`` is a sample of the training features, stored with the version as the drift
-    reference; ``input_example`` is a few rows shown in the MLflow UI and used for the signature.
-    """
-
-    model: Any
-    features: tuple[FeatureSpec, ...]
-    reference: pd.DataFrame
-    input_example: pd.DataFrame
-    metrics: Mapping[str, float]
-    params: Mapping[str, str]
-    tags: Mapping[str, str]
-    run_name: str
-    pip_requirements: tuple[str, ...] = ()
-
-
-class ModelRegistry(Protocol):
-    """Registry operations mlcanary needs. Implementations raise ``ModelNotFoundError`` /
-    ``VersionNotFoundError`` for missing entities and ``RegistryError`` for anything else; alias
-    operations are idempotent (setting an alias already there, deleting one that is gone)."""
-
-    def model_exists(self, name: str) -> bool: ...
-
-    def list_models(self) -> list[str]:
-        """Names of every registered model."""
-        ...
-
-    def aliases(self, name: str) -> dict[str, str]:
-        """Alias → version for a registered model."""
-        ...
-
-    def get_version(self, name: str, version: str) -> ModelVersionInfo: ...
-
-    def version_for_alias(self, name: str, alias: str) -> ModelVersionInfo | None: ...
-
-    def list_versions(self, name: str) -> list[ModelVersionInfo]:
-        """All versions, oldest first."""
-        ...
-
-    def set_alias(self, name: str, alias: str, version: str) -> None: ...
-
-    def delete_alias(self, name: str, alias: str) -> None: ...
-
-    def set_tags(self, name: str, version: str, tags: Mapping[str, str]) -> None: ...
-
-    def register(self, name: str, new: NewVersion) -> ModelVersionInfo: ...
-
-    def load_model(self, name: str, version: str) -> LoadedModel: ...
-
-    def load_reference(self, name: str, version: str) -> pd.DataFrame: ...
-
-
-def signature_for(features: tuple[FeatureSpec, ...]) -> ModelSignature:
-    """An MLflow signature whose inputs are exactly ``features`` and whose output is P(positive)."""
-    inputs = Schema([ColSpec(_TO_MLFLOW[f.dtype], f.name) for f in features])
-    outputs = Schema([ColSpec("double", "probability")])
-    return ModelSignature(inputs=inputs, outputs=outputs)
-
-
-def features_from_signature(signature: ModelSignature | None) -> tuple[FeatureSpec, ...]:
-    """Inverse of :func:`signature_for`: feature specs from a logged model's input schema."""
-    if signature is None or signature.inputs is None:
-        raise RegistryError("the model was logged without an input signature")
-    specs = []
-    for column in signature.inputs.inputs:
-        type_name = str(getattr(column.type, "name", column.type)).lower()
-        dtype = _FROM_MLFLOW.get(type_name)
-        if dtype is None or column.name is None:
-            raise RegistryError(f"unsupported input column in signature: {column}")
-        kind = "numeric" if dtype in ("double", "long") else "categorical"
-        specs.append(FeatureSpec(column.name, kind, dtype))
-    return tuple(specs)
 
 
 def _is_not_found(exc: MlflowException) -> bool:
@@ -172,7 +44,7 @@ def _is_not_found(exc: MlflowException) -> bool:
 
 
 class MlflowRegistry:
-    """``ModelRegistry`` on an MLflow tracking server / registry (any URI MLflow accepts)."""
+    """:class:`~mlcanary.registry.protocol.ModelRegistry` on an MLflow tracking server / registry."""
 
     def __init__(
         self,
@@ -319,12 +191,12 @@ class MlflowRegistry:
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise RegistryError(f"cannot create model {name!r}: {exc.message}") from exc
-        tags = {**new.tags, TAG_PREFIX + "reference_artifact": REFERENCE_ARTIFACT}
+        version_tags = {**new.tags, **tags.tagged({tags.REFERENCE_ARTIFACT: REFERENCE_ARTIFACT})}
         mv = self.client.create_model_version(
             name,
             source=f"{run.info.artifact_uri}/{MODEL_ARTIFACT}",
             run_id=run_id,
-            tags=tags,
+            tags=version_tags,
         )
         return self.get_version(name, str(mv.version))
 
@@ -349,7 +221,7 @@ class MlflowRegistry:
         info = self.get_version(name, version)
         if info.run_id is None:
             raise RegistryError(f"{name!r} version {version} has no run, so no reference sample")
-        artifact = info.tag("reference_artifact") or REFERENCE_ARTIFACT
+        artifact = info.tag(tags.REFERENCE_ARTIFACT) or REFERENCE_ARTIFACT
         with tempfile.TemporaryDirectory(prefix="mlcanary-ref-") as tmp:
             local = self.client.download_artifacts(info.run_id, artifact, tmp)
             return pd.read_parquet(local)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from mlcanary.rollout.measurements import ArmMetrics, Measurements
+from mlcanary.rollout.measurements import ArmMetrics, DriftScore, Measurements
 from mlcanary.rollout.policy import CheckPolicy, RolloutPolicy
 from mlcanary.rollout.state import CheckResult, Verdict
 from mlcanary.rollout.stats import ComparisonResult, MeanSummary, ProportionSummary, compare
@@ -231,7 +231,7 @@ def check_error_burst(check: CheckPolicy, policy: RolloutPolicy, m: Measurements
     arm: ArmMetrics = m.candidate
     count = arm.window_errors
     share = count / arm.window_requests if arm.window_requests else 0.0
-    min_count = int(check.threshold if check.threshold is not None else 1)
+    min_count = int(_limit(check))
     burst = count >= min_count and share > check.tolerance
     return _result(
         "error_burst",
@@ -247,7 +247,7 @@ def check_error_burst(check: CheckPolicy, policy: RolloutPolicy, m: Measurements
 
 
 def check_agreement(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) -> CheckResult:
-    limit = check.threshold if check.threshold is not None else 0.0
+    limit = _limit(check)
     paired = m.agreement
     label = f"agreement ≥ {limit:.0%}"
     if paired is None or paired.n == 0:
@@ -273,10 +273,20 @@ def check_agreement(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) 
     )
 
 
-def _check_drift(name: str, check: CheckPolicy, score, label: str) -> CheckResult:  # type: ignore[no-untyped-def]
+def _limit(check: CheckPolicy) -> float:
+    """A one-arm check's threshold (the policy requires one for every enabled one-arm check)."""
+    if check.threshold is None:
+        raise ValueError("a one-arm check needs a threshold (see RolloutPolicy)")
+    return check.threshold
+
+
+def _check_drift(name: str, check: CheckPolicy, score: DriftScore | None, label: str) -> CheckResult:
     if score is None:
         return _result(name, check, "inconclusive", threshold=label, detail="not measured", no_data=True)
-    verdict: Verdict = "fail" if score.drifted else "pass"
+    limit = _limit(check)
+    # A p-value drifts below its threshold; a distance or a share of drifted columns at or above it.
+    drifted = score.value < limit if score.pvalue else score.value >= limit
+    verdict: Verdict = "fail" if drifted else "pass"
     return _result(
         name,
         check,
@@ -290,12 +300,14 @@ def _check_drift(name: str, check: CheckPolicy, score, label: str) -> CheckResul
 
 
 def check_prediction_drift(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) -> CheckResult:
-    return _check_drift("prediction_drift", check, m.prediction_drift, "no drift of candidate vs champion")
+    score = m.prediction_drift
+    rule = "<" if score is not None and score.pvalue else ">="
+    label = f"no drift of candidate vs champion (drift: score {rule} {_limit(check):g})"
+    return _check_drift("prediction_drift", check, score, label)
 
 
 def check_input_drift(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) -> CheckResult:
-    limit = check.threshold if check.threshold is not None else 0.5
-    return _check_drift("input_drift", check, m.input_drift, f"drifted columns < {limit:.0%}")
+    return _check_drift("input_drift", check, m.input_drift, f"drifted columns < {_limit(check):.0%}")
 
 
 def check_availability(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) -> CheckResult:

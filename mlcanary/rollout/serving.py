@@ -1,8 +1,10 @@
 """The serving seam: what the rollout engine asks of any place that serves models.
 
 Two arms serve one registered model: ``champion`` (the version holding ``@champion``) and
-``candidate`` (the version under canary). Implementations: ``LocalBackend`` (Envoy in front of two
-local model servers) and the KServe backend (an InferenceService with ``canaryTrafficPercent``).
+``candidate`` (the version under canary), see :mod:`mlcanary.rollout.arms`. Implementations live
+under :mod:`mlcanary.serving`: :class:`mlcanary.serving.local.backend.LocalBackend` (Envoy in front
+of two local model servers) is the one shipped here; any other (e.g. a KServe InferenceService with
+``canaryTrafficPercent``) implements the same contract and is chosen in :mod:`mlcanary.wiring`.
 
 Contract for every implementation:
 
@@ -18,10 +20,9 @@ Contract for every implementation:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
-Arm = Literal["champion", "candidate"]
-ARMS: tuple[Arm, Arm] = ("champion", "candidate")
+from mlcanary.rollout.arms import Arm
 
 
 class ServingError(RuntimeError):

@@ -8,12 +8,14 @@ not known yet is ``null``; nothing is guessed.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from mlcanary.registry.mlflow_registry import CANDIDATE, CHAMPION, TAG_PREFIX, ModelRegistry, ModelVersionInfo
+from mlcanary.rollout import tags
+from mlcanary.rollout.arms import CANDIDATE, CHAMPION
+from mlcanary.rollout.state import ReleaseState
+from mlcanary.rollout.versions import ModelVersionInfo, VersionRegistry
 
 
 class Traffic(BaseModel):
@@ -59,30 +61,42 @@ class ReleaseStatus(BaseModel):
 
 
 def _summary(info: ModelVersionInfo) -> VersionSummary:
-    metric = info.tag("primary_metric")
-    raw = info.tag(f"metric.{metric}") if metric else None
+    metric = info.tag(tags.PRIMARY_METRIC)
+    raw = info.tag(tags.metric_key(metric)) if metric else None
     return VersionSummary(
         version=info.version,
         aliases=list(info.aliases),
-        gate=info.tag("gate"),
+        gate=info.tag(tags.GATE),
         primary_metric=metric,
         metric_value=float(raw) if raw is not None else None,
-        rejected=info.tag("rejected"),
+        rejected=info.tag(tags.REJECTED),
         created_at=info.created_at.isoformat(timespec="seconds"),
     )
 
 
 def _last_decision(info: ModelVersionInfo | None) -> Decision | None:
-    raw = info.tag("last_decision") if info else None
+    raw = info.tag(tags.LAST_DECISION) if info else None
     if not raw:
         return None
     try:
-        return Decision.model_validate(json.loads(raw))
+        return Decision.model_validate(tags.decision_from_tag(raw))
     except ValueError:
-        return Decision(action="unknown", reason=f"unreadable {TAG_PREFIX}last_decision tag: {raw[:200]}")
+        return Decision(
+            action="unknown", reason=f"unreadable {tags.tag_name(tags.LAST_DECISION)} tag: {raw[:200]}"
+        )
 
 
-def read_status(registry: ModelRegistry, name: str, *, traffic: Traffic | None = None) -> ReleaseStatus:
+def _latest_release(versions: list[ModelVersionInfo]) -> tuple[ModelVersionInfo, ReleaseState] | None:
+    """The latest release (in progress, promoted or rolled back): the one started last."""
+    releases = [
+        (info, state)
+        for info in versions
+        if (state := tags.release_from_tags(info.name, info.version, info.tags)) is not None
+    ]
+    return max(releases, key=lambda pair: pair[1].started_at, default=None)
+
+
+def read_status(registry: VersionRegistry, name: str, *, traffic: Traffic | None = None) -> ReleaseStatus:
     """Status of ``name`` from the registry (aliases, ``mlcanary.*`` tags) and, when a serving
     backend reported it, the observed ``traffic``. Raises ``ModelNotFoundError`` for an unknown model."""
     aliases = registry.aliases(name)
@@ -90,16 +104,16 @@ def read_status(registry: ModelRegistry, name: str, *, traffic: Traffic | None =
     by_number = {v.version: v for v in versions}
     champion = by_number.get(aliases.get(CHAMPION, ""))
     candidate = by_number.get(aliases.get(CANDIDATE, ""))
-    # The latest release (in progress, promoted or rolled back) is the one started last.
-    released = [v for v in versions if v.tag("started_at")]
-    release = max(released, key=lambda v: v.tag("started_at") or "", default=None)
+    latest = _latest_release(versions)
+    release = latest[1] if latest else None
+    requested = release.approval_requested_at if release else None
     return ReleaseStatus(
         model=name,
-        phase=release.tag("phase") if release else None,
+        phase=release.phase.value if release else None,
         champion_version=champion.version if champion else None,
         candidate_version=candidate.version if candidate else None,
         traffic=traffic,
-        last_decision=_last_decision(release),
+        last_decision=_last_decision(latest[0] if latest else None),
         versions=[_summary(v) for v in versions],
-        approval_requested_at=release.tag("approval_requested_at") if release else None,
+        approval_requested_at=requested.isoformat() if requested else None,
     )

@@ -3,11 +3,13 @@
 Two questions are asked at every monitor tick:
 
 * **input drift**: does the traffic look like the training reference? The answer is the share of
-  feature columns whose distribution drifted, and ``drifted`` when that share reaches the caller's
-  threshold;
+  feature columns whose distribution drifted;
 * **prediction drift**: does the candidate's probability distribution differ from the champion's?
   The champion's scores are the reference and the candidate's the current data, compared on one
   column with Evidently's ``ValueDrift``.
+
+Both are measurements: whether a release drifted is the drift checks' verdict
+(:mod:`mlcanary.rollout.checks`), comparing these values with the policy's thresholds.
 
 Cost is bounded by sampling, not by the traffic: each side is reduced to at most ``max_rows`` rows
 (a seeded random sample, so the same inputs always give the same answer) *before* Evidently sees
@@ -23,7 +25,8 @@ Wasserstein for numeric columns and Jensen-Shannon for categorical ones, drift a
 P-value methods can still be chosen; they drift *below* their threshold.
 
 ``EvidentlyDriftDetector`` is the real adapter (Evidently is imported on first use: it takes
-seconds to import); ``ThresholdDriftDetector`` is an in-memory fake with the same contract.
+seconds to import); :class:`mlcanary.testing.drift.ThresholdDriftDetector` is an in-memory fake with
+the same contract.
 """
 
 from __future__ import annotations
@@ -130,7 +133,8 @@ class DriftDetector(Protocol):
     ) -> DriftResult:
         """Share of drifted feature columns of ``current`` against ``reference``.
 
-        ``threshold`` is the share in (0, 1] at or above which the data counts as drifted.
+        ``threshold`` is the policy's share in (0, 1] at or above which the data counts as drifted
+        (validated here and shown in the HTML report; the verdict is the drift check's).
         ``features`` picks and types the columns (all must exist on both sides); without it the
         columns common to both frames are compared, typed from the reference's dtypes.
         """
@@ -169,7 +173,7 @@ def sample_rows(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
     return frame.iloc[positions].reset_index(drop=True)
 
 
-def _sample_array(values: np.ndarray, max_rows: int, seed: int) -> np.ndarray:
+def sample_array(values: np.ndarray, max_rows: int, seed: int) -> np.ndarray:
     if len(values) <= max_rows:
         return values
     positions = np.sort(np.random.default_rng(seed).choice(len(values), size=max_rows, replace=False))
@@ -181,7 +185,7 @@ def _check_share_threshold(threshold: float) -> None:
         raise ValueError(f"input drift threshold is a share of columns in (0, 1], got {threshold}")
 
 
-def _check_method_threshold(threshold: float) -> None:
+def check_method_threshold(threshold: float) -> None:
     if not (np.isfinite(threshold) and threshold > 0.0):
         raise ValueError(f"drift threshold must be a positive number, got {threshold}")
 
@@ -261,7 +265,7 @@ def prepare_scores(scores: Scores, side: str) -> tuple[np.ndarray, int]:
     return finite, values.size - finite.size
 
 
-def _sampled_frames(
+def sampled_frames(
     reference: pd.DataFrame,
     current: pd.DataFrame,
     features: Sequence[FeatureSpec] | None,
@@ -293,9 +297,8 @@ def _describe_methods(columns: Mapping[str, ColumnDrift]) -> str:
     return f"drifted-column share ({'; '.join(parts)})"
 
 
-def _input_score(
-    columns: Mapping[str, ColumnDrift], threshold: float, rows: int, reference_rows: int
-) -> DriftScore:
+def input_score(columns: Mapping[str, ColumnDrift], rows: int, reference_rows: int) -> DriftScore:
+    """The share of drifted columns as the judge's :class:`DriftScore`."""
     drifted = [name for name, column in columns.items() if column.drifted]
     share = len(drifted) / len(columns)
     named = f": {', '.join(drifted)}" if drifted else ""
@@ -307,12 +310,12 @@ def _input_score(
         value=share,
         method=_describe_methods(columns),
         rows=rows,
-        drifted=share >= threshold,
         detail=detail,
     )
 
 
-def _prediction_score(column: ColumnDrift, rows: int, reference_rows: int, dropped: int) -> DriftScore:
+def prediction_score(column: ColumnDrift, rows: int, reference_rows: int, dropped: int) -> DriftScore:
+    """One column's drift of the candidate's scores as the judge's :class:`DriftScore`."""
     detail = (
         f"candidate vs champion P(positive): {column.method} {column.score:.4g} "
         f"(drift {'<' if column.method in PVALUE_METHODS else '>='} {column.threshold:g}); "
@@ -324,7 +327,7 @@ def _prediction_score(column: ColumnDrift, rows: int, reference_rows: int, dropp
         value=column.score,
         method=f"{_rule(column.method, column.threshold)} on P(positive)",
         rows=rows,
-        drifted=column.drifted,
+        pvalue=column.method in PVALUE_METHODS,
         detail=detail,
     )
 
@@ -363,7 +366,7 @@ class EvidentlyDriftDetector:
         if self.max_rows <= 0:
             raise ValueError(f"max_rows must be positive, got {self.max_rows}")
         if self.column_threshold is not None:
-            _check_method_threshold(self.column_threshold)
+            check_method_threshold(self.column_threshold)
 
     def _method_for(self, kind: FeatureKind) -> str:
         if self.method is not None:
@@ -385,7 +388,7 @@ class EvidentlyDriftDetector:
         with_html: bool = False,
     ) -> DriftResult:
         """See :meth:`DriftDetector.input_drift`."""
-        ref, cur, specs = _sampled_frames(reference, current, features, self.max_rows, self.seed, threshold)
+        ref, cur, specs = sampled_frames(reference, current, features, self.max_rows, self.seed, threshold)
         if self.method is not None:
             for kind in ("numeric", "categorical"):
                 names = [s.name for s in specs if s.kind == kind]
@@ -397,7 +400,7 @@ class EvidentlyDriftDetector:
             ref, cur, kinds, methods, self._column_threshold(), with_html=with_html, drift_share=threshold
         )
         return DriftResult(
-            score=_input_score(columns, threshold, rows=len(cur), reference_rows=len(ref)),
+            score=input_score(columns, rows=len(cur), reference_rows=len(ref)),
             columns=columns,
             reference_rows=len(ref),
             html=html,
@@ -412,13 +415,13 @@ class EvidentlyDriftDetector:
         with_html: bool = False,
     ) -> DriftResult:
         """See :meth:`DriftDetector.prediction_drift`."""
-        _check_method_threshold(threshold)
+        check_method_threshold(threshold)
         method = self._method_for("numeric")
         _check_method_applies(method, "numeric", [PREDICTION_COLUMN])
         champion, champion_dropped = prepare_scores(champion_scores, "champion")
         candidate, candidate_dropped = prepare_scores(candidate_scores, "candidate")
-        ref = pd.DataFrame({PREDICTION_COLUMN: _sample_array(champion, self.max_rows, self.seed)})
-        cur = pd.DataFrame({PREDICTION_COLUMN: _sample_array(candidate, self.max_rows, self.seed)})
+        ref = pd.DataFrame({PREDICTION_COLUMN: sample_array(champion, self.max_rows, self.seed)})
+        cur = pd.DataFrame({PREDICTION_COLUMN: sample_array(candidate, self.max_rows, self.seed)})
         columns, html = _run_value_drift(
             ref,
             cur,
@@ -429,7 +432,7 @@ class EvidentlyDriftDetector:
             drift_share=None,
         )
         return DriftResult(
-            score=_prediction_score(
+            score=prediction_score(
                 columns[PREDICTION_COLUMN], len(cur), len(ref), champion_dropped + candidate_dropped
             ),
             columns=columns,
@@ -506,102 +509,3 @@ def _column_results(snapshot: Snapshot, kinds: Mapping[str, FeatureKind]) -> dic
     if missing:
         raise RuntimeError(f"Evidently returned no drift result for column(s): {', '.join(missing)}")
     return {name: found[name] for name in kinds}
-
-
-# -- in-memory fake --------------------------------------------------------------------------------
-
-
-def _mean_shift(reference: pd.Series, current: pd.Series) -> float:
-    ref = reference.dropna().to_numpy(dtype=float)
-    cur = current.dropna().to_numpy(dtype=float)
-    if ref.size == 0 or cur.size == 0:
-        return 0.0 if ref.size == cur.size else float("inf")
-    scale = max(float(np.std(ref)), 1e-3)
-    return abs(float(np.mean(cur)) - float(np.mean(ref))) / scale
-
-
-def _total_variation(reference: pd.Series, current: pd.Series) -> float:
-    ref = reference.fillna("<missing>").value_counts(normalize=True)
-    cur = current.fillna("<missing>").value_counts(normalize=True)
-    joined = pd.concat([ref, cur], axis=1).fillna(0.0)
-    return 0.5 * float(np.abs(joined.iloc[:, 0] - joined.iloc[:, 1]).sum())
-
-
-@dataclass(frozen=True)
-class ThresholdDriftDetector:
-    """In-memory :class:`DriftDetector` for tests of other modules: no Evidently, same contract.
-
-    Numeric columns and scores are scored by the absolute mean shift in reference standard
-    deviations (method ``"mean_shift"``), categorical columns by total variation distance
-    (``"total_variation"``); a column drifts at or above ``column_threshold``, prediction drift at
-    or above the ``threshold`` argument. Sampling, validation and errors match
-    :class:`EvidentlyDriftDetector`; ``with_html=True`` returns a small HTML table.
-    """
-
-    max_rows: int = 5_000
-    seed: int = 0
-    column_threshold: float = DEFAULT_COLUMN_THRESHOLD
-
-    def __post_init__(self) -> None:
-        if self.max_rows <= 0:
-            raise ValueError(f"max_rows must be positive, got {self.max_rows}")
-        _check_method_threshold(self.column_threshold)
-
-    def input_drift(
-        self,
-        reference: pd.DataFrame,
-        current: pd.DataFrame,
-        *,
-        threshold: float,
-        features: Sequence[FeatureSpec] | None = None,
-        with_html: bool = False,
-    ) -> DriftResult:
-        """See :meth:`DriftDetector.input_drift`."""
-        ref, cur, specs = _sampled_frames(reference, current, features, self.max_rows, self.seed, threshold)
-        columns: dict[str, ColumnDrift] = {}
-        for spec in specs:
-            if spec.kind == "numeric":
-                method, score = "mean_shift", _mean_shift(ref[spec.name], cur[spec.name])
-            else:
-                method, score = "total_variation", _total_variation(ref[spec.name], cur[spec.name])
-            drifted = score >= self.column_threshold
-            columns[spec.name] = ColumnDrift(spec.kind, method, score, self.column_threshold, drifted)
-        return DriftResult(
-            score=_input_score(columns, threshold, rows=len(cur), reference_rows=len(ref)),
-            columns=columns,
-            reference_rows=len(ref),
-            html=_fake_html(columns) if with_html else None,
-        )
-
-    def prediction_drift(
-        self,
-        champion_scores: Scores,
-        candidate_scores: Scores,
-        *,
-        threshold: float,
-        with_html: bool = False,
-    ) -> DriftResult:
-        """See :meth:`DriftDetector.prediction_drift`."""
-        _check_method_threshold(threshold)
-        champion, champion_dropped = prepare_scores(champion_scores, "champion")
-        candidate, candidate_dropped = prepare_scores(candidate_scores, "candidate")
-        champion = _sample_array(champion, self.max_rows, self.seed)
-        candidate = _sample_array(candidate, self.max_rows, self.seed)
-        dropped = champion_dropped + candidate_dropped
-        score = _mean_shift(pd.Series(champion), pd.Series(candidate))
-        column = ColumnDrift("numeric", "mean_shift", score, threshold, score >= threshold)
-        columns = {PREDICTION_COLUMN: column}
-        return DriftResult(
-            score=_prediction_score(column, candidate.size, champion.size, dropped),
-            columns=columns,
-            reference_rows=champion.size,
-            html=_fake_html(columns) if with_html else None,
-        )
-
-
-def _fake_html(columns: Mapping[str, ColumnDrift]) -> str:
-    rows = "".join(
-        f"<tr><td>{name}</td><td>{c.method}</td><td>{c.score:.4g}</td><td>{c.drifted}</td></tr>"
-        for name, c in columns.items()
-    )
-    return f"<html><body><table>{rows}</table></body></html>"

@@ -3,7 +3,8 @@
 They need the models and the logged inputs, so they sit beside the SQL metrics source as its
 ``extras`` step (:class:`mlcanary.telemetry.metrics.StoreMetricsSource`). Cost is bounded: at most
 ``max_rows`` recent logged rows per arm are read, models are loaded once per process and version,
-and Evidently samples its inputs (see :mod:`mlcanary.signals.drift`). A signal that cannot be measured is
+and Evidently samples its inputs (see :mod:`mlcanary.signals.drift`). Signals are measurements; the
+checks of :mod:`mlcanary.rollout.checks` judge them against the policy. A signal that cannot be measured is
 recorded in ``Measurements.problems`` (its check then reports ``error``), never raised.
 """
 
@@ -16,7 +17,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from mlcanary.registry.mlflow_registry import LoadedModel, ModelRegistry
+from mlcanary.registry.protocol import LoadedModel, ModelRegistry
 from mlcanary.rollout.measurements import Measurements
 from mlcanary.rollout.policy import RolloutPolicy
 from mlcanary.rollout.state import ReleaseState
@@ -73,6 +74,14 @@ class ModelSignals:
         check = self.policy.checks.get(name)  # type: ignore[call-overload]
         return bool(check and check.enabled)
 
+    def _threshold(self, name: str) -> float:
+        """The policy's threshold of a drift check (Evidently uses it for its per-column tests and
+        the HTML report; the verdict is the check's)."""
+        threshold = self.policy.checks[name].threshold  # type: ignore[index]
+        if threshold is None:
+            raise ValueError(f"rollout.checks.{name}.threshold is not set")
+        return threshold
+
     def _report(self, release: ReleaseState, name: str, html: str | None) -> None:
         if html and self.reports is not None:
             try:
@@ -106,12 +115,11 @@ class ModelSignals:
             except Exception as exc:
                 problems["agreement"] = f"{type(exc).__name__}: {exc}"[:300]
         if self._enabled("prediction_drift"):
-            check = self.policy.checks["prediction_drift"]
             try:
                 result = self.detector.prediction_drift(
                     champion_rows["probability"].to_numpy(dtype=float),
                     candidate_rows["probability"].to_numpy(dtype=float),
-                    threshold=check.threshold if check.threshold is not None else 0.1,
+                    threshold=self._threshold("prediction_drift"),
                     with_html=self.reports is not None,
                 )
                 prediction = result.score
@@ -119,7 +127,6 @@ class ModelSignals:
             except Exception as exc:
                 problems["prediction_drift"] = f"{type(exc).__name__}: {exc}"[:300]
         if self._enabled("input_drift"):
-            check = self.policy.checks["input_drift"]
             try:
                 features = self._model(release.model, release.candidate_version).features
                 reference = self._reference(release.model, release.champion_version)
@@ -127,7 +134,7 @@ class ModelSignals:
                 result = self.detector.input_drift(
                     reference,
                     current,
-                    threshold=check.threshold if check.threshold is not None else 0.5,
+                    threshold=self._threshold("input_drift"),
                     features=features or None,
                     with_html=self.reports is not None,
                 )

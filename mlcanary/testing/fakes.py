@@ -16,14 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from mlcanary.registry.mlflow_registry import (
-    CHAMPION,
-    LoadedModel,
-    ModelNotFoundError,
-    ModelVersionInfo,
-    NewVersion,
-    VersionNotFoundError,
-)
+from mlcanary.registry.protocol import LoadedModel, NewVersion
+from mlcanary.rollout.arms import CHAMPION
 from mlcanary.rollout.engine import RolloutEngine
 from mlcanary.rollout.measurements import ArmMetrics, Measurements, Percentiles
 from mlcanary.rollout.policy import RolloutPolicy
@@ -31,6 +25,8 @@ from mlcanary.rollout.ports import Notifier
 from mlcanary.rollout.serving import ArmStatus, ServingError, ServingStatus
 from mlcanary.rollout.state import ReleaseState
 from mlcanary.rollout.stats import MeanSummary
+from mlcanary.rollout.tags import release_from_tags
+from mlcanary.rollout.versions import ModelNotFoundError, ModelVersionInfo, VersionNotFoundError
 
 
 class InjectedCrashError(RuntimeError):
@@ -305,4 +301,4 @@ class FakeWorld:
     def release(self, version: str = "2") -> ReleaseState | None:
         """The release state recorded on ``version`` (None if it never took part in one)."""
         tags = dict(self.registry.get_version(self.model, version).tags)
-        return ReleaseState.from_tags(self.model, version, tags)
+        return release_from_tags(self.model, version, tags)

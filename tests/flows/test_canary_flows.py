@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 import flows.canary as canary
-from mlcanary.registry.mlflow_registry import CANDIDATE, CHAMPION
+from mlcanary.rollout.arms import CANDIDATE, CHAMPION
 from mlcanary.rollout.policy import RolloutPolicy
 from mlcanary.rollout.state import Phase
 from mlcanary.testing.fakes import (

@@ -32,7 +32,7 @@ import pandas as pd
 from mlcanary.config import Settings, load_settings
 from mlcanary.data.loader import load_dataset
 from mlcanary.registry.mlflow_registry import registry_from_settings
-from mlcanary.rollout.serving import Arm
+from mlcanary.rollout.arms import Arm
 from mlcanary.runtime.processes import RUN_DIRNAME, find_running, read_pidfile
 from mlcanary.serving.local.backend import LocalBackend, server_process_name
 from mlcanary.serving.local.envoy_config import ARM_HEADER, ARM_SERVED_HEADER, REQUEST_ID_HEADER

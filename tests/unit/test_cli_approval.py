@@ -8,10 +8,11 @@ import pytest
 from typer.testing import CliRunner
 
 import mlcanary.cli.main as cli
-from mlcanary.registry.mlflow_registry import CANDIDATE, CHAMPION
+from mlcanary.rollout.arms import CANDIDATE, CHAMPION
 from mlcanary.rollout.engine import RolloutEngine
 from mlcanary.rollout.policy import ApprovalPolicy, RolloutPolicy
-from mlcanary.rollout.state import Phase, ReleaseState
+from mlcanary.rollout.state import Phase
+from mlcanary.rollout.tags import release_from_tags
 from mlcanary.testing.fakes import FakeClock, FakeWorld
 
 POLICY = RolloutPolicy(
@@ -44,7 +45,7 @@ def _to_waiting(engine: RolloutEngine) -> None:
 
 
 def _phase(engine: RolloutEngine) -> Phase:
-    state = ReleaseState.from_tags("fraud", "2", dict(engine.registry.get_version("fraud", "2").tags))
+    state = release_from_tags("fraud", "2", dict(engine.registry.get_version("fraud", "2").tags))
     assert state is not None
     return state.phase
 

@@ -7,11 +7,13 @@ from datetime import timedelta
 
 import pytest
 
-from mlcanary.registry.mlflow_registry import CANDIDATE, CHAMPION, VersionNotFoundError
+from mlcanary.rollout.arms import CANDIDATE, CHAMPION
 from mlcanary.rollout.engine import NothingToDoError, RolloutEngine, RolloutError
 from mlcanary.rollout.policy import RolloutPolicy
 from mlcanary.rollout.ports import Notifier
 from mlcanary.rollout.state import Phase, ReleaseState
+from mlcanary.rollout.tags import release_from_tags
+from mlcanary.rollout.versions import VersionNotFoundError
 from mlcanary.testing.fakes import (
     FakeClock,
     FakeServingBackend,
@@ -103,7 +105,7 @@ def test_state_is_persisted_in_tags_after_every_tick(world) -> None:  # type: ig
     clock.advance(TICK)
     engine.tick("fraud")
     tags = dict(registry.get_version("fraud", "2").tags)
-    restored = ReleaseState.from_tags("fraud", "2", tags)
+    restored = release_from_tags("fraud", "2", tags)
     assert restored is not None
     assert restored.phase == Phase.PROGRESSING
     assert restored.ticks == 1

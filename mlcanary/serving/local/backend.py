@@ -43,7 +43,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
-from mlcanary.rollout.serving import ARMS, ArmStatus, ServingError, ServingStatus
+from mlcanary.rollout.arms import ARMS
+from mlcanary.rollout.serving import ArmStatus, ServingError, ServingStatus
 from mlcanary.runtime.processes import (
     ManagedProcess,
     PidRecord,

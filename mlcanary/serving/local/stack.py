@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING, Final
 
 import httpx
 
-from mlcanary.registry.mlflow_registry import CANDIDATE, CHAMPION, ModelNotFoundError, registry_from_settings
+from mlcanary.registry.mlflow_registry import registry_from_settings
+from mlcanary.rollout.arms import CANDIDATE, CHAMPION
 from mlcanary.rollout.serving import ServingError, ServingStatus
+from mlcanary.rollout.versions import ModelNotFoundError
 from mlcanary.runtime.processes import (
     RUN_DIRNAME,
     ManagedProcess,
@@ -44,7 +46,7 @@ from mlcanary.telemetry.store import default_store_url
 
 if TYPE_CHECKING:
     from mlcanary.config import Settings
-    from mlcanary.registry.mlflow_registry import ModelRegistry
+    from mlcanary.registry.protocol import ModelRegistry
 
 __all__ = [
     "COLLECTOR_PROCESS",
