@@ -333,7 +333,9 @@ def traffic_command(
     from pydantic import ValidationError
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from mlcanary.demo.traffic.run import TrafficPlan, render_summary, run_traffic_sync
+    from mlcanary.demo.traffic.plan import TrafficPlan
+    from mlcanary.demo.traffic.render import render_summary
+    from mlcanary.demo.traffic.run import run_traffic_sync
 
     with _user_errors():
         settings = ctx.obj.settings()
@@ -645,7 +647,7 @@ def webhook_command(
     and stale deliveries, and posts an accepted @candidate event to the Prefect API."""
     if ctx.invoked_subcommand is not None:
         return
-    from mlcanary.triggers.receiver import WebhookConfigError, run_webhook
+    from mlcanary.triggers.server import WebhookConfigError, run_webhook
 
     with _user_errors():
         settings = ctx.obj.settings()
@@ -675,7 +677,8 @@ def webhook_register_command(
     MLFLOW_WEBHOOK_ALLOWED_SCHEMES=http,https for a loopback receiver, and a stable
     MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY so secrets survive restarts.
     """
-    from mlcanary.triggers.receiver import WebhookConfigError, register_webhook, secret_from_env
+    from mlcanary.triggers.registration import register_webhook
+    from mlcanary.triggers.server import WebhookConfigError, secret_from_env
 
     with _user_errors():
         settings = ctx.obj.settings()

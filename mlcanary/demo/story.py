@@ -91,7 +91,8 @@ class _Traffic:
     """Background traffic through the front door for as long as a release runs."""
 
     def __init__(self, settings: Settings, rps: float, seconds: float, seed: int) -> None:
-        from mlcanary.demo.traffic.run import TrafficPlan, run_traffic
+        from mlcanary.demo.traffic.plan import TrafficPlan
+        from mlcanary.demo.traffic.run import run_traffic
 
         serving = settings.serving
         self.plan = TrafficPlan(

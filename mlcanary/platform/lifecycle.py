@@ -220,7 +220,7 @@ def up(
 
 
 def _register(paths: PlatformPaths, secret: str) -> None:
-    from mlcanary.triggers.receiver import register_webhook
+    from mlcanary.triggers.registration import register_webhook
 
     try:
         register_webhook(paths.mlflow_url, paths.webhook_url, secret)

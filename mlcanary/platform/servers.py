@@ -22,10 +22,10 @@ from mlcanary.runtime.processes import (
     ManagedProcess,
     ProcessError,
     find_running,
+    held_by_stranger,
     start_process,
     wait_for_http,
 )
-from mlcanary.serving.local.stack import held_by_stranger
 
 __all__ = [
     "SCHEDULER_MAX_RUNS",

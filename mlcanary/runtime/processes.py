@@ -22,6 +22,8 @@ from pathlib import Path
 
 import httpx
 
+from mlcanary.runtime.net import port_in_use
+
 RUN_DIRNAME = "run"
 
 
@@ -212,6 +214,12 @@ def find_running(state_dir: Path, name: str) -> ManagedProcess | None:
             path.unlink()
         return None
     return ManagedProcess(record, path)
+
+
+def held_by_stranger(state_dir: Path, owner: str, host: str, port: int) -> bool:
+    """True if something listens on ``host:port`` while our process ``owner`` (its pidfile name)
+    is not running: the port is taken by a process that is not ours."""
+    return find_running(state_dir, owner) is None and port_in_use(host, port)
 
 
 def stop_by_pidfile(state_dir: Path, name: str, grace_s: float = 5.0) -> bool:

@@ -54,7 +54,6 @@ if TYPE_CHECKING:
 RowHalf = Literal["request", "response", "both"]
 Features = dict[str, Any] | list[Any]
 
-DEFAULT_DB_FILENAME = "inference.db"
 #: Upper bounds of the string columns; the ingest layer rejects longer values before writing.
 MAX_REQUEST_ID_LENGTH = 255
 MAX_MODEL_LENGTH = 255
@@ -64,11 +63,6 @@ MAX_ARM_LENGTH = 32
 
 # Large IN (...) lists are split so SQLite's bound-parameter limit is never reached.
 _CHUNK = 500
-
-
-def default_store_url(state_dir: Path | str) -> str:
-    """``sqlite:///<state_dir>/inference.db`` with an absolute path."""
-    return f"sqlite:///{(Path(state_dir) / DEFAULT_DB_FILENAME).resolve()}"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -619,7 +613,6 @@ __all__ = [
     "InferenceRow",
     "PendingCounts",
     "WriteResult",
-    "default_store_url",
     "feedback",
     "inference_log",
     "metadata",

@@ -5,12 +5,7 @@ from __future__ import annotations
 import socket
 from contextlib import ExitStack
 
-from mlcanary.config import ServingSettings
-
-PORT_SETTINGS: tuple[str, ...] = tuple(
-    f"serving.{name}" for name in ServingSettings.model_fields if name.endswith("_port")
-)
-"""The dotted settings of every port the local stack and the platform listen on."""
+from mlcanary.config import PORT_SETTINGS
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:

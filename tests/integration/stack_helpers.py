@@ -34,8 +34,9 @@ from mlcanary.data.loader import load_dataset
 from mlcanary.registry.mlflow_registry import registry_from_settings
 from mlcanary.rollout.arms import Arm
 from mlcanary.runtime.processes import RUN_DIRNAME, find_running, read_pidfile
-from mlcanary.serving.local.backend import LocalBackend, server_process_name
-from mlcanary.serving.local.envoy_config import ARM_HEADER, ARM_SERVED_HEADER, REQUEST_ID_HEADER
+from mlcanary.serving.headers import ARM_HEADER, ARM_SERVED_HEADER, REQUEST_ID_HEADER
+from mlcanary.serving.local.arm_servers import server_process_name
+from mlcanary.serving.local.backend import LocalBackend
 from mlcanary.serving.local.stack import StackInfo, down, up
 from mlcanary.telemetry.store import InferenceLogStore
 from mlcanary.testing.ports import free_port_overrides

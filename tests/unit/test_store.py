@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlcanary.config import Settings
 from mlcanary.telemetry.aggregate import aggregate
 from mlcanary.telemetry.store import (
     LOG_COLUMNS,
     InferenceLogStore,
     InferenceRow,
-    default_store_url,
 )
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -112,7 +112,7 @@ def test_sqlite_runs_in_wal_mode_with_normal_sync(store: InferenceLogStore) -> N
 
 
 def test_default_url_points_into_the_state_dir(tmp_path: Path) -> None:
-    url = default_store_url(tmp_path / "state")
+    url = Settings(state_dir=tmp_path / "state").store_url
     assert url == f"sqlite:///{(tmp_path / 'state' / 'inference.db').resolve()}"
     with InferenceLogStore(url) as created:
         assert created.count("fraud") == 0
