@@ -124,7 +124,7 @@ def webhook_argv(settings: Settings, python: str) -> list[str]:
     return [
         python,
         "-m",
-        "mlcanary.cli.main",
+        "mlcanary.cli",
         "webhook",
         "--prefect-api-url",
         paths.prefect_api_url,

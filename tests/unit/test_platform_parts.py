@@ -165,7 +165,7 @@ def test_webhook_argv_never_carries_the_secret(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("MLCANARY_WEBHOOK_SECRET", "s3cr3t-value")
     settings = platform.platform_settings(_settings(tmp_path, **{"serving.webhook_port": 8123}))
     argv = platform.webhook_argv(settings, "/venv/bin/python")
-    assert argv[:4] == ["/venv/bin/python", "-m", "mlcanary.cli.main", "webhook"]
+    assert argv[:4] == ["/venv/bin/python", "-m", "mlcanary.cli", "webhook"]
     assert argv[argv.index("--port") + 1] == "8123"
     assert argv[argv.index("--prefect-api-url") + 1] == "http://127.0.0.1:4200/api"
     assert not any("s3cr3t" in part for part in argv)
