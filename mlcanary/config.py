@@ -156,7 +156,7 @@ class TrainingSettings(_Section):
 
 
 class ServingSettings(_Section):
-    """Where models are served (ports are the local stack's; see DESIGN.md)."""
+    """Where models are served: every port of the local stack and the platform, and their URLs."""
 
     backend: Literal["local", "kserve"] = Field(
         "local", description="'local' (Envoy + model servers) or 'kserve' (Kubernetes)"

@@ -1,4 +1,5 @@
-"""The ``mlcanary`` command line (a stable contract: see DESIGN.md, "Command line").
+"""The ``mlcanary`` command line: a stable contract (the commands, their options, ``status --json``)
+that users and scripts rely on.
 
 This module holds the global options and the list of commands; each command lives with its
 neighbours: :mod:`~mlcanary.cli.registry_commands` (``train``, ``status``, ``config``),

@@ -122,7 +122,10 @@ def status_command(
     ctx: typer.Context,
     model: Annotated[str | None, typer.Argument(help="Registered model name (default from config).")] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object (the stable contract in DESIGN.md).")
+        bool,
+        typer.Option(
+            "--json", help="Print one JSON object (a stable contract: see mlcanary/rollout/status.py)."
+        ),
     ] = False,
 ) -> None:
     """Show a model's champion, candidate, phase, observed traffic and last decision."""

@@ -22,7 +22,7 @@ caller orphans nothing):
 5. ``platform-webhook``: ``mlcanary webhook`` on ``serving.webhook_port`` with
    ``MLCANARY_WEBHOOK_SECRET`` (taken from the environment, else generated once into
    ``<state>/platform/webhook-secret``, 0600; never printed, never in an argv);
-6. the MLflow webhook registered (:func:`mlcanary.webhook.register_webhook`) to the receiver;
+6. the MLflow webhook registered (:func:`mlcanary.triggers.registration.register_webhook`) to the receiver;
 7. the serving stack (:func:`mlcanary.serving.local.stack.up`) once ``@champion`` exists.
 
 Every component (the worker's flow runs, the receiver, the model servers) sees the same settings,

@@ -1,5 +1,6 @@
-"""The registry seam: :class:`ModelRegistry` (the rollout's :class:`~mlcanary.rollout.versions.
-VersionRegistry` plus registering and loading models) and what travels through it.
+"""The registry seam: :class:`ModelRegistry` (the rollout's
+:class:`~mlcanary.rollout.versions.VersionRegistry` plus registering and loading models) and what
+travels through it.
 
 :class:`mlcanary.registry.mlflow_registry.MlflowRegistry` implements it on MLflow; the in-memory
 :class:`mlcanary.testing.fakes.InMemoryRegistry` implements it for tests.
@@ -47,9 +48,9 @@ class NewVersion:
 
 
 class ModelRegistry(VersionRegistry, Protocol):
-    """Registry operations mlcanary needs: versions, aliases and tags (:class:`~mlcanary.rollout.
-    versions.VersionRegistry`, with its errors and idempotence), plus registering a new version and
-    loading a version's model and drift reference back."""
+    """Registry operations mlcanary needs: versions, aliases and tags
+    (:class:`~mlcanary.rollout.versions.VersionRegistry`, with its errors and idempotence), plus
+    registering a new version and loading a version's model and drift reference back."""
 
     def register(self, name: str, new: NewVersion) -> ModelVersionInfo: ...
 

@@ -1,9 +1,9 @@
 """``mlcanary status``: where a model's release stands, as one JSON-able object.
 
-The shape is a stable contract (DESIGN.md, "Command line"): ``phase``, ``champion_version``,
-``candidate_version``, ``traffic`` (``{"champion": int, "candidate": int}`` as observed at the
-serving layer) and ``last_decision`` (``{"action", "reason", "checks": [...]}``). A field that is
-not known yet is ``null``; nothing is guessed.
+The shape is a stable contract users script against (``mlcanary status --json``): ``phase``,
+``champion_version``, ``candidate_version``, ``traffic`` (``{"champion": int, "candidate": int}`` as
+observed at the serving layer) and ``last_decision`` (``{"action", "reason", "checks": [...]}``).
+A field that is not known yet is ``null``; nothing is guessed.
 """
 
 from __future__ import annotations

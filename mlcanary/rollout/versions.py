@@ -1,9 +1,9 @@
 """The registry as the rollout sees it: model versions, their aliases and tags.
 
 :class:`VersionRegistry` is the part of a model registry the engine and ``status`` need (aliases and
-tags, never model files); the full registry seam (:class:`mlcanary.registry.protocol.ModelRegistry`,
-with registering and loading models) extends it, and :class:`mlcanary.registry.mlflow_registry.
-MlflowRegistry` implements both on MLflow.
+tags, never model files); the full registry seam,
+:class:`mlcanary.registry.protocol.ModelRegistry`, adds registering and loading models, and
+:class:`mlcanary.registry.mlflow_registry.MlflowRegistry` implements both on MLflow.
 """
 
 from __future__ import annotations

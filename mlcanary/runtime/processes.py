@@ -55,13 +55,22 @@ def pidfile_path(state_dir: Path, name: str) -> Path:
 
 def proc_stat_fields(pid: int) -> list[str] | None:
     """The fields of ``/proc/<pid>/stat`` after the command name (state [0], ppid [1], pgid [2],
-    start time in clock ticks [19]), or None where the process or /proc is gone (Linux only)."""
+    utime [11] and stime [12] in clock ticks, start time in clock ticks [19]), or None where the
+    process or /proc is gone (Linux only)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # The command name (field 2) may contain spaces and parentheses; fields after it are fixed.
     return stat[stat.rindex(")") + 2 :].split()
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, seconds) ``pid`` has used so far, or None where it or /proc is gone."""
+    fields = proc_stat_fields(pid)
+    if fields is None:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _start_ticks(pid: int) -> int | None:

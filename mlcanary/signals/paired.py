@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from mlcanary.rollout.measurements import Agreement
-from mlcanary.signals.drift import sample_rows
+from mlcanary.signals.drift_inputs import sample_rows
 
 
 class ProbabilisticModel(Protocol):

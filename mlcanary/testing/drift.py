@@ -14,10 +14,12 @@ from mlcanary.signals.drift import (
     PREDICTION_COLUMN,
     ColumnDrift,
     DriftResult,
-    Scores,
-    check_method_threshold,
     input_score,
     prediction_score,
+)
+from mlcanary.signals.drift_inputs import (
+    Scores,
+    check_method_threshold,
     prepare_scores,
     sample_array,
     sampled_frames,

@@ -20,3 +20,12 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
 def free_port_overrides(host: str = "127.0.0.1") -> dict[str, int]:
     """Settings overrides moving every port of :data:`PORT_SETTINGS` to a free one."""
     return dict(zip(PORT_SETTINGS, free_ports(len(PORT_SETTINGS), host), strict=True))
+
+
+def free_port_env(host: str = "127.0.0.1") -> dict[str, str]:
+    """``MLCANARY_SERVING__*_PORT`` environment variables moving every port to a free one (for
+    commands run as processes)."""
+    return {
+        "MLCANARY_" + name.upper().replace(".", "__"): str(port)
+        for name, port in free_port_overrides(host).items()
+    }

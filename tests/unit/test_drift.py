@@ -24,13 +24,8 @@ from mlcanary.data.synthetic import (
     DriftKnobs,
     generate_transactions,
 )
-from mlcanary.signals.drift import (
-    PREDICTION_COLUMN,
-    DriftDetector,
-    EvidentlyDriftDetector,
-    prepare_frames,
-    sample_rows,
-)
+from mlcanary.signals.drift import PREDICTION_COLUMN, DriftDetector, EvidentlyDriftDetector
+from mlcanary.signals.drift_inputs import prepare_frames, sample_rows
 from mlcanary.testing.drift import ThresholdDriftDetector
 from models.pipeline import build_pipeline
 

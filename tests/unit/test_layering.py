@@ -210,7 +210,9 @@ def test_package_sources_are_found() -> None:
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.relative_to(REPO_ROOT).as_posix())
 def test_no_prefect_import_under_mlcanary(path: Path) -> None:
     lines = prefect_imports(path.read_text(encoding="utf-8"))
-    assert not lines, f"{path.relative_to(REPO_ROOT)} imports prefect on line(s) {lines} (see DESIGN.md)"
+    assert not lines, (
+        f"{path.relative_to(REPO_ROOT)} imports prefect on line(s) {lines} (see docs/architecture.md)"
+    )
 
 
 def test_ruff_bans_prefect_outside_tasks_and_flows() -> None:

@@ -3,7 +3,7 @@ replayer's determinism contract (see :mod:`mlcanary.demo.traffic.run`)."""
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final
 from urllib.parse import quote
 
 import httpx
@@ -11,6 +11,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mlcanary.data.synthetic import DriftKnobs
+from mlcanary.rollout.arms import Arm
 
 #: Rows per generated chunk. Part of the determinism contract: changing it changes the rows sent.
 CHUNK_ROWS: Final = 1000
@@ -74,7 +75,7 @@ class TrafficPlan(BaseModel):
     feedback_share: float = Field(default=0.5, ge=0.0, le=1.0)
     concurrency: int = Field(default=32, ge=1, le=1024)
     timeout_s: float = Field(default=5.0, gt=0.0, le=120.0)
-    force_arm: Literal["champion", "candidate"] | None = None
+    force_arm: Arm | None = None
 
     @field_validator("front_door_url")
     @classmethod
