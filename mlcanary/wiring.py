@@ -48,7 +48,7 @@ def metrics_source(
         max_rows=settings.telemetry.drift_max_rows,
         reports=recorder.attach_report if recorder is not None and settings.telemetry.drift_reports else None,
     )
-    return StoreMetricsSource(store, extras=signals)
+    return StoreMetricsSource(store, extras=signals, label_delay=settings.rollout.labels.delay)
 
 
 def evidence_recorder(settings: Settings, registry: MlflowRegistry) -> MlflowEvidence:
