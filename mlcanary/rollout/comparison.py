@@ -86,14 +86,17 @@ class Arms:
 
 
 def _effect(check: CheckPolicy, arms: Arms) -> float | None:
-    """τ tuning: the distance between the harm to ``detect`` and the margin, on Δ's scale."""
+    """τ tuning: the distance between the harm to ``detect`` and the margin, on Δ's scale.
+
+    Only the data-free part of the margin counts (the tolerance; for log-scale means also the
+    relative tolerance): a τ chosen from the estimates themselves would void the guarantee.
+    """
     if check.detect is None:
         return None
     if arms.scale == "ratio":
         distance = math.log1p(check.detect) - math.log1p(check.relative_tolerance) - check.tolerance
     else:
-        champion = arms.baseline or 0.0
-        distance = check.detect - check.tolerance - check.relative_tolerance * champion
+        distance = check.detect - check.tolerance
     return distance if distance > 0 else None
 
 
@@ -111,12 +114,14 @@ def _run(
         alpha=alpha,
         min_samples=min_samples,
         effect_size=_effect(check, arms),
+        pass_tolerance=check.pass_margin[0],
+        pass_relative_tolerance=check.pass_margin[1],
     )
 
 
 def _difference(arms: Arms, low: float, high: float, estimate: float) -> str:
     if arms.scale == "rate":
-        return f"difference {reasons.points(estimate)}, CS [{reasons.points(low)}, {reasons.points(high)}]"
+        return f"difference {estimate * 100:+.2f} points, CS [{low * 100:+.2f}, {high * 100:+.2f}] points"
     if arms.scale == "ratio":
         ratio, low_ratio, high_ratio = (math.exp(x) for x in (estimate, low, high))
         return f"candidate/champion ratio {ratio:.3f}, CS [{low_ratio:.3f}, {high_ratio:.3f}]"
@@ -137,13 +142,16 @@ def two_arm(
     share of slow requests)."""
     value, baseline = display if display is not None else (arms.value, arms.baseline)
     floor = policy.fast_path_samples if check.critical else policy.min_samples_per_arm
+    champion_value = arms.baseline if arms.scale != "ratio" else None
     limit = reasons.limit_text(
-        check.direction,
-        check.tolerance,
-        check.relative_tolerance,
-        scale=arms.scale,
-        champion=arms.baseline if arms.scale != "ratio" else None,
+        check.direction, check.tolerance, check.relative_tolerance, scale=arms.scale, champion=champion_value
     )
+    if check.pass_margin != (check.tolerance, check.relative_tolerance):
+        passes = reasons.limit_text(
+            check.direction, *check.pass_margin, scale=arms.scale, champion=champion_value
+        )
+        within = passes.removeprefix("above ").removeprefix("below ").removeprefix("beyond ")
+        limit += f", passes only confidently within {within}"
     measured = f"{name}{arms.context}: candidate {arms.candidate_text} vs champion {arms.champion_text}"
     n_b = arms.champion.n if arms.champion else 0
     n_c = arms.candidate.n if arms.candidate else 0

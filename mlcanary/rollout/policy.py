@@ -87,7 +87,9 @@ class CheckPolicy(BaseModel):
     they **fail** when the harm is confidently beyond the margin ``tolerance + relative_tolerance ×
     champion`` and **pass** when it is confidently within it. ``agreement`` tests the paired
     agreement rate against ``threshold`` the same way. ``error_burst`` counts the last window's 5xx,
-    the drift checks compare Evidently's score with ``threshold``.
+    the drift checks compare Evidently's score with ``threshold``. A wider ``pass_tolerance`` /
+    ``pass_relative_tolerance`` lets a check fail early on a small harm and still pass an equal
+    candidate in reasonable time (a harm between the two margins eventually fails).
 
     A failing check that is not advisory rolls the release back once both arms have
     ``min_samples_per_arm`` requests; a ``critical`` one is judged earlier, from
@@ -110,6 +112,14 @@ class CheckPolicy(BaseModel):
         ge=0.0,
         description="harm accepted as a share of the champion's value (latency: +0.1 = 10 % slower)",
     )
+    pass_tolerance: float | None = Field(
+        None, ge=0.0, description="absolute harm a pass must be confidently below (default: tolerance)"
+    )
+    pass_relative_tolerance: float | None = Field(
+        None,
+        ge=0.0,
+        description="the pass margin's share of the champion's value (default: relative_tolerance)",
+    )
     threshold: float | None = Field(None, description="limit for one-arm checks (see each metric)")
     must_have_data: bool = Field(True, description="no data blocks promotion (never promotes)")
     detect: float | None = Field(
@@ -121,6 +131,26 @@ class CheckPolicy(BaseModel):
     alpha_weight: float = Field(
         1.0, gt=0.0, description="this check's share of alpha, relative to the other sequential checks"
     )
+
+    @model_validator(mode="after")
+    def _pass_margin_not_tighter(self) -> CheckPolicy:
+        if self.pass_margin[0] < self.tolerance or self.pass_margin[1] < self.relative_tolerance:
+            raise ValueError(
+                "pass_tolerance / pass_relative_tolerance must be at least tolerance / relative_tolerance: "
+                "a pass margin tighter than the failure margin could never be met by a harm between them"
+            )
+        if self.direction != "increase_is_bad" and self.pass_margin[1] >= 1:
+            raise ValueError("a relative tolerance must be < 1 when a decrease is harm")
+        return self
+
+    @property
+    def pass_margin(self) -> tuple[float, float]:
+        """(absolute, relative) margin a pass must be confidently within."""
+        absolute = self.tolerance if self.pass_tolerance is None else self.pass_tolerance
+        relative = (
+            self.relative_tolerance if self.pass_relative_tolerance is None else self.pass_relative_tolerance
+        )
+        return absolute, relative
 
     @model_validator(mode="before")
     @classmethod
@@ -140,23 +170,34 @@ def _default_checks() -> dict[str, CheckPolicy]:
         # The serving layer reports the candidate arm not ready while it should take traffic (a
         # crashed process: the front door answers 503 and nothing reaches the inference log).
         "availability": CheckPolicy(critical=True, must_have_data=False),
-        # 5xx rate, candidate vs champion: fails above champion × 1.5 + 0.2 points.
+        # 5xx rate, candidate vs champion: fails above champion × 1.05 + 0.03 points, tuned to catch
+        # 1 % → 3 % within about 1,000 canary requests; passes once confidently below champion × 2
+        # + 0.2 points. Half of alpha: the hard failure users meet first.
         "error_rate": CheckPolicy(
-            critical=True, tolerance=0.002, relative_tolerance=0.5, detect=0.02, alpha_weight=3.0
+            critical=True,
+            tolerance=0.0003,
+            relative_tolerance=0.05,
+            pass_tolerance=0.002,
+            pass_relative_tolerance=1.0,
+            detect=0.02,
+            alpha_weight=5.0,
         ),
         # "Any 5xx from the canary? Kill it": in the last tick window, at least `threshold` 5xx
         # that are also more than `tolerance` of the candidate's requests.
         "error_burst": CheckPolicy(critical=True, threshold=5, tolerance=0.2),
-        # Mean log-latency, candidate vs champion: more than 10 % slower fails.
-        "latency": CheckPolicy(relative_tolerance=0.1, detect=0.3, alpha_weight=2.0),
+        # Geometric-mean latency, candidate vs champion: fails above +10 %, passes below +25 %.
+        # Critical: log-latency is close to normal, so 50 requests per arm resolve +30 %.
+        "latency": CheckPolicy(
+            critical=True, relative_tolerance=0.1, pass_relative_tolerance=0.25, detect=0.3, alpha_weight=2.0
+        ),
         # Share of requests slower than the champion's P95 (5 % on the champion by definition).
         "latency_p95": CheckPolicy(tolerance=0.05),
         # Share of positive predictions, either way: beyond ±(1 point + half the champion's share).
-        "positive_rate": CheckPolicy(
-            direction="change_is_bad", tolerance=0.01, relative_tolerance=0.5, alpha_weight=2.0
-        ),
+        "positive_rate": CheckPolicy(direction="change_is_bad", tolerance=0.01, relative_tolerance=0.5),
         # Paired: both models scoring the same logged inputs agree on at least `threshold` of them.
-        "agreement": CheckPolicy(direction="decrease_is_bad", threshold=0.9, must_have_data=False),
+        "agreement": CheckPolicy(
+            direction="decrease_is_bad", threshold=0.9, must_have_data=False, alpha_weight=0.5
+        ),
         # Evidently drift of the candidate's probabilities against the champion's. Advisory: a good
         # model of another family reshapes the score distribution (0.11 seen at 99.6 % agreement);
         # paired agreement is the blocking model-level check.
@@ -165,18 +206,24 @@ def _default_checks() -> dict[str, CheckPolicy]:
         # the model, so advisory by default).
         "input_drift": CheckPolicy(advisory=True, threshold=0.5, must_have_data=False),
         # From ground-truth labels: accuracy more than 2 points lower fails.
-        "accuracy": CheckPolicy(direction="decrease_is_bad", tolerance=0.02, must_have_data=False),
+        "accuracy": CheckPolicy(
+            direction="decrease_is_bad", tolerance=0.02, must_have_data=False, alpha_weight=0.5
+        ),
         # More business metrics from labels, off until a policy turns them on.
-        "precision": CheckPolicy(
-            enabled=False, direction="decrease_is_bad", tolerance=0.05, must_have_data=False
-        ),
-        "recall": CheckPolicy(
-            enabled=False, direction="decrease_is_bad", tolerance=0.05, must_have_data=False
-        ),
-        "f1": CheckPolicy(enabled=False, direction="decrease_is_bad", tolerance=0.05, must_have_data=False),
-        "brier": CheckPolicy(enabled=False, relative_tolerance=0.1, must_have_data=False),
-        "log_loss": CheckPolicy(enabled=False, relative_tolerance=0.1, must_have_data=False),
-        "expected_cost": CheckPolicy(enabled=False, relative_tolerance=0.1, must_have_data=False),
+        **{
+            name: CheckPolicy(
+                enabled=False,
+                direction="decrease_is_bad",
+                tolerance=0.05,
+                must_have_data=False,
+                alpha_weight=0.5,
+            )
+            for name in ("precision", "recall", "f1")
+        },
+        **{
+            name: CheckPolicy(enabled=False, relative_tolerance=0.1, must_have_data=False, alpha_weight=0.5)
+            for name in ("brier", "log_loss", "expected_cost")
+        },
     }
 
 
@@ -210,7 +257,7 @@ class ApprovalPolicy(BaseModel):
     """A human gate before promotion (off by default).
 
     When ``required``, a release the judge would promote waits in the ``awaiting_approval`` phase at
-    its last traffic step; the monitor keeps judging it (a critical failure still rolls back at
+    its last traffic step; the monitor keeps judging it (a failing check still rolls back at
     once) until a human approves (promote) or rejects (roll back), for instance from the Prefect UI.
     With no answer within ``timeout`` the release follows ``on_timeout``; ``promote`` still needs
     every blocking check passing at that tick, otherwise it rolls back (missing data never promotes).

@@ -33,11 +33,6 @@ def share_of(successes: int, n: int) -> str:
     return f"{percent(successes / n if n else None)} ({count(successes)} of {count(n)})"
 
 
-def points(delta: float) -> str:
-    """A difference of shares in percentage points, signed (``0.021`` → ``"+2.10 points"``)."""
-    return f"{delta * 100:+.2f} points"
-
-
 def number(value: float | None) -> str:
     """A plain number with four significant digits (``"n/a"`` for None or non-finite)."""
     if value is None or not math.isfinite(value):
@@ -69,8 +64,8 @@ def limit_text(
     latency: the relative tolerance is the allowed change) or ``"value"`` (plain means).
     """
     if scale == "ratio":
-        sign = {"increase_is_bad": "+", "decrease_is_bad": "−"}.get(direction, "±")
-        return f"{sign}{relative_tolerance:.0%} on the champion's"
+        side = {"increase_is_bad": "above +", "decrease_is_bad": "below −"}.get(direction, "beyond ±")
+        return f"{side}{relative_tolerance:.0%} on the champion's"
     show = percent if scale == "rate" else number
     unit = " points" if scale == "rate" else ""
     amount = f"{tolerance * 100 if scale == 'rate' else tolerance:g}{unit}"

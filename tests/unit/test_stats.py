@@ -440,7 +440,8 @@ options = st.fixed_dictionaries(
     {
         "direction": st.sampled_from(["increase_is_bad", "decrease_is_bad"]),
         "tolerance": st.floats(min_value=0.0, max_value=0.9),
-        "relative_tolerance": st.sampled_from([0.0, 0.1, 0.5, 0.9]),
+        "relative_tolerance": st.sampled_from([0.0, 0.1, 0.5]),
+        "pass_relative_tolerance": st.sampled_from([None, 0.6, 0.9]),
         "alpha": st.floats(min_value=1e-4, max_value=0.5),
         "min_samples": st.integers(min_value=0, max_value=100),
     }
@@ -487,7 +488,8 @@ def _check_batch_matches(result: Any, batch: Any) -> None:
     assert float(batch.ci_high) == result.ci_high
     increase = result.threshold.startswith("fail if ci_low")
     fail = result.ci_low > result.margin if increase else result.ci_high < result.margin
-    passed = result.ci_high < result.margin if increase else result.ci_low > result.margin
+    passed = result.pass_bound < result.pass_margin if increase else result.pass_bound > result.pass_margin
+    assert float(batch.pass_bound) == result.pass_bound
     clipped = "proportions" in result.test and (result.ci_low == -1.0 or result.ci_high == 1.0)
     if result.verdict != "inconclusive" and not clipped:  # the documented exception
         assert result.p_value <= result.alpha * (1 + 1e-9)
@@ -541,3 +543,19 @@ def test_one_proportion_is_inconclusive_below_its_sample_floor() -> None:
     assert result.verdict == "inconclusive"
     with pytest.raises(ValueError, match="limit"):
         compare_with_limit(ProportionSummary(50, 0), 1.5, direction="decrease_is_bad")
+
+
+def test_a_wider_pass_margin_lets_an_equal_candidate_pass_while_harm_still_fails_early() -> None:
+    equal = (ProportionSummary(40_000, 400), ProportionSummary(10_000, 100))
+    harm = (ProportionSummary(4_000, 40), ProportionSummary(1_000, 30))
+    tight = {"direction": "increase_is_bad", "tolerance": 0.001, "relative_tolerance": 0.1}
+    assert compare(*equal, **tight).verdict == "inconclusive"
+    wide = {**tight, "pass_tolerance": 0.002, "pass_relative_tolerance": 0.5}
+    passed = compare(*equal, **wide)
+    assert passed.verdict == "pass"
+    assert passed.pass_margin == pytest.approx(0.002 + 0.5 * 0.01)
+    assert passed.pass_bound < passed.pass_margin
+    assert passed.p_value <= 0.05
+    assert compare(*harm, **wide, effect_size=0.018).verdict == "fail"  # tuned to detect 1 % → 3 %
+    with pytest.raises(ValueError, match="pass margin"):
+        compare(*equal, **{**tight, "pass_relative_tolerance": 0.05})
