@@ -112,7 +112,7 @@ class Fault:
     """What the next ``count`` requests matching ``method`` (and ``path_contains``) get."""
 
     method: str
-    action: int | str  # an HTTP status, "hang" or "hang-after-apply"
+    action: int | str | Callable[[], None]  # an HTTP status, "hang", "hang-after-apply" or a hook
     count: int = 1
     path_contains: str = ""
     seconds: float = 3.0
@@ -239,7 +239,9 @@ class FakeKubeApi:
             schemas.validator(group, kind, "v1" if group == "networking.istio.io" else "v1beta1")
         self._server = _Server(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-kube", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-kube", daemon=True
+        )
         self.closing = threading.Event()
 
     @property
@@ -259,7 +261,13 @@ class FakeKubeApi:
         self._server.server_close()
 
     def fail(
-        self, method: str, action: int | str, *, count: int = 1, path_contains: str = "", seconds: float = 3.0
+        self,
+        method: str,
+        action: int | str | Callable[[], None],
+        *,
+        count: int = 1,
+        path_contains: str = "",
+        seconds: float = 3.0,
     ) -> None:
         with self._lock:
             self.faults.append(Fault(method.upper(), action, count, path_contains, seconds))
@@ -313,6 +321,9 @@ def _handler(api: FakeKubeApi) -> type[BaseHTTPRequestHandler]:
                 self._send(404, ApiError(404, "NotFound", f"no route {parsed.path}").body())
                 return
             fault = api.take_fault(method, self.path)
+            if fault is not None and callable(fault.action):
+                fault.action()  # e.g. another client writes just before this request lands
+                fault = None
             if fault is not None and isinstance(fault.action, int):
                 codes = {
                     409: "Conflict",
