@@ -245,36 +245,37 @@ class KServeSettings(_Section):
 
 
 class PrometheusSettings(_Section):
-    """Per-revision request counts, latency and 5xx from Istio's standard metrics.
+    """Per-arm request counts, latency and 5xx from Istio's standard metrics.
 
-    Queries are ``string.Template`` texts: ``$namespace``, ``$workloads`` (a regex of the arms'
-    workloads), ``$range`` (e.g. ``3600s``) and ``$quantile`` are filled in; each query must return
-    one series per ``workload_label`` value (and per ``code_label`` / ``le`` where named).
+    Queries are ``string.Template`` texts run once per arm: ``$namespace``, ``$workloads`` (a regex
+    of that arm's workloads, e.g. ``fraud-predictor-00002-deployment``), ``$range`` (e.g. ``3600s``)
+    and ``$quantile`` are filled in. ``requests_query`` returns one series per ``code_label`` value,
+    ``buckets_query`` one per ``le``, ``quantile_query`` one series. Knative renamed its own metrics
+    across versions; Istio's are stable, but keep the queries here, not in code.
     """
 
     url: str | None = Field(None, description="Prometheus base URL, e.g. http://prometheus.istio-system:9090")
     timeout_s: float = Field(10.0, gt=0, description="timeout of one query")
     min_requests: int = Field(
-        20, ge=1, description="requests an arm needs before its latency percentiles are used (else no data)"
+        20, ge=2, description="requests an arm needs before its latency is used (else: no data)"
     )
-    workload_label: str = Field("destination_workload", description="label naming the workload")
     code_label: str = Field("response_code", description="label holding the HTTP status code")
     requests_query: str = Field(
-        'sum by (destination_workload, response_code) (increase(istio_requests_total{reporter="destination", '
+        'sum by (response_code) (increase(istio_requests_total{reporter="destination", '
         'destination_workload_namespace="$namespace", destination_workload=~"$workloads"}[$range]))',
-        description="requests per workload and status code over $range",
+        description="requests of one arm per status code over $range",
     )
     buckets_query: str = Field(
-        "sum by (destination_workload, le) (increase(istio_request_duration_milliseconds_bucket{"
+        "sum by (le) (increase(istio_request_duration_milliseconds_bucket{"
         'reporter="destination", destination_workload_namespace="$namespace", '
         'destination_workload=~"$workloads"}[$range]))',
-        description="latency histogram buckets (milliseconds) per workload over $range",
+        description="latency histogram buckets (milliseconds) of one arm over $range",
     )
     quantile_query: str = Field(
-        "histogram_quantile($quantile, sum by (destination_workload, le) (increase("
+        "histogram_quantile($quantile, sum by (le) (increase("
         'istio_request_duration_milliseconds_bucket{reporter="destination", '
         'destination_workload_namespace="$namespace", destination_workload=~"$workloads"}[$range])))',
-        description="latency quantile (milliseconds) per workload over $range",
+        description="a latency quantile (milliseconds) of one arm over $range",
     )
 
 
