@@ -68,7 +68,7 @@ class FakePrometheus:
             def log_message(self, *args: Any) -> None:
                 return
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers["Content-Length"])).decode()
                 promql = parse_qs(raw)["query"][0]
                 outer.queries.append(promql)
