@@ -15,12 +15,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from mlcanary.rollout.policy import RolloutPolicy
+from mlcanary.rollout.policy import MetricName, RolloutPolicy
 
 ENV_PREFIX = "MLCANARY_"
 ENV_NESTED_DELIMITER = "__"
@@ -307,6 +307,13 @@ class TelemetrySettings(_Section):
         "checks use the inference log. With prometheus.url set and this empty, Prometheus feeds "
         + ", ".join(PROMETHEUS_CHECKS),
     )
+
+    @model_validator(mode="after")
+    def _known_checks(self) -> TelemetrySettings:
+        unknown = sorted(set(self.sources) - set(get_args(MetricName)))
+        if unknown:
+            raise ValueError(f"telemetry.sources names unknown checks: {', '.join(unknown)}")
+        return self
 
     def source_for(self, check: str) -> MetricsSourceName:
         """Where ``check``'s numbers come from (see ``sources``)."""
