@@ -194,6 +194,9 @@ class KnativeRollout:
     def _start_canary(self, model: str, champion: str, candidate: str, percent: int) -> ServingStatus:
         ref = self.ref(model)
         uri = self.resolve(model, candidate)
+        # Where a rollback restores the champion from: the registry's answer now, never an annotation
+        # written by an earlier release (a promotion since then changed the champion).
+        champion_uri = self.resolve(model, champion)
         self._await_caught_up(ref)
         before: dict[str, int | None] = {}
 
@@ -203,7 +206,6 @@ class KnativeRollout:
                 before.setdefault("n", None)
                 return None
             before["n"] = revision_number(v.latest_created)
-            champion_uri = v.annotations.get(ANN_CHAMPION_URI) or v.storage_uri
             change = ModelChange(
                 model,
                 candidate,

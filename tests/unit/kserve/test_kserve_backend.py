@@ -114,6 +114,17 @@ def test_durable_rollback_never_sends_traffic_back_to_the_bad_model(
     assert backend.rollback("fraud").traffic == {"champion": 100, "candidate": 0}  # a no-op now
 
 
+def test_a_rollback_after_a_promotion_restores_the_new_champion(
+    api: FakeKubeApi, backend: KServeBackend
+) -> None:
+    backend.deploy("fraud", "1", "2", 20)
+    backend.promote("fraud")
+    backend.deploy("fraud", "2", "3", 20)
+    status = backend.rollback("fraud")
+    assert status.arms["champion"].version == "2"
+    assert isvc(api)["spec"]["predictor"]["model"]["storageUri"] == storage_uri("fraud", "2")
+
+
 def test_the_naive_rollback_is_the_trap_the_durable_one_avoids(
     api: FakeKubeApi, backend: KServeBackend
 ) -> None:
