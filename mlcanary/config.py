@@ -69,6 +69,11 @@ class MlflowSettings(_Section):
         None,
         description="artifact root for a new experiment; default: mlartifacts/ in the state directory",
     )
+    serialization: Literal["skops", "pickle"] = Field(
+        "skops",
+        description="how sklearn models are saved: 'skops' (safe to load) or 'pickle' (model.pkl, which "
+        "KServe's sklearn server and a stock MLServer can load)",
+    )
 
 
 class SyntheticDataSettings(_Section):

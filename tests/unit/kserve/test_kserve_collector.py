@@ -51,11 +51,27 @@ def test_logger_events_are_attributed_to_arms_and_versions(
                     for n in range(3):
                         rid = f"{arm}-{n}"
                         for kind, body in (
-                            ("request", {"inputs": [{"name": "amount", "shape": [1], "datatype": "FP64", "data": [9.5]}]}),
-                            ("response", {"outputs": [{"name": "predict", "shape": [1], "datatype": "INT64", "data": [1]}]}),
+                            (
+                                "request",
+                                {
+                                    "inputs": [
+                                        {"name": "amount", "shape": [1], "datatype": "FP64", "data": [9.5]}
+                                    ]
+                                },
+                            ),
+                            (
+                                "response",
+                                {
+                                    "outputs": [
+                                        {"name": "predict", "shape": [1], "datatype": "INT64", "data": [1]}
+                                    ]
+                                },
+                            ),
                         ):
                             headers, content = kserve_event(kind, rid, pod, body)
-                            codes.append((await client.post("/events", headers=headers, content=content)).status_code)
+                            codes.append(
+                                (await client.post("/events", headers=headers, content=content)).status_code
+                            )
             return codes
 
         reads_before = len(api.calls("GET", "inferenceservices/fraud"))

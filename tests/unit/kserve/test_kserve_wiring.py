@@ -44,7 +44,9 @@ def test_the_kserve_profile_builds_the_kserve_backend_and_both_sources(tmp_path:
 
 def test_without_prometheus_the_log_feeds_everything(tmp_path: Path) -> None:
     settings = kserve_settings(tmp_path, **{"telemetry.prometheus.url": None})
-    assert isinstance(metrics_source(settings, InMemoryRegistry(), backend=serving_backend(settings)), StoreMetricsSource)
+    assert isinstance(
+        metrics_source(settings, InMemoryRegistry(), backend=serving_backend(settings)), StoreMetricsSource
+    )
 
 
 def test_inconsistent_routes_are_a_configuration_error(tmp_path: Path) -> None:
