@@ -229,7 +229,8 @@ class KnativeRollout:
             if v.candidate_version is None:
                 return "the canary is gone (changed by someone else)"
             if v.latest_created == v.latest_ready and v.ready and (before is None or v.settled_after(before)):
-                return "" if v.share(v.latest_created) == percent else None
+                # Settled at what the spec asks; a different percent is set just below.
+                return "" if v.share(v.latest_created) == v.canary_percent else None
             return v.failed_after(before if before is not None else None)
 
         try:

@@ -125,6 +125,38 @@ def test_a_rollback_after_a_promotion_restores_the_new_champion(
     assert isvc(api)["spec"]["predictor"]["model"]["storageUri"] == storage_uri("fraud", "2")
 
 
+def test_a_rollback_interrupted_while_pinned_is_finished_by_the_next_call(
+    api: FakeKubeApi, backend: KServeBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlcanary.serving.kserve.knative import KnativeRollout
+
+    backend.deploy("fraud", "1", "2", 50)
+    bad = isvc(api)["status"]["components"]["predictor"]["latestCreatedRevision"]
+    since = api.store.rv
+
+    def crash(*args: object) -> None:
+        raise RuntimeError("the process died here")
+
+    with monkeypatch.context() as m:
+        m.setattr(KnativeRollout, "_restore_champion", crash)
+        with pytest.raises(RuntimeError):
+            backend.rollback("fraud")
+    pinned = backend.status("fraud")
+    assert pinned.traffic == {"champion": 100, "candidate": 0}  # safe while interrupted
+    status = backend.rollback("fraud")
+    assert status.arms["champion"].version == "1"
+    assert isvc(api)["spec"]["predictor"]["model"]["storageUri"] == storage_uri("fraud", "1")
+    assert all(share == 0 for share in shares_over_time(api, since, bad)[1:])
+
+
+def test_a_resumed_deploy_converges_on_the_requested_percent(
+    api: FakeKubeApi, backend: KServeBackend
+) -> None:
+    backend.deploy("fraud", "1", "2", 20)
+    assert backend.deploy("fraud", "1", "2", 50).traffic == {"champion": 50, "candidate": 50}
+    assert backend.deploy("fraud", "1", "2", 50).traffic == {"champion": 50, "candidate": 50}
+
+
 def test_the_naive_rollback_is_the_trap_the_durable_one_avoids(
     api: FakeKubeApi, backend: KServeBackend
 ) -> None:
