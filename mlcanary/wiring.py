@@ -52,7 +52,7 @@ def metrics_source(
         max_rows=settings.telemetry.drift_max_rows,
         reports=recorder.attach_report if recorder is not None and settings.telemetry.drift_reports else None,
     )
-    logged = StoreMetricsSource(store, extras=signals)
+    logged = StoreMetricsSource(store, extras=signals, label_delay=settings.rollout.labels.delay)
     routes = {check: settings.telemetry.source_for(check) for check in settings.rollout.checks}
     if "prometheus" not in routes.values():
         return logged

@@ -65,7 +65,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Literal, get_args
 
@@ -106,7 +106,7 @@ class MeanSummary:
     """One arm's observations of a real-valued metric: count, mean and sample variance (ddof = 1).
 
     ``log_scale`` marks a summary of log-values (e.g. log latency); :func:`compare` then applies a
-    relative tolerance t as the additive shift log(1 ± t). ``n == 0`` means no data (mean and variance
+    relative tolerance r as the additive shift log(1 ± r). ``n == 0`` means no data (mean and variance
     0); with ``n == 1`` the variance is 0. Raises ValueError for a negative or non-integer ``n``, a
     non-finite mean or a negative or non-finite variance.
     """
@@ -194,9 +194,9 @@ class ComparisonResult:
     ``estimate`` is Δ̂ = candidate − champion on the metric's scale (log scale for log-latency);
     ``[ci_low, ci_high]`` the confidence sequence for Δ at this look, each bound one-sided at level
     ``alpha`` (jointly 1 − 2α/(1 + α)); ``margin`` the tolerance as a value of Δ (signed towards the bad
-    side). For a relative tolerance on a linear scale the margin is tolerance × the champion's
-    estimated value and the interval is Δ̂ ± the half-width of the CS of the contrast
-    candidate − (1 ± t) × champion, so that comparing it with the margin is that contrast's test.
+    side). With a relative tolerance r on a linear scale the margin is ±(tolerance + r × the
+    champion's estimated value) and the interval is Δ̂ ± the half-width of the CS of the contrast
+    candidate − (1 ± r) × champion, so that comparing it with the margin is that contrast's test.
     The verdict is exactly the position of the interval relative to ``margin``; ``p_value``
     (always-valid, one-sided, for Δ = margin) is <= ``alpha`` exactly when the verdict is pass or
     fail, unless an arm is below ``min_samples`` (or a proportion interval was clipped to [−1, 1]).
@@ -293,6 +293,65 @@ def _log1p_ratio(tau2: FloatArray, v: FloatArray) -> FloatArray:
         return np.where(tau2 > v, np.log(v + tau2) - np.log(v), np.log1p(tau2 / v))
 
 
+TAU_LADDER: tuple[tuple[float, float], ...] = ((1.0, 0.75), (4.0, 1 / 12), (16.0, 1 / 12), (64.0, 1 / 12))
+"""(multiple of the tuned τ, prior weight) of the mixing distribution: most weight where the decision
+is hardest, a little on effects 4, 16 and 64 times larger. A mixture of test martingales is one, so
+the CS stays valid; the ladder costs about 5 % more observations at the tuned effect (its weight
+0.75 acts like α × 0.75) and buys fast detection of gross harm (a label flip, a 5xx storm), which a
+τ tuned to a small effect only resolves after many observations."""
+
+
+def _ladder_terms(v: FloatArray, tau2: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """log Λ of the ladder's components is affine in d²: ``a + b·d²`` (arrays stacked per component)."""
+    intercepts, slopes = [], []
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for scale, weight in TAU_LADDER:
+            t2 = tau2 * scale * scale
+            intercepts.append(math.log(weight) - 0.5 * _log1p_ratio(t2, v))
+            # τ²/(2v(v + τ²)), grouped so that v·(v + τ²) does not underflow for tiny values.
+            slopes.append((t2 / (v + t2)) / (2.0 * v))
+    return np.stack(intercepts), np.stack(slopes)
+
+
+def _log_sum_exp(terms: FloatArray) -> FloatArray:
+    top = np.max(terms, axis=0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.where(np.isfinite(top), top + np.log(np.sum(np.exp(terms - top), axis=0)), top)
+
+
+def _log_ladder(d: FloatArray, v: FloatArray, tau2: FloatArray) -> FloatArray:
+    """log Λ of the :data:`TAU_LADDER` mixture at distance ``d`` from the estimate."""
+    a, b = _ladder_terms(v, tau2)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _log_sum_exp(a + b * (d * d))
+
+
+def ladder_half_width(variance: ArrayLike, tau2: ArrayLike, alpha: float = DEFAULT_ALPHA) -> FloatArray:
+    """Half-width of the two-sided level-α CS of the :data:`TAU_LADDER` mixture around the tuned τ².
+
+    The distance d at which the mixture's Λ reaches 1/α. log Λ is a log-sum-exp of functions affine
+    in x = d², so it is convex and increasing in x: Newton's method started at the narrowest width
+    of a single weighted component (where Λ ≥ 1/α already) descends monotonically onto the root.
+    """
+    _check_alpha(alpha)
+    v = np.asarray(variance, dtype=np.float64)
+    t2 = np.asarray(tau2, dtype=np.float64)
+    start = np.minimum.reduce(
+        [mixture_half_width(v, t2 * scale * scale, alpha * weight) for scale, weight in TAU_LADDER]
+    )
+    a, b = _ladder_terms(v, t2)
+    target = math.log(1.0 / alpha)
+    x = start * start
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for _ in range(12):
+            terms = a + b * x
+            total = _log_sum_exp(terms)
+            weights = np.exp(terms - total)
+            step = (total - target) / np.sum(weights * b, axis=0)
+            x = np.where(np.isfinite(step) & (step > 0), x - step, x)
+    return np.where(v > 0, np.sqrt(np.maximum(x, 0.0)), 0.0)
+
+
 def _check_alpha(alpha: object) -> float:
     value = _check_finite("alpha", alpha)
     if not 0.0 < value < 1.0:
@@ -304,7 +363,7 @@ def _check_alpha(alpha: object) -> float:
 class _Options:
     direction: Direction
     tolerance: float
-    relative: bool
+    relative_tolerance: float
     alpha: float
     min_samples: int
     effect_size: float | None
@@ -313,7 +372,7 @@ class _Options:
 def _options(
     direction: object,
     tolerance: object,
-    relative: object,
+    relative_tolerance: object,
     alpha: object,
     min_samples: object,
     effect_size: object,
@@ -325,10 +384,11 @@ def _options(
     tol = _check_finite("tolerance", tolerance)
     if tol < 0:
         raise ValueError(f"tolerance must be >= 0, got {tol}")
-    if not isinstance(relative, bool):
-        raise ValueError(f"relative must be a bool, got {relative!r}")
-    if relative and log_scale and direction == "decrease_is_bad" and tol >= 1:
-        raise ValueError("a relative decrease tolerance must be < 1 on the log scale (log(1 - t))")
+    rel = _check_finite("relative_tolerance", relative_tolerance)
+    if rel < 0:
+        raise ValueError(f"relative_tolerance must be >= 0, got {rel}")
+    if direction == "decrease_is_bad" and rel >= 1:
+        raise ValueError("a relative decrease tolerance must be < 1 (the champion's value times 1 - t)")
     effect: float | None = None
     if effect_size is not None:
         effect = _check_finite("effect_size", effect_size)
@@ -337,7 +397,7 @@ def _options(
     return _Options(
         direction=direction,  # type: ignore[arg-type]
         tolerance=tol,
-        relative=relative,
+        relative_tolerance=rel,
         alpha=_check_alpha(alpha),
         min_samples=_check_count("min_samples", min_samples),
         effect_size=effect,
@@ -360,18 +420,15 @@ def _judge(
 ) -> BatchComparison:
     """The arithmetic shared by :func:`compare` and the batch functions (per-observation variances)."""
     sign = 1.0 if opts.direction == "increase_is_bad" else -1.0
-    t = opts.tolerance
-    if opts.relative and log_scale:
+    a, r = opts.tolerance, opts.relative_tolerance
+    if log_scale:
         factor = 1.0
-        margin = np.full(n_b.shape, math.log1p(sign * t))
-    elif opts.relative:
-        # Δ beyond t·μ_b ⇔ μ_c − (1 ± t)·μ_b beyond 0: the CS is built on that contrast, so the
-        # estimated margin's own noise is accounted for.
-        factor = 1.0 + sign * t
-        margin = sign * t * mean_b
+        margin = np.full(n_b.shape, sign * a + math.log1p(sign * r))
     else:
-        factor = 1.0
-        margin = np.full(n_b.shape, sign * t)
+        # Δ beyond a + r·μ_b ⇔ μ_c − (1 ± r)·μ_b beyond ±a: the CS is built on that contrast, so the
+        # estimated margin's own noise is accounted for.
+        factor = 1.0 + sign * r
+        margin = sign * (a + r * mean_b)
 
     has_data = (n_b >= min_n) & (n_c >= min_n)
     safe_b = np.maximum(n_b, 1)
@@ -391,13 +448,11 @@ def _judge(
     # A floor relative to v only bites for absurdly small effects (it keeps 1/τ² from overflowing).
     tau2 = np.maximum(effect * effect * _tau2_per_effect2(level), np.maximum(1e-12 * v, 1e-300))
 
-    half = mixture_half_width(v, tau2, level)
+    half = ladder_half_width(v, tau2, level)
     low = estimate - half
     high = estimate + half
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        # Grouped so that neither contrast² nor v·(v + τ²) underflows for tiny values.
-        shrink = tau2 / (v + tau2)
-        log_lambda = -0.5 * _log1p_ratio(tau2, v) + 0.5 * (contrast / v) * (contrast * shrink)
+        log_lambda = _log_ladder(contrast, v, tau2)
         # One-sided always-valid p: 1/(2Λ − 1), computed in logs because Λ overflows for big effects.
         log_denominator = log_lambda + np.log(2.0) + np.log1p(-0.5 * np.exp(-log_lambda))
         p_value = np.where(log_lambda > 0, np.exp(-np.maximum(log_denominator, 0.0)), 1.0)
@@ -477,7 +532,7 @@ def compare_proportions_batch(
     *,
     direction: Direction,
     tolerance: float = 0.0,
-    relative: bool = False,
+    relative_tolerance: float = 0.0,
     alpha: float = DEFAULT_ALPHA,
     min_samples: int = DEFAULT_MIN_SAMPLES,
     effect_size: float | None = None,
@@ -486,7 +541,9 @@ def compare_proportions_batch(
 
     Arrays broadcast together; counts must be non-negative integers with successes <= n.
     """
-    opts = _options(direction, tolerance, relative, alpha, min_samples, effect_size, log_scale=False)
+    opts = _options(
+        direction, tolerance, relative_tolerance, alpha, min_samples, effect_size, log_scale=False
+    )
     n_b, x_b, n_c, x_c = np.broadcast_arrays(
         _as_counts("champion_n", champion_n),
         _as_counts("champion_successes", champion_successes),
@@ -511,7 +568,7 @@ def compare_means_batch(
     *,
     direction: Direction,
     tolerance: float = 0.0,
-    relative: bool = False,
+    relative_tolerance: float = 0.0,
     log_scale: bool = False,
     alpha: float = DEFAULT_ALPHA,
     min_samples: int = DEFAULT_MIN_SAMPLES,
@@ -521,7 +578,9 @@ def compare_means_batch(
 
     Arrays broadcast together; variances are sample variances (ddof = 1), finite and >= 0.
     """
-    opts = _options(direction, tolerance, relative, alpha, min_samples, effect_size, log_scale=log_scale)
+    opts = _options(
+        direction, tolerance, relative_tolerance, alpha, min_samples, effect_size, log_scale=log_scale
+    )
     n_b, m_b, s_b, n_c, m_c, s_c = np.broadcast_arrays(
         _as_counts("champion_n", champion_n),
         _as_floats("champion_mean", champion_mean),
@@ -540,18 +599,19 @@ def compare_means_batch(
 
 
 def _threshold_text(opts: _Options, margin: float, log_scale: bool) -> str:
-    if opts.relative and log_scale:
-        sign = "+" if opts.direction == "increase_is_bad" else "-"
-        floor = f"log(1{sign}{opts.tolerance:g}) = {margin:+.4g} ({sign}{opts.tolerance:.0%} relative)"
-    elif opts.relative:
-        floor = f"{margin:+.4g} ({opts.tolerance:.0%} of the champion's value)"
+    sign = "+" if opts.direction == "increase_is_bad" else "-"
+    if log_scale and opts.relative_tolerance:
+        floor = f"{margin:+.4g} ({sign}{opts.relative_tolerance:.0%} relative)"
+    elif opts.relative_tolerance:
+        absolute = f"{opts.tolerance:g} + " if opts.tolerance else ""
+        floor = f"{margin:+.4g} ({sign}({absolute}{opts.relative_tolerance:.0%} of the champion's value))"
     else:
         floor = f"{margin:+.4g}"
     if opts.direction == "increase_is_bad":
         text = f"fail if ci_low > {floor}; pass if ci_high < {floor}"
     else:
         text = f"fail if ci_high < {floor}; pass if ci_low > {floor}"
-    if opts.tolerance == 0:
+    if opts.tolerance == 0 and opts.relative_tolerance == 0:
         text += " (tolerance 0: any significant harm fails; only a significant improvement passes)"
     return text
 
@@ -562,7 +622,7 @@ def compare(
     *,
     direction: Direction,
     tolerance: float = 0.0,
-    relative: bool = False,
+    relative_tolerance: float = 0.0,
     alpha: float = DEFAULT_ALPHA,
     min_samples: int = DEFAULT_MIN_SAMPLES,
     effect_size: float | None = None,
@@ -571,11 +631,13 @@ def compare(
 
     * ``direction``: whether a larger candidate value is bad (errors, latency) or a smaller one is
       (accuracy, success rate).
-    * ``tolerance`` (>= 0): the effect-size floor. Absolute: a harm up to ``tolerance`` on Δ's scale is
-      acceptable. ``relative=True``: a fraction of the champion's value — on a log-scale
-      :class:`MeanSummary` it is the shift log(1 + t) (log(1 − t) when a decrease is bad), so +10 %
-      latency is log(1.1); on a linear scale (proportions, plain means) it is t × the champion's
-      value, tested exactly as the contrast candidate − (1 ± t) × champion.
+    * ``tolerance`` (>= 0) and ``relative_tolerance`` (>= 0): the effect-size floor, a harm up to
+      ``tolerance + relative_tolerance × champion`` on Δ's scale is acceptable. On a linear scale
+      (proportions, plain means) that is tested exactly as the contrast
+      candidate − (1 ± r) × champion against ±``tolerance``; on a log-scale :class:`MeanSummary` the
+      relative part is the shift log(1 + r) (log(1 − r) when a decrease is bad), so +10 % latency is
+      ``relative_tolerance=0.1``. A relative floor suits rates whose size varies between models
+      (1 % → 3 % errors is as bad as 0.1 % → 0.3 %); the absolute part keeps a rate of 0 judgeable.
     * Verdict: **fail** when the whole CS lies beyond the margin on the bad side, **pass** when it lies
       wholly on the good side, otherwise **inconclusive**. Always inconclusive when either arm has
       fewer than ``min_samples`` observations, or no usable data (n = 0 for a proportion, n < 2 for a
@@ -597,7 +659,7 @@ def compare(
             candidate.successes,
             direction=direction,
             tolerance=tolerance,
-            relative=relative,
+            relative_tolerance=relative_tolerance,
             alpha=alpha,
             min_samples=min_samples,
             effect_size=effect_size,
@@ -618,7 +680,7 @@ def compare(
             candidate.variance,
             direction=direction,
             tolerance=tolerance,
-            relative=relative,
+            relative_tolerance=relative_tolerance,
             log_scale=log_scale,
             alpha=alpha,
             min_samples=min_samples,
@@ -631,7 +693,9 @@ def compare(
             "champion and candidate must both be ProportionSummary or both be MeanSummary, got "
             f"{type(champion).__name__} and {type(candidate).__name__}"
         )
-    opts = _options(direction, tolerance, relative, alpha, min_samples, effect_size, log_scale=log_scale)
+    opts = _options(
+        direction, tolerance, relative_tolerance, alpha, min_samples, effect_size, log_scale=log_scale
+    )
     margin = float(batch.margin)
     return ComparisonResult(
         verdict=str(batch.verdicts),  # type: ignore[arg-type]
@@ -646,6 +710,65 @@ def compare(
         margin=margin,
         champion_value=float(values[0]),
         candidate_value=float(values[1]),
+        alpha=opts.alpha,
+    )
+
+
+def compare_with_limit(
+    observed: ProportionSummary,
+    limit: float,
+    *,
+    direction: Direction,
+    alpha: float = DEFAULT_ALPHA,
+    min_samples: int = DEFAULT_MIN_SAMPLES,
+    effect_size: float | None = None,
+) -> ComparisonResult:
+    """One arm's proportion against a fixed ``limit`` (e.g. paired agreement ≥ 90 %), anytime-valid.
+
+    The same normal-mixture CS as :func:`compare`, for Δ = rate − limit with the Laplace-regularised
+    variance p̃(1 − p̃)/n: **fail** when the whole CS lies beyond the limit on the bad side
+    (``decrease_is_bad``: the rate is confidently below it), **pass** when it lies wholly on the good
+    side, otherwise inconclusive (always, below ``min_samples``). ``effect_size`` defaults to
+    ``max(|p̂ − limit|, 0.01)``. Raises ValueError for a limit outside [0, 1] or invalid options.
+    """
+    bound = _check_finite("limit", limit)
+    if not 0.0 <= bound <= 1.0:
+        raise ValueError(f"limit must be within [0, 1], got {bound}")
+    opts = _options(direction, 0.0, 0.0, alpha, min_samples, effect_size, log_scale=False)
+    n = np.asarray(observed.n, dtype=np.int64)
+    rate = np.asarray(observed.rate, dtype=np.float64)
+    laplace = (observed.successes + 1.0) / (observed.n + 2.0)
+    variance = np.asarray(laplace * (1.0 - laplace))
+    if opts.effect_size is None:
+        opts = replace(opts, effect_size=max(abs(observed.rate - bound), 0.01))
+    # A "champion" with the limit as its value and no variance turns the two-arm CS into a one-arm one.
+    batch = _judge(
+        n,
+        np.asarray(bound),
+        np.asarray(0.0),
+        n,
+        rate,
+        variance,
+        variance,
+        opts,
+        min_n=1,
+        log_scale=False,
+        bounded=True,
+    )
+    side = "below" if direction == "decrease_is_bad" else "above"
+    return ComparisonResult(
+        verdict=str(batch.verdicts),  # type: ignore[arg-type]
+        estimate=float(batch.estimate),
+        ci_low=float(batch.ci_low),
+        ci_high=float(batch.ci_high),
+        p_value=float(batch.p_value),
+        n_champion=0,
+        n_candidate=observed.n,
+        test="mixture-SPRT confidence sequence on one proportion against a fixed limit",
+        threshold=f"fail if the rate is confidently {side} {bound:g}",
+        margin=0.0,
+        champion_value=bound,
+        candidate_value=observed.rate,
         alpha=opts.alpha,
     )
 

@@ -15,17 +15,21 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from mlcanary.rollout.measurements import ArmMetrics, Measurements, Percentiles
+from mlcanary.rollout.measurements import ArmMetrics, LabelOutcomes, Measurements, Percentiles
+from mlcanary.rollout.policy import LABEL_METRICS
 from mlcanary.rollout.state import ReleaseState
 from mlcanary.rollout.stats import LATENCY_FLOOR_MS, MeanSummary
 from mlcanary.telemetry.store import InferenceLogStore, feedback, inference_log
+
+_PROBABILITY_FLOOR = 1e-15
+"""Probabilities are clipped here before taking logs (log loss), as scikit-learn does."""
 
 Extras = Callable[[ReleaseState, datetime, datetime, Measurements], Measurements]
 
@@ -34,11 +38,17 @@ class StoreMetricsSource:
     """Measures a release from the inference log (see the module docstring)."""
 
     def __init__(
-        self, store: InferenceLogStore, *, max_latency_rows: int = 50_000, extras: Extras | None = None
+        self,
+        store: InferenceLogStore,
+        *,
+        max_latency_rows: int = 50_000,
+        extras: Extras | None = None,
+        label_delay: timedelta = timedelta(0),
     ) -> None:
         self.store = store
         self.max_latency_rows = max_latency_rows
         self.extras = extras
+        self.label_delay = label_delay
 
     def _where(self, model: str, arm: str, version: str, since: datetime, until: datetime) -> Any:
         t = inference_log
@@ -60,6 +70,54 @@ class StoreMetricsSource:
         )
         return np.asarray(connection.execute(stmt).scalars().all(), dtype=float)
 
+    def _labels(
+        self, connection: Any, model: str, arm: str, version: str, since: datetime, cutoff: datetime
+    ) -> LabelOutcomes:
+        """Outcomes of the labelled predictions among requests received before ``cutoff``."""
+        t, f = inference_log, feedback
+        if cutoff <= since:
+            return LabelOutcomes()
+
+        def count_if(condition: Any) -> Any:
+            return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+        def total(expression: Any) -> Any:
+            return func.coalesce(func.sum(case((scored, expression), else_=0.0)), 0.0)
+
+        scored = t.c.probability.is_not(None)
+        brier = (t.c.probability - f.c.label) * (t.c.probability - f.c.label)
+        p_label = case((f.c.label == 1, t.c.probability), else_=1.0 - t.c.probability)
+        log_loss = -func.ln(case((p_label < _PROBABILITY_FLOOR, _PROBABILITY_FLOOR), else_=p_label))
+        row = connection.execute(
+            select(
+                count_if(and_(f.c.label == 1, t.c.prediction == 1)),
+                count_if(and_(f.c.label == 0, t.c.prediction == 1)),
+                count_if(and_(f.c.label == 1, t.c.prediction == 0)),
+                count_if(and_(f.c.label == 0, t.c.prediction == 0)),
+                count_if(scored),
+                total(brier),
+                total(brier * brier),
+                total(log_loss),
+                total(log_loss * log_loss),
+            )
+            .select_from(
+                t.join(f, and_(f.c.request_id == t.c.request_id, f.c.instance_index == t.c.instance_index))
+            )
+            .where(self._where(model, arm, version, since, cutoff), t.c.prediction.is_not(None))
+        ).one()
+        tp, fp, fn, tn, n_scored, b_sum, b_sq, l_sum, l_sq = row
+        return LabelOutcomes(
+            true_positives=int(tp),
+            false_positives=int(fp),
+            false_negatives=int(fn),
+            true_negatives=int(tn),
+            scored=int(n_scored),
+            brier_sum=float(b_sum),
+            brier_sq_sum=float(b_sq),
+            log_loss_sum=float(l_sum),
+            log_loss_sq_sum=float(l_sq),
+        )
+
     def _arm(
         self,
         connection: Any,
@@ -70,9 +128,10 @@ class StoreMetricsSource:
         until: datetime,
         window_start: datetime,
         slow_above: float,
+        label_cutoff: datetime,
         latencies: np.ndarray | None = None,
     ) -> ArmMetrics:
-        t, f = inference_log, feedback
+        t = inference_log
         where = self._where(model, arm, version, since, until)
         head = t.c.instance_index == 0
         responded = and_(head, t.c.status_code.is_not(None))
@@ -98,13 +157,7 @@ class StoreMetricsSource:
                 count_if(and_(timed, t.c.latency_ms > slow_above)),
             ).where(where)
         ).one()
-        labels = connection.execute(
-            select(func.count(f.c.label), count_if(f.c.label == t.c.prediction))
-            .select_from(
-                t.join(f, and_(f.c.request_id == t.c.request_id, f.c.instance_index == t.c.instance_index))
-            )
-            .where(where, t.c.prediction.is_not(None))
-        ).one()
+        labels = self._labels(connection, model, arm, version, since, min(until, label_cutoff))
         (requests, errors, n_timed, sum_log, sum_log_sq, preds, positives, mean_p, w_req, w_err, slow) = row
         if latencies is None:
             latencies = self._latencies(connection, where)
@@ -128,8 +181,7 @@ class StoreMetricsSource:
             predictions=int(preds),
             positives=int(positives),
             mean_probability=None if mean_p is None else float(mean_p),
-            labeled=int(labels[0]),
-            correct=int(labels[1]),
+            labels=labels,
             window_requests=int(w_req),
             window_errors=int(w_err),
         )
@@ -141,6 +193,7 @@ class StoreMetricsSource:
         try:
             with self.store.engine.connect() as connection:
                 model, since = release.model, release.started_at
+                label_cutoff = now - self.label_delay
                 champion_where = self._where(model, "champion", release.champion_version, since, now)
                 champion_latencies = self._latencies(connection, champion_where)
                 # "Slow" means slower than the champion's P95 over the same window, for both arms.
@@ -154,16 +207,33 @@ class StoreMetricsSource:
                     now,
                     window_start,
                     p95,
+                    label_cutoff,
                     champion_latencies,
                 )
                 candidate = self._arm(
-                    connection, model, "candidate", release.candidate_version, since, now, window_start, p95
+                    connection,
+                    model,
+                    "candidate",
+                    release.candidate_version,
+                    since,
+                    now,
+                    window_start,
+                    p95,
+                    label_cutoff,
                 )
         except SQLAlchemyError as exc:
             reason = f"inference log unreadable: {type(exc).__name__}: {exc}"[:300]
             empty = ArmMetrics()
             problems = dict.fromkeys(
-                ("error_rate", "latency", "latency_p95", "positive_rate", "accuracy", "error_burst"), reason
+                (
+                    "error_rate",
+                    "latency",
+                    "latency_p95",
+                    "positive_rate",
+                    "error_burst",
+                    *sorted(LABEL_METRICS),
+                ),
+                reason,
             )
             return Measurements(
                 start=release.started_at,
@@ -179,6 +249,7 @@ class StoreMetricsSource:
             window_start=window_start,
             champion=champion,
             candidate=candidate,
+            label_cutoff=now - self.label_delay,
             problems=problems,
         )
         if self.extras is not None:

@@ -26,7 +26,10 @@ CHECK_FIELDS: dict[str, tuple[str, ...]] = {
     "latency": ("log_latency", "latency_ms"),
     "latency_p95": ("requests", "slow", "latency_ms"),
     "positive_rate": ("predictions", "positives", "mean_probability"),
-    "accuracy": ("labeled", "correct"),
+    # The label checks read the arm's label outcomes (requests old enough for their label).
+    **dict.fromkeys(
+        ("accuracy", "precision", "recall", "f1", "brier", "log_loss", "expected_cost"), ("labels",)
+    ),
 }
 #: Measurements-level fields and the checks reading them.
 MEASUREMENT_FIELDS: dict[str, str] = {
