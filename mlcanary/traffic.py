@@ -124,6 +124,10 @@ class TrafficPlan(BaseModel):
     concurrency: int = Field(default=32, ge=1, le=1024)
     timeout_s: float = Field(default=5.0, gt=0.0, le=120.0)
     force_arm: Literal["champion", "candidate"] | None = None
+    protocol: Literal["v1", "v2"] = "v1"
+    host_header: str | None = Field(
+        default=None, description="Host header to send (an Istio ingress routes InferenceServices by host)"
+    )
 
     @field_validator("front_door_url")
     @classmethod
@@ -170,7 +174,9 @@ class TrafficPlan(BaseModel):
 
     @property
     def predict_url(self) -> str:
-        """The KServe V1 predict endpoint at the front door."""
+        """The KServe V1 predict (or V2 infer) endpoint at the front door."""
+        if self.protocol == "v2":
+            return f"{self.front_door_url}/v2/models/{quote(self.model, safe='')}/infer"
         return f"{self.front_door_url}/v1/models/{quote(self.model, safe='')}:predict"
 
 
@@ -466,6 +472,8 @@ class _Run:
         self._headers = {"content-type": "application/json"}
         if plan.force_arm:
             self._headers[ARM_HEADER] = plan.force_arm
+        if plan.host_header:
+            self._headers["host"] = plan.host_header
 
     def progress(self) -> Progress:
         return Progress(
@@ -572,7 +580,8 @@ class _Run:
     async def _send(self, index: int, row: dict[str, Any], label: int, wants_label: bool) -> None:
         loop = asyncio.get_running_loop()
         request_id = f"{self.run_id}-{index}"
-        body = json.dumps({"instances": [row]}).encode()
+        payload = v2_request(row) if self.plan.protocol == "v2" else {"instances": [row]}
+        body = json.dumps(payload).encode()
         headers = {**self._headers, REQUEST_ID_HEADER: request_id}
         start = loop.time()
         try:
@@ -611,6 +620,10 @@ class _Run:
             return
         stats.ok += 1
         prediction = _first_number(payload, "predictions")
+        if prediction is None and isinstance(payload, dict) and isinstance(payload.get("outputs"), list):
+            prediction = next(
+                (v for v in (_first_number(o, "data") for o in payload["outputs"]) if v is not None), None
+            )
         probability = _first_number(payload, "probabilities")
         if prediction is None and probability is None:
             stats.malformed += 1
@@ -650,6 +663,19 @@ class _Run:
 def _raise_if_failed(task: asyncio.Task[None] | None) -> None:
     if task is not None and task.done() and not task.cancelled():
         task.result()
+
+
+_V2_TYPES = ((bool, "BOOL"), (int, "INT64"), (float, "FP64"), (str, "BYTES"))
+
+
+def v2_request(row: dict[str, Any]) -> dict[str, Any]:
+    """One row as an Open Inference (V2) request: a tensor per column, decoded as a DataFrame
+    (``content_type: pd``) by MLServer's MLflow runtime and by the local model servers alike."""
+    inputs = []
+    for name, value in row.items():
+        datatype = next((t for kind, t in _V2_TYPES if isinstance(value, kind)), "BYTES")
+        inputs.append({"name": name, "shape": [1], "datatype": datatype, "data": [value]})
+    return {"inputs": inputs, "parameters": {"content_type": "pd"}}
 
 
 def _first_number(payload: Any, key: str) -> float | None:

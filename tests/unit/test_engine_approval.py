@@ -1,5 +1,6 @@
 """The approval gate in the engine: a release waits for a human, who approves or rejects; the
-monitor keeps protecting it meanwhile; no answer follows the policy."""
+monitor keeps protecting it meanwhile; no answer follows the policy. Every test runs against the
+in-memory serving backend and against the KServe backend on a fake Kubernetes API server."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 
+from mlcanary import fakes
 from mlcanary.fakes import FakeWorld, steady_traffic
 from mlcanary.registry import CANDIDATE, CHAMPION
 from mlcanary.rollout.engine import NothingToDoError
@@ -15,6 +17,14 @@ from mlcanary.rollout.state import Phase, ReleaseState
 from mlcanary.status import read_status
 
 TICK = timedelta(minutes=5)
+
+
+@pytest.fixture(autouse=True, params=["memory", "kserve"])
+def serving(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FakeWorld builds its serving backend by this name: the KServe run swaps it in."""
+    if request.param == "kserve":
+        backend = request.getfixturevalue("kserve_backend")
+        monkeypatch.setattr(fakes, "FakeServingBackend", lambda: backend)
 
 
 def gated(on_timeout: str = "rollback", timeout: str = "1h") -> RolloutPolicy:
