@@ -113,12 +113,14 @@ class CheckPolicy(BaseModel):
         description="harm accepted as a share of the champion's value (latency: +0.1 = 10 % slower)",
     )
     pass_tolerance: float | None = Field(
-        None, ge=0.0, description="absolute harm a pass must be confidently below (default: tolerance)"
+        None,
+        ge=0.0,
+        description="absolute harm a pass must be confidently below (at least, and by default, tolerance)",
     )
     pass_relative_tolerance: float | None = Field(
         None,
         ge=0.0,
-        description="the pass margin's share of the champion's value (default: relative_tolerance)",
+        description="the pass margin's share of the champion's value (at least relative_tolerance)",
     )
     threshold: float | None = Field(None, description="limit for one-arm checks (see each metric)")
     must_have_data: bool = Field(True, description="no data blocks promotion (never promotes)")
@@ -133,23 +135,17 @@ class CheckPolicy(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _pass_margin_not_tighter(self) -> CheckPolicy:
-        if self.pass_margin[0] < self.tolerance or self.pass_margin[1] < self.relative_tolerance:
-            raise ValueError(
-                "pass_tolerance / pass_relative_tolerance must be at least tolerance / relative_tolerance: "
-                "a pass margin tighter than the failure margin could never be met by a harm between them"
-            )
+    def _relative_decrease_below_one(self) -> CheckPolicy:
         if self.direction != "increase_is_bad" and self.pass_margin[1] >= 1:
             raise ValueError("a relative tolerance must be < 1 when a decrease is harm")
         return self
 
     @property
     def pass_margin(self) -> tuple[float, float]:
-        """(absolute, relative) margin a pass must be confidently within."""
-        absolute = self.tolerance if self.pass_tolerance is None else self.pass_tolerance
-        relative = (
-            self.relative_tolerance if self.pass_relative_tolerance is None else self.pass_relative_tolerance
-        )
+        """(absolute, relative) margin a pass must be confidently within: the pass settings, never
+        tighter than the failure margin (raising ``tolerance`` in a profile widens both)."""
+        absolute = max(self.tolerance, self.pass_tolerance or 0.0)
+        relative = max(self.relative_tolerance, self.pass_relative_tolerance or 0.0)
         return absolute, relative
 
     @model_validator(mode="before")

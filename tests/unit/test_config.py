@@ -547,3 +547,12 @@ def test_alpha_is_split_by_weight_over_the_enabled_sequential_checks() -> None:
     with_recall = RolloutPolicy.model_validate({"checks": {"recall": {"enabled": True}}})
     assert with_recall.alpha_for("recall") > 0
     assert sum(with_recall.alpha_for(n) for n in [*sequential, "recall"]) == pytest.approx(policy.alpha)
+
+
+def test_a_wider_failure_margin_in_a_profile_widens_the_pass_margin_too() -> None:
+    from mlcanary.rollout.policy import RolloutPolicy
+
+    policy = RolloutPolicy.model_validate({"checks": {"error_rate": {"tolerance": 0.1}}})
+    check = policy.checks["error_rate"]
+    assert check.pass_margin == (0.1, 1.0)  # the shipped pass_relative_tolerance stays
+    assert RolloutPolicy().checks["error_rate"].pass_margin == (0.002, 1.0)
