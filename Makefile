@@ -16,7 +16,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: help demo platform test test-fast lint format lock bootstrap clean bench bench-quick
+.PHONY: help demo platform test test-fast lint format lock bootstrap clean bench bench-judge bench-quick
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -47,8 +47,12 @@ test: $(STAMP) ## Every test suite: unit, flows and integration (real Envoy, MLf
 test-fast: $(STAMP) ## Unit tests only
 	$(BIN)/pytest -m "not integration and not flows and not slow"
 
-bench: $(STAMP) ## Serving benchmarks on the real local stack + judge calibration (~5 min); rewrites docs/benchmarks.md
-	$(BIN)/python -m benchmarks.serving --out docs/benchmarks.md --judge --wait-idle 120
+bench: $(STAMP) ## Every benchmark: serving on the real local stack, then the judge (~10 min); rewrites docs/benchmarks.md
+	$(BIN)/python -m benchmarks.serving --out docs/benchmarks.md --wait-idle 120
+	$(BIN)/python -m benchmarks.judge --out docs/benchmarks.md
+
+bench-judge: $(STAMP) ## The judge under the shipped policy vs Flagger/Kayenta-style rules (~5 min); rewrites its block of docs/benchmarks.md
+	$(BIN)/python -m benchmarks.judge --out docs/benchmarks.md
 
 bench-quick: $(STAMP) ## Quick serving benchmark (~2 min); prints the report, changes no file
 	$(BIN)/python -m benchmarks.serving --quick

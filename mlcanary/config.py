@@ -15,12 +15,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from mlcanary.rollout.policy import RolloutPolicy
+from mlcanary.rollout.policy import MetricName, RolloutPolicy
 
 ENV_PREFIX = "MLCANARY_"
 ENV_NESTED_DELIMITER = "__"
@@ -77,6 +77,11 @@ class MlflowSettings(_Section):
     artifact_location: str | None = Field(
         None,
         description="artifact root for a new experiment; default: mlartifacts/ in the state directory",
+    )
+    serialization: Literal["skops", "pickle"] = Field(
+        "skops",
+        description="how sklearn models are saved: 'skops' (safe to load) or 'pickle' (model.pkl, which "
+        "KServe's sklearn server and a stock MLServer can load)",
     )
 
 
@@ -223,6 +228,113 @@ PORT_SETTINGS: tuple[str, ...] = tuple(
 """The dotted settings of every port the local stack and the platform listen on."""
 
 
+KServeMode = Literal["Knative", "Serverless", "Standard", "RawDeployment"]
+
+
+class KServeSettings(_Section):
+    """The cluster side of ``serving.backend: kserve`` (see ``mlcanary/serving/kserve/``)."""
+
+    namespace: str = Field(
+        "mlcanary", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="namespace of the models"
+    )
+    context: str | None = Field(
+        None, description="kubeconfig context; default: in-cluster credentials in a pod, else the current one"
+    )
+    api_url: str | None = Field(
+        None, description="Kubernetes API URL without credentials (tests, `kubectl proxy`); overrides context"
+    )
+    deployment_mode: KServeMode = Field(
+        "Knative",
+        description="mode of InferenceServices mlcanary creates (Serverless / RawDeployment are the old "
+        "names); an existing InferenceService keeps the mode its annotation or status says",
+    )
+    runtime: Literal["mlflow", "sklearn"] = Field(
+        "mlflow",
+        description="'mlflow': the MLflow model on MLServer (V2 protocol); 'sklearn': KServe's sklearn "
+        "server (V1), which needs a pickled model file in the version's artifacts",
+    )
+    service_account: str | None = Field(
+        "mlcanary-models", description="service account of the model pods (storage credentials)"
+    )
+    logger_url: str | None = Field(
+        "http://mlcanary-collector.mlcanary.svc.cluster.local/events",
+        description="payload-logger sink (the collector in the cluster); null: no logger",
+    )
+    logger_mode: Literal["all", "request", "response"] = Field("all", description="what the logger sends")
+    min_replicas: int = Field(1, ge=0, le=100, description="predictor minReplicas (0 allows scale to zero)")
+    max_replicas: int = Field(3, ge=1, le=1000, description="predictor maxReplicas")
+    resources: dict[str, dict[str, str]] = Field(
+        default_factory=lambda: {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
+        description="resources of the model container",
+    )
+    candidate_suffix: str = Field(
+        "-canary",
+        pattern=r"^-[a-z0-9-]{1,20}$",
+        description="Standard mode: the candidate's InferenceService is <model><suffix>",
+    )
+    gateway: str = Field(
+        "istio-system/mlcanary-gateway",
+        description="Standard mode: the Istio Gateway our VirtualService binds to (namespace/name)",
+    )
+    domain: str = Field("example.com", description="ingress domain: hosts are <isvc>.<namespace>.<domain>")
+    arm_header: str = Field("x-mlcanary-arm", description="request header that forces an arm")
+    proxied_artifacts_root: str | None = Field(
+        None,
+        description="the MLflow server's --artifacts-destination (e.g. s3://mlflow): lets proxied "
+        "mlflow-artifacts:/ URIs be resolved to a storage URI KServe can read",
+    )
+    ready_timeout_s: float = Field(900.0, gt=0, description="longest wait for a revision to be ready")
+    request_timeout_s: float = Field(15.0, gt=0, description="timeout of one Kubernetes API request")
+    retries: int = Field(5, ge=0, le=20, description="retries of an API call on 5xx, 429 and timeouts")
+    backoff_s: float = Field(0.5, ge=0, description="first retry delay (doubles each time, capped at 8 s)")
+    ingress_url: str | None = Field(
+        None, description="Istio ingress gateway URL for `mlcanary traffic` (e.g. a port-forward)"
+    )
+    collector_url: str | None = Field(
+        None, description="collector URL reachable from where `mlcanary traffic` runs (feedback labels)"
+    )
+
+
+class PrometheusSettings(_Section):
+    """Per-arm request counts, latency and 5xx from Istio's standard metrics.
+
+    Queries are ``string.Template`` texts run once per arm: ``$namespace``, ``$workloads`` (a regex
+    of that arm's workloads, e.g. ``fraud-predictor-00002-deployment``), ``$range`` (e.g. ``3600s``)
+    and ``$quantile`` are filled in. ``requests_query`` returns one series per ``code_label`` value,
+    ``buckets_query`` one per ``le``, ``quantile_query`` one series. Knative renamed its own metrics
+    across versions; Istio's are stable, but keep the queries here, not in code.
+    """
+
+    url: str | None = Field(None, description="Prometheus base URL, e.g. http://prometheus.istio-system:9090")
+    timeout_s: float = Field(10.0, gt=0, description="timeout of one query")
+    min_requests: int = Field(
+        20, ge=2, description="requests an arm needs before its latency is used (else: no data)"
+    )
+    code_label: str = Field("response_code", description="label holding the HTTP status code")
+    requests_query: str = Field(
+        'sum by (response_code) (increase(istio_requests_total{reporter="destination", '
+        'destination_workload_namespace="$namespace", destination_workload=~"$workloads"}[$range]))',
+        description="requests of one arm per status code over $range",
+    )
+    buckets_query: str = Field(
+        "sum by (le) (increase(istio_request_duration_milliseconds_bucket{"
+        'reporter="destination", destination_workload_namespace="$namespace", '
+        'destination_workload=~"$workloads"}[$range]))',
+        description="latency histogram buckets (milliseconds) of one arm over $range",
+    )
+    quantile_query: str = Field(
+        "histogram_quantile($quantile, sum by (le) (increase("
+        'istio_request_duration_milliseconds_bucket{reporter="destination", '
+        'destination_workload_namespace="$namespace", destination_workload=~"$workloads"}[$range])))',
+        description="a latency quantile (milliseconds) of one arm over $range",
+    )
+
+
+MetricsSourceName = Literal["store", "prometheus"]
+#: Checks Prometheus feeds on a cluster by default; the inference log feeds the rest.
+PROMETHEUS_CHECKS: tuple[str, ...] = ("error_rate", "error_burst", "latency", "latency_p95")
+
+
 class TelemetrySettings(_Section):
     """Where inference logs and feedback labels are stored."""
 
@@ -239,6 +351,26 @@ class TelemetrySettings(_Section):
     drift_reports: bool = Field(
         True, description="keep the latest Evidently HTML reports in the release's MLflow run"
     )
+    prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
+    sources: dict[str, MetricsSourceName] = Field(
+        default_factory=dict,
+        description="which source measures each check's numbers ('store' or 'prometheus'); unlisted "
+        "checks use the inference log. With prometheus.url set and this empty, Prometheus feeds "
+        + ", ".join(PROMETHEUS_CHECKS),
+    )
+
+    @model_validator(mode="after")
+    def _known_checks(self) -> TelemetrySettings:
+        unknown = sorted(set(self.sources) - set(get_args(MetricName)))
+        if unknown:
+            raise ValueError(f"telemetry.sources names unknown checks: {', '.join(unknown)}")
+        return self
+
+    def source_for(self, check: str) -> MetricsSourceName:
+        """Where ``check``'s numbers come from (see ``sources``)."""
+        if check in self.sources:
+            return self.sources[check]
+        return "prometheus" if self.prometheus.url and check in PROMETHEUS_CHECKS else "store"
 
 
 class Settings(_Section):
@@ -251,6 +383,7 @@ class Settings(_Section):
     model: ModelSettings = Field(default_factory=ModelSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
+    kserve: KServeSettings = Field(default_factory=KServeSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     rollout: RolloutPolicy = Field(
         default_factory=RolloutPolicy,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from mlcanary.config import Settings
+from mlcanary.config import ConfigError, Settings
 from mlcanary.notify.apprise import notifier_from_env
 from mlcanary.notify.message import mlflow_run_link
 from mlcanary.registry.evidence import MlflowEvidence
@@ -20,22 +20,26 @@ from mlcanary.rollout.serving import ServingBackend
 
 
 def serving_backend(settings: Settings) -> ServingBackend:
-    """The configured serving backend."""
+    """The configured serving backend: the local stack, or KServe on the cluster of ``kserve.*``."""
     if settings.serving.backend == "local":
         from mlcanary.serving.local.backend import LocalBackend
 
         return LocalBackend(settings)
-    raise NotImplementedError(
-        "serving.backend 'kserve' is not available yet in this version (see the KServe issue); "
-        "use the local backend"
-    )
+    from mlcanary.serving.kserve.backend import KServeBackend
+
+    return KServeBackend.from_settings(settings)
 
 
 def metrics_source(
-    settings: Settings, registry: ModelRegistry, recorder: MlflowEvidence | None = None
+    settings: Settings,
+    registry: ModelRegistry,
+    recorder: MlflowEvidence | None = None,
+    backend: ServingBackend | None = None,
 ) -> MetricsSource:
     """Measurements from the inference log at ``telemetry.store_url``, with model signals
-    (paired agreement, Evidently drift) from the logged inputs and the registered models."""
+    (paired agreement, Evidently drift) from the logged inputs and the registered models; with
+    ``telemetry.prometheus.url`` set, the checks routed to Prometheus (``telemetry.sources``) take
+    their numbers from Istio's metrics of the arms' workloads, which ``backend`` names."""
     from mlcanary.signals.drift import EvidentlyDriftDetector
     from mlcanary.signals.model_signals import ModelSignals
     from mlcanary.telemetry.metrics import StoreMetricsSource
@@ -50,7 +54,28 @@ def metrics_source(
         max_rows=settings.telemetry.drift_max_rows,
         reports=recorder.attach_report if recorder is not None and settings.telemetry.drift_reports else None,
     )
-    return StoreMetricsSource(store, extras=signals)
+    logged = StoreMetricsSource(store, extras=signals, label_delay=settings.rollout.labels.delay)
+    routes = {check: settings.telemetry.source_for(check) for check in settings.rollout.checks}
+    if "prometheus" not in routes.values():
+        return logged
+    from mlcanary.telemetry.prometheus import PrometheusMetricsSource
+    from mlcanary.telemetry.sources import CombinedMetricsSource
+
+    workloads = getattr(backend, "workloads", None)
+    if workloads is None or not settings.telemetry.prometheus.url:
+        raise ConfigError(
+            "telemetry.sources routes checks to Prometheus, which needs telemetry.prometheus.url and "
+            "serving.backend 'kserve' (it names the arms' workloads)"
+        )
+    prometheus = PrometheusMetricsSource(
+        settings.telemetry.prometheus,
+        namespace=settings.kserve.namespace,
+        workloads=backend,  # type: ignore[arg-type]
+    )
+    try:
+        return CombinedMetricsSource({"store": logged, "prometheus": prometheus}, routes, default="store")
+    except ValueError as exc:
+        raise ConfigError(f"telemetry.sources: {exc}") from None
 
 
 def evidence_recorder(settings: Settings, registry: MlflowRegistry) -> MlflowEvidence:
@@ -73,6 +98,7 @@ def build_engine(
 ) -> RolloutEngine:
     """A :class:`RolloutEngine` on the configured registry, backend, metrics and evidence store."""
     registry = registry_from_settings(settings)
+    backend = backend or serving_backend(settings)
     evidence = MlflowEvidence(
         registry.client,
         f"{settings.mlflow.experiment}-releases",
@@ -80,8 +106,8 @@ def build_engine(
     )
     return RolloutEngine(
         registry=registry,
-        backend=backend or serving_backend(settings),
-        metrics=metrics or metrics_source(settings, registry, evidence),
+        backend=backend,
+        metrics=metrics or metrics_source(settings, registry, evidence, backend),
         policy=settings.rollout,
         clock=clock or SystemClock(),
         recorder=recorder or evidence,

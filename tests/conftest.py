@@ -62,3 +62,13 @@ def inbox() -> Iterator[Inbox]:
     """A local HTTP endpoint recording what is POSTed to it (see ``tests/http_inbox.py``)."""
     with running_inbox() as server:
         yield server
+
+
+@pytest.fixture
+def kserve_backend() -> Iterator[Any]:
+    """The KServe backend on a fake Kubernetes API server whose KServe controller runs in-process,
+    with ``FakeServingBackend``'s hooks (``fail_on``, ``calls``, ``candidate_ready``)."""
+    from fake_kube.world import kserve_serving
+
+    with kserve_serving() as (_api, _controller, backend):
+        yield backend

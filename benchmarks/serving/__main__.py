@@ -19,8 +19,8 @@ from benchmarks.serving.flips import FlipOutcome, analyse_flips, atomic_write_ms
 from benchmarks.serving.hop import bench_hop, report_hop
 from benchmarks.serving.machine import machine_facts
 from benchmarks.serving.measure import say
-from benchmarks.serving.plan import FULL, JUDGE_MARKERS, JUDGE_SCRIPT, QUICK, SERVING_MARKERS
-from benchmarks.serving.report import replace_block, report_header, run_judge
+from benchmarks.serving.plan import FULL, QUICK, SERVING_MARKERS
+from benchmarks.serving.report import replace_block, report_header
 from benchmarks.serving.rollbacks import bench_rollbacks, report_rollbacks
 from benchmarks.serving.setup import bench_settings, instances, predict_bodies, train_versions
 from benchmarks.serving.throughput import bench_throughput, report_throughput
@@ -119,11 +119,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--quick", action="store_true", help="fewer requests and repetitions (about half the time)"
     )
     parser.add_argument("--out", type=Path, help="markdown file whose bench:serving block is rewritten")
-    parser.add_argument(
-        "--judge",
-        action="store_true",
-        help=f"also run {JUDGE_SCRIPT.name} and rewrite the bench:judge block of --out",
-    )
     parser.add_argument("--rows", type=int, default=2000, help="synthetic training rows (default 2000)")
     parser.add_argument("--estimator", help="override model.estimator (default: the local profile's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the flip timing jitter (default 0)")
@@ -140,8 +135,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="before measuring, wait up to S seconds for other processes to use < 10%% of a core",
     )
     args = parser.parse_args(argv)
-    if args.judge and args.out is None:
-        parser.error("--judge needs --out")
     quiet_defaults()
     if args.omp_threads is not None:
         if args.omp_threads < 1:
@@ -154,9 +147,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out is not None:
         replace_block(args.out, SERVING_MARKERS, report)
         say(f"wrote the serving block of {args.out}")
-        if args.judge:
-            replace_block(args.out, JUDGE_MARKERS, run_judge())
-            say(f"wrote the judge block of {args.out}")
     return 0
 
 

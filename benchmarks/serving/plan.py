@@ -9,9 +9,6 @@ from typing import Final
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 HOST: Final = "127.0.0.1"
 SERVING_MARKERS: Final = ("<!-- bench:serving:start -->", "<!-- bench:serving:end -->")
-JUDGE_MARKERS: Final = ("<!-- bench:judge:start -->", "<!-- bench:judge:end -->")
-JUDGE_SCRIPT: Final = REPO_ROOT / "benchmarks" / "judge_calibration.py"
-JUDGE_TIMEOUT_S: Final = 600.0
 CLIENT_MAX_S: Final = 300.0
 """Hard bound on one client worker process."""
 CLIENT_MAX_REQUESTS: Final = 400_000

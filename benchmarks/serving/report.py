@@ -1,15 +1,10 @@
-"""The report around the measurements: the run's header, the markdown blocks it rewrites, the judge."""
+"""The report around the measurements: the run's header and the markdown block it rewrites."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.serving.cpu import CpuShare
-from benchmarks.serving.measure import say
-from benchmarks.serving.plan import JUDGE_SCRIPT, JUDGE_TIMEOUT_S, REPO_ROOT
 
 
 def report_header(facts: dict[str, str], elapsed_s: float, cpu: dict[str, CpuShare]) -> list[str]:
@@ -45,20 +40,3 @@ def replace_block(path: Path, markers: tuple[str, str], body: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
-
-
-def run_judge() -> str:
-    say(f"running {JUDGE_SCRIPT.name} (default runs and seed)")
-    done = subprocess.run(
-        [sys.executable, str(JUDGE_SCRIPT)],
-        capture_output=True,
-        text=True,
-        timeout=JUDGE_TIMEOUT_S,
-        check=True,
-        cwd=REPO_ROOT,
-    )
-    lines = done.stdout.strip().splitlines()
-    if lines and lines[0].startswith("# "):  # its title becomes a sub-heading of the doc's section
-        lines[0] = "#### " + lines[0][2:]
-    command = f"`python benchmarks/{JUDGE_SCRIPT.name}` (its defaults), run {datetime.now(UTC):%Y-%m-%d}"
-    return "\n".join([f"Output of {command}:", "", *lines])

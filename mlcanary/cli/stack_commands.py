@@ -4,7 +4,7 @@ traffic that flows through it."""
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal, NamedTuple
 
 import typer
 from rich.table import Table
@@ -12,6 +12,7 @@ from rich.table import Table
 from mlcanary.cli.common import console, fail, user_errors
 
 if TYPE_CHECKING:
+    from mlcanary.config import Settings
     from mlcanary.demo.traffic.plan import TrafficPlan
     from mlcanary.demo.traffic.report import Progress, TrafficReport
     from mlcanary.serving.local.stack import StackInfo
@@ -135,11 +136,20 @@ def collector_command(
 
     with user_errors():
         settings = ctx.obj.settings()
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        resolve_arm = None
+        if settings.serving.backend == "kserve":
+            # KServe's logger names the pod, not the arm: resolve it through the InferenceService.
+            from mlcanary.serving.kserve.arms import ArmResolver
+            from mlcanary.serving.kserve.backend import KServeBackend
+
+            resolve_arm = ArmResolver(KServeBackend.from_settings(settings))
+        if db_url is None and settings.telemetry.store_url is None:
+            settings.state_dir.mkdir(parents=True, exist_ok=True)
         run_collector(
             host or settings.serving.host,
             port or settings.serving.collector_port,
             db_url or settings.store_url,
+            resolve_arm=resolve_arm,
         )
 
 
@@ -162,7 +172,14 @@ def traffic_command(
     feedback: Annotated[bool, typer.Option(help="Post ground-truth labels to the collector.")] = True,
     feedback_delay: Annotated[float, typer.Option(help="Seconds before a label is posted.")] = 3.0,
     feedback_share: Annotated[float, typer.Option(help="Share of requests that get a label.")] = 0.5,
-    url: Annotated[str | None, typer.Option(help="Front door URL (default: serving.front_door_url).")] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(help="Front door URL (default: serving.front_door_url; kserve: kserve.ingress_url)."),
+    ] = None,
+    host_header: Annotated[
+        str | None,
+        typer.Option(help="Host header (kserve default: the InferenceService's host from its status)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Replay rows of the bundled dataset through the front door (optionally drifted).
@@ -178,10 +195,12 @@ def traffic_command(
 
     with user_errors():
         settings = ctx.obj.settings()
-    serving = settings.serving
+        target = _traffic_target(settings, url, host_header)
     try:
         plan = TrafficPlan(
-            front_door_url=url or serving.front_door_url,
+            front_door_url=target.url,
+            host_header=target.host_header,
+            protocol=target.protocol,
             model=settings.model.name,
             rps=rps,
             duration_s=duration if duration is not None or requests is not None else 10.0,
@@ -190,7 +209,7 @@ def traffic_command(
             covariate_shift=covariate_shift,
             fraud_rate=fraud_rate,
             noise=noise,
-            collector_url=serving.collector_url if feedback else None,
+            collector_url=target.collector_url if feedback else None,
             feedback_delay_s=feedback_delay,
             feedback_share=feedback_share,
             force_arm=arm,
@@ -205,6 +224,37 @@ def traffic_command(
         console.print(render_summary(report))
     if report.total.ok == 0:
         raise typer.Exit(1)
+
+
+class _Target(NamedTuple):
+    url: str
+    host_header: str | None
+    protocol: Literal["v1", "v2"]
+    collector_url: str | None
+
+
+def _traffic_target(settings: Settings, url: str | None, host_header: str | None) -> _Target:
+    """Where `traffic` sends: the local Envoy, or (kserve) the Istio ingress with the
+    InferenceService's host, in the protocol of the configured runtime."""
+    serving = settings.serving
+    if serving.backend != "kserve":
+        return _Target(url or serving.front_door_url, host_header, "v1", serving.collector_url)
+    from urllib.parse import urlparse
+
+    from mlcanary.wiring import serving_backend
+
+    ks = settings.kserve
+    front = url or ks.ingress_url
+    if not front:
+        raise ValueError(
+            "no ingress to send to: pass --url (e.g. after `kubectl port-forward -n istio-system "
+            "svc/istio-ingressgateway 8080:80`, --url http://127.0.0.1:8080) or set kserve.ingress_url"
+        )
+    if host_header is None:
+        endpoint = serving_backend(settings).status(settings.model.name).endpoint
+        host_header = urlparse(endpoint).hostname if endpoint else None
+    protocol: Literal["v1", "v2"] = "v2" if ks.runtime == "mlflow" else "v1"
+    return _Target(front, host_header, protocol, ks.collector_url)
 
 
 def _with_progress(plan: TrafficPlan) -> TrafficReport:

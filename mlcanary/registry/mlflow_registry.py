@@ -54,7 +54,9 @@ class MlflowRegistry:
         experiment: str = "mlcanary",
         artifact_location: str | None = None,
         client: MlflowClient | None = None,
+        serialization: str = "skops",
     ) -> None:
+        self.serialization = serialization
         self.tracking_uri = tracking_uri
         self.registry_uri = registry_uri or tracking_uri
         self.experiment = experiment
@@ -165,15 +167,16 @@ class MlflowRegistry:
             )
             with tempfile.TemporaryDirectory(prefix="mlcanary-register-") as tmp:
                 model_dir = Path(tmp) / MODEL_ARTIFACT
-                probe = Path(tmp) / "probe.skops"
-                skops.io.dump(new.model, probe)
-                # We built this pipeline ourselves, so every type in it is trusted on reload.
-                trusted = skops.io.get_untrusted_types(file=probe)
+                fmt: dict[str, Any] = {"serialization_format": self.serialization}
+                if self.serialization == "skops":
+                    probe = Path(tmp) / "probe.skops"
+                    skops.io.dump(new.model, probe)
+                    # We built this pipeline ourselves, so every type in it is trusted on reload.
+                    fmt["skops_trusted_types"] = skops.io.get_untrusted_types(file=probe)
                 mlflow.sklearn.save_model(
                     new.model,
                     path=str(model_dir),
-                    serialization_format="skops",
-                    skops_trusted_types=trusted,
+                    **fmt,
                     signature=signature_for(new.features),
                     input_example=new.input_example,
                     pip_requirements=list(new.pip_requirements) or None,
@@ -236,4 +239,5 @@ def registry_from_settings(settings: Settings) -> MlflowRegistry:
         settings.registry_uri,
         experiment=settings.mlflow.experiment,
         artifact_location=settings.artifact_location,
+        serialization=settings.mlflow.serialization,
     )

@@ -1,275 +1,134 @@
 """Pure evaluation of each policy check against one tick's measurements.
 
 One small function per metric; each returns a :class:`CheckResult` with value, baseline, threshold,
-test and sample sizes, so every decision can be explained. Two-arm checks use the anytime-valid
-confidence sequences of :mod:`mlcanary.rollout.stats` at the policy's per-check α.
+test, sample sizes and a one-sentence ``reason``, so every decision can be explained. Sequential
+checks use the anytime-valid confidence sequences of :mod:`mlcanary.rollout.stats` at their share of
+the policy's α (:meth:`RolloutPolicy.alpha_for`). The business metrics from labels live in
+:mod:`mlcanary.rollout.label_checks`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
-from mlcanary.rollout.measurements import ArmMetrics, DriftScore, Measurements
+from mlcanary.rollout import reasons
+from mlcanary.rollout.comparison import Arms, CheckFunction, rate_arms, result, two_arm
+from mlcanary.rollout.label_checks import LABEL_CHECKS
+from mlcanary.rollout.measurements import DriftScore, Measurements
 from mlcanary.rollout.policy import CheckPolicy, RolloutPolicy
 from mlcanary.rollout.state import CheckResult, Verdict
-from mlcanary.rollout.stats import ComparisonResult, MeanSummary, ProportionSummary, compare
-
-Summary = MeanSummary | ProportionSummary
-
-
-def _result(
-    name: str,
-    check: CheckPolicy,
-    verdict: Verdict,
-    *,
-    value: float | None = None,
-    baseline: float | None = None,
-    threshold: str = "",
-    test: str = "",
-    n_champion: int | None = None,
-    n_candidate: int | None = None,
-    ci: tuple[float | None, float | None] = (None, None),
-    detail: str = "",
-    no_data: bool = False,
-) -> CheckResult:
-    optional = no_data and not check.must_have_data
-    blocking = not check.advisory and verdict != "pass" and not optional
-    return CheckResult(
-        name=name,
-        verdict=verdict,
-        critical=check.critical,
-        advisory=check.advisory,
-        blocking=blocking,
-        value=_finite(value),
-        baseline=_finite(baseline),
-        threshold=threshold,
-        test=test,
-        n_champion=n_champion,
-        n_candidate=n_candidate,
-        ci_low=_finite(ci[0]),
-        ci_high=_finite(ci[1]),
-        detail=detail,
-    )
-
-
-def _finite(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) else float(value)
-
-
-def _two_arm(
-    name: str,
-    check: CheckPolicy,
-    policy: RolloutPolicy,
-    champion: Summary | None,
-    candidate: Summary | None,
-    *,
-    value: float | None,
-    baseline: float | None,
-    tolerance: float,
-    relative: bool,
-    unit: str = "",
-) -> CheckResult:
-    if champion is None or candidate is None or champion.n == 0 or candidate.n == 0:
-        return _result(
-            name,
-            check,
-            "inconclusive",
-            value=value,
-            baseline=baseline,
-            threshold=f"tolerance {check.tolerance:g}{unit}",
-            n_champion=champion.n if champion else 0,
-            n_candidate=candidate.n if candidate else 0,
-            detail="no data yet",
-            no_data=True,
-        )
-    alpha = policy.alpha_per_check
-
-    def run(direction: str, share: float) -> ComparisonResult:
-        return compare(
-            champion,
-            candidate,
-            direction=direction,  # type: ignore[arg-type]
-            tolerance=tolerance,
-            relative=relative,
-            alpha=alpha * share,
-            min_samples=policy.min_samples_per_arm,
-        )
-
-    if check.direction == "change_is_bad":
-        up, down = run("increase_is_bad", 0.5), run("decrease_is_bad", 0.5)
-        verdicts = {up.verdict, down.verdict}
-        verdict: Verdict = (
-            "fail" if "fail" in verdicts else "pass" if verdicts == {"pass"} else "inconclusive"
-        )
-        result = up
-    else:
-        result = run(check.direction, 1.0)
-        verdict = result.verdict  # type: ignore[assignment]
-    return _result(
-        name,
-        check,
-        verdict,
-        value=value,
-        baseline=baseline,
-        threshold=result.threshold,
-        test=result.test,
-        n_champion=result.n_champion,
-        n_candidate=result.n_candidate,
-        ci=(result.ci_low, result.ci_high),
-        detail=f"candidate − champion = {result.estimate:+.4g}{unit}"
-        f" (CS [{result.ci_low:+.4g}, {result.ci_high:+.4g}])",
-    )
-
-
-def _proportion(n: int, k: int) -> ProportionSummary | None:
-    return ProportionSummary(n=n, successes=k) if n > 0 else None
-
-
-def _proportions(
-    name: str,
-    check: CheckPolicy,
-    policy: RolloutPolicy,
-    m: Measurements,
-    total: str,
-    events: str,
-    *,
-    value: float | None,
-    baseline: float | None,
-) -> CheckResult:
-    """A two-arm check on the share ``events / total`` of each arm's :class:`ArmMetrics`."""
-    return _two_arm(
-        name,
-        check,
-        policy,
-        _proportion(getattr(m.champion, total), getattr(m.champion, events)),
-        _proportion(getattr(m.candidate, total), getattr(m.candidate, events)),
-        value=value,
-        baseline=baseline,
-        tolerance=check.tolerance,
-        relative=check.relative,
-    )
+from mlcanary.rollout.stats import MeanSummary, ProportionSummary, compare_with_limit
 
 
 def check_error_rate(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) -> CheckResult:
-    return _proportions(
-        "error_rate",
-        check,
-        policy,
-        m,
-        "requests",
-        "errors",
-        value=m.candidate.error_rate,
-        baseline=m.champion.error_rate,
+    b, c = m.champion, m.candidate
+    return two_arm(
+        "error_rate", check, policy, rate_arms("5xx", (b.requests, b.errors), (c.requests, c.errors))
     )
 
 
 def check_latency(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) -> CheckResult:
-    # Log-latency summaries: stats turns a relative tolerance of +20 % into log(1.2) on that scale.
-    cand, champ = m.candidate.latency_ms, m.champion.latency_ms
-    result = _two_arm(
-        "latency",
-        check,
-        policy,
-        m.champion.log_latency,
-        m.candidate.log_latency,
-        value=cand.p50 if cand else None,
-        baseline=champ.p50 if champ else None,
-        tolerance=check.tolerance,
-        relative=check.relative,
-        unit=" log-ms",
+    # Means of log-latency compare geometric means; a relative tolerance of +10 % is log(1.1).
+    b, c = m.champion, m.candidate
+
+    def shown(summary: MeanSummary | None, requests: int) -> str:
+        if summary is None or summary.n == 0:
+            return f"no latencies ({reasons.count(requests)} requests)"
+        return f"{math.exp(summary.mean):.1f} ms geometric mean over {reasons.count(summary.n)} requests"
+
+    arms = Arms(
+        champion=b.log_latency,
+        candidate=c.log_latency,
+        scale="ratio",
+        what="latency",
+        champion_text=shown(b.log_latency, b.requests),
+        candidate_text=shown(c.log_latency, c.requests),
+        value=c.latency_ms.p50 if c.latency_ms else None,
+        baseline=b.latency_ms.p50 if b.latency_ms else None,
     )
-    if result.ci_low is None or result.ci_high is None:
-        return result
-    ratio = (
-        f"candidate/champion geometric-mean latency in "
-        f"[{math.exp(result.ci_low):.3f}, {math.exp(result.ci_high):.3f}]"
-    )
-    return CheckResult(**{**result.to_dict(), "detail": ratio})
+    return two_arm("latency", check, policy, arms)
 
 
 def check_latency_p95(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) -> CheckResult:
-    return _proportions(
-        "latency_p95",
-        check,
-        policy,
-        m,
-        "requests",
-        "slow",
-        value=m.candidate.latency_ms.p95 if m.candidate.latency_ms else None,
-        baseline=m.champion.latency_ms.p95 if m.champion.latency_ms else None,
-    )
+    # A quantile check as a proportion: the share of requests slower than the champion's P95.
+    b, c = m.champion, m.candidate
+    p95 = f" (slower than the champion's P95, {b.latency_ms.p95:.1f} ms)" if b.latency_ms else ""
+    arms = rate_arms("slow", (b.requests, b.slow), (c.requests, c.slow), context=p95)
+    shown = (c.latency_ms.p95 if c.latency_ms else None, b.latency_ms.p95 if b.latency_ms else None)
+    return two_arm("latency_p95", check, policy, arms, display=shown)
 
 
 def check_positive_rate(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) -> CheckResult:
-    return _proportions(
-        "positive_rate",
-        check,
-        policy,
-        m,
-        "predictions",
-        "positives",
-        value=m.candidate.positive_rate,
-        baseline=m.champion.positive_rate,
-    )
-
-
-def check_accuracy(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) -> CheckResult:
-    return _proportions(
-        "accuracy",
-        check,
-        policy,
-        m,
-        "labeled",
-        "correct",
-        value=m.candidate.accuracy,
-        baseline=m.champion.accuracy,
-    )
+    b, c = m.champion, m.candidate
+    arms = rate_arms("positive", (b.predictions, b.positives), (c.predictions, c.positives))
+    return two_arm("positive_rate", check, policy, arms)
 
 
 def check_error_burst(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) -> CheckResult:
-    arm: ArmMetrics = m.candidate
-    count = arm.window_errors
-    share = count / arm.window_requests if arm.window_requests else 0.0
+    arm = m.candidate
+    count, seen = arm.window_errors, arm.window_requests
+    share = count / seen if seen else 0.0
     min_count = int(_limit(check))
     burst = count >= min_count and share > check.tolerance
-    return _result(
+    limit = f"at least {min_count} 5xx making up more than {check.tolerance:.0%} of the window's requests"
+    window = (m.end - m.window_start).total_seconds()
+    return result(
         "error_burst",
         check,
         "fail" if burst else "pass",
+        reason=f"error_burst: {reasons.count(count)} 5xx in {reasons.count(seen)} candidate requests "
+        f"({reasons.percent(share)}) in the last {window:.0f} s; a burst is {limit} → "
+        f"{'a burst' if burst else 'no burst'} (count in the last window)",
         value=float(count),
-        threshold=f"fewer than {min_count} 5xx or at most {check.tolerance:.0%} of the candidate's "
-        "requests in the last window",
-        test="count in window",
-        n_candidate=arm.window_requests,
-        detail=f"{count} 5xx of {arm.window_requests} candidate requests ({share:.1%}) in the last window",
+        threshold=f"a burst is {limit}",
+        test="count in the last window",
+        n_candidate=seen,
+        detail=f"{count} 5xx of {seen} candidate requests ({share:.1%}) in the last window",
     )
 
 
 def check_agreement(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) -> CheckResult:
     limit = _limit(check)
     paired = m.agreement
-    label = f"agreement ≥ {limit:.0%}"
+    label = f"agreement below {limit:.0%}"
     if paired is None or paired.n == 0:
-        return _result(
-            "agreement", check, "inconclusive", threshold=label, detail="no paired data", no_data=True
+        return result(
+            "agreement",
+            check,
+            "inconclusive",
+            reason=f"agreement: no paired inputs scored by both models yet; fails {label}",
+            threshold=f"fails {label}",
+            detail="no paired data",
+            no_data=True,
         )
-    rate = paired.rate or 0.0
-    detail = f"{paired.agree}/{paired.n} same label, mean |Δp| {paired.mean_abs_dp:.4f}"
-    if paired.n < min(policy.min_samples_per_arm, 100):
-        verdict: Verdict = "inconclusive"
-        detail += " (too few paired inputs yet)"
-    else:
-        verdict = "pass" if rate >= limit else "fail"
-    return _result(
+    floor = min(policy.min_samples_per_arm, 100)
+    alpha = policy.alpha_for("agreement")
+    test = compare_with_limit(
+        ProportionSummary(paired.n, paired.agree),
+        limit,
+        direction="decrease_is_bad",
+        alpha=alpha,
+        min_samples=floor,
+    )
+    low, high = max(limit + test.ci_low, 0.0), min(limit + test.ci_high, 1.0)
+    concluded = reasons.conclusion(
+        test.verdict, "decrease_is_bad", below_floor=floor if paired.n < floor else None
+    )
+    concluded = concluded.replace("requests per arm", "paired inputs")
+    return result(
         "agreement",
         check,
-        verdict,
-        value=rate,
-        threshold=label,
-        test="paired re-scoring, point estimate",
+        test.verdict,
+        reason=f"agreement: both models give the same label to {reasons.share_of(paired.agree, paired.n)} "
+        f"paired inputs (mean |Δp| {paired.mean_abs_dp:.3f}); fails {label}; CS "
+        f"[{reasons.percent(low)}, {reasons.percent(high)}] → {concluded} "
+        f"(mixture-SPRT confidence sequence, α {alpha:.2g})",
+        value=paired.rate,
+        threshold=f"fails {label}",
+        test=test.test,
         n_candidate=paired.n,
-        detail=detail,
+        ci=(low, high),
+        detail=f"{paired.agree}/{paired.n} same label, mean |Δp| {paired.mean_abs_dp:.4f}",
     )
 
 
@@ -281,16 +140,27 @@ def _limit(check: CheckPolicy) -> float:
 
 
 def _check_drift(name: str, check: CheckPolicy, score: DriftScore | None, label: str) -> CheckResult:
+    advisory = " (advisory)" if check.advisory else ""
     if score is None:
-        return _result(name, check, "inconclusive", threshold=label, detail="not measured", no_data=True)
+        return result(
+            name,
+            check,
+            "inconclusive",
+            reason=f"{name}: not measured; fails at {label}{advisory}",
+            threshold=label,
+            detail="not measured",
+            no_data=True,
+        )
     limit = _limit(check)
     # A p-value drifts below its threshold; a distance or a share of drifted columns at or above it.
     drifted = score.value < limit if score.pvalue else score.value >= limit
     verdict: Verdict = "fail" if drifted else "pass"
-    return _result(
+    return result(
         name,
         check,
         verdict,
+        reason=f"{name}: {score.value:.4g} over {reasons.count(score.rows)} rows ({score.method}); "
+        f"fails at {label} → {'drift' if drifted else 'no drift'} (Evidently){advisory}",
         value=score.value,
         threshold=label,
         test=f"Evidently {score.method}",
@@ -301,33 +171,42 @@ def _check_drift(name: str, check: CheckPolicy, score: DriftScore | None, label:
 
 def check_prediction_drift(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) -> CheckResult:
     score = m.prediction_drift
-    rule = "<" if score is not None and score.pvalue else ">="
-    label = f"no drift of candidate vs champion (drift: score {rule} {_limit(check):g})"
+    rule = "a p-value <" if score is not None and score.pvalue else "a drift score ≥"
+    label = f"{rule} {_limit(check):g} (candidate vs champion)"
     return _check_drift("prediction_drift", check, score, label)
 
 
 def check_input_drift(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) -> CheckResult:
-    return _check_drift("input_drift", check, m.input_drift, f"drifted columns < {_limit(check):.0%}")
+    return _check_drift("input_drift", check, m.input_drift, f"{_limit(check):.0%} of columns drifted")
 
 
 def check_availability(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) -> CheckResult:
-    label = "candidate arm ready while it takes traffic"
+    label = "candidate arm is not ready while it takes traffic"
     if m.candidate_ready is None:
-        return _result(
-            "availability", check, "inconclusive", threshold=label, detail="not observed", no_data=True
+        return result(
+            "availability",
+            check,
+            "inconclusive",
+            reason="availability: the serving layer did not report the candidate arm",
+            threshold=f"fails when the {label}",
+            detail="not observed",
+            no_data=True,
         )
-    return _result(
+    detail = m.serving_detail or ("ready" if m.candidate_ready else "not ready")
+    return result(
         "availability",
         check,
         "pass" if m.candidate_ready else "fail",
+        reason=f"availability: the serving layer reports the candidate arm "
+        f"{'ready' if m.candidate_ready else 'NOT ready'} ({detail}); fails when the {label}",
         value=1.0 if m.candidate_ready else 0.0,
-        threshold=label,
+        threshold=f"fails when the {label}",
         test="serving-layer status",
-        detail=m.serving_detail or ("ready" if m.candidate_ready else "not ready"),
+        detail=detail,
     )
 
 
-CHECKS: dict[str, Callable[[CheckPolicy, RolloutPolicy, Measurements], CheckResult]] = {
+CHECKS: dict[str, CheckFunction] = {
     "availability": check_availability,
     "error_rate": check_error_rate,
     "error_burst": check_error_burst,
@@ -337,7 +216,7 @@ CHECKS: dict[str, Callable[[CheckPolicy, RolloutPolicy, Measurements], CheckResu
     "agreement": check_agreement,
     "prediction_drift": check_prediction_drift,
     "input_drift": check_input_drift,
-    "accuracy": check_accuracy,
+    **LABEL_CHECKS,
 }
 
 
@@ -346,7 +225,15 @@ def evaluate_checks(policy: RolloutPolicy, m: Measurements) -> tuple[CheckResult
     results = []
     for name, check in policy.enabled_checks().items():
         if name in m.problems:
-            results.append(_result(name, check, "error", threshold="", test="", detail=m.problems[name]))
+            results.append(
+                result(
+                    name,
+                    check,
+                    "error",
+                    reason=f"{name}: could not be measured ({m.problems[name]})",
+                    detail=m.problems[name],
+                )
+            )
             continue
         results.append(CHECKS[name](check, policy, m))
     return tuple(results)

@@ -2,17 +2,22 @@
 roll back, with the reason and every check.
 
 Rules, in order:
-1. a critical check fails → roll back at once;
+1. a critical check fails → roll back at once, even before the sample floor (critical two-arm
+   checks are judged from ``critical_min_samples`` requests per arm, availability and error bursts
+   from the first tick: the fast path for hard failures);
 2. at ``max_duration`` a release that could promote does; otherwise it follows
    ``on_max_duration`` — but a release with a failing check or without enough samples is rolled
    back even when the default is to promote (missing data never promotes);
 3. fewer than ``min_samples_per_arm`` requests in either arm → hold;
-4. a failing non-critical check → hold (it blocks stepping up and promotion);
+4. any other failing check (not advisory) → roll back: its anytime-valid test says the harm
+   exceeds the tolerance, and waiting longer only exposes more users to it;
 5. less than ``min_bake_per_step`` at this step → hold;
 6. not at the last step → step up to the next;
 7. less than ``min_duration`` since the start → hold;
 8. any blocking check not yet passing (inconclusive, error, required data missing) → hold;
 9. otherwise → promote.
+
+Holding is for *inconclusive* evidence only; a failed test never waits for ``max_duration``.
 
 With ``approval.required`` a promote becomes ``await_approval`` (the release waits at its last
 step for a human); while it waits, the rules above still run each tick: a rollback stands, anything
@@ -34,6 +39,8 @@ from mlcanary.rollout.state import Action, CheckResult, Decision, Phase, Release
 
 
 def _describe(check: CheckResult) -> str:
+    if check.reason:
+        return check.reason
     parts = [check.name]
     if check.value is not None:
         parts.append(f"{check.value:.4g}")
@@ -46,7 +53,7 @@ def _describe(check: CheckResult) -> str:
 
 
 def _names(checks: list[CheckResult]) -> str:
-    return ", ".join(_describe(c) for c in checks)
+    return "; ".join(_describe(c) for c in checks)
 
 
 def decide(policy: RolloutPolicy, state: ReleaseState, measurements: Measurements, now: datetime) -> Decision:
@@ -136,7 +143,7 @@ def _judge(policy: RolloutPolicy, state: ReleaseState, measurements: Measurement
     if not enough:
         return verdict("hold", f"waiting for samples: {samples}")
     if failing:
-        return verdict("hold", f"non-critical check failing, blocking promotion: {_names(failing)}")
+        return verdict("rollback", f"check failed: {_names(failing)}")
     if baked < policy.min_bake_per_step:
         return verdict(
             "hold",

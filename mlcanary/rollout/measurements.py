@@ -23,11 +23,74 @@ class Percentiles:
 
 
 @dataclass(frozen=True)
+class LabelOutcomes:
+    """One arm's predictions that have a ground-truth label, among requests old enough to have one.
+
+    The confusion-matrix cells count labelled predictions at the serving threshold; the sums cover
+    the ``scored`` labelled rows that also carry a positive-class probability p: the Brier score
+    (p − y)² and the log loss −log(p if y = 1 else 1 − p), p clipped to [1e-15, 1 − 1e-15], each with
+    the sum of its squares so that a test can use their variance.
+    """
+
+    true_positives: int = 0
+    false_positives: int = 0
+    false_negatives: int = 0
+    true_negatives: int = 0
+    scored: int = 0
+    brier_sum: float = 0.0
+    brier_sq_sum: float = 0.0
+    log_loss_sum: float = 0.0
+    log_loss_sq_sum: float = 0.0
+
+    @property
+    def labeled(self) -> int:
+        return self.true_positives + self.false_positives + self.false_negatives + self.true_negatives
+
+    @property
+    def correct(self) -> int:
+        return self.true_positives + self.true_negatives
+
+    @property
+    def predicted_positive(self) -> int:
+        return self.true_positives + self.false_positives
+
+    @property
+    def actual_positive(self) -> int:
+        return self.true_positives + self.false_negatives
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.labeled if self.labeled else None
+
+    @property
+    def precision(self) -> float | None:
+        return self.true_positives / self.predicted_positive if self.predicted_positive else None
+
+    @property
+    def recall(self) -> float | None:
+        return self.true_positives / self.actual_positive if self.actual_positive else None
+
+    @property
+    def f1(self) -> float | None:
+        denominator = 2 * self.true_positives + self.false_positives + self.false_negatives
+        return 2 * self.true_positives / denominator if denominator else None
+
+    @property
+    def brier(self) -> float | None:
+        return self.brier_sum / self.scored if self.scored else None
+
+    @property
+    def log_loss(self) -> float | None:
+        return self.log_loss_sum / self.scored if self.scored else None
+
+
+@dataclass(frozen=True)
 class ArmMetrics:
     """Cumulative measurements of one arm since the release started.
 
     ``slow`` counts requests slower than the *champion's* P95 over the same window (so about 5 % of
-    the champion's own requests); ``correct`` counts labelled predictions that matched the label.
+    the champion's own requests); ``labels`` are the outcomes of its labelled predictions (see
+    :class:`LabelOutcomes`).
     """
 
     version: str | None = None
@@ -39,8 +102,7 @@ class ArmMetrics:
     predictions: int = 0
     positives: int = 0
     mean_probability: float | None = None
-    labeled: int = 0
-    correct: int = 0
+    labels: LabelOutcomes = field(default_factory=LabelOutcomes)
     window_requests: int = 0
     window_errors: int = 0
 
@@ -53,8 +115,16 @@ class ArmMetrics:
         return self.positives / self.predictions if self.predictions else None
 
     @property
+    def labeled(self) -> int:
+        return self.labels.labeled
+
+    @property
+    def correct(self) -> int:
+        return self.labels.correct
+
+    @property
     def accuracy(self) -> float | None:
-        return self.correct / self.labeled if self.labeled else None
+        return self.labels.accuracy
 
 
 @dataclass(frozen=True)
@@ -96,7 +166,8 @@ class Measurements:
     """Everything measured at one tick. ``problems`` maps a metric to why it could not be measured
     (the check then reports ``error``, which never promotes). ``candidate_ready`` is what the
     serving layer observes of the candidate arm (None when unknown); a candidate that stopped
-    answering logs nothing, so the inference log alone cannot see it."""
+    answering logs nothing, so the inference log alone cannot see it. ``label_cutoff``: the label
+    metrics of both arms cover requests received before it (the policy's label delay)."""
 
     start: datetime
     end: datetime
@@ -108,4 +179,5 @@ class Measurements:
     input_drift: DriftScore | None = None
     candidate_ready: bool | None = None
     serving_detail: str | None = None
+    label_cutoff: datetime | None = None
     problems: dict[str, str] = field(default_factory=dict)

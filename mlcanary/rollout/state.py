@@ -51,7 +51,8 @@ class CheckResult:
 
     ``value`` is the candidate's, ``baseline`` the champion's (None for one-arm checks);
     ``threshold`` says what was required; ``test`` names the statistics used; ``blocking`` is True
-    when this result alone prevents promotion.
+    when this result alone prevents promotion; ``reason`` is one sentence for a person: what was
+    measured on each arm, the limit, the test and what it concluded.
     """
 
     name: str
@@ -68,6 +69,7 @@ class CheckResult:
     ci_low: float | None = None
     ci_high: float | None = None
     detail: str = ""
+    reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

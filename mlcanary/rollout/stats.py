@@ -47,7 +47,7 @@ the variance is regularised where plug-in estimates mislead at small counts:
   clipped to [−1, 1], the range of a difference of proportions.
 * means: each arm's sample variance, never below the pooled within-arm variance, for the same reason.
 
-Simulation (``tests/unit/test_stats_calibration.py``, ``benchmarks/judge_calibration.py``) shows this
+Simulation (``tests/unit/test_stats_calibration.py``; the whole policy: ``benchmarks/judge/``) shows this
 holds α on identical arms at 1 % error rates from the first request on (and, in development runs, at
 0.1 %, 30 %, 90 % and 99 % rates and 50/50 or 95/5 splits), so a betting confidence
 sequence (Waudby-Smith & Ramdas 2024) was not needed; it would also need the ordered observations,
@@ -65,7 +65,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Literal, get_args
 
@@ -80,6 +80,8 @@ DEFAULT_ALPHA = 0.05
 DEFAULT_MIN_SAMPLES = 30
 DEFAULT_STANDARDIZED_EFFECT = 0.2
 """Effect (in pooled standard deviations) the CS is tuned for when the tolerance is 0."""
+LIMIT_EFFECT = 0.05
+"""Distance from its limit at which a one-arm proportion test is tuned to fail fastest."""
 LATENCY_FLOOR_MS = 1e-3
 """Latencies below this (1 µs) are raised to it before taking logs."""
 
@@ -106,7 +108,7 @@ class MeanSummary:
     """One arm's observations of a real-valued metric: count, mean and sample variance (ddof = 1).
 
     ``log_scale`` marks a summary of log-values (e.g. log latency); :func:`compare` then applies a
-    relative tolerance t as the additive shift log(1 ± t). ``n == 0`` means no data (mean and variance
+    relative tolerance r as the additive shift log(1 ± r). ``n == 0`` means no data (mean and variance
     0); with ``n == 1`` the variance is 0. Raises ValueError for a negative or non-integer ``n``, a
     non-finite mean or a negative or non-finite variance.
     """
@@ -194,12 +196,15 @@ class ComparisonResult:
     ``estimate`` is Δ̂ = candidate − champion on the metric's scale (log scale for log-latency);
     ``[ci_low, ci_high]`` the confidence sequence for Δ at this look, each bound one-sided at level
     ``alpha`` (jointly 1 − 2α/(1 + α)); ``margin`` the tolerance as a value of Δ (signed towards the bad
-    side). For a relative tolerance on a linear scale the margin is tolerance × the champion's
-    estimated value and the interval is Δ̂ ± the half-width of the CS of the contrast
-    candidate − (1 ± t) × champion, so that comparing it with the margin is that contrast's test.
-    The verdict is exactly the position of the interval relative to ``margin``; ``p_value``
-    (always-valid, one-sided, for Δ = margin) is <= ``alpha`` exactly when the verdict is pass or
-    fail, unless an arm is below ``min_samples`` (or a proportion interval was clipped to [−1, 1]).
+    side). With a relative tolerance r on a linear scale the margin is ±(tolerance + r × the
+    champion's estimated value) and the interval is Δ̂ ± the half-width of the CS of the contrast
+    candidate − (1 ± r) × champion, so that comparing it with the margin is that contrast's test.
+    ``pass_margin`` is the pass margin (the same as ``margin`` unless a wider one was given) and
+    ``pass_bound`` the good-side bound of its own CS. A fail is exactly ``[ci_low, ci_high]`` beyond
+    ``margin``, a pass exactly ``pass_bound`` within ``pass_margin``; ``p_value`` (always-valid,
+    one-sided: the smaller of the one for Δ = margin and the one for Δ = pass_margin) is <= ``alpha``
+    exactly when the verdict is pass or fail, unless an arm is below ``min_samples`` (or a proportion
+    interval was clipped to [−1, 1]).
     """
 
     verdict: Verdict
@@ -215,6 +220,8 @@ class ComparisonResult:
     champion_value: float
     candidate_value: float
     alpha: float
+    pass_margin: float = 0.0
+    pass_bound: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -227,6 +234,8 @@ class BatchComparison:
     ci_high: FloatArray
     p_value: FloatArray
     margin: FloatArray
+    pass_margin: FloatArray
+    pass_bound: FloatArray
 
 
 @lru_cache(maxsize=64)
@@ -293,6 +302,68 @@ def _log1p_ratio(tau2: FloatArray, v: FloatArray) -> FloatArray:
         return np.where(tau2 > v, np.log(v + tau2) - np.log(v), np.log1p(tau2 / v))
 
 
+TAU_LADDER: tuple[tuple[float, float], ...] = ((1.0, 0.85), (8.0, 0.1), (64.0, 0.05))
+"""(multiple of the tuned τ, prior weight) of the mixing distribution: most weight where the decision
+is hardest, a little on effects 8 and 64 times larger. A mixture of test martingales is one, so the
+CS stays valid; the ladder costs about 3 % more observations at the tuned effect (its weight 0.85
+acts like α × 0.85) and buys fast detection of gross harm (a label flip, a 5xx storm), which a τ
+tuned to a small effect only resolves after many observations (``benchmarks/judge``)."""
+
+
+def _ladder_terms(v: FloatArray, tau2: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """log Λ of the ladder's components is affine in d²: ``a + b·d²`` (arrays stacked per component)."""
+    intercepts, slopes = [], []
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for scale, weight in TAU_LADDER:
+            t2 = tau2 * scale * scale
+            intercepts.append(math.log(weight) - 0.5 * _log1p_ratio(t2, v))
+            # τ²/(2v(v + τ²)), grouped so that v·(v + τ²) does not underflow for tiny values.
+            slopes.append((t2 / (v + t2)) / (2.0 * v))
+    return np.stack(intercepts), np.stack(slopes)
+
+
+def _log_sum_exp(terms: FloatArray) -> FloatArray:
+    top = np.max(terms, axis=0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.where(np.isfinite(top), top + np.log(np.sum(np.exp(terms - top), axis=0)), top)
+
+
+def _log_ladder(d: FloatArray, v: FloatArray, tau2: FloatArray) -> FloatArray:
+    """log Λ of the :data:`TAU_LADDER` mixture at distance ``d`` from the estimate."""
+    a, b = _ladder_terms(v, tau2)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _log_sum_exp(a + b * (d * d))
+
+
+def _ladder_root(a: FloatArray, b: FloatArray, target: float) -> FloatArray:
+    """The x = d² ≥ 0 where log-sum-exp(a + b·x) reaches ``target``.
+
+    That function is convex and increasing in x, so Newton's method started at the smallest
+    single-component root (where it is already ≥ target) descends monotonically onto the root.
+    """
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        x = np.maximum(np.min((target - a) / b, axis=0), 0.0)
+        for _ in range(30):
+            terms = a + b * x
+            total = _log_sum_exp(terms)
+            step = (total - target) / np.sum(np.exp(terms - total) * b, axis=0)
+            moving = np.isfinite(step) & (step > 0)
+            x = np.where(moving, x - step, x)
+            if not np.any(moving & (step > 1e-13 * x)):
+                break
+    return x
+
+
+def ladder_half_width(variance: ArrayLike, tau2: ArrayLike, alpha: float = DEFAULT_ALPHA) -> FloatArray:
+    """Half-width of the two-sided level-α CS of the :data:`TAU_LADDER` mixture around the tuned τ²:
+    the distance d at which the mixture's Λ reaches 1/α (see :func:`_ladder_root`)."""
+    _check_alpha(alpha)
+    v = np.asarray(variance, dtype=np.float64)
+    a, b = _ladder_terms(v, np.asarray(tau2, dtype=np.float64))
+    x = _ladder_root(a, b, math.log(1.0 / alpha))
+    return np.where(v > 0, np.sqrt(np.maximum(x, 0.0)), 0.0)
+
+
 def _check_alpha(alpha: object) -> float:
     value = _check_finite("alpha", alpha)
     if not 0.0 < value < 1.0:
@@ -304,31 +375,47 @@ def _check_alpha(alpha: object) -> float:
 class _Options:
     direction: Direction
     tolerance: float
-    relative: bool
+    relative_tolerance: float
+    pass_tolerance: float
+    pass_relative_tolerance: float
     alpha: float
     min_samples: int
     effect_size: float | None
 
 
+def _nonnegative(name: str, value: object) -> float:
+    number = _check_finite(name, value)
+    if number < 0:
+        raise ValueError(f"{name} must be >= 0, got {number}")
+    return number
+
+
 def _options(
     direction: object,
     tolerance: object,
-    relative: object,
+    relative_tolerance: object,
     alpha: object,
     min_samples: object,
     effect_size: object,
     *,
     log_scale: bool,
+    pass_tolerance: object = None,
+    pass_relative_tolerance: object = None,
 ) -> _Options:
     if direction not in get_args(Direction):
         raise ValueError(f"direction must be one of {get_args(Direction)}, got {direction!r}")
-    tol = _check_finite("tolerance", tolerance)
-    if tol < 0:
-        raise ValueError(f"tolerance must be >= 0, got {tol}")
-    if not isinstance(relative, bool):
-        raise ValueError(f"relative must be a bool, got {relative!r}")
-    if relative and log_scale and direction == "decrease_is_bad" and tol >= 1:
-        raise ValueError("a relative decrease tolerance must be < 1 on the log scale (log(1 - t))")
+    tol = _nonnegative("tolerance", tolerance)
+    rel = _nonnegative("relative_tolerance", relative_tolerance)
+    pass_tol = tol if pass_tolerance is None else _nonnegative("pass_tolerance", pass_tolerance)
+    pass_rel = (
+        rel
+        if pass_relative_tolerance is None
+        else _nonnegative("pass_relative_tolerance", pass_relative_tolerance)
+    )
+    if pass_tol < tol or pass_rel < rel:
+        raise ValueError("the pass margin must not be tighter than the failure margin (pass_* >= tolerance)")
+    if direction == "decrease_is_bad" and pass_rel >= 1:
+        raise ValueError("a relative decrease tolerance must be < 1 (the champion's value times 1 - t)")
     effect: float | None = None
     if effect_size is not None:
         effect = _check_finite("effect_size", effect_size)
@@ -337,11 +424,65 @@ def _options(
     return _Options(
         direction=direction,  # type: ignore[arg-type]
         tolerance=tol,
-        relative=relative,
+        relative_tolerance=rel,
+        pass_tolerance=pass_tol,
+        pass_relative_tolerance=pass_rel,
         alpha=_check_alpha(alpha),
         min_samples=_check_count("min_samples", min_samples),
         effect_size=effect,
     )
+
+
+@dataclass(frozen=True)
+class _Side:
+    """One margin's confidence sequence: the margin on Δ's scale, the CS half-width around Δ̂ for the
+    contrast against it, and the one-sided always-valid p-value for Δ = margin."""
+
+    margin: FloatArray
+    half: FloatArray
+    p_value: FloatArray
+
+
+def _side(
+    estimate: FloatArray,
+    mean_b: FloatArray,
+    var_b: FloatArray,
+    var_c: FloatArray,
+    safe_b: NDArray[np.int64],
+    safe_c: NDArray[np.int64],
+    effect: FloatArray,
+    default_effect: FloatArray,
+    *,
+    sign: float,
+    tolerance: float,
+    relative: float,
+    log_scale: bool,
+    level: float,
+) -> _Side:
+    """``effect`` > 0 tunes τ; 0 means the margin's size, or ``default_effect`` where that is 0."""
+    if log_scale:
+        factor = 1.0
+        margin = np.full(estimate.shape, sign * tolerance + math.log1p(sign * relative))
+    else:
+        # Δ beyond a + r·μ_b ⇔ μ_c − (1 ± r)·μ_b beyond ±a: the CS is built on that contrast, so the
+        # estimated margin's own noise is accounted for.
+        factor = 1.0 + sign * relative
+        margin = sign * (tolerance + relative * mean_b)
+    contrast = estimate - margin
+    v = var_c / safe_c + factor * factor * var_b / safe_b
+    automatic = np.where(np.abs(margin) > 0, np.abs(margin), default_effect)
+    effect = np.minimum(np.where(effect > 0, effect, automatic), 1e150)
+    # A floor relative to v only bites for absurdly small effects (it keeps 1/τ² from overflowing).
+    tau2 = np.maximum(effect * effect * _tau2_per_effect2(level), np.maximum(1e-12 * v, 1e-300))
+    a, b = _ladder_terms(v, tau2)
+    half = np.where(v > 0, np.sqrt(np.maximum(_ladder_root(a, b, math.log(1.0 / level)), 0.0)), 0.0)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        log_lambda = _log_sum_exp(a + b * (contrast * contrast))
+        # One-sided always-valid p: 1/(2Λ − 1), computed in logs because Λ overflows for big effects.
+        log_denominator = log_lambda + np.log(2.0) + np.log1p(-0.5 * np.exp(-log_lambda))
+        p_value = np.where(log_lambda > 0, np.exp(-np.maximum(log_denominator, 0.0)), 1.0)
+    p_value = np.where(v > 0, p_value, np.where(contrast == 0, 1.0, 0.0))
+    return _Side(margin=margin, half=half, p_value=p_value)
 
 
 def _judge(
@@ -358,74 +499,72 @@ def _judge(
     log_scale: bool,
     bounded: bool,
 ) -> BatchComparison:
-    """The arithmetic shared by :func:`compare` and the batch functions (per-observation variances)."""
-    sign = 1.0 if opts.direction == "increase_is_bad" else -1.0
-    t = opts.tolerance
-    if opts.relative and log_scale:
-        factor = 1.0
-        margin = np.full(n_b.shape, math.log1p(sign * t))
-    elif opts.relative:
-        # Δ beyond t·μ_b ⇔ μ_c − (1 ± t)·μ_b beyond 0: the CS is built on that contrast, so the
-        # estimated margin's own noise is accounted for.
-        factor = 1.0 + sign * t
-        margin = sign * t * mean_b
-    else:
-        factor = 1.0
-        margin = np.full(n_b.shape, sign * t)
+    """The arithmetic shared by :func:`compare` and the batch functions (per-observation variances).
 
+    Two one-sided decisions, each from its own CS at level α: **fail** from the CS of the contrast
+    against the failure margin (tuned to ``effect_size``), **pass** from the CS of the contrast
+    against the pass margin (tuned to that margin, where an equal candidate must be told apart).
+    """
+    sign = 1.0 if opts.direction == "increase_is_bad" else -1.0
     has_data = (n_b >= min_n) & (n_c >= min_n)
     safe_b = np.maximum(n_b, 1)
     safe_c = np.maximum(n_c, 1)
     estimate = mean_c - mean_b
-    contrast = estimate - margin
-    v = var_c / safe_c + factor * factor * var_b / safe_b
-
-    if opts.effect_size is not None:
-        effect = np.full(n_b.shape, opts.effect_size)
-    else:
-        effect = np.where(
-            np.abs(margin) > 0, np.abs(margin), DEFAULT_STANDARDIZED_EFFECT * np.sqrt(pooled_var)
-        )
     level = two_sided_level(opts.alpha)
-    effect = np.minimum(effect, 1e150)
-    # A floor relative to v only bites for absurdly small effects (it keeps 1/τ² from overflowing).
-    tau2 = np.maximum(effect * effect * _tau2_per_effect2(level), np.maximum(1e-12 * v, 1e-300))
-
-    half = mixture_half_width(v, tau2, level)
-    low = estimate - half
-    high = estimate + half
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        # Grouped so that neither contrast² nor v·(v + τ²) underflows for tiny values.
-        shrink = tau2 / (v + tau2)
-        log_lambda = -0.5 * _log1p_ratio(tau2, v) + 0.5 * (contrast / v) * (contrast * shrink)
-        # One-sided always-valid p: 1/(2Λ − 1), computed in logs because Λ overflows for big effects.
-        log_denominator = log_lambda + np.log(2.0) + np.log1p(-0.5 * np.exp(-log_lambda))
-        p_value = np.where(log_lambda > 0, np.exp(-np.maximum(log_denominator, 0.0)), 1.0)
-    p_value = np.where(v > 0, p_value, np.where(contrast == 0, 1.0, 0.0))
-
+    default_effect = DEFAULT_STANDARDIZED_EFFECT * np.sqrt(pooled_var)
+    common = {"sign": sign, "log_scale": log_scale, "level": level}
+    arms = (estimate, mean_b, var_b, var_c, safe_b, safe_c)
+    automatic = np.zeros(estimate.shape)
+    fail_effect = automatic if opts.effect_size is None else np.full(estimate.shape, opts.effect_size)
+    fail = _side(
+        *arms,
+        fail_effect,
+        default_effect,
+        tolerance=opts.tolerance,
+        relative=opts.relative_tolerance,
+        **common,
+    )
+    same = opts.pass_tolerance == opts.tolerance and opts.pass_relative_tolerance == opts.relative_tolerance
+    passing = (
+        fail
+        if same and opts.effect_size is None
+        else _side(
+            *arms,
+            automatic,
+            default_effect,
+            tolerance=opts.pass_tolerance,
+            relative=opts.pass_relative_tolerance,
+            **common,
+        )
+    )
+    low, high = estimate - fail.half, estimate + fail.half
+    pass_bound = estimate + sign * passing.half
     if bounded:
-        low = np.clip(low, -1.0, 1.0)
-        high = np.clip(high, -1.0, 1.0)
+        low, high = np.clip(low, -1.0, 1.0), np.clip(high, -1.0, 1.0)
+        pass_bound = np.clip(pass_bound, -1.0, 1.0)
         empty_low, empty_high = -1.0, 1.0
     else:
         empty_low, empty_high = -math.inf, math.inf
     low = np.where(has_data, low, empty_low)
     high = np.where(has_data, high, empty_high)
-    p_value = np.where(has_data, p_value, 1.0)
+    pass_bound = np.where(has_data, pass_bound, empty_high if sign > 0 else empty_low)
 
     if sign > 0:
-        fail, passed = low > margin, high < margin
+        failed, passed = low > fail.margin, pass_bound < passing.margin
     else:
-        fail, passed = high < margin, low > margin
+        failed, passed = high < fail.margin, pass_bound > passing.margin
+    p_value = np.where(has_data, np.minimum(fail.p_value, passing.p_value), 1.0)
     decisive = has_data & (n_b >= opts.min_samples) & (n_c >= opts.min_samples)
-    verdicts = np.where(decisive & fail, "fail", np.where(decisive & passed, "pass", "inconclusive"))
+    verdicts = np.where(decisive & failed, "fail", np.where(decisive & passed, "pass", "inconclusive"))
     return BatchComparison(
         verdicts=verdicts,
         estimate=estimate,
         ci_low=low,
         ci_high=high,
         p_value=p_value,
-        margin=margin,
+        margin=fail.margin,
+        pass_margin=passing.margin,
+        pass_bound=pass_bound,
     )
 
 
@@ -477,16 +616,28 @@ def compare_proportions_batch(
     *,
     direction: Direction,
     tolerance: float = 0.0,
-    relative: bool = False,
+    relative_tolerance: float = 0.0,
     alpha: float = DEFAULT_ALPHA,
     min_samples: int = DEFAULT_MIN_SAMPLES,
     effect_size: float | None = None,
+    pass_tolerance: float | None = None,
+    pass_relative_tolerance: float | None = None,
 ) -> BatchComparison:
     """:func:`compare` for many proportion pairs at once (same arithmetic), e.g. for simulations.
 
     Arrays broadcast together; counts must be non-negative integers with successes <= n.
     """
-    opts = _options(direction, tolerance, relative, alpha, min_samples, effect_size, log_scale=False)
+    opts = _options(
+        direction,
+        tolerance,
+        relative_tolerance,
+        alpha,
+        min_samples,
+        effect_size,
+        log_scale=False,
+        pass_tolerance=pass_tolerance,
+        pass_relative_tolerance=pass_relative_tolerance,
+    )
     n_b, x_b, n_c, x_c = np.broadcast_arrays(
         _as_counts("champion_n", champion_n),
         _as_counts("champion_successes", champion_successes),
@@ -511,17 +662,29 @@ def compare_means_batch(
     *,
     direction: Direction,
     tolerance: float = 0.0,
-    relative: bool = False,
+    relative_tolerance: float = 0.0,
     log_scale: bool = False,
     alpha: float = DEFAULT_ALPHA,
     min_samples: int = DEFAULT_MIN_SAMPLES,
     effect_size: float | None = None,
+    pass_tolerance: float | None = None,
+    pass_relative_tolerance: float | None = None,
 ) -> BatchComparison:
     """:func:`compare` for many mean pairs at once (same arithmetic), e.g. for simulations.
 
     Arrays broadcast together; variances are sample variances (ddof = 1), finite and >= 0.
     """
-    opts = _options(direction, tolerance, relative, alpha, min_samples, effect_size, log_scale=log_scale)
+    opts = _options(
+        direction,
+        tolerance,
+        relative_tolerance,
+        alpha,
+        min_samples,
+        effect_size,
+        log_scale=log_scale,
+        pass_tolerance=pass_tolerance,
+        pass_relative_tolerance=pass_relative_tolerance,
+    )
     n_b, m_b, s_b, n_c, m_c, s_c = np.broadcast_arrays(
         _as_counts("champion_n", champion_n),
         _as_floats("champion_mean", champion_mean),
@@ -539,19 +702,25 @@ def compare_means_batch(
     return _judge(n_b, m_b, var_b, n_c, m_c, var_c, pooled, opts, min_n=2, log_scale=log_scale, bounded=False)
 
 
-def _threshold_text(opts: _Options, margin: float, log_scale: bool) -> str:
-    if opts.relative and log_scale:
-        sign = "+" if opts.direction == "increase_is_bad" else "-"
-        floor = f"log(1{sign}{opts.tolerance:g}) = {margin:+.4g} ({sign}{opts.tolerance:.0%} relative)"
-    elif opts.relative:
-        floor = f"{margin:+.4g} ({opts.tolerance:.0%} of the champion's value)"
-    else:
-        floor = f"{margin:+.4g}"
+def _floor_text(opts: _Options, margin: float, tolerance: float, relative: float, log_scale: bool) -> str:
+    sign = "+" if opts.direction == "increase_is_bad" else "-"
+    if log_scale and relative:
+        return f"{margin:+.4g} ({sign}{relative:.0%} relative)"
+    if relative:
+        absolute = f"{tolerance:g} + " if tolerance else ""
+        return f"{margin:+.4g} ({sign}({absolute}{relative:.0%} of the champion's value))"
+    return f"{margin:+.4g}"
+
+
+def _threshold_text(opts: _Options, margin: float, pass_margin: float, log_scale: bool) -> str:
+    fail = _floor_text(opts, margin, opts.tolerance, opts.relative_tolerance, log_scale)
+    passing = _floor_text(opts, pass_margin, opts.pass_tolerance, opts.pass_relative_tolerance, log_scale)
+    separate = passing != fail
     if opts.direction == "increase_is_bad":
-        text = f"fail if ci_low > {floor}; pass if ci_high < {floor}"
+        text = f"fail if ci_low > {fail}; pass if {'the pass CS high' if separate else 'ci_high'} < {passing}"
     else:
-        text = f"fail if ci_high < {floor}; pass if ci_low > {floor}"
-    if opts.tolerance == 0:
+        text = f"fail if ci_high < {fail}; pass if {'the pass CS low' if separate else 'ci_low'} > {passing}"
+    if opts.pass_tolerance == 0 and opts.pass_relative_tolerance == 0:
         text += " (tolerance 0: any significant harm fails; only a significant improvement passes)"
     return text
 
@@ -562,29 +731,39 @@ def compare(
     *,
     direction: Direction,
     tolerance: float = 0.0,
-    relative: bool = False,
+    relative_tolerance: float = 0.0,
     alpha: float = DEFAULT_ALPHA,
     min_samples: int = DEFAULT_MIN_SAMPLES,
     effect_size: float | None = None,
+    pass_tolerance: float | None = None,
+    pass_relative_tolerance: float | None = None,
 ) -> ComparisonResult:
     """Judge candidate against champion on cumulative data with an anytime-valid CS for Δ = cand − champ.
 
     * ``direction``: whether a larger candidate value is bad (errors, latency) or a smaller one is
       (accuracy, success rate).
-    * ``tolerance`` (>= 0): the effect-size floor. Absolute: a harm up to ``tolerance`` on Δ's scale is
-      acceptable. ``relative=True``: a fraction of the champion's value — on a log-scale
-      :class:`MeanSummary` it is the shift log(1 + t) (log(1 − t) when a decrease is bad), so +10 %
-      latency is log(1.1); on a linear scale (proportions, plain means) it is t × the champion's
-      value, tested exactly as the contrast candidate − (1 ± t) × champion.
-    * Verdict: **fail** when the whole CS lies beyond the margin on the bad side, **pass** when it lies
-      wholly on the good side, otherwise **inconclusive**. Always inconclusive when either arm has
-      fewer than ``min_samples`` observations, or no usable data (n = 0 for a proportion, n < 2 for a
-      mean: the interval is then [−1, 1] or (−∞, ∞) and p = 1). Tolerance 0 fails any significant
-      harm and passes only a significant improvement, so identical arms stay inconclusive.
+    * ``tolerance`` (>= 0) and ``relative_tolerance`` (>= 0): the effect-size floor, a harm up to
+      ``tolerance + relative_tolerance × champion`` on Δ's scale is acceptable. On a linear scale
+      (proportions, plain means) that is tested exactly as the contrast
+      candidate − (1 ± r) × champion against ±``tolerance``; on a log-scale :class:`MeanSummary` the
+      relative part is the shift log(1 + r) (log(1 − r) when a decrease is bad), so +10 % latency is
+      ``relative_tolerance=0.1``. A relative floor suits rates whose size varies between models
+      (1 % → 3 % errors is as bad as 0.1 % → 0.3 %); the absolute part keeps a rate of 0 judgeable.
+    * Verdict: **fail** when the whole CS lies beyond the margin on the bad side, **pass** when the
+      pass CS lies wholly on the good side of the pass margin, otherwise **inconclusive**. Always
+      inconclusive when either arm has fewer than ``min_samples`` observations, or no usable data
+      (n = 0 for a proportion, n < 2 for a mean: the interval is then [−1, 1] or (−∞, ∞) and p = 1).
+      Tolerance 0 fails any significant harm and passes only a significant improvement, so
+      identical arms stay inconclusive.
     * The false-fail probability when the true harm is at most the margin, and the false-pass
       probability when it is at least the margin, are each at most ``alpha`` over all looks.
-    * ``effect_size``: the difference (on Δ's scale) the CS is tuned to resolve fastest; default the
-      margin, or 0.2 pooled standard deviations when the margin is 0 (see the module docstring).
+    * ``effect_size``: the distance beyond the failure margin (on Δ's scale) the failing side's CS
+      is tuned to resolve fastest; default the margin, or 0.2 pooled standard deviations when the
+      margin is 0 (see the module docstring).
+    * ``pass_tolerance`` / ``pass_relative_tolerance`` (default: the failure margin's): a wider
+      margin for **pass**, decided by its own CS tuned to that margin. A fail margin close to 0
+      catches a regression early, a wider pass margin still lets an equal candidate pass; a harm
+      between the two margins is eventually failed. Must not be tighter than the failure margin.
 
     Both summaries must be of the same kind (and the same ``log_scale``); raises ValueError for
     invalid options (unknown direction, negative tolerance, alpha outside (0, 1), ...).
@@ -597,10 +776,12 @@ def compare(
             candidate.successes,
             direction=direction,
             tolerance=tolerance,
-            relative=relative,
+            relative_tolerance=relative_tolerance,
             alpha=alpha,
             min_samples=min_samples,
             effect_size=effect_size,
+            pass_tolerance=pass_tolerance,
+            pass_relative_tolerance=pass_relative_tolerance,
         )
         log_scale = False
         values = (champion.rate, candidate.rate)
@@ -618,11 +799,13 @@ def compare(
             candidate.variance,
             direction=direction,
             tolerance=tolerance,
-            relative=relative,
+            relative_tolerance=relative_tolerance,
             log_scale=log_scale,
             alpha=alpha,
             min_samples=min_samples,
             effect_size=effect_size,
+            pass_tolerance=pass_tolerance,
+            pass_relative_tolerance=pass_relative_tolerance,
         )
         values = (champion.mean, candidate.mean)
         kind = "difference of means of logs" if log_scale else "difference of means"
@@ -631,8 +814,18 @@ def compare(
             "champion and candidate must both be ProportionSummary or both be MeanSummary, got "
             f"{type(champion).__name__} and {type(candidate).__name__}"
         )
-    opts = _options(direction, tolerance, relative, alpha, min_samples, effect_size, log_scale=log_scale)
-    margin = float(batch.margin)
+    opts = _options(
+        direction,
+        tolerance,
+        relative_tolerance,
+        alpha,
+        min_samples,
+        effect_size,
+        log_scale=log_scale,
+        pass_tolerance=pass_tolerance,
+        pass_relative_tolerance=pass_relative_tolerance,
+    )
+    margin, pass_margin = float(batch.margin), float(batch.pass_margin)
     return ComparisonResult(
         verdict=str(batch.verdicts),  # type: ignore[arg-type]
         estimate=float(batch.estimate),
@@ -642,10 +835,74 @@ def compare(
         n_champion=champion.n,
         n_candidate=candidate.n,
         test=f"mixture-SPRT confidence sequence on the {kind}",
-        threshold=_threshold_text(opts, margin, log_scale),
+        threshold=_threshold_text(opts, margin, pass_margin, log_scale),
         margin=margin,
         champion_value=float(values[0]),
         candidate_value=float(values[1]),
+        alpha=opts.alpha,
+        pass_margin=pass_margin,
+        pass_bound=float(batch.pass_bound),
+    )
+
+
+def compare_with_limit(
+    observed: ProportionSummary,
+    limit: float,
+    *,
+    direction: Direction,
+    alpha: float = DEFAULT_ALPHA,
+    min_samples: int = DEFAULT_MIN_SAMPLES,
+    effect_size: float | None = None,
+) -> ComparisonResult:
+    """One arm's proportion against a fixed ``limit`` (e.g. paired agreement ≥ 90 %), anytime-valid.
+
+    The same normal-mixture CS as :func:`compare`, for Δ = rate − limit with the Laplace-regularised
+    variance p̃(1 − p̃)/n: **fail** when the whole CS lies beyond the limit on the bad side
+    (``decrease_is_bad``: the rate is confidently below it), **pass** when it lies wholly on the good
+    side, otherwise inconclusive (always, below ``min_samples``). ``effect_size`` (default
+    :data:`LIMIT_EFFECT`) tunes the failing side; it never depends on the data, which would void the
+    guarantee. Raises ValueError for a limit outside [0, 1] or invalid options.
+    """
+    bound = _check_finite("limit", limit)
+    if not 0.0 <= bound <= 1.0:
+        raise ValueError(f"limit must be within [0, 1], got {bound}")
+    opts = _options(direction, 0.0, 0.0, alpha, min_samples, effect_size, log_scale=False)
+    n = np.asarray(observed.n, dtype=np.int64)
+    rate = np.asarray(observed.rate, dtype=np.float64)
+    laplace = (observed.successes + 1.0) / (observed.n + 2.0)
+    variance = np.asarray(laplace * (1.0 - laplace))
+    if opts.effect_size is None:
+        opts = replace(opts, effect_size=LIMIT_EFFECT)
+    # A "champion" with the limit as its value and no variance turns the two-arm CS into a one-arm one.
+    batch = _judge(
+        n,
+        np.asarray(bound),
+        np.asarray(0.0),
+        n,
+        rate,
+        variance,
+        variance,
+        opts,
+        min_n=1,
+        log_scale=False,
+        bounded=True,
+    )
+    side = "below" if direction == "decrease_is_bad" else "above"
+    return ComparisonResult(
+        verdict=str(batch.verdicts),  # type: ignore[arg-type]
+        estimate=float(batch.estimate),
+        ci_low=float(batch.ci_low),
+        ci_high=float(batch.ci_high),
+        p_value=float(batch.p_value),
+        n_champion=0,
+        n_candidate=observed.n,
+        pass_margin=0.0,
+        pass_bound=float(batch.pass_bound),
+        test="mixture-SPRT confidence sequence on one proportion against a fixed limit",
+        threshold=f"fail if the rate is confidently {side} {bound:g}",
+        margin=0.0,
+        champion_value=bound,
+        candidate_value=observed.rate,
         alpha=opts.alpha,
     )
 

@@ -11,6 +11,11 @@ Two kinds of rows are counted, and every field says which:
   ``responses`` are those with a logged response, ``unpaired`` those without one (yet);
 * **instances** are predicted rows (every index): predictions, positives, probabilities and labels.
 
+Label outcomes (the confusion matrix at the serving threshold, Brier score and log-loss sums) cover
+only instances received before ``label_cutoff``: a request younger than the label delay has had no
+chance to get its label yet, and counting it would bias every label metric towards the arm with
+more old traffic.
+
 The metrics source (:mod:`mlcanary.telemetry.metrics`) turns two of these — champion and candidate,
 each at its version — into the judge's measurements; nothing else sums the log.
 
@@ -29,10 +34,14 @@ from typing import Any
 import numpy as np
 from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select
 
+from mlcanary.rollout.measurements import LabelOutcomes
 from mlcanary.rollout.stats import LATENCY_FLOOR_MS, MeanSummary
 from mlcanary.telemetry.store import InferenceLogStore, feedback, inference_log
 
 __all__ = ["ArmAggregate", "aggregate"]
+
+PROBABILITY_FLOOR = 1e-15
+"""Probabilities are clipped here before taking logs (log loss), as scikit-learn does."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +56,13 @@ class ArmAggregate:
     ``window_errors_5xx`` the responses and 5xx at or after the window start.
 
     Instances (every row): ``instances``, ``predictions`` (with a class label),
-    ``positive_predictions`` (label 1), ``mean_probability`` (``None`` without probabilities),
-    ``labeled`` (predictions with a ground-truth label) and ``correct`` (matching it).
+    ``positive_predictions`` (label 1), ``mean_probability`` (``None`` without probabilities).
+
+    Labelled predictions among instances received before the label cutoff: the confusion-matrix
+    cells ``true_positives`` … ``true_negatives``, and over the ``scored`` ones that also carry a
+    probability p, ``brier_sum`` / ``brier_sq_sum`` of (p − y)² and ``log_loss_sum`` /
+    ``log_loss_sq_sum`` of −ln(p if y = 1 else 1 − p), p clipped at :data:`PROBABILITY_FLOOR`
+    (:attr:`labels` gives them as the judge's :class:`~mlcanary.rollout.measurements.LabelOutcomes`).
 
     Latency percentiles (milliseconds, linear interpolation) come from the most recent latencies
     read (all, or ``max_latency_rows``) and are ``None`` without any. ``arm`` is ``None`` for rows
@@ -71,8 +85,15 @@ class ArmAggregate:
     predictions: int = 0
     positive_predictions: int = 0
     mean_probability: float | None = None
-    labeled: int = 0
-    correct: int = 0
+    true_positives: int = 0
+    false_positives: int = 0
+    false_negatives: int = 0
+    true_negatives: int = 0
+    scored: int = 0
+    brier_sum: float = 0.0
+    brier_sq_sum: float = 0.0
+    log_loss_sum: float = 0.0
+    log_loss_sq_sum: float = 0.0
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
     latency_p99_ms: float | None = None
@@ -81,6 +102,21 @@ class ArmAggregate:
     def error_rate(self) -> float | None:
         """Share of logged responses with a 5xx status; ``None`` without responses."""
         return self.errors_5xx / self.responses if self.responses else None
+
+    @property
+    def labels(self) -> LabelOutcomes:
+        """The label outcomes as the judge reads them."""
+        return LabelOutcomes(**{f.name: getattr(self, f.name) for f in fields(LabelOutcomes)})
+
+    @property
+    def labeled(self) -> int:
+        """Labelled predictions (received before the label cutoff)."""
+        return self.labels.labeled
+
+    @property
+    def correct(self) -> int:
+        """Labelled predictions that matched their label."""
+        return self.labels.correct
 
     @property
     def log_latency(self) -> MeanSummary | None:
@@ -92,7 +128,9 @@ class ArmAggregate:
         )
 
 
-def _sums(window_start: datetime, slow_above: float | None) -> dict[str, ColumnElement[Any]]:
+def _sums(
+    window_start: datetime, slow_above: float | None, label_cutoff: datetime | None
+) -> dict[str, ColumnElement[Any]]:
     """Field name of :class:`ArmAggregate` → its SQL aggregate (over the log outer-joined to feedback)."""
     t, f = inference_log, feedback
     head = t.c.instance_index == 0
@@ -102,6 +140,13 @@ def _sums(window_start: datetime, slow_above: float | None) -> dict[str, ColumnE
     log_latency = func.ln(floored)
     in_window = t.c.received_at >= window_start
     predicted = t.c.prediction.is_not(None)
+    labelled = and_(predicted, f.c.label.is_not(None))
+    if label_cutoff is not None:
+        labelled = and_(labelled, t.c.received_at < label_cutoff)
+    scored = and_(labelled, t.c.probability.is_not(None))
+    brier = (t.c.probability - f.c.label) * (t.c.probability - f.c.label)
+    p_label = case((f.c.label == 1, t.c.probability), else_=1.0 - t.c.probability)
+    log_loss = -func.ln(case((p_label < PROBABILITY_FLOOR, PROBABILITY_FLOOR), else_=p_label))
 
     def count_if(condition: ColumnElement[bool]) -> ColumnElement[Any]:
         return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
@@ -125,8 +170,15 @@ def _sums(window_start: datetime, slow_above: float | None) -> dict[str, ColumnE
         "predictions": func.count(t.c.prediction),
         "positive_predictions": count_if(t.c.prediction == 1),
         "mean_probability": func.avg(t.c.probability),
-        "labeled": func.count(case((predicted, f.c.label))),
-        "correct": count_if(and_(predicted, f.c.label == t.c.prediction)),
+        "true_positives": count_if(and_(labelled, f.c.label == 1, t.c.prediction == 1)),
+        "false_positives": count_if(and_(labelled, f.c.label == 0, t.c.prediction == 1)),
+        "false_negatives": count_if(and_(labelled, f.c.label == 1, t.c.prediction == 0)),
+        "true_negatives": count_if(and_(labelled, f.c.label == 0, t.c.prediction == 0)),
+        "scored": count_if(scored),
+        "brier_sum": sum_if(scored, brier),
+        "brier_sq_sum": sum_if(scored, brier * brier),
+        "log_loss_sum": sum_if(scored, log_loss),
+        "log_loss_sq_sum": sum_if(scored, log_loss * log_loss),
     }
 
 
@@ -178,6 +230,7 @@ def aggregate(
     window_start: datetime | None = None,
     slow_reference: str | None = None,
     max_latency_rows: int | None = None,
+    label_cutoff: datetime | None = None,
 ) -> dict[str | None, ArmAggregate]:
     """Per-arm :class:`ArmAggregate` of ``model`` in ``[since, until)``, keyed by arm.
 
@@ -186,6 +239,7 @@ def aggregate(
     ``window_start`` starts the ``window_*`` counts (default: ``since``). ``slow_reference`` names the
     arm whose latency P95 defines ``slow`` for every arm (no such latencies: nothing is slow).
     ``max_latency_rows`` bounds the latencies read per arm for the percentiles (default: all).
+    ``label_cutoff`` keeps the label outcomes to instances received before it (default: all).
     Arms without rows are absent. Raises SQLAlchemy's errors when the database is unreadable.
     """
     t, f = inference_log, feedback
@@ -202,7 +256,7 @@ def aggregate(
             slow_above = (
                 float(np.percentile(reference, 95)) if reference is not None and reference.size else math.inf
             )
-        sums = _sums(window_start or since, slow_above)
+        sums = _sums(window_start or since, slow_above, label_cutoff)
         joined = t.outerjoin(
             f, and_(f.c.request_id == t.c.request_id, f.c.instance_index == t.c.instance_index)
         )

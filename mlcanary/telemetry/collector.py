@@ -40,6 +40,7 @@ from starlette.routing import Route
 
 from mlcanary.runtime.http_body import BodyTooLargeError, read_limited_body
 from mlcanary.telemetry.cloudevents_ingest import MalformedEvent, parse_event, rows_from_event
+from mlcanary.telemetry.events import InferenceEvent
 from mlcanary.telemetry.store import MAX_REQUEST_ID_LENGTH, Feedback, InferenceLogStore
 
 logger = logging.getLogger(__name__)
@@ -102,13 +103,16 @@ def create_collector_app(
     pairing_timeout_s: float = DEFAULT_PAIRING_TIMEOUT_S,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     clock: Clock = _utc_now,
+    resolve_arm: Callable[[InferenceEvent], InferenceEvent] | None = None,
 ) -> Starlette:
     """The collector as a Starlette app writing to ``store`` (see the module docstring for the API).
 
     ``pairing_timeout_s`` only splits the ``/stats`` gauges: a half waiting longer than that for its
     other half counts as unpaired (it is stored all the same). ``max_body_bytes`` bounds every
-    request body. ``clock`` stamps ``received_at``. The app keeps no state that matters beyond
-    ``/stats`` counters, so several collectors may share one PostgreSQL store.
+    request body. ``clock`` stamps ``received_at``. ``resolve_arm`` fills in the arm and version of
+    events that lack them (KServe's, in a cluster: :class:`mlcanary.serving.kserve.arms.ArmResolver`).
+    The app keeps no state that matters beyond ``/stats`` counters, so several collectors may share
+    one PostgreSQL store.
     """
     if pairing_timeout_s <= 0:
         raise ValueError("pairing_timeout_s must be positive")
@@ -127,6 +131,8 @@ def create_collector_app(
         received_at = clock()
         try:
             event = parse_event(request.headers, body, received_at=received_at)
+            if resolve_arm is not None and event.arm is None:
+                event = await run_in_threadpool(resolve_arm, event)
             rows = rows_from_event(event, received_at=received_at)
         except MalformedEvent as exc:
             stats.malformed += 1
@@ -219,6 +225,7 @@ def run_collector(
     pairing_timeout_s: float = DEFAULT_PAIRING_TIMEOUT_S,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     log_level: str = "info",
+    resolve_arm: Callable[[InferenceEvent], InferenceEvent] | None = None,
 ) -> None:
     """Serve the collector with uvicorn until interrupted (blocking; access log off).
 
@@ -227,7 +234,9 @@ def run_collector(
     """
     store = InferenceLogStore(db_url)
     try:
-        app = create_collector_app(store, pairing_timeout_s=pairing_timeout_s, max_body_bytes=max_body_bytes)
+        app = create_collector_app(
+            store, pairing_timeout_s=pairing_timeout_s, max_body_bytes=max_body_bytes, resolve_arm=resolve_arm
+        )
         logger.info("collector on http://%s:%d writing to %s", host, port, store.url)
         uvicorn.run(app, host=host, port=port, access_log=False, log_level=log_level)
     finally:

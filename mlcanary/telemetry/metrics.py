@@ -4,7 +4,9 @@ Both arms come from the one aggregation of the log (:func:`mlcanary.telemetry.ag
 counts, sums and means in SQL, so a tick costs the same at any traffic volume; only latency
 percentiles read latencies into Python, at most ``max_latency_rows`` of the most recent ones per arm.
 Rows are selected by model, arm *and* version, so traffic served before the release (or by another
-version on the same arm) never leaks in.
+version on the same arm) never leaks in. Label outcomes cover only requests received before
+``now − label_delay`` (:attr:`Measurements.label_cutoff`): younger ones have not had the time to get
+their label.
 
 Drift and paired agreement need the models themselves; they are measured by an optional ``extras``
 callable (:class:`mlcanary.signals.model_signals.ModelSignals` in the wiring), so this module stays a
@@ -14,11 +16,12 @@ pure SQL adapter.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from mlcanary.rollout.measurements import ArmMetrics, Measurements, Percentiles
+from mlcanary.rollout.policy import LABEL_METRICS
 from mlcanary.rollout.state import ReleaseState
 from mlcanary.telemetry.aggregate import ArmAggregate, aggregate
 from mlcanary.telemetry.store import InferenceLogStore
@@ -31,8 +34,8 @@ LOG_METRICS: tuple[str, ...] = (
     "latency",
     "latency_p95",
     "positive_rate",
-    "accuracy",
     "error_burst",
+    *sorted(LABEL_METRICS),
 )
 
 
@@ -52,8 +55,7 @@ def arm_metrics(found: ArmAggregate, version: str) -> ArmMetrics:
         predictions=found.predictions,
         positives=found.positive_predictions,
         mean_probability=found.mean_probability,
-        labeled=found.labeled,
-        correct=found.correct,
+        labels=found.labels,
         window_requests=found.window_responses,
         window_errors=found.window_errors_5xx,
     )
@@ -63,15 +65,22 @@ class StoreMetricsSource:
     """Measures a release from the inference log (see the module docstring)."""
 
     def __init__(
-        self, store: InferenceLogStore, *, max_latency_rows: int = 50_000, extras: Extras | None = None
+        self,
+        store: InferenceLogStore,
+        *,
+        max_latency_rows: int = 50_000,
+        extras: Extras | None = None,
+        label_delay: timedelta = timedelta(0),
     ) -> None:
         self.store = store
         self.max_latency_rows = max_latency_rows
         self.extras = extras
+        self.label_delay = label_delay
 
     def measure(self, release: ReleaseState, *, window_start: datetime, now: datetime) -> Measurements:
         """Cumulative metrics of both arms since the release started (see the module docstring)."""
         versions = {"champion": release.champion_version, "candidate": release.candidate_version}
+        label_cutoff = now - self.label_delay
         try:
             # "Slow" means slower than the champion's P95 over the same window, for both arms.
             found = aggregate(
@@ -83,6 +92,7 @@ class StoreMetricsSource:
                 window_start=window_start,
                 slow_reference="champion",
                 max_latency_rows=self.max_latency_rows,
+                label_cutoff=label_cutoff,
             )
         except SQLAlchemyError as exc:
             reason = f"inference log unreadable: {type(exc).__name__}: {exc}"[:300]
@@ -103,6 +113,7 @@ class StoreMetricsSource:
             window_start=window_start,
             champion=champion,
             candidate=candidate,
+            label_cutoff=label_cutoff,
         )
         if self.extras is not None:
             measurements = self.extras(release, window_start, now, measurements)

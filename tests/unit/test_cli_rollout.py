@@ -76,7 +76,7 @@ def test_step_prints_the_decision_and_its_check_table(world: FakeWorld) -> None:
     for column in ("check", "verdict", "champion", "candidate", "requirement"):
         assert column in result.output
     assert "error_rate ⚑" in result.output
-    assert "fewer than 5 5xx" in result.output  # the requirement, wrapped to fit
+    assert "a burst is at least 5" in result.output  # the requirement, wrapped to fit
     assert "phase: progressing, candidate traffic 50 %" in result.output
 
 

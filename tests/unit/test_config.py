@@ -516,3 +516,43 @@ def test_bad_approval_settings_name_the_field(tmp_path: Path, text: str, fragmen
     message = _config_error(profile="local", config_dir=tmp_path, env={})
     assert fragment in message
     assert "local.yaml" in message
+
+
+def test_shipped_rollout_policy_file_states_the_embedded_defaults() -> None:
+    """configs/rollout.yaml documents the judge's defaults: loading it changes nothing."""
+    from mlcanary.rollout.policy import RolloutPolicy
+
+    shipped = RolloutPolicy.model_validate(yaml.safe_load((CONFIGS / "rollout.yaml").read_text()))
+    assert shipped == RolloutPolicy()
+
+
+def test_legacy_relative_flag_becomes_a_relative_tolerance() -> None:
+    from mlcanary.rollout.policy import RolloutPolicy
+
+    policy = RolloutPolicy.model_validate({"checks": {"latency": {"tolerance": 0.2, "relative": True}}})
+    assert policy.checks["latency"].relative_tolerance == 0.2
+    assert policy.checks["latency"].tolerance == 0.0
+
+
+def test_alpha_is_split_by_weight_over_the_enabled_sequential_checks() -> None:
+    from mlcanary.rollout.policy import RolloutPolicy
+
+    policy = RolloutPolicy()
+    sequential = ["error_rate", "latency", "latency_p95", "positive_rate", "agreement", "accuracy"]
+    assert sum(policy.alpha_for(name) for name in sequential) == pytest.approx(policy.alpha)
+    assert policy.alpha_for("error_rate") == pytest.approx(10 * policy.alpha_for("accuracy"))
+    assert policy.alpha_for("error_rate") == pytest.approx(policy.alpha / 2)
+    assert policy.alpha_for("input_drift") == 0.0  # advisory: spends nothing
+    assert policy.alpha_for("recall") == 0.0  # disabled by default
+    with_recall = RolloutPolicy.model_validate({"checks": {"recall": {"enabled": True}}})
+    assert with_recall.alpha_for("recall") > 0
+    assert sum(with_recall.alpha_for(n) for n in [*sequential, "recall"]) == pytest.approx(policy.alpha)
+
+
+def test_a_wider_failure_margin_in_a_profile_widens_the_pass_margin_too() -> None:
+    from mlcanary.rollout.policy import RolloutPolicy
+
+    policy = RolloutPolicy.model_validate({"checks": {"error_rate": {"tolerance": 0.1}}})
+    check = policy.checks["error_rate"]
+    assert check.pass_margin == (0.1, 1.0)  # the shipped pass_relative_tolerance stays
+    assert RolloutPolicy().checks["error_rate"].pass_margin == (0.002, 1.0)

@@ -10,8 +10,15 @@ from typing import Any
 import pytest
 
 from mlcanary.rollout.decide import decide
-from mlcanary.rollout.measurements import Agreement, ArmMetrics, DriftScore, Measurements, Percentiles
-from mlcanary.rollout.policy import ApprovalPolicy, RolloutPolicy
+from mlcanary.rollout.measurements import (
+    Agreement,
+    ArmMetrics,
+    DriftScore,
+    LabelOutcomes,
+    Measurements,
+    Percentiles,
+)
+from mlcanary.rollout.policy import ApprovalPolicy, CheckPolicy, RolloutPolicy
 from mlcanary.rollout.state import Phase, ReleaseState
 from mlcanary.rollout.stats import MeanSummary
 
@@ -31,7 +38,11 @@ def arm(
     window: tuple[int, int] = (100, 1),
     labeled: int = 0,
     accuracy: float = 0.95,
+    labels: LabelOutcomes | None = None,
 ) -> ArmMetrics:
+    if labels is None:
+        correct = round(labeled * accuracy)
+        labels = LabelOutcomes(true_negatives=correct, false_positives=labeled - correct)
     return ArmMetrics(
         version="x",
         requests=requests,
@@ -44,8 +55,7 @@ def arm(
         predictions=requests,
         positives=round(requests * positive_rate),
         mean_probability=positive_rate,
-        labeled=labeled,
-        correct=round(labeled * accuracy),
+        labels=labels,
         window_requests=window[0],
         window_errors=window[1],
     )
@@ -124,12 +134,36 @@ CASES: list[tuple[str, dict[str, Any], Measurements, RolloutPolicy, str, str]] =
         "error_burst",
     ),
     (
-        "much slower candidate is critical",
-        {"elapsed": "2h", "baked": "2h", "step_index": 0},
+        "a much slower candidate rolls back after the sample floor",
+        {"elapsed": "2h", "baked": "0.5h", "step_index": 0},
         measured(candidate=arm(10_000, latency_ms=40.0)),
         POLICY,
         "rollback",
-        "latency",
+        "check failed: latency",
+    ),
+    (
+        "a critical check is judged before the sample floor (fast path)",
+        {"elapsed": "0.1h", "baked": "0.1h", "step_index": 0},
+        measured(candidate=arm(120, error_rate=0.4, window=(20, 3)), champion=arm(150)),
+        POLICY,
+        "rollback",
+        "critical check failed: error_rate",
+    ),
+    (
+        "the same 5xx rate below the floor only holds when error_rate is not critical",
+        {"elapsed": "0.1h", "baked": "0.1h", "step_index": 0},
+        measured(candidate=arm(120, error_rate=0.4, window=(20, 3)), champion=arm(150)),
+        POLICY.model_copy(update={"checks": {**POLICY.checks, "error_rate": CheckPolicy(tolerance=0.002)}}),
+        "hold",
+        "waiting for samples",
+    ),
+    (
+        "a non-critical check is not judged before the sample floor",
+        {"elapsed": "0.1h", "baked": "0.1h", "step_index": 0},
+        measured(candidate=arm(150, positive_rate=0.6)),
+        POLICY,
+        "hold",
+        "waiting for samples",
     ),
     (
         "a candidate the serving layer reports not ready rolls back at once",
@@ -148,12 +182,12 @@ CASES: list[tuple[str, dict[str, Any], Measurements, RolloutPolicy, str, str]] =
         "waiting for samples",
     ),
     (
-        "a failing non-critical check blocks promotion",
-        {},
+        "a failing non-critical check after the sample floor rolls back",
+        {"elapsed": "1h", "baked": "0.2h", "step_index": 0},
         measured(candidate=arm(10_000, positive_rate=0.12)),
         POLICY,
-        "hold",
-        "positive_rate",
+        "rollback",
+        "check failed: positive_rate",
     ),
     (
         "bake time not reached holds",
@@ -260,23 +294,68 @@ CASES: list[tuple[str, dict[str, Any], Measurements, RolloutPolicy, str, str]] =
         "every check passed",
     ),
     (
-        "low paired agreement blocks promotion",
+        "low paired agreement rolls back",
         {},
         measured(agreement=Agreement(n=5000, agree=3500, mean_abs_dp=0.2)),
         POLICY,
-        "hold",
-        "agreement",
+        "rollback",
+        "agreement: both models give the same label to 70.0 % (3,500 of 5,000)",
     ),
     (
-        "worse accuracy from labels blocks promotion",
+        "paired agreement close to its limit is inconclusive: hold",
+        {},
+        measured(agreement=Agreement(n=400, agree=362, mean_abs_dp=0.05)),
+        POLICY,
+        "hold",
+        "waiting for checks to pass: agreement",
+    ),
+    (
+        "worse accuracy from labels rolls back, saying how many labels each arm had",
         {},
         measured(
             champion=arm(40_000, labeled=20_000, accuracy=0.95),
             candidate=arm(10_000, labeled=5_000, accuracy=0.85),
         ),
         POLICY,
-        "hold",
-        "accuracy",
+        "rollback",
+        "(5,000 labels on the candidate, 20,000 on the champion)",
+    ),
+    (
+        "a recall drop rolls back once the policy selects recall",
+        {},
+        measured(
+            champion=arm(
+                40_000, labels=LabelOutcomes(true_positives=180, false_negatives=20, true_negatives=9800)
+            ),
+            candidate=arm(
+                10_000, labels=LabelOutcomes(true_positives=110, false_negatives=90, true_negatives=9800)
+            ),
+        ),
+        POLICY.model_copy(
+            update={
+                "checks": {
+                    **POLICY.checks,
+                    "recall": CheckPolicy(direction="decrease_is_bad", tolerance=0.05),
+                }
+            }
+        ),
+        "rollback",
+        "recall",
+    ),
+    (
+        "recall is off by default: the same labels promote",
+        {},
+        measured(
+            champion=arm(
+                40_000, labels=LabelOutcomes(true_positives=180, false_negatives=20, true_negatives=9800)
+            ),
+            candidate=arm(
+                10_000, labels=LabelOutcomes(true_positives=110, false_negatives=90, true_negatives=9800)
+            ),
+        ),
+        POLICY,
+        "promote",
+        "every check passed",
     ),
     # -- the approval gate ---------------------------------------------------------------------
     (
@@ -328,12 +407,20 @@ CASES: list[tuple[str, dict[str, Any], Measurements, RolloutPolicy, str, str]] =
         "critical check failed",
     ),
     (
-        "waiting for approval, a non-critical check fails: hold and say so",
+        "waiting for approval, a non-critical check fails: roll back",
         {"phase": AWAITING, "waited": "2h"},
         measured(candidate=arm(10_000, positive_rate=0.12)),
         GATED,
+        "rollback",
+        "check failed: positive_rate",
+    ),
+    (
+        "waiting for approval, a check turns inconclusive: hold and say so",
+        {"phase": AWAITING, "waited": "2h"},
+        measured(agreement=Agreement(n=400, agree=362, mean_abs_dp=0.05)),
+        GATED,
         "hold",
-        "positive_rate",
+        "awaiting approval (2.0 h of 12.0 h); meanwhile: waiting for checks to pass: agreement",
     ),
     (
         "no answer within the approval timeout: policy says roll back",
@@ -352,9 +439,9 @@ CASES: list[tuple[str, dict[str, Any], Measurements, RolloutPolicy, str, str]] =
         "no approval within 12.0 h: policy says promote",
     ),
     (
-        "no answer within the timeout, policy says promote but a check fails now: roll back",
+        "no answer within the timeout, policy says promote but a check is undecided now: roll back",
         {"phase": AWAITING, "waited": "13h"},
-        measured(candidate=arm(10_000, positive_rate=0.12)),
+        measured(agreement=Agreement(n=400, agree=362, mean_abs_dp=0.05)),
         GATED_PROMOTE,
         "rollback",
         "checks do not pass now",

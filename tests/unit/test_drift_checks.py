@@ -25,8 +25,9 @@ def test_input_drift_fails_at_or_above_the_policys_share(share: float, verdict: 
     score = DriftScore(value=share, method="drifted-column share", rows=1000)
     result = check_input_drift(POLICY.checks["input_drift"], POLICY, measured(input_drift=score))
     assert result.verdict == verdict
-    assert result.threshold == "drifted columns < 40%"
+    assert result.threshold == "40% of columns drifted"
     assert result.value == share
+    assert result.reason.endswith(f"→ {'drift' if verdict == 'fail' else 'no drift'} (Evidently) (advisory)")
 
 
 @pytest.mark.parametrize(
@@ -43,7 +44,8 @@ def test_prediction_drift_follows_the_scores_direction(value: float, pvalue: boo
     check = POLICY.checks["prediction_drift"]
     result = check_prediction_drift(check, POLICY, measured(prediction_drift=score))
     assert result.verdict == verdict
-    assert ("<" if pvalue else ">=") in result.threshold
+    assert ("a p-value < 0.1" if pvalue else "a drift score ≥ 0.1") in result.threshold
+    assert f"→ {'drift' if verdict == 'fail' else 'no drift'} (Evidently)" in result.reason
 
 
 def test_the_policy_requires_a_threshold_for_each_enabled_one_arm_check() -> None:

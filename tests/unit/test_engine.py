@@ -1,4 +1,7 @@
-"""The rollout engine with in-memory fakes: a release driven tick by tick, crashes, bad requests."""
+"""The rollout engine with in-memory fakes: a release driven tick by tick, crashes, bad requests.
+
+Every test runs twice: against the in-memory serving backend and against the KServe backend on a
+fake Kubernetes API server that plays KServe's controller (``tests/fake_kube``)."""
 
 from __future__ import annotations
 
@@ -34,14 +37,15 @@ POLICY = RolloutPolicy(
 TICK = timedelta(minutes=5)
 
 
-@pytest.fixture
-def world() -> tuple[InMemoryRegistry, FakeServingBackend, FakeClock]:
+@pytest.fixture(params=["memory", "kserve"])
+def world(request: pytest.FixtureRequest) -> tuple[InMemoryRegistry, FakeServingBackend, FakeClock]:
+    backend = FakeServingBackend() if request.param == "memory" else request.getfixturevalue("kserve_backend")
     registry = InMemoryRegistry()
     champion = registry.add_version("fraud")
     candidate = registry.add_version("fraud")
     registry.set_alias("fraud", CHAMPION, champion)
     registry.set_alias("fraud", CANDIDATE, candidate)
-    return registry, FakeServingBackend(), FakeClock()
+    return registry, backend, FakeClock()
 
 
 def engine_for(world, metrics: ScriptedMetrics, notifier: Notifier | None = None) -> RolloutEngine:  # type: ignore[no-untyped-def]

@@ -1,5 +1,6 @@
 """The approval gate in the engine: a release waits for a human, who approves or rejects; the
-monitor keeps protecting it meanwhile; no answer follows the policy."""
+monitor keeps protecting it meanwhile; no answer follows the policy. Every test runs against the
+in-memory serving backend and against the KServe backend on a fake Kubernetes API server."""
 
 from __future__ import annotations
 
@@ -13,9 +14,18 @@ from mlcanary.rollout.policy import ApprovalPolicy, RolloutPolicy
 from mlcanary.rollout.state import Phase, ReleaseState
 from mlcanary.rollout.status import read_status
 from mlcanary.rollout.tags import release_from_tags
+from mlcanary.testing import fakes
 from mlcanary.testing.fakes import FakeWorld, steady_traffic
 
 TICK = timedelta(minutes=5)
+
+
+@pytest.fixture(autouse=True, params=["memory", "kserve"])
+def serving(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FakeWorld builds its serving backend by this name: the KServe run swaps it in."""
+    if request.param == "kserve":
+        backend = request.getfixturevalue("kserve_backend")
+        monkeypatch.setattr(fakes, "FakeServingBackend", lambda: backend)
 
 
 def gated(on_timeout: str = "rollback", timeout: str = "1h") -> RolloutPolicy:

@@ -18,7 +18,9 @@ from mlcanary.rollout.stats import (
     compare,
     compare_means_batch,
     compare_proportions_batch,
+    compare_with_limit,
     exceedance_summary,
+    ladder_half_width,
     log_latency_summary,
     mixture_half_width,
     tuned_tau2,
@@ -192,21 +194,21 @@ VERDICT_CASES = [
     pytest.param(
         MeanSummary(8000, math.log(50), 0.25, log_scale=True),
         MeanSummary(2000, math.log(80), 0.25, log_scale=True),
-        {"direction": "increase_is_bad", "tolerance": 0.1, "relative": True},
+        {"direction": "increase_is_bad", "relative_tolerance": 0.1},
         "fail",
         id="latency-plus-60pct-over-10pct",
     ),
     pytest.param(
         MeanSummary(8000, math.log(50), 0.25, log_scale=True),
         MeanSummary(2000, math.log(50), 0.25, log_scale=True),
-        {"direction": "increase_is_bad", "tolerance": 0.1, "relative": True},
+        {"direction": "increase_is_bad", "relative_tolerance": 0.1},
         "pass",
         id="latency-same-under-10pct",
     ),
     pytest.param(
         MeanSummary(8000, 0.90, 0.01),
         MeanSummary(2000, 0.80, 0.01),
-        {"direction": "decrease_is_bad", "tolerance": 0.05, "relative": True},
+        {"direction": "decrease_is_bad", "relative_tolerance": 0.05},
         "fail",
         id="linear-mean-minus-11pct-over-5pct",
     ),
@@ -268,21 +270,29 @@ def test_zero_events_in_a_small_arm_do_not_prove_it_better() -> None:
 def test_relative_tolerance_margins() -> None:
     log_b = MeanSummary(1000, math.log(50), 0.25, log_scale=True)
     log_c = MeanSummary(1000, math.log(52), 0.25, log_scale=True)
-    up = compare(log_b, log_c, direction="increase_is_bad", tolerance=0.1, relative=True)
+    up = compare(log_b, log_c, direction="increase_is_bad", relative_tolerance=0.1)
     assert up.margin == pytest.approx(math.log(1.1))
-    assert "log(1+0.1)" in up.threshold
-    down = compare(log_b, log_c, direction="decrease_is_bad", tolerance=0.1, relative=True)
+    assert "+10% relative" in up.threshold
+    down = compare(log_b, log_c, direction="decrease_is_bad", relative_tolerance=0.1)
     assert down.margin == pytest.approx(math.log(0.9))
     prop = compare(
         ProportionSummary(1000, 20),
         ProportionSummary(1000, 30),
         direction="increase_is_bad",
-        tolerance=0.5,
-        relative=True,
+        relative_tolerance=0.5,
     )
     assert prop.margin == pytest.approx(0.01)
     assert prop.estimate == pytest.approx(0.01)
     assert prop.verdict == "inconclusive"
+    combined = compare(
+        ProportionSummary(1000, 20),
+        ProportionSummary(1000, 30),
+        direction="increase_is_bad",
+        tolerance=0.002,
+        relative_tolerance=0.5,
+    )
+    assert combined.margin == pytest.approx(0.012)
+    assert "0.002 + 50% of the champion's value" in combined.threshold
     absolute = compare(
         ProportionSummary(1000, 20), ProportionSummary(1000, 30), direction="decrease_is_bad", tolerance=0.5
     )
@@ -339,8 +349,7 @@ def test_result_names_test_threshold_and_values() -> None:
                 MeanSummary(5, 0.0, 1.0, log_scale=True),
                 MeanSummary(5, 0.0, 1.0, log_scale=True),
                 direction="decrease_is_bad",
-                tolerance=1.0,
-                relative=True,
+                relative_tolerance=1.0,
             ),
             "< 1",
         ),
@@ -431,7 +440,8 @@ options = st.fixed_dictionaries(
     {
         "direction": st.sampled_from(["increase_is_bad", "decrease_is_bad"]),
         "tolerance": st.floats(min_value=0.0, max_value=0.9),
-        "relative": st.booleans(),
+        "relative_tolerance": st.sampled_from([0.0, 0.1, 0.5]),
+        "pass_relative_tolerance": st.sampled_from([None, 0.6, 0.9]),
         "alpha": st.floats(min_value=1e-4, max_value=0.5),
         "min_samples": st.integers(min_value=0, max_value=100),
     }
@@ -478,8 +488,10 @@ def _check_batch_matches(result: Any, batch: Any) -> None:
     assert float(batch.ci_high) == result.ci_high
     increase = result.threshold.startswith("fail if ci_low")
     fail = result.ci_low > result.margin if increase else result.ci_high < result.margin
-    passed = result.ci_high < result.margin if increase else result.ci_low > result.margin
-    if result.verdict != "inconclusive":
+    passed = result.pass_bound < result.pass_margin if increase else result.pass_bound > result.pass_margin
+    assert float(batch.pass_bound) == result.pass_bound
+    clipped = "proportions" in result.test and (result.ci_low == -1.0 or result.ci_high == 1.0)
+    if result.verdict != "inconclusive" and not clipped:  # the documented exception
         assert result.p_value <= result.alpha * (1 + 1e-9)
     if result.verdict == "fail":
         assert fail
@@ -488,3 +500,62 @@ def _check_batch_matches(result: Any, batch: Any) -> None:
     elif result.n_champion >= 100 and result.n_candidate >= 100:
         assert not fail
         assert not passed
+
+
+def test_ladder_costs_little_at_the_tuned_effect_and_resolves_gross_harm_early() -> None:
+    level = two_sided_level(0.01)
+    tau2 = tuned_tau2(0.01, level)
+    small_v, large_v = 1e-6, 2e-3  # thousands of observations; about a hundred at a 40 % rate
+    assert ladder_half_width(small_v, tau2, level) == pytest.approx(
+        mixture_half_width(small_v, tau2, level), rel=0.1
+    )
+    assert ladder_half_width(large_v, tau2, level) < mixture_half_width(large_v, tau2, level) / 3
+
+
+def test_gross_harm_fails_at_small_samples_even_when_tuned_for_a_small_effect() -> None:
+    """48 5xx in 120 candidate requests vs 2 in 150: a single τ tuned for one point cannot tell yet."""
+    result = compare(
+        ProportionSummary(150, 2),
+        ProportionSummary(120, 48),
+        direction="increase_is_bad",
+        tolerance=0.002,
+        alpha=0.01,
+        effect_size=0.01,
+    )
+    assert result.verdict == "fail"
+    level = two_sided_level(0.01)
+    single = mixture_half_width(result.estimate**2 / 50, tuned_tau2(0.01, level), level)
+    assert single > result.estimate  # the ladder is what makes it decisive
+
+
+@pytest.mark.parametrize(
+    ("agree", "expected"), [(1000, "pass"), (950, "pass"), (900, "inconclusive"), (850, "fail"), (0, "fail")]
+)
+def test_one_proportion_against_a_limit(agree: int, expected: str) -> None:
+    result = compare_with_limit(ProportionSummary(1000, agree), 0.9, direction="decrease_is_bad", alpha=0.01)
+    assert result.verdict == expected
+    assert result.ci_low <= result.estimate <= result.ci_high
+    assert result.estimate == pytest.approx(agree / 1000 - 0.9)
+
+
+def test_one_proportion_is_inconclusive_below_its_sample_floor() -> None:
+    result = compare_with_limit(ProportionSummary(50, 0), 0.9, direction="decrease_is_bad", min_samples=100)
+    assert result.verdict == "inconclusive"
+    with pytest.raises(ValueError, match="limit"):
+        compare_with_limit(ProportionSummary(50, 0), 1.5, direction="decrease_is_bad")
+
+
+def test_a_wider_pass_margin_lets_an_equal_candidate_pass_while_harm_still_fails_early() -> None:
+    equal = (ProportionSummary(40_000, 400), ProportionSummary(10_000, 100))
+    harm = (ProportionSummary(4_000, 40), ProportionSummary(1_000, 30))
+    tight = {"direction": "increase_is_bad", "tolerance": 0.001, "relative_tolerance": 0.1}
+    assert compare(*equal, **tight).verdict == "inconclusive"
+    wide = {**tight, "pass_tolerance": 0.002, "pass_relative_tolerance": 0.5}
+    passed = compare(*equal, **wide)
+    assert passed.verdict == "pass"
+    assert passed.pass_margin == pytest.approx(0.002 + 0.5 * 0.01)
+    assert passed.pass_bound < passed.pass_margin
+    assert passed.p_value <= 0.05
+    assert compare(*harm, **wide, effect_size=0.018).verdict == "fail"  # tuned to detect 1 % → 3 %
+    with pytest.raises(ValueError, match="pass margin"):
+        compare(*equal, **{**tight, "pass_relative_tolerance": 0.05})

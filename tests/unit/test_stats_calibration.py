@@ -146,7 +146,7 @@ def test_latency_plus_30_percent_is_detected() -> None:
 def test_latency_plus_5_percent_within_10_percent_tolerance_is_not_failed() -> None:
     arrays = _log_latency_streams(23, RUNS, 192, 900, ratio=1.05)
     result = compare_means_batch(
-        *arrays, direction="increase_is_bad", log_scale=True, tolerance=0.10, relative=True
+        *arrays, direction="increase_is_bad", log_scale=True, relative_tolerance=0.10
     )
     failed, _ = _first(result.verdicts, "fail")
     passed_at_end = (result.verdicts[:, -1] == "pass").mean()

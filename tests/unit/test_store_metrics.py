@@ -105,3 +105,47 @@ def test_unreadable_store_reports_problems_instead_of_raising(tmp_path: Path) ->
     m = StoreMetricsSource(store).measure(_release(), window_start=T0, now=T0 + timedelta(minutes=1))
     assert "error_rate" in m.problems
     assert "inference log unreadable" in m.problems["error_rate"]
+
+
+def test_label_outcomes_cover_only_requests_old_enough_for_their_label(store: InferenceLogStore) -> None:
+    from sklearn.metrics import brier_score_loss, confusion_matrix
+
+    rng = np.random.default_rng(1)
+    n = 300
+    probabilities = rng.uniform(0.0, 1.0, n)
+    probabilities[:3] = [0.0, 1.0, 1.0]  # log loss must clip, not overflow
+    labels = rng.integers(0, 2, n)
+    rows = [
+        InferenceRow(
+            request_id=f"r-{i}",
+            instance_index=0,
+            model="fraud",
+            received_at=T0 + timedelta(seconds=i),
+            arm="candidate",
+            version="2",
+            status_code=200,
+            latency_ms=10.0,
+            features={"amount": 1.0},
+            prediction=int(probabilities[i] >= 0.5),
+            probability=float(probabilities[i]),
+        )
+        for i in range(n)
+    ]
+    store.write_rows(rows)
+    for i in range(n):
+        store.record_feedback(f"r-{i}", int(labels[i]))
+
+    source = StoreMetricsSource(store, label_delay=timedelta(seconds=100))
+    m = source.measure(_release(), window_start=T0, now=T0 + timedelta(seconds=n))
+
+    old = slice(0, n - 100)  # received before now − 100 s: the only ones compared
+    assert m.label_cutoff == T0 + timedelta(seconds=n - 100)
+    outcome = m.candidate.labels
+    tn, fp, fn, tp = confusion_matrix(labels[old], (probabilities[old] >= 0.5).astype(int)).ravel()
+    assert (outcome.true_positives, outcome.false_positives) == (tp, fp)
+    assert (outcome.false_negatives, outcome.true_negatives) == (fn, tn)
+    assert outcome.scored == n - 100
+    assert outcome.brier == pytest.approx(brier_score_loss(labels[old], probabilities[old]))
+    p_label = np.where(labels[old] == 1, probabilities[old], 1 - probabilities[old])
+    assert outcome.log_loss == pytest.approx(-np.log(np.maximum(p_label, 1e-15)).mean())
+    assert m.champion.labels.labeled == 0

@@ -11,6 +11,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mlcanary.data.synthetic import DriftKnobs
+from mlcanary.demo.traffic.wire import Protocol
 from mlcanary.rollout.arms import Arm
 
 #: Rows per generated chunk. Part of the determinism contract: changing it changes the rows sent.
@@ -55,8 +56,10 @@ class TrafficPlan(BaseModel):
     (``serving.front_door_url`` / ``serving.collector_url``); ``collector_url=None`` posts no
     feedback. ``covariate_shift``, ``fraud_rate`` and ``noise`` go to
     :class:`~mlcanary.data.synthetic.DriftKnobs` unchanged (same bounds). ``force_arm`` sends
-    ``x-mlcanary-arm`` on every request. ``timeout_s`` applies to each request and each feedback
-    POST. Invalid values raise ``pydantic.ValidationError`` (a ``ValueError``) naming the field.
+    ``x-mlcanary-arm`` on every request; ``protocol`` picks the KServe V1 or the Open Inference (V2)
+    body and path; ``host_header`` is the ``Host`` sent (an Istio ingress routes by it).
+    ``timeout_s`` applies to each request and each feedback POST. Invalid values raise
+    ``pydantic.ValidationError`` (a ``ValueError``) naming the field.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -76,6 +79,10 @@ class TrafficPlan(BaseModel):
     concurrency: int = Field(default=32, ge=1, le=1024)
     timeout_s: float = Field(default=5.0, gt=0.0, le=120.0)
     force_arm: Arm | None = None
+    protocol: Protocol = "v1"
+    host_header: str | None = Field(
+        default=None, description="Host header to send (an Istio ingress routes InferenceServices by host)"
+    )
 
     @field_validator("front_door_url")
     @classmethod
@@ -122,5 +129,7 @@ class TrafficPlan(BaseModel):
 
     @property
     def predict_url(self) -> str:
-        """The KServe V1 predict endpoint at the front door."""
+        """The KServe V1 predict (or V2 infer) endpoint at the front door."""
+        if self.protocol == "v2":
+            return f"{self.front_door_url}/v2/models/{quote(self.model, safe='')}/infer"
         return f"{self.front_door_url}/v1/models/{quote(self.model, safe='')}:predict"

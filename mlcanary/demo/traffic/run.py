@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import time
 import uuid
 from collections import Counter
@@ -37,6 +36,7 @@ from mlcanary.demo.traffic.feedback import FeedbackPoster
 from mlcanary.demo.traffic.plan import LATE_TOLERANCE_S, PROGRESS_INTERVAL_S, TrafficPlan
 from mlcanary.demo.traffic.report import UNKNOWN_ARM, ArmTally, Progress, TrafficReport
 from mlcanary.demo.traffic.rows import RowSource
+from mlcanary.demo.traffic.wire import prediction_of, probability_of, request_body
 from mlcanary.rollout.arms import ARMS
 from mlcanary.serving.headers import ARM_HEADER, ARM_SERVED_HEADER, REQUEST_ID_HEADER
 
@@ -76,6 +76,8 @@ class _Run:
         self._headers = {"content-type": "application/json"}
         if plan.force_arm:
             self._headers[ARM_HEADER] = plan.force_arm
+        if plan.host_header:
+            self._headers["host"] = plan.host_header
 
     def progress(self) -> Progress:
         return Progress(
@@ -182,7 +184,7 @@ class _Run:
     async def _send(self, index: int, row: dict[str, Any], label: int, wants_label: bool) -> None:
         loop = asyncio.get_running_loop()
         request_id = f"{self.run_id}-{index}"
-        body = json.dumps({"instances": [row]}).encode()
+        body = json.dumps(request_body(row, self.plan.protocol)).encode()
         headers = {**self._headers, REQUEST_ID_HEADER: request_id}
         start = loop.time()
         try:
@@ -220,8 +222,8 @@ class _Run:
         if not response.is_success:
             return
         stats.ok += 1
-        prediction = _first_number(payload, "predictions")
-        probability = _first_number(payload, "probabilities")
+        prediction = prediction_of(payload)
+        probability = probability_of(payload)
         if prediction is None and probability is None:
             stats.malformed += 1
         if prediction is not None:
@@ -260,18 +262,6 @@ class _Run:
 def _raise_if_failed(task: asyncio.Task[None] | None) -> None:
     if task is not None and task.done() and not task.cancelled():
         task.result()
-
-
-def _first_number(payload: Any, key: str) -> float | None:
-    if not isinstance(payload, dict):
-        return None
-    values = payload.get(key)
-    if not isinstance(values, list) or not values:
-        return None
-    value = values[0]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
 
 
 def make_client(plan: TrafficPlan) -> httpx.AsyncClient:
