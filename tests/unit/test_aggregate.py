@@ -83,6 +83,31 @@ def test_labels_count_only_predicted_instances_and_matches(store: InferenceLogSt
     assert arm.mean_probability == pytest.approx((0.9 + 0.2) / 2)
 
 
+def test_label_outcomes_count_only_instances_received_before_the_label_cutoff(
+    store: InferenceLogStore,
+) -> None:
+    store.write_rows(
+        [
+            row("tp", "candidate", "2", 1, prediction=1, probability=0.8),
+            row("fp", "candidate", "2", 2, prediction=1, probability=0.6),
+            row("tn", "candidate", "2", 3, prediction=0, probability=None),  # labelled, not scored
+            row("young", "candidate", "2", 30, prediction=0, probability=0.1),  # after the cutoff
+        ]
+    )
+    for rid, label in (("tp", 1), ("fp", 0), ("tn", 0), ("young", 1)):
+        store.record_feedback(rid, label)
+    cutoff = T0 + timedelta(seconds=10)
+    arm = aggregate(store, "fraud", T0, T0 + timedelta(minutes=1), label_cutoff=cutoff)["candidate"]
+    assert (arm.true_positives, arm.false_positives, arm.true_negatives, arm.false_negatives) == (1, 1, 1, 0)
+    assert (arm.labeled, arm.correct, arm.scored) == (3, 2, 2)
+    assert arm.brier_sum == pytest.approx(0.2**2 + 0.6**2)
+    assert arm.log_loss_sum == pytest.approx(-math.log(0.8) - math.log(0.4))
+    assert arm.labels.brier == pytest.approx((0.2**2 + 0.6**2) / 2)
+    assert arm.predictions == 4  # the cutoff bounds the labels only
+    everything = aggregate(store, "fraud", T0, T0 + timedelta(minutes=1))["candidate"]
+    assert (everything.labeled, everything.false_negatives) == (4, 1)
+
+
 def test_slow_is_relative_to_the_reference_arms_p95(store: InferenceLogStore) -> None:
     champion = np.linspace(1.0, 100.0, 100)
     rows = [row(f"c{i}", "champion", "1", i, latency_ms=float(v)) for i, v in enumerate(champion)]
