@@ -41,21 +41,21 @@ demo: $(STAMP) ## The whole story locally on embedded defaults (state in .mlcana
 platform: $(STAMP) ## MLflow + Prefect servers, worker, webhook receiver, stack (profile demo; UIs :5000, :4200)
 	$(BIN)/mlcanary --profile demo up --platform
 
-test: $(STAMP) ## Every test suite: unit, flows and integration (real Envoy, MLflow, Prefect); e2e skips without a cluster
+test: $(STAMP) ## Every test suite: unit, flows and integration (real Envoy, MLflow, Prefect, the demo end to end)
 	$(BIN)/pytest
 
 test-fast: $(STAMP) ## Unit tests only
 	$(BIN)/pytest -m "not integration and not flows and not slow"
 
 bench: $(STAMP) ## Every benchmark: serving on the real local stack, then the judge (~10 min); rewrites docs/benchmarks.md
-	$(BIN)/python benchmarks/serving_bench.py --out docs/benchmarks.md --wait-idle 120
+	$(BIN)/python -m benchmarks.serving --out docs/benchmarks.md --wait-idle 120
 	$(BIN)/python -m benchmarks.judge --out docs/benchmarks.md
 
 bench-judge: $(STAMP) ## The judge under the shipped policy vs Flagger/Kayenta-style rules (~5 min); rewrites its block of docs/benchmarks.md
 	$(BIN)/python -m benchmarks.judge --out docs/benchmarks.md
 
 bench-quick: $(STAMP) ## Quick serving benchmark (~2 min); prints the report, changes no file
-	$(BIN)/python benchmarks/serving_bench.py --quick
+	$(BIN)/python -m benchmarks.serving --quick
 
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check .

@@ -26,7 +26,7 @@ from pydantic import Field
 
 from flows import canary
 from flows.canary import Profile
-from mlcanary.notify import mlflow_run_link
+from mlcanary.notify.message import mlflow_run_link
 from mlcanary.rollout.engine import NothingToDoError, RolloutEngine
 from mlcanary.rollout.state import ReleaseState
 from tasks import rollout as steps

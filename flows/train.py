@@ -15,7 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from mlcanary import training
 from mlcanary.config import load_settings
-from mlcanary.registry import registry_from_settings
+from mlcanary.registry.mlflow_registry import registry_from_settings
 from tasks import training as steps
 
 Estimator = Literal["logistic_regression", "random_forest", "hist_gradient_boosting"]

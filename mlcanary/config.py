@@ -45,6 +45,15 @@ ModelName = Annotated[
     ),
 ]
 Port = Annotated[int, Field(ge=1, le=65535)]
+STORE_FILENAME = "inference.db"
+"""The inference log's SQLite file in the state directory (when ``telemetry.store_url`` is unset)."""
+MLFLOW_DB_FILENAME = "mlflow.db"
+"""MLflow's SQLite file in the state directory (when ``mlflow.tracking_uri`` is unset)."""
+
+
+def http_url(host: str, port: int) -> str:
+    """``http://<host>:<port>``, an IPv6 literal in brackets."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 class ConfigError(Exception):
@@ -152,7 +161,7 @@ class TrainingSettings(_Section):
 
 
 class ServingSettings(_Section):
-    """Where models are served (ports are the local stack's; see DESIGN.md)."""
+    """Where models are served: every port of the local stack and the platform, and their URLs."""
 
     backend: Literal["local", "kserve"] = Field(
         "local", description="'local' (Envoy + model servers) or 'kserve' (Kubernetes)"
@@ -167,6 +176,37 @@ class ServingSettings(_Section):
     mlflow_port: Port = Field(5000, description="MLflow server of `mlcanary up --platform` (tracking UI)")
     prefect_port: Port = Field(4200, description="Prefect server of `mlcanary up --platform` (API and UI)")
 
+    def url(self, port: int) -> str:
+        """``http://<host>:<port>`` of a service of the local stack or platform."""
+        return http_url(self.host, port)
+
+    @property
+    def front_door_url(self) -> str:
+        """Envoy's listener: the one URL clients call."""
+        return self.url(self.front_door_port)
+
+    @property
+    def envoy_admin_url(self) -> str:
+        return self.url(self.envoy_admin_port)
+
+    @property
+    def collector_url(self) -> str:
+        """The inference-log collector (CloudEvents on ``/events``, labels on ``/feedback``)."""
+        return self.url(self.collector_port)
+
+    @property
+    def webhook_url(self) -> str:
+        """Where MLflow delivers registry events to the webhook receiver."""
+        return self.url(self.webhook_port) + "/webhook"
+
+    @property
+    def mlflow_url(self) -> str:
+        return self.url(self.mlflow_port)
+
+    @property
+    def prefect_api_url(self) -> str:
+        return self.url(self.prefect_port) + "/api"
+
     @model_validator(mode="after")
     def _distinct_ports(self) -> ServingSettings:
         ports = {
@@ -180,6 +220,12 @@ class ServingSettings(_Section):
                 raise ValueError(f"serving.{name} and serving.{seen[value]} are both {value}")
             seen[value] = name
         return self
+
+
+PORT_SETTINGS: tuple[str, ...] = tuple(
+    f"serving.{name}" for name in ServingSettings.model_fields if name.endswith("_port")
+)
+"""The dotted settings of every port the local stack and the platform listen on."""
 
 
 KServeMode = Literal["Knative", "Serverless", "Standard", "RawDeployment"]
@@ -349,7 +395,7 @@ class Settings(_Section):
         """The MLflow tracking URI in force (SQLite under the state directory by default)."""
         if self.mlflow.tracking_uri:
             return self.mlflow.tracking_uri
-        return f"sqlite:///{(self.state_dir / 'mlflow.db').resolve()}"
+        return f"sqlite:///{(self.state_dir / MLFLOW_DB_FILENAME).resolve()}"
 
     @property
     def registry_uri(self) -> str:
@@ -361,7 +407,7 @@ class Settings(_Section):
         """The inference-log database in force (SQLite under the state directory by default)."""
         if self.telemetry.store_url:
             return self.telemetry.store_url
-        return f"sqlite:///{(self.state_dir / 'inference.db').resolve()}"
+        return f"sqlite:///{(self.state_dir / STORE_FILENAME).resolve()}"
 
     @property
     def artifact_location(self) -> str:

@@ -28,14 +28,10 @@ from sklearn.model_selection import train_test_split
 
 from mlcanary.config import Metric, Settings
 from mlcanary.data.loader import DataError, Dataset, load_dataset
-from mlcanary.registry import (
-    CANDIDATE,
-    CHAMPION,
-    TAG_PREFIX,
-    ModelRegistry,
-    ModelVersionInfo,
-    NewVersion,
-)
+from mlcanary.registry.protocol import ModelRegistry, NewVersion
+from mlcanary.rollout import tags
+from mlcanary.rollout.arms import CANDIDATE, CHAMPION
+from mlcanary.rollout.versions import ModelVersionInfo
 
 LOWER_IS_BETTER: frozenset[str] = frozenset({"log_loss"})
 GateOutcome = Literal["first_version", "passed", "failed"]
@@ -276,19 +272,21 @@ def build_new_version(
     reference = split.train[dataset.feature_names].sample(
         n=reference_rows, random_state=settings.training.seed
     )
-    tags = {
-        f"{TAG_PREFIX}data_fingerprint": dataset.fingerprint,
-        f"{TAG_PREFIX}data_source": dataset.source[:500],
-        f"{TAG_PREFIX}git_commit": commit,
-        f"{TAG_PREFIX}gate": gate.outcome,
-        f"{TAG_PREFIX}gate_reason": gate.reason[:500],
-        f"{TAG_PREFIX}primary_metric": gate.metric,
-        f"{TAG_PREFIX}trained_at": datetime.now(tz=UTC).isoformat(timespec="seconds"),
-        **{f"{TAG_PREFIX}metric.{k}": f"{v:.6g}" for k, v in metrics.items()},
-    }
+    version_tags = tags.tagged(
+        {
+            tags.DATA_FINGERPRINT: dataset.fingerprint,
+            tags.DATA_SOURCE: dataset.source[: tags.MAX_TEXT],
+            tags.GIT_COMMIT: commit,
+            tags.GATE: gate.outcome,
+            tags.GATE_REASON: gate.reason[: tags.MAX_TEXT],
+            tags.PRIMARY_METRIC: gate.metric,
+            tags.TRAINED_AT: datetime.now(tz=UTC).isoformat(timespec="seconds"),
+            **{tags.metric_key(k): f"{v:.6g}" for k, v in metrics.items()},
+        }
+    )
     champion_metrics = {f"champion_{k}": v for k, v in (champion.metrics if champion else {}).items()}
     if champion is not None:
-        tags[f"{TAG_PREFIX}compared_with_champion"] = champion.version
+        version_tags[tags.tag_name(tags.COMPARED_WITH_CHAMPION)] = champion.version
     params = {
         "estimator": settings.model.estimator,
         "factory": settings.model.factory,
@@ -305,7 +303,7 @@ def build_new_version(
         input_example=split.holdout[dataset.feature_names].head(3),
         metrics={**metrics, **champion_metrics},
         params=params,
-        tags=tags,
+        tags=version_tags,
         run_name=f"train-{settings.model.name}-{dataset.fingerprint[:8]}",
         pip_requirements=_pip_requirements(),
     )
@@ -331,7 +329,7 @@ def assign_alias(
         # Someone else crowned a champion since we looked: be a candidate like everyone else.
         gate = GateResult("passed", gate.metric, gate.candidate_value, None, gate.tolerance, gate.reason)
     if gate.outcome == "failed":
-        registry.set_tags(name, number, {f"{TAG_PREFIX}rejected": gate.reason[:500]})
+        registry.set_tags(name, number, tags.tagged({tags.REJECTED: gate.reason[: tags.MAX_TEXT]}))
         return None, f"rejected, no alias set: {gate.reason}"
     current = registry.version_for_alias(name, CANDIDATE)
     if current is not None and current.version != number and not replace_candidate:
@@ -339,7 +337,7 @@ def assign_alias(
             f"{gate.reason}; but version {current.version} is already @candidate (a canary may be "
             "running), so no alias was set (set training.replace_candidate to replace it)"
         )
-        registry.set_tags(name, number, {f"{TAG_PREFIX}not_promoted": reason[:500]})
+        registry.set_tags(name, number, tags.tagged({tags.NOT_PROMOTED: reason[: tags.MAX_TEXT]}))
         return None, reason
     registry.set_alias(name, CANDIDATE, number)
     return CANDIDATE, f"{gate.reason}: it becomes @candidate"

@@ -1,7 +1,7 @@
 """Assemble the rollout engine from the configuration: the one place adapters are chosen.
 
 Everything is built on demand from ``Settings`` (nothing at import), and any seam can be replaced
-by passing it in, which is how tests swap in the fakes of :mod:`mlcanary.fakes`.
+by passing it in, which is how tests swap in the fakes of :mod:`mlcanary.testing.fakes`.
 """
 
 from __future__ import annotations
@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 
 from mlcanary.config import ConfigError, Settings
-from mlcanary.evidence import MlflowEvidence
-from mlcanary.notify import mlflow_run_link, notifier_from_env
-from mlcanary.registry import MlflowRegistry, ModelRegistry, registry_from_settings
+from mlcanary.notify.apprise import notifier_from_env
+from mlcanary.notify.message import mlflow_run_link
+from mlcanary.registry.evidence import MlflowEvidence
+from mlcanary.registry.mlflow_registry import MlflowRegistry, registry_from_settings
+from mlcanary.registry.protocol import ModelRegistry
 from mlcanary.rollout.engine import RolloutEngine
 from mlcanary.rollout.ports import Clock, EvidenceRecorder, MetricsSource, Notifier, SystemClock
-from mlcanary.serving.backend import ServingBackend
+from mlcanary.rollout.serving import ServingBackend
 
 
 def serving_backend(settings: Settings) -> ServingBackend:
@@ -38,8 +40,8 @@ def metrics_source(
     (paired agreement, Evidently drift) from the logged inputs and the registered models; with
     ``telemetry.prometheus.url`` set, the checks routed to Prometheus (``telemetry.sources``) take
     their numbers from Istio's metrics of the arms' workloads, which ``backend`` names."""
-    from mlcanary.drift import EvidentlyDriftDetector
-    from mlcanary.signals import ModelSignals
+    from mlcanary.signals.drift import EvidentlyDriftDetector
+    from mlcanary.signals.model_signals import ModelSignals
     from mlcanary.telemetry.metrics import StoreMetricsSource
     from mlcanary.telemetry.store import InferenceLogStore
 

@@ -3,8 +3,9 @@
 :class:`PrefectBlockNotifier` implements :class:`mlcanary.rollout.ports.Notifier` over any Prefect
 :class:`~prefect.blocks.abstract.NotificationBlock` (``SlackWebhook``, ``MicrosoftTeamsWebhook``,
 ``CustomWebhookNotificationBlock``, ``AppriseNotificationBlock`` subclasses...), with the contract of
-:class:`mlcanary.notify.AppriseNotifier`: the events selected by
-:func:`~mlcanary.notify.parse_events`, the same subject and body (:func:`mlcanary.notify.format_message`)
+:class:`mlcanary.notify.apprise.AppriseNotifier`: the events selected by
+:func:`~mlcanary.notify.events.parse_events`, the same subject and body
+(:func:`mlcanary.notify.message.format_message`)
 with the evidence link, and it never raises (a failed delivery is a warning and a count).
 
 The block keeps its URL and tokens on the Prefect server: this side only knows the block document
@@ -12,7 +13,7 @@ slug from ``MLCANARY_NOTIFY_BLOCK`` (:func:`block_notifier_from_env`), and logs 
 that slug only, never its fields nor an exception's text (which may echo the URL).
 
 :func:`flow_notifier` is the notifier of the flows: the Apprise URLs of ``MLCANARY_NOTIFY_URLS`` and
-the block, fanned out (:class:`mlcanary.notify.FanOutNotifier`).
+the block, fanned out (:class:`mlcanary.notify.fan_out.FanOutNotifier`).
 """
 
 from __future__ import annotations
@@ -30,18 +31,11 @@ from prefect.blocks.abstract import NotificationBlock
 from prefect.blocks.notifications import AbstractAppriseNotificationBlock
 
 from mlcanary.config import Settings
-from mlcanary.notify import (
-    EVENTS_ENV,
-    NOTIFY_TYPES,
-    FanOutNotifier,
-    event_name,
-    evidence_link_of,
-    format_message,
-    mlflow_run_link,
-    notifier_from_env,
-    parse_events,
-)
-from mlcanary.rollout.ports import Notifier, NullNotifier
+from mlcanary.notify.apprise import notifier_from_env
+from mlcanary.notify.events import EVENTS_ENV, NOTIFY_TYPES, event_name, parse_events
+from mlcanary.notify.fan_out import FanOutNotifier
+from mlcanary.notify.message import evidence_link_of, format_message, mlflow_run_link
+from mlcanary.rollout.ports import Notifier, NullNotifier, ReleaseEvent
 from mlcanary.rollout.state import ReleaseState
 
 logger = logging.getLogger(__name__)
@@ -102,10 +96,10 @@ class PrefectBlockNotifier:
     """Sends release events through one Prefect notification block; never raises.
 
     ``slug`` names the block in logs and ``repr`` (never its fields: they hold the URL). ``events``
-    (default :data:`mlcanary.notify.DEFAULT_EVENTS`) selects the titles to send, others are counted
+    (default :data:`mlcanary.notify.events.DEFAULT_EVENTS`) selects the titles to send, others are counted
     in :attr:`skipped`; ``evidence_link`` turns a release into the URL of its evidence. An Apprise
     based block gets the event's notification type (success, warning, failure, info) like
-    :class:`~mlcanary.notify.AppriseNotifier`. Delivery time is bounded by the block's own
+    :class:`~mlcanary.notify.apprise.AppriseNotifier`. Delivery time is bounded by the block's own
     timeouts. Counters: :attr:`sent`, :attr:`failures`, :attr:`skipped`.
     """
 
@@ -137,17 +131,17 @@ class PrefectBlockNotifier:
             return self.block.model_copy(update={"notify_type": NOTIFY_TYPES.get(event, "info")})
         return self.block
 
-    def notify(self, release: ReleaseState, title: str, message: str) -> None:
-        """Send one message about ``title`` if it is a selected event; never raises."""
-        event = event_name(title)
-        if event not in self.events:
+    def notify(self, release: ReleaseState, event: ReleaseEvent, message: str) -> None:
+        """Send one message about ``event`` if it is a selected one; never raises."""
+        name = event_name(event)
+        if name not in self.events:
             self.skipped += 1
             return
         try:
             subject, body = format_message(
-                release, title, message, evidence_link_of(release, self.evidence_link)
+                release, event, message, evidence_link_of(release, self.evidence_link)
             )
-            block = self._block_for(event)
+            block = self._block_for(name)
             # Apprise-based blocks only report failure (rather than log it) when asked to.
             with block.raise_on_failure():
                 _run_sync(block, body, subject)
@@ -156,7 +150,7 @@ class PrefectBlockNotifier:
             # The type only: the text of an HTTP error or of Apprise's log may hold the URL.
             logger.warning(
                 "notify: %r for %s v%s was not delivered through block %s: %s",
-                title,
+                str(event),
                 release.model,
                 release.candidate_version,
                 self.slug,
@@ -230,7 +224,7 @@ def flow_notifier(settings: Settings, env: Mapping[str, str] | None = None) -> N
     """The notifier of the flows: the Apprise URLs of ``MLCANARY_NOTIFY_URLS`` and the block of
     ``MLCANARY_NOTIFY_BLOCK`` (``env`` defaults to ``os.environ``).
 
-    Both configured: a :class:`~mlcanary.notify.FanOutNotifier` over the two; one: that one;
+    Both configured: a :class:`~mlcanary.notify.fan_out.FanOutNotifier` over the two; one: that one;
     neither: a :class:`~mlcanary.rollout.ports.NullNotifier`. Each links the release's MLflow run.
     """
     env = os.environ if env is None else env

@@ -6,7 +6,7 @@ from typing import Any
 
 from mlcanary.config import ConfigError
 from mlcanary.data.loader import DataError
-from mlcanary.registry import ModelNotFoundError, VersionNotFoundError
+from mlcanary.rollout.versions import ModelNotFoundError, VersionNotFoundError
 from mlcanary.training import TrainingError
 
 # Deterministic errors: retrying cannot change the outcome, only delay the message.

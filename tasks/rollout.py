@@ -15,7 +15,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from mlcanary.rollout.engine import RolloutEngine, TickResult
-from mlcanary.rollout.state import CheckResult, Decision, ReleaseState
+from mlcanary.rollout.state import Decision, ReleaseState
+from mlcanary.views.check_table import markdown_table
 from tasks.retry import retry_on_io
 from tasks.training import artifact_key
 
@@ -49,19 +50,6 @@ def emit_approval_requested(release: ReleaseState, profile: str, config_file: st
     emit_event(**approval_requested_event(release, profile, config_file))
 
 
-def _fmt(value: float | None) -> str:
-    return "—" if value is None else f"{value:.4g}"
-
-
-def _check_row(check: CheckResult) -> str:
-    flags = " ".join(f for f, on in (("critical", check.critical), ("advisory", check.advisory)) if on)
-    return (
-        f"| {check.name} | **{check.verdict}** | {_fmt(check.baseline)} | {_fmt(check.value)} | "
-        f"{check.threshold} | {check.test} | {check.n_champion or '—'} / {check.n_candidate or '—'} | "
-        f"{flags} |"
-    )
-
-
 def decision_markdown(release: ReleaseState, decision: Decision) -> str:
     """The side-by-side table of one tick, as a Prefect markdown artifact."""
     lines = [
@@ -71,9 +59,7 @@ def decision_markdown(release: ReleaseState, decision: Decision) -> str:
         "",
         f"phase `{release.phase.value}` · candidate traffic {decision.traffic} % · tick {release.ticks}",
         "",
-        "| check | verdict | champion | candidate | requirement | test | n (champion / candidate) | |",
-        "|---|---|---|---|---|---|---|---|",
-        *(_check_row(c) for c in decision.checks),
+        markdown_table(decision.checks),
     ]
     return "\n".join(lines)
 

@@ -17,7 +17,8 @@ from prefect.cache_policies import NO_CACHE
 from mlcanary import training
 from mlcanary.config import Settings
 from mlcanary.data.loader import Dataset, load_dataset
-from mlcanary.registry import ModelRegistry, ModelVersionInfo, NewVersion
+from mlcanary.registry.protocol import ModelRegistry, NewVersion
+from mlcanary.rollout.versions import ModelVersionInfo
 from tasks.retry import retry_on_io
 
 

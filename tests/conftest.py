@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,14 +11,14 @@ import pytest
 from http_inbox import Inbox, running_inbox
 
 from mlcanary.config import Settings, load_settings
-from mlcanary.registry import MlflowRegistry, registry_from_settings
+from mlcanary.registry.mlflow_registry import MlflowRegistry, registry_from_settings
+from mlcanary.runtime.env import quiet_defaults
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _names = itertools.count(1)
 
-# Quiet MLflow for every test process (CI has no telemetry endpoint to reach anyway).
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# Quiet MLflow for every test process, as the CLI does (CI has no telemetry endpoint to reach anyway).
+quiet_defaults()
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ caller orphans nothing):
 5. ``platform-webhook``: ``mlcanary webhook`` on ``serving.webhook_port`` with
    ``MLCANARY_WEBHOOK_SECRET`` (taken from the environment, else generated once into
    ``<state>/platform/webhook-secret``, 0600; never printed, never in an argv);
-6. the MLflow webhook registered (:func:`mlcanary.webhook.register_webhook`) to the receiver;
+6. the MLflow webhook registered (:func:`mlcanary.triggers.registration.register_webhook`) to the receiver;
 7. the serving stack (:func:`mlcanary.serving.local.stack.up`) once ``@champion`` exists.
 
 Every component (the worker's flow runs, the receiver, the model servers) sees the same settings,
@@ -43,7 +43,7 @@ The package's modules, lowest first (none imports one listed after it):
   :func:`child_env` and the env file;
 - :mod:`~mlcanary.platform.private_files`: the 0600 files (webhook secret, MLflow Fernet key);
 - :mod:`~mlcanary.platform.servers`: argv, start / health / stop of one platform process;
-- :mod:`~mlcanary.platform.process_tree`: descendants of a process and stopping their groups;
+- :mod:`~mlcanary.runtime.process_tree`: descendants of a process and stopping their groups;
 - :mod:`~mlcanary.platform.prefect_yaml`: deployments and work pools declared in ``prefect.yaml``;
 - :mod:`~mlcanary.platform.prefect_api`: the Prefect server's REST API and the ``prefect`` CLI;
 - :mod:`~mlcanary.platform.lifecycle`: :func:`up`, :func:`down`, :func:`status`.
@@ -59,7 +59,6 @@ from mlcanary.platform.paths import COMPONENTS, MLFLOW, PREFECT, WEBHOOK, WORKER
 from mlcanary.platform.prefect_api import MIN_MONITOR_INTERVAL_S, MONITOR_DEPLOYMENT, align_monitor_schedule
 from mlcanary.platform.prefect_yaml import deployment_names, work_pool_names
 from mlcanary.platform.private_files import ensure_secret_file, fernet_key
-from mlcanary.platform.process_tree import descendants
 from mlcanary.platform.servers import (
     mlflow_server_argv,
     mlflow_server_env,
@@ -78,6 +77,7 @@ from mlcanary.platform.settings_env import (
     settings_env,
     write_env_file,
 )
+from mlcanary.runtime.process_tree import descendants
 
 __all__ = [
     "COMPONENTS",

@@ -28,7 +28,6 @@ from mlcanary.platform.prefect_api import (
 )
 from mlcanary.platform.prefect_yaml import deployment_names, work_pool_names
 from mlcanary.platform.private_files import webhook_secret
-from mlcanary.platform.process_tree import descendants, stop_groups
 from mlcanary.platform.servers import (
     WORKER_QUERY_SECONDS,
     check_port,
@@ -42,7 +41,8 @@ from mlcanary.platform.servers import (
     worker_argv,
 )
 from mlcanary.platform.settings_env import child_env, env_file_vars, platform_settings, write_env_file
-from mlcanary.serving.local.processes import ProcessError, find_running
+from mlcanary.runtime.process_tree import descendants, stop_groups
+from mlcanary.runtime.processes import ProcessError, find_running
 
 if TYPE_CHECKING:
     from mlcanary.serving.local.stack import StackInfo
@@ -220,7 +220,7 @@ def up(
 
 
 def _register(paths: PlatformPaths, secret: str) -> None:
-    from mlcanary.webhook import register_webhook
+    from mlcanary.triggers.registration import register_webhook
 
     try:
         register_webhook(paths.mlflow_url, paths.webhook_url, secret)
@@ -229,7 +229,9 @@ def _register(paths: PlatformPaths, secret: str) -> None:
 
 
 def _stack_up(settings: Settings, info: PlatformInfo, progress: Progress | None) -> None:
-    from mlcanary.registry import CHAMPION, ModelNotFoundError, registry_from_settings
+    from mlcanary.registry.mlflow_registry import registry_from_settings
+    from mlcanary.rollout.arms import CHAMPION
+    from mlcanary.rollout.versions import ModelNotFoundError
     from mlcanary.serving.local.stack import StackError, stack_status
     from mlcanary.serving.local.stack import up as stack_up
 

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from mlcanary.config import Settings
-from mlcanary.serving.local.backend import url_host
+from mlcanary.config import MLFLOW_DB_FILENAME, Settings, http_url
 
 __all__ = ["COMPONENTS", "MLFLOW", "PREFECT", "WEBHOOK", "WORKER", "PlatformPaths", "repo_root"]
 
@@ -66,7 +65,7 @@ class PlatformPaths:
 
     @property
     def mlflow_db(self) -> Path:
-        return self.state_dir / "mlflow.db"
+        return self.state_dir / MLFLOW_DB_FILENAME
 
     @property
     def env_file(self) -> Path:
@@ -81,11 +80,11 @@ class PlatformPaths:
 
     @property
     def mlflow_url(self) -> str:
-        return f"http://{url_host(self.host)}:{self.mlflow_port}"
+        return http_url(self.host, self.mlflow_port)
 
     @property
     def prefect_url(self) -> str:
-        return f"http://{url_host(self.host)}:{self.prefect_port}"
+        return http_url(self.host, self.prefect_port)
 
     @property
     def prefect_api_url(self) -> str:
@@ -97,7 +96,7 @@ class PlatformPaths:
 
     @property
     def webhook_base_url(self) -> str:
-        return f"http://{url_host(self.host)}:{self.webhook_port}"
+        return http_url(self.host, self.webhook_port)
 
     def health_url(self, name: str) -> str | None:
         """The URL answering 200 when component ``name`` is up (None for the worker, which has none)."""

@@ -16,7 +16,7 @@ import httpx
 
 from mlcanary.platform.errors import PlatformError
 from mlcanary.platform.servers import require_binary
-from mlcanary.serving.local.processes import ManagedProcess
+from mlcanary.runtime.processes import ManagedProcess
 
 __all__ = [
     "MIN_MONITOR_INTERVAL_S",

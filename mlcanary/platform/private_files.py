@@ -55,7 +55,7 @@ def _new_secret() -> str:
 def webhook_secret(paths: PlatformPaths, environ: Mapping[str, str]) -> str:
     """The receiver's secret: ``MLCANARY_WEBHOOK_SECRET`` from ``environ`` if set, else the one kept
     in ``<state>/platform/webhook-secret`` (generated on first use)."""
-    from mlcanary.webhook import DEFAULT_SECRET_ENV
+    from mlcanary.triggers.server import DEFAULT_SECRET_ENV
 
     given = environ.get(DEFAULT_SECRET_ENV, "")
     return given if given.strip() else ensure_secret_file(paths.secret_file, _new_secret)

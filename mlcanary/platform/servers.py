@@ -18,14 +18,14 @@ from mlcanary.config import Settings
 from mlcanary.platform.errors import PlatformError
 from mlcanary.platform.paths import MLFLOW, PREFECT, WEBHOOK, PlatformPaths
 from mlcanary.platform.private_files import ensure_secret_file, fernet_key
-from mlcanary.serving.local.processes import (
+from mlcanary.runtime.processes import (
     ManagedProcess,
     ProcessError,
     find_running,
+    held_by_stranger,
     start_process,
     wait_for_http,
 )
-from mlcanary.serving.local.stack import held_by_stranger
 
 __all__ = [
     "SCHEDULER_MAX_RUNS",

@@ -18,6 +18,7 @@ import yaml
 from mlcanary.config import ENV_NESTED_DELIMITER, ENV_PREFIX, Settings, env_overrides, load_settings
 from mlcanary.platform.errors import PlatformError
 from mlcanary.platform.paths import PlatformPaths, repo_root
+from mlcanary.runtime.env import child_env as quiet_child_env
 
 __all__ = ["child_env", "env_file_vars", "platform_settings", "settings_env", "write_env_file"]
 
@@ -126,11 +127,8 @@ def child_env(
         for key, value in base.items()
         if not key.startswith(_DROP_PREFIXES) and key not in _DROP_NAMES and key not in overridden
     }
+    env = quiet_child_env(env)
     env |= {
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-        "DO_NOT_TRACK": "true",
-        "PYTHONUNBUFFERED": "1",
         "MLFLOW_TRACKING_URI": paths.mlflow_url,
         "PREFECT_HOME": str(paths.prefect_home),
         "PREFECT_API_URL": paths.prefect_api_url,

@@ -68,7 +68,7 @@ def check_error_burst(check: CheckPolicy, policy: RolloutPolicy, m: Measurements
     arm = m.candidate
     count, seen = arm.window_errors, arm.window_requests
     share = count / seen if seen else 0.0
-    min_count = int(check.threshold if check.threshold is not None else 1)
+    min_count = int(_limit(check))
     burst = count >= min_count and share > check.tolerance
     limit = f"at least {min_count} 5xx making up more than {check.tolerance:.0%} of the window's requests"
     window = (m.end - m.window_start).total_seconds()
@@ -88,7 +88,7 @@ def check_error_burst(check: CheckPolicy, policy: RolloutPolicy, m: Measurements
 
 
 def check_agreement(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) -> CheckResult:
-    limit = check.threshold if check.threshold is not None else 0.0
+    limit = _limit(check)
     paired = m.agreement
     label = f"agreement below {limit:.0%}"
     if paired is None or paired.n == 0:
@@ -132,6 +132,13 @@ def check_agreement(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) 
     )
 
 
+def _limit(check: CheckPolicy) -> float:
+    """A one-arm check's threshold (the policy requires one for every enabled one-arm check)."""
+    if check.threshold is None:
+        raise ValueError("a one-arm check needs a threshold (see RolloutPolicy)")
+    return check.threshold
+
+
 def _check_drift(name: str, check: CheckPolicy, score: DriftScore | None, label: str) -> CheckResult:
     advisory = " (advisory)" if check.advisory else ""
     if score is None:
@@ -144,13 +151,16 @@ def _check_drift(name: str, check: CheckPolicy, score: DriftScore | None, label:
             detail="not measured",
             no_data=True,
         )
-    verdict: Verdict = "fail" if score.drifted else "pass"
+    limit = _limit(check)
+    # A p-value drifts below its threshold; a distance or a share of drifted columns at or above it.
+    drifted = score.value < limit if score.pvalue else score.value >= limit
+    verdict: Verdict = "fail" if drifted else "pass"
     return result(
         name,
         check,
         verdict,
         reason=f"{name}: {score.value:.4g} over {reasons.count(score.rows)} rows ({score.method}); "
-        f"fails at {label} → {'drift' if score.drifted else 'no drift'} (Evidently){advisory}",
+        f"fails at {label} → {'drift' if drifted else 'no drift'} (Evidently){advisory}",
         value=score.value,
         threshold=label,
         test=f"Evidently {score.method}",
@@ -160,12 +170,14 @@ def _check_drift(name: str, check: CheckPolicy, score: DriftScore | None, label:
 
 
 def check_prediction_drift(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) -> CheckResult:
-    return _check_drift("prediction_drift", check, m.prediction_drift, "drift of candidate vs champion")
+    score = m.prediction_drift
+    rule = "a p-value <" if score is not None and score.pvalue else "a drift score ≥"
+    label = f"{rule} {_limit(check):g} (candidate vs champion)"
+    return _check_drift("prediction_drift", check, score, label)
 
 
 def check_input_drift(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) -> CheckResult:
-    limit = check.threshold if check.threshold is not None else 0.5
-    return _check_drift("input_drift", check, m.input_drift, f"{limit:.0%} of columns drifted")
+    return _check_drift("input_drift", check, m.input_drift, f"{_limit(check):.0%} of columns drifted")
 
 
 def check_availability(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) -> CheckResult:

@@ -29,9 +29,10 @@ itself is not a tick: the engine's ``approve`` / ``reject`` carry it out.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from mlcanary.rollout.checks import evaluate_checks
+from mlcanary.rollout.durations import human_duration as _hours
 from mlcanary.rollout.measurements import Measurements
 from mlcanary.rollout.policy import RolloutPolicy
 from mlcanary.rollout.state import Action, CheckResult, Decision, Phase, ReleaseState
@@ -53,15 +54,6 @@ def _describe(check: CheckResult) -> str:
 
 def _names(checks: list[CheckResult]) -> str:
     return "; ".join(_describe(c) for c in checks)
-
-
-def _hours(delta: timedelta) -> str:
-    seconds = delta.total_seconds()
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f} h"
-    if seconds >= 60:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds:.0f} s"
 
 
 def decide(policy: RolloutPolicy, state: ReleaseState, measurements: Measurements, now: datetime) -> Decision:

@@ -11,14 +11,14 @@ Transitions are one small function per phase (:data:`PHASE_HANDLERS`).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from mlcanary.registry import CANDIDATE, CHAMPION, TAG_PREFIX, ModelRegistry, ModelVersionInfo
+from mlcanary.rollout import tags
+from mlcanary.rollout.arms import CANDIDATE, CHAMPION
 from mlcanary.rollout.decide import decide
 from mlcanary.rollout.measurements import Measurements
 from mlcanary.rollout.policy import RolloutPolicy
@@ -29,9 +29,11 @@ from mlcanary.rollout.ports import (
     Notifier,
     NullNotifier,
     NullRecorder,
+    ReleaseEvent,
 )
+from mlcanary.rollout.serving import ServingBackend
 from mlcanary.rollout.state import Decision, Phase, ReleaseState
-from mlcanary.serving.backend import ServingBackend
+from mlcanary.rollout.versions import ModelVersionInfo, VersionRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +62,7 @@ class RolloutEngine:
     def __init__(
         self,
         *,
-        registry: ModelRegistry,
+        registry: VersionRegistry,
         backend: ServingBackend,
         metrics: MetricsSource,
         policy: RolloutPolicy,
@@ -79,7 +81,7 @@ class RolloutEngine:
     # -- reading state ---------------------------------------------------------------------------
 
     def _state_of(self, info: ModelVersionInfo) -> ReleaseState | None:
-        return ReleaseState.from_tags(info.name, info.version, dict(info.tags))
+        return tags.release_from_tags(info.name, info.version, info.tags)
 
     def active_release(self, model: str) -> ReleaseState | None:
         """The release of ``model`` still in progress (or interrupted mid-action), if any."""
@@ -98,10 +100,10 @@ class RolloutEngine:
         return None
 
     def _persist(self, state: ReleaseState, decision: Decision | None = None) -> ReleaseState:
-        tags = state.to_tags()
+        values = tags.release_tags(state)
         if decision is not None:
-            tags[TAG_PREFIX + "last_decision"] = _truncate_decision(decision)
-        self.registry.set_tags(state.model, state.candidate_version, tags)
+            values |= tags.decision_tag(decision)
+        self.registry.set_tags(state.model, state.candidate_version, values)
         return state
 
     # -- start -------------------------------------------------------------------------------------
@@ -121,8 +123,9 @@ class RolloutEngine:
             raise RolloutError(f"{model} has no @champion: train a first version before a canary")
         if champion.version == info.version:
             raise RolloutError(f"{model} version {info.version} is already @champion")
-        if info.tag("rejected"):
-            raise RolloutError(f"{model} version {info.version} was rejected: {info.tag('rejected')}")
+        rejected = info.tag(tags.REJECTED)
+        if rejected:
+            raise RolloutError(f"{model} version {info.version} was rejected: {rejected}")
         active = self.active_release(model)
         if active is not None:
             if active.candidate_version == info.version:
@@ -171,7 +174,7 @@ class RolloutEngine:
             raise
         except Exception as exc:
             detail = f"{what} of {state.model} v{state.candidate_version} failed: {type(exc).__name__}: {exc}"
-            self.notifier.notify(state, "failed", detail)
+            self.notifier.notify(state, ReleaseEvent.FAILED, detail)
             raise
 
     def _handle_pending(self, state: ReleaseState) -> TickResult:
@@ -180,7 +183,9 @@ class RolloutEngine:
         state = replace(state, phase=Phase.PROGRESSING, release_run_id=run_id, reason="canary started")
         self._persist(state)
         self.notifier.notify(
-            state, "canary started", f"{state.model} v{state.candidate_version} at {state.traffic} %"
+            state,
+            ReleaseEvent.CANARY_STARTED,
+            f"{state.model} v{state.candidate_version} at {state.traffic} %",
         )
         return TickResult(state, None, note="deployed")
 
@@ -253,20 +258,28 @@ class RolloutEngine:
         self._persist(state, decision)
         self.notifier.notify(
             state,
-            "approval requested",
+            ReleaseEvent.APPROVAL_REQUESTED,
             f"{state.model} v{state.candidate_version} is ready to promote and waits for a human "
             f"approve / reject: {decision.reason}",
         )
         return state
 
     def _act_promote(self, state: ReleaseState, decision: Decision) -> ReleaseState:
-        state = self._persist(state.with_phase(Phase.PROMOTING, decision.reason), decision)
-        return self._complete_promote(state)
+        return self._promote(state, decision.reason, decision)
 
     def _act_rollback(self, state: ReleaseState, decision: Decision) -> ReleaseState:
-        # Traffic first: the rollback must reach the serving layer before any bookkeeping.
+        return self._roll_back(state, decision.reason, decision)
+
+    def _promote(self, state: ReleaseState, reason: str, decision: Decision | None = None) -> ReleaseState:
+        """Record the intent (``promoting``), then carry the promotion out."""
+        state = self._persist(state.with_phase(Phase.PROMOTING, reason), decision)
+        return self._complete_promote(state)
+
+    def _roll_back(self, state: ReleaseState, reason: str, decision: Decision | None = None) -> ReleaseState:
+        """Move the traffic first (a rollback must reach the serving layer before any bookkeeping),
+        record the intent (``rolling_back``), then finish."""
         self.backend.rollback(state.model)
-        state = self._persist(state.with_phase(Phase.ROLLING_BACK, decision.reason), decision)
+        state = self._persist(state.with_phase(Phase.ROLLING_BACK, reason), decision)
         return self._complete_rollback(state, traffic_moved=True)
 
     def _complete_promote(self, state: ReleaseState) -> ReleaseState:
@@ -278,14 +291,14 @@ class RolloutEngine:
             self.registry.set_tags(
                 model,
                 previous.version,
-                {TAG_PREFIX + "previous_champion": "true", TAG_PREFIX + "replaced_by": version},
+                tags.tagged({tags.PREVIOUS_CHAMPION: "true", tags.REPLACED_BY: version}),
             )
         if (self.registry.aliases(model)).get(CANDIDATE) == version:
             self.registry.delete_alias(model, CANDIDATE)
         state = replace(state, phase=Phase.PROMOTED, traffic=100)
         self._persist(state)
         self.recorder.finish(state)
-        self.notifier.notify(state, "promoted", f"{model} v{version} is @champion: {state.reason}")
+        self.notifier.notify(state, ReleaseEvent.PROMOTED, f"{model} v{version} is @champion: {state.reason}")
         return state
 
     def _complete_rollback(self, state: ReleaseState, *, traffic_moved: bool = False) -> ReleaseState:
@@ -297,12 +310,12 @@ class RolloutEngine:
         if (self.registry.aliases(model)).get(CANDIDATE) == version:
             self.registry.delete_alias(model, CANDIDATE)
         self.registry.set_tags(
-            model, version, {TAG_PREFIX + "rejected": (state.reason or "rolled back")[:500]}
+            model, version, tags.tagged({tags.REJECTED: (state.reason or "rolled back")[: tags.MAX_TEXT]})
         )
         state = replace(state, phase=Phase.ROLLED_BACK, traffic=0)
         self._persist(state)
         self.recorder.finish(state)
-        self.notifier.notify(state, "rolled back", f"{model} v{version}: {state.reason}")
+        self.notifier.notify(state, ReleaseEvent.ROLLED_BACK, f"{model} v{version}: {state.reason}")
         return state
 
     # -- manual actions ----------------------------------------------------------------------------
@@ -317,8 +330,7 @@ class RolloutEngine:
         with self._failure_notified(state, "promote"):
             if state.phase == Phase.PENDING:
                 state = self._handle_pending(state).release
-            state = self._persist(state.with_phase(Phase.PROMOTING, reason))
-            return self._complete_promote(state)
+            return self._promote(state, reason)
 
     def awaiting_approval(self, model: str) -> ReleaseState:
         """The release of ``model`` that waits for a human answer; ``NothingToDoError`` when there is
@@ -333,18 +345,13 @@ class RolloutEngine:
         """A human approved the release waiting for approval: promote it now."""
         state = self.awaiting_approval(model)
         with self._failure_notified(state, "approved promote"):
-            state = self._persist(state.with_phase(Phase.PROMOTING, _answer("approved", comment, approver)))
-            return self._complete_promote(state)
+            return self._promote(state, _answer("approved", comment, approver))
 
     def reject(self, model: str, comment: str = "", approver: str = "") -> ReleaseState:
         """A human rejected the release waiting for approval: roll it back now."""
         state = self.awaiting_approval(model)
         with self._failure_notified(state, "rejected rollback"):
-            self.backend.rollback(model)
-            state = self._persist(
-                state.with_phase(Phase.ROLLING_BACK, _answer("rejected", comment, approver))
-            )
-            return self._complete_rollback(state, traffic_moved=True)
+            return self._roll_back(state, _answer("rejected", comment, approver))
 
     def rollback(self, model: str, reason: str = "rolled back by hand") -> ReleaseState:
         """Roll the release in progress back now."""
@@ -354,9 +361,7 @@ class RolloutEngine:
         if state.phase == Phase.PROMOTING:
             raise RolloutError(f"{model}: version {state.candidate_version} is being promoted")
         with self._failure_notified(state, "rollback"):
-            self.backend.rollback(model)
-            state = self._persist(state.with_phase(Phase.ROLLING_BACK, reason))
-            return self._complete_rollback(state, traffic_moved=True)
+            return self._roll_back(state, reason)
 
 
 def _answer(verb: str, comment: str, approver: str) -> str:
@@ -365,22 +370,9 @@ def _answer(verb: str, comment: str, approver: str) -> str:
     return f"{text}: {comment.strip()}" if comment.strip() else text
 
 
-def _window_start(state: ReleaseState, now, interval: timedelta):  # type: ignore[no-untyped-def]
+def _window_start(state: ReleaseState, now: datetime, interval: timedelta) -> datetime:
     """The burst window: one tick interval back, but never before the release or the step began."""
     return max(now - interval, state.step_started_at, state.started_at)
-
-
-def _truncate_decision(decision: Decision) -> str:
-    # MLflow tag values hold at most 5,000 characters: keep the verdicts, drop details if needed.
-    text = decision.to_json()
-    if len(text) <= 5000:
-        return text
-    slim = decision.to_dict()
-    slim["checks"] = [
-        {k: c[k] for k in ("name", "verdict", "critical", "value", "baseline", "threshold")}
-        for c in slim["checks"]
-    ]
-    return json.dumps(slim, default=str)[:5000]
 
 
 PHASE_HANDLERS: dict[Phase, Callable[[RolloutEngine, ReleaseState], TickResult]] = {

@@ -149,14 +149,15 @@ class DriftScore:
     """An Evidently drift result reduced to one number and how it was computed.
 
     For prediction drift ``value`` is the drift score (distance or p-value per ``method``); for input
-    drift it is the share of drifted columns. ``rows`` is how many rows were compared (after
-    sampling).
+    drift it is the share of drifted columns. ``pvalue`` says the value is a p-value (drift *below*
+    the policy's threshold) rather than a distance or a share (drift at or above it); the verdict is
+    the drift check's, against the policy. ``rows`` is how many rows were compared (after sampling).
     """
 
     value: float
     method: str
     rows: int
-    drifted: bool | None = None
+    pvalue: bool = False
     detail: str | None = None
 
 

@@ -8,38 +8,12 @@ and never block. Sequential checks share ``alpha`` by their ``alpha_weight``.
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-
-
-def parse_duration(value: Any) -> Any:
-    """``"15m"`` → ``timedelta(minutes=15)``; numbers are seconds; timedeltas pass through."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=float(value))
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2) or "s"])
-        raise ValueError(f"not a duration: {value!r} (write e.g. 90s, 15m, 1h, 2d)")
-    return value
-
-
-def format_duration(value: timedelta) -> str:
-    """The shortest exact spelling of a duration in the units above."""
-    seconds = value.total_seconds()
-    for unit in ("d", "h", "m"):
-        if seconds and seconds % _UNITS[unit] == 0:
-            return f"{int(seconds // _UNITS[unit])}{unit}"
-    return f"{seconds:g}s"
-
+from mlcanary.rollout.durations import format_duration, parse_duration
 
 Duration = Annotated[
     timedelta,
@@ -76,6 +50,8 @@ TWO_ARM_METRICS: frozenset[str] = frozenset({"error_rate", "latency", "latency_p
 """Checks comparing the candidate with the champion through an anytime-valid confidence sequence."""
 SEQUENTIAL_METRICS: frozenset[str] = TWO_ARM_METRICS | {"agreement"}
 """Checks whose verdict comes from an anytime-valid test and so spend a share of ``alpha``."""
+ONE_ARM_METRICS: frozenset[str] = frozenset({"error_burst", "agreement", "prediction_drift", "input_drift"})
+"""Checks that compare a value with their ``threshold`` (which the policy therefore requires)."""
 
 
 class CheckPolicy(BaseModel):
@@ -342,6 +318,11 @@ class RolloutPolicy(BaseModel):
             raise ValueError(f"rollout.steps must increase: {self.steps}")
         if self.max_duration < self.min_duration:
             raise ValueError("rollout.max_duration must be at least rollout.min_duration")
+        for name, check in self.checks.items():
+            if name in ONE_ARM_METRICS and check.enabled and check.threshold is None:
+                raise ValueError(
+                    f"rollout.checks.{name}.threshold is required (it is what the check compares)"
+                )
         return self
 
     def enabled_checks(self) -> dict[str, CheckPolicy]:

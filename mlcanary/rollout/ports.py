@@ -1,12 +1,14 @@
 """The seams the rollout engine depends on besides the registry and the serving backend.
 
-Each has a real adapter elsewhere (the log store, MLflow, Apprise) and a trivial or in-memory one
-here or in :mod:`mlcanary.fakes`. The engine receives them injected, never as module globals.
+(Those two are :mod:`mlcanary.rollout.versions` and :mod:`mlcanary.rollout.serving`.) Each has a
+real adapter elsewhere (the log store, MLflow, Apprise) and a trivial one here or an in-memory one in
+:mod:`mlcanary.testing.fakes`. The engine receives them injected, never as module globals.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Protocol
 
 from mlcanary.rollout.measurements import Measurements
@@ -51,10 +53,20 @@ class EvidenceRecorder(Protocol):
     def finish(self, release: ReleaseState) -> None: ...
 
 
-class Notifier(Protocol):
-    """Tells humans about promote, rollback and failures (Slack, Teams, e-mail...)."""
+class ReleaseEvent(StrEnum):
+    """What the engine tells humans about; the value is the event's title in every message."""
 
-    def notify(self, release: ReleaseState, title: str, message: str) -> None: ...
+    CANARY_STARTED = "canary started"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled back"
+    FAILED = "failed"
+    APPROVAL_REQUESTED = "approval requested"
+
+
+class Notifier(Protocol):
+    """Tells humans about release events (Slack, Teams, e-mail...)."""
+
+    def notify(self, release: ReleaseState, event: ReleaseEvent, message: str) -> None: ...
 
 
 class NullRecorder:
@@ -73,5 +85,5 @@ class NullRecorder:
 class NullNotifier:
     """Tells no one."""
 
-    def notify(self, release: ReleaseState, title: str, message: str) -> None:
+    def notify(self, release: ReleaseState, event: ReleaseEvent, message: str) -> None:
         return None

@@ -1,18 +1,16 @@
-"""Release phases and the state persisted on the candidate's MLflow model version.
+"""Release phases, the state of a release, and what the judge decides at each tick.
 
-The state lives where users already look: ``mlcanary.*`` tags on the candidate version (plus the
-aliases themselves), so any monitor run, on any machine, resumes where the last one stopped.
+The state is persisted as ``mlcanary.*`` tags on the candidate version (the codec is
+:mod:`mlcanary.rollout.tags`), so any monitor run, on any machine, resumes where the last one stopped.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
-
-from mlcanary.registry import TAG_PREFIX
 
 Action = Literal["hold", "step_up", "await_approval", "promote", "rollback"]
 Verdict = Literal["pass", "fail", "inconclusive", "error"]
@@ -128,57 +126,3 @@ class ReleaseState:
 
     def with_phase(self, phase: Phase, reason: str | None = None) -> ReleaseState:
         return replace(self, phase=phase, reason=reason if reason is not None else self.reason)
-
-    # -- persistence as tags -----------------------------------------------------------------
-
-    def to_tags(self) -> dict[str, str]:
-        tags = {
-            "phase": self.phase.value,
-            "champion_version": self.champion_version,
-            "step_index": str(self.step_index),
-            "traffic": str(self.traffic),
-            "started_at": self.started_at.isoformat(),
-            "step_started_at": self.step_started_at.isoformat(),
-            "ticks": str(self.ticks),
-        }
-        if self.release_run_id:
-            tags["release_run_id"] = self.release_run_id
-        if self.reason is not None:
-            tags["reason"] = self.reason[:500]
-        if self.approval_requested_at is not None:
-            tags["approval_requested_at"] = self.approval_requested_at.isoformat()
-        return {TAG_PREFIX + k: v for k, v in tags.items()}
-
-    @classmethod
-    def from_tags(cls, model: str, version: str, tags: dict[str, str]) -> ReleaseState | None:
-        """The state recorded on a version, or None if it never took part in a release."""
-
-        def tag(key: str) -> str | None:
-            return tags.get(TAG_PREFIX + key)
-
-        phase = tag("phase")
-        if phase is None:
-            return None
-        return cls(
-            model=model,
-            candidate_version=version,
-            champion_version=tag("champion_version") or "",
-            phase=Phase(phase),
-            step_index=int(tag("step_index") or 0),
-            traffic=int(tag("traffic") or 0),
-            started_at=_parse_time(tag("started_at")),
-            step_started_at=_parse_time(tag("step_started_at") or tag("started_at")),
-            ticks=int(tag("ticks") or 0),
-            release_run_id=tag("release_run_id"),
-            reason=tag("reason"),
-            approval_requested_at=_parse_time(tag("approval_requested_at"))
-            if tag("approval_requested_at")
-            else None,
-        )
-
-
-def _parse_time(value: str | None) -> datetime:
-    if not value:
-        return datetime.fromtimestamp(0, tz=UTC)
-    parsed = datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

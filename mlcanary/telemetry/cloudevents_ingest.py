@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from mlcanary.rollout.arms import ARMS as ROLLOUT_ARMS
 from mlcanary.telemetry.events import (
     HEADER_ARM,
     HEADER_ID,
@@ -50,7 +51,7 @@ from mlcanary.telemetry.store import (
 )
 
 PayloadProtocol = Literal["v1", "v2"]
-ARMS: frozenset[str] = frozenset({"champion", "candidate"})
+ARMS: frozenset[str] = frozenset(ROLLOUT_ARMS)
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 #: Status assumed for a response event without ``ce-mlcanarystatus``: KServe's agent logs only 200s.

@@ -15,8 +15,9 @@ Endpoints of :func:`create_collector_app`:
 * ``GET /stats`` — counters since start plus pairing gauges read from the store (requests waiting
   for their other half, and those older than ``pairing_timeout_s``, i.e. unpaired).
 
-Run it with ``python -m mlcanary.telemetry.collector --host 127.0.0.1 --port 8090 --db-url URL``
-or :func:`run_collector`.
+Run it with ``mlcanary collector`` (address and database from the configuration), as the local
+stack does with ``python -m mlcanary.telemetry.collector --host H --port P --db-url URL``, or with
+:func:`run_collector`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -38,22 +38,15 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mlcanary.http_body import BodyTooLargeError, read_limited_body
+from mlcanary.runtime.http_body import BodyTooLargeError, read_limited_body
 from mlcanary.telemetry.cloudevents_ingest import MalformedEvent, parse_event, rows_from_event
 from mlcanary.telemetry.events import InferenceEvent
-from mlcanary.telemetry.store import (
-    MAX_REQUEST_ID_LENGTH,
-    Feedback,
-    InferenceLogStore,
-    default_store_url,
-)
+from mlcanary.telemetry.store import MAX_REQUEST_ID_LENGTH, Feedback, InferenceLogStore
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PAIRING_TIMEOUT_S = 30.0
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8090
 _RETRY_AFTER_S = "1"
 
 Clock = Callable[[], datetime]
@@ -118,8 +111,8 @@ def create_collector_app(
     other half counts as unpaired (it is stored all the same). ``max_body_bytes`` bounds every
     request body. ``clock`` stamps ``received_at``. ``resolve_arm`` fills in the arm and version of
     events that lack them (KServe's, in a cluster: :class:`mlcanary.serving.kserve.arms.ArmResolver`).
-    The app keeps no state that matters beyond
-    ``/stats`` counters, so several collectors may share one PostgreSQL store.
+    The app keeps no state that matters beyond ``/stats`` counters, so several collectors may share
+    one PostgreSQL store.
     """
     if pairing_timeout_s <= 0:
         raise ValueError("pairing_timeout_s must be positive")
@@ -225,9 +218,9 @@ def create_collector_app(
 
 
 def run_collector(
-    host: str = DEFAULT_HOST,
-    port: int = DEFAULT_PORT,
-    db_url: str | None = None,
+    host: str,
+    port: int,
+    db_url: str,
     *,
     pairing_timeout_s: float = DEFAULT_PAIRING_TIMEOUT_S,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
@@ -236,10 +229,10 @@ def run_collector(
 ) -> None:
     """Serve the collector with uvicorn until interrupted (blocking; access log off).
 
-    ``db_url`` defaults to ``sqlite:///.mlcanary/inference.db`` relative to the working directory;
-    the CLI passes the configured state directory's URL instead.
+    The CLI (``mlcanary collector``) and the local stack pass the configured address and
+    ``telemetry.store_url``.
     """
-    store = InferenceLogStore(db_url or default_store_url(Path(".mlcanary")))
+    store = InferenceLogStore(db_url)
     try:
         app = create_collector_app(
             store, pairing_timeout_s=pairing_timeout_s, max_body_bytes=max_body_bytes, resolve_arm=resolve_arm
@@ -256,9 +249,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         prog="python -m mlcanary.telemetry.collector",
         description="Collect KServe payload-logger CloudEvents and feedback into the inference log.",
     )
-    parser.add_argument("--host", default=DEFAULT_HOST)
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument("--db-url", default=None, help="SQLAlchemy URL (default: .mlcanary/inference.db)")
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--db-url", required=True, help="SQLAlchemy URL of the inference log")
     parser.add_argument("--pairing-timeout-s", type=float, default=DEFAULT_PAIRING_TIMEOUT_S)
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     parser.add_argument(

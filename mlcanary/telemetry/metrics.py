@@ -1,37 +1,64 @@
 """``MetricsSource`` over the inference-log store: both arms measured over the same window.
 
-Counts, sums and means are aggregated in SQL (portable to PostgreSQL), so a tick costs the same at
-any traffic volume; only latency percentiles read latencies into Python, and at most
-``max_latency_rows`` of the most recent ones per arm. Rows are selected by model, arm *and* version,
-so traffic served before the release (or by another version on the same arm) never leaks in.
+Both arms come from the one aggregation of the log (:func:`mlcanary.telemetry.aggregate.aggregate`):
+counts, sums and means in SQL, so a tick costs the same at any traffic volume; only latency
+percentiles read latencies into Python, at most ``max_latency_rows`` of the most recent ones per arm.
+Rows are selected by model, arm *and* version, so traffic served before the release (or by another
+version on the same arm) never leaks in. Label outcomes cover only requests received before
+``now − label_delay`` (:attr:`Measurements.label_cutoff`): younger ones have not had the time to get
+their label.
 
-Drift and paired agreement need the models themselves; they are measured by an optional
-``extras`` callable (see :mod:`mlcanary.rollout.evidence` / the monitor), so this module stays a
+Drift and paired agreement need the models themselves; they are measured by an optional ``extras``
+callable (:class:`mlcanary.signals.model_signals.ModelSignals` in the wiring), so this module stays a
 pure SQL adapter.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
 
-import numpy as np
-from sqlalchemy import and_, case, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from mlcanary.rollout.measurements import ArmMetrics, LabelOutcomes, Measurements, Percentiles
+from mlcanary.rollout.measurements import ArmMetrics, Measurements, Percentiles
 from mlcanary.rollout.policy import LABEL_METRICS
 from mlcanary.rollout.state import ReleaseState
-from mlcanary.rollout.stats import LATENCY_FLOOR_MS, MeanSummary
-from mlcanary.telemetry.store import InferenceLogStore, feedback, inference_log
-
-_PROBABILITY_FLOOR = 1e-15
-"""Probabilities are clipped here before taking logs (log loss), as scikit-learn does."""
+from mlcanary.telemetry.aggregate import ArmAggregate, aggregate
+from mlcanary.telemetry.store import InferenceLogStore
 
 Extras = Callable[[ReleaseState, datetime, datetime, Measurements], Measurements]
+
+#: The metrics that come from the inference log (reported as problems when it cannot be read).
+LOG_METRICS: tuple[str, ...] = (
+    "error_rate",
+    "latency",
+    "latency_p95",
+    "positive_rate",
+    "error_burst",
+    *sorted(LABEL_METRICS),
+)
+
+
+def arm_metrics(found: ArmAggregate, version: str) -> ArmMetrics:
+    """The judge's view of one arm's aggregate: requests are the answered ones."""
+    p50, p95, p99 = found.latency_p50_ms, found.latency_p95_ms, found.latency_p99_ms
+    percentiles = (
+        Percentiles(p50, p95, p99) if p50 is not None and p95 is not None and p99 is not None else None
+    )
+    return ArmMetrics(
+        version=version,
+        requests=found.responses,
+        errors=found.errors_5xx,
+        log_latency=found.log_latency,
+        latency_ms=percentiles,
+        slow=found.slow,
+        predictions=found.predictions,
+        positives=found.positive_predictions,
+        mean_probability=found.mean_probability,
+        labels=found.labels,
+        window_requests=found.window_responses,
+        window_errors=found.window_errors_5xx,
+    )
 
 
 class StoreMetricsSource:
@@ -50,207 +77,43 @@ class StoreMetricsSource:
         self.extras = extras
         self.label_delay = label_delay
 
-    def _where(self, model: str, arm: str, version: str, since: datetime, until: datetime) -> Any:
-        t = inference_log
-        return and_(
-            t.c.model == model,
-            t.c.arm == arm,
-            t.c.version == version,
-            t.c.received_at >= since,
-            t.c.received_at < until,
-        )
-
-    def _latencies(self, connection: Any, where: Any) -> np.ndarray:
-        t = inference_log
-        stmt = (
-            select(t.c.latency_ms)
-            .where(where, t.c.instance_index == 0, t.c.latency_ms.is_not(None))
-            .order_by(t.c.received_at.desc())
-            .limit(self.max_latency_rows)
-        )
-        return np.asarray(connection.execute(stmt).scalars().all(), dtype=float)
-
-    def _labels(
-        self, connection: Any, model: str, arm: str, version: str, since: datetime, cutoff: datetime
-    ) -> LabelOutcomes:
-        """Outcomes of the labelled predictions among requests received before ``cutoff``."""
-        t, f = inference_log, feedback
-        if cutoff <= since:
-            return LabelOutcomes()
-
-        def count_if(condition: Any) -> Any:
-            return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
-
-        def total(expression: Any) -> Any:
-            return func.coalesce(func.sum(case((scored, expression), else_=0.0)), 0.0)
-
-        scored = t.c.probability.is_not(None)
-        brier = (t.c.probability - f.c.label) * (t.c.probability - f.c.label)
-        p_label = case((f.c.label == 1, t.c.probability), else_=1.0 - t.c.probability)
-        log_loss = -func.ln(case((p_label < _PROBABILITY_FLOOR, _PROBABILITY_FLOOR), else_=p_label))
-        row = connection.execute(
-            select(
-                count_if(and_(f.c.label == 1, t.c.prediction == 1)),
-                count_if(and_(f.c.label == 0, t.c.prediction == 1)),
-                count_if(and_(f.c.label == 1, t.c.prediction == 0)),
-                count_if(and_(f.c.label == 0, t.c.prediction == 0)),
-                count_if(scored),
-                total(brier),
-                total(brier * brier),
-                total(log_loss),
-                total(log_loss * log_loss),
-            )
-            .select_from(
-                t.join(f, and_(f.c.request_id == t.c.request_id, f.c.instance_index == t.c.instance_index))
-            )
-            .where(self._where(model, arm, version, since, cutoff), t.c.prediction.is_not(None))
-        ).one()
-        tp, fp, fn, tn, n_scored, b_sum, b_sq, l_sum, l_sq = row
-        return LabelOutcomes(
-            true_positives=int(tp),
-            false_positives=int(fp),
-            false_negatives=int(fn),
-            true_negatives=int(tn),
-            scored=int(n_scored),
-            brier_sum=float(b_sum),
-            brier_sq_sum=float(b_sq),
-            log_loss_sum=float(l_sum),
-            log_loss_sq_sum=float(l_sq),
-        )
-
-    def _arm(
-        self,
-        connection: Any,
-        model: str,
-        arm: str,
-        version: str,
-        since: datetime,
-        until: datetime,
-        window_start: datetime,
-        slow_above: float,
-        label_cutoff: datetime,
-        latencies: np.ndarray | None = None,
-    ) -> ArmMetrics:
-        t = inference_log
-        where = self._where(model, arm, version, since, until)
-        head = t.c.instance_index == 0
-        responded = and_(head, t.c.status_code.is_not(None))
-
-        def count_if(condition: Any) -> Any:
-            return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
-
-        timed = and_(head, t.c.latency_ms.is_not(None))
-        floored = case((t.c.latency_ms < LATENCY_FLOOR_MS, LATENCY_FLOOR_MS), else_=t.c.latency_ms)
-        log_latency = func.ln(floored)
-        row = connection.execute(
-            select(
-                count_if(responded),
-                count_if(and_(responded, t.c.status_code >= 500)),
-                count_if(timed),
-                func.coalesce(func.sum(case((timed, log_latency), else_=0.0)), 0.0),
-                func.coalesce(func.sum(case((timed, log_latency * log_latency), else_=0.0)), 0.0),
-                func.count(t.c.prediction),
-                count_if(t.c.prediction == 1),
-                func.avg(t.c.probability),
-                count_if(and_(responded, t.c.received_at >= window_start)),
-                count_if(and_(responded, t.c.received_at >= window_start, t.c.status_code >= 500)),
-                count_if(and_(timed, t.c.latency_ms > slow_above)),
-            ).where(where)
-        ).one()
-        labels = self._labels(connection, model, arm, version, since, min(until, label_cutoff))
-        (requests, errors, n_timed, sum_log, sum_log_sq, preds, positives, mean_p, w_req, w_err, slow) = row
-        if latencies is None:
-            latencies = self._latencies(connection, where)
-        percentiles = (
-            Percentiles(*(float(v) for v in np.percentile(latencies, [50, 95, 99])))
-            if latencies.size
-            else None
-        )
-        summary = (
-            MeanSummary.from_sums(int(n_timed), float(sum_log), float(sum_log_sq), log_scale=True)
-            if n_timed and n_timed > 1
-            else None
-        )
-        metrics = ArmMetrics(
-            version=version,
-            requests=int(requests),
-            errors=int(errors),
-            log_latency=summary,
-            latency_ms=percentiles,
-            slow=int(slow or 0),
-            predictions=int(preds),
-            positives=int(positives),
-            mean_probability=None if mean_p is None else float(mean_p),
-            labels=labels,
-            window_requests=int(w_req),
-            window_errors=int(w_err),
-        )
-        return metrics
-
     def measure(self, release: ReleaseState, *, window_start: datetime, now: datetime) -> Measurements:
         """Cumulative metrics of both arms since the release started (see the module docstring)."""
-        problems: dict[str, str] = {}
+        versions = {"champion": release.champion_version, "candidate": release.candidate_version}
+        label_cutoff = now - self.label_delay
         try:
-            with self.store.engine.connect() as connection:
-                model, since = release.model, release.started_at
-                label_cutoff = now - self.label_delay
-                champion_where = self._where(model, "champion", release.champion_version, since, now)
-                champion_latencies = self._latencies(connection, champion_where)
-                # "Slow" means slower than the champion's P95 over the same window, for both arms.
-                p95 = float(np.percentile(champion_latencies, 95)) if champion_latencies.size else math.inf
-                champion = self._arm(
-                    connection,
-                    model,
-                    "champion",
-                    release.champion_version,
-                    since,
-                    now,
-                    window_start,
-                    p95,
-                    label_cutoff,
-                    champion_latencies,
-                )
-                candidate = self._arm(
-                    connection,
-                    model,
-                    "candidate",
-                    release.candidate_version,
-                    since,
-                    now,
-                    window_start,
-                    p95,
-                    label_cutoff,
-                )
+            # "Slow" means slower than the champion's P95 over the same window, for both arms.
+            found = aggregate(
+                self.store,
+                release.model,
+                release.started_at,
+                now,
+                versions=versions,
+                window_start=window_start,
+                slow_reference="champion",
+                max_latency_rows=self.max_latency_rows,
+                label_cutoff=label_cutoff,
+            )
         except SQLAlchemyError as exc:
             reason = f"inference log unreadable: {type(exc).__name__}: {exc}"[:300]
-            empty = ArmMetrics()
-            problems = dict.fromkeys(
-                (
-                    "error_rate",
-                    "latency",
-                    "latency_p95",
-                    "positive_rate",
-                    "error_burst",
-                    *sorted(LABEL_METRICS),
-                ),
-                reason,
-            )
             return Measurements(
                 start=release.started_at,
                 end=now,
                 window_start=window_start,
-                champion=replace(empty, version=release.champion_version),
-                candidate=replace(empty, version=release.candidate_version),
-                problems=problems,
+                champion=ArmMetrics(version=release.champion_version),
+                candidate=ArmMetrics(version=release.candidate_version),
+                problems=dict.fromkeys(LOG_METRICS, reason),
             )
+        champion, candidate = (
+            arm_metrics(found.get(arm) or ArmAggregate(arm=arm), version) for arm, version in versions.items()
+        )
         measurements = Measurements(
             start=release.started_at,
             end=now,
             window_start=window_start,
             champion=champion,
             candidate=candidate,
-            label_cutoff=now - self.label_delay,
-            problems=problems,
+            label_cutoff=label_cutoff,
         )
         if self.extras is not None:
             measurements = self.extras(release, window_start, now, measurements)

@@ -54,7 +54,6 @@ if TYPE_CHECKING:
 RowHalf = Literal["request", "response", "both"]
 Features = dict[str, Any] | list[Any]
 
-DEFAULT_DB_FILENAME = "inference.db"
 #: Upper bounds of the string columns; the ingest layer rejects longer values before writing.
 MAX_REQUEST_ID_LENGTH = 255
 MAX_MODEL_LENGTH = 255
@@ -64,11 +63,6 @@ MAX_ARM_LENGTH = 32
 
 # Large IN (...) lists are split so SQLite's bound-parameter limit is never reached.
 _CHUNK = 500
-
-
-def default_store_url(state_dir: Path | str) -> str:
-    """``sqlite:///<state_dir>/inference.db`` with an absolute path."""
-    return f"sqlite:///{(Path(state_dir) / DEFAULT_DB_FILENAME).resolve()}"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -241,41 +235,6 @@ class PendingCounts:
     pending_responses: int
     unpaired_requests: int
     unpaired_responses: int
-
-
-@dataclass(frozen=True, slots=True)
-class ArmSummary:
-    """What one arm did in a window ``[since, until)`` of ``received_at``.
-
-    Request-level numbers count HTTP requests (index-0 rows), whatever their batch size:
-    ``requests`` all of them, ``responses`` those with a logged response, ``unpaired`` those without
-    one (yet), ``errors_5xx`` / ``errors_4xx`` by status code. Latency percentiles (linear
-    interpolation, milliseconds) cover requests with a known latency (``latency_samples``) and are
-    ``None`` without any. Instance-level numbers count predicted rows: ``instances``,
-    ``predictions`` (rows with a class label), ``positive_predictions`` (label 1) and
-    ``mean_probability`` (``None`` without probabilities). ``arm`` is ``None`` for rows whose arm is
-    unknown (events straight from KServe's agent).
-    """
-
-    arm: str | None
-    requests: int
-    responses: int
-    unpaired: int
-    errors_5xx: int
-    errors_4xx: int
-    instances: int
-    predictions: int
-    positive_predictions: int
-    mean_probability: float | None
-    latency_samples: int
-    latency_p50_ms: float | None
-    latency_p95_ms: float | None
-    latency_p99_ms: float | None
-
-    @property
-    def error_rate(self) -> float | None:
-        """Share of logged responses with a 5xx status; ``None`` without responses."""
-        return self.errors_5xx / self.responses if self.responses else None
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -598,83 +557,6 @@ class InferenceLogStore:
             frame = pd.concat([frame, features], axis=1)
         return frame
 
-    def aggregate(self, model: str, since: datetime, until: datetime) -> dict[str | None, ArmSummary]:
-        """Per-arm :class:`ArmSummary` of ``model`` in ``[since, until)``, keyed by arm.
-
-        Counts and means are computed in SQL; only the latencies of the window's requests, arm by
-        arm, are read into Python for the percentiles. Arms without rows in the window are absent.
-        """
-        import numpy as np
-
-        t = inference_log
-        window = self._window(model, None, since, until)
-        head = t.c.instance_index == 0
-
-        def count_if(condition: ColumnElement[bool]) -> Any:
-            return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
-
-        counts = (
-            select(
-                t.c.arm,
-                count_if(head),
-                count_if(and_(head, t.c.response_received_at.is_not(None))),
-                count_if(and_(head, t.c.response_received_at.is_(None))),
-                count_if(and_(head, t.c.status_code >= 500)),
-                count_if(and_(head, t.c.status_code >= 400, t.c.status_code < 500)),
-                func.count(),
-                func.count(t.c.prediction),
-                count_if(t.c.prediction == 1),
-                func.avg(t.c.probability),
-            )
-            .where(*window)
-            .group_by(t.c.arm)
-        )
-        summaries: dict[str | None, ArmSummary] = {}
-        with self._engine.connect() as connection:
-            for (
-                arm,
-                requests,
-                responses,
-                unpaired,
-                e5,
-                e4,
-                instances,
-                preds,
-                positives,
-                mean_p,
-            ) in connection.execute(counts).all():
-                arm_clause = t.c.arm.is_(None) if arm is None else t.c.arm == arm
-                latencies = np.asarray(
-                    connection.execute(
-                        select(t.c.latency_ms).where(*window, arm_clause, head, t.c.latency_ms.is_not(None))
-                    )
-                    .scalars()
-                    .all(),
-                    dtype=float,
-                )
-                p50, p95, p99 = (
-                    (float(v) for v in np.percentile(latencies, [50, 95, 99]))
-                    if latencies.size
-                    else (None, None, None)
-                )
-                summaries[arm] = ArmSummary(
-                    arm=arm,
-                    requests=int(requests),
-                    responses=int(responses),
-                    unpaired=int(unpaired),
-                    errors_5xx=int(e5),
-                    errors_4xx=int(e4),
-                    instances=int(instances),
-                    predictions=int(preds),
-                    positive_predictions=int(positives),
-                    mean_probability=None if mean_p is None else float(mean_p),
-                    latency_samples=int(latencies.size),
-                    latency_p50_ms=p50,
-                    latency_p95_ms=p95,
-                    latency_p99_ms=p99,
-                )
-        return summaries
-
     def pending_counts(self, cutoff: datetime, model: str | None = None) -> PendingCounts:
         """Requests still missing a half, split at ``cutoff`` (see :class:`PendingCounts`)."""
         t = inference_log
@@ -726,13 +608,11 @@ def _expand_features(values: Sequence[Any]) -> pd.DataFrame:
 
 __all__ = [
     "LOG_COLUMNS",
-    "ArmSummary",
     "Feedback",
     "InferenceLogStore",
     "InferenceRow",
     "PendingCounts",
     "WriteResult",
-    "default_store_url",
     "feedback",
     "inference_log",
     "metadata",

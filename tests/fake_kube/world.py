@@ -1,4 +1,4 @@
-"""The KServe backend on the fake API server, shaped like :class:`mlcanary.fakes.FakeServingBackend`
+"""The KServe backend on the fake API server, shaped like :class:`mlcanary.testing.fakes.FakeServingBackend`
 so the rollout engine's own tests run against it unchanged (crash injection, ``calls``,
 ``candidate_ready = False`` breaking the candidate's model as a crashed pod would)."""
 
@@ -12,10 +12,10 @@ from typing import Any
 from fake_kube.controller import FakeKServe
 from fake_kube.server import FakeKubeApi
 from mlcanary.config import KServeSettings
-from mlcanary.fakes import _Crashable
-from mlcanary.serving.backend import ServingStatus
+from mlcanary.rollout.serving import ServingStatus
 from mlcanary.serving.kserve.backend import KServeBackend
 from mlcanary.serving.kserve.kube import KubeApi, api_client
+from mlcanary.testing.fakes import _Crashable
 
 
 def storage_uri(model: str, version: str) -> str:

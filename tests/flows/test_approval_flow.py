@@ -18,10 +18,10 @@ from prefect.flow_runs import resume_flow_run
 import flows.approval as approval
 import flows.canary as canary
 import tasks.rollout as steps
-from mlcanary.fakes import FakeWorld
-from mlcanary.registry import CANDIDATE, CHAMPION
+from mlcanary.rollout.arms import CANDIDATE, CHAMPION
 from mlcanary.rollout.policy import ApprovalPolicy, RolloutPolicy
 from mlcanary.rollout.state import Phase, ReleaseState
+from mlcanary.testing.fakes import FakeWorld
 
 pytestmark = pytest.mark.flows
 

@@ -7,14 +7,14 @@ from datetime import timedelta
 import pytest
 
 import flows.canary as canary
-from mlcanary.fakes import (
+from mlcanary.rollout.arms import CANDIDATE, CHAMPION
+from mlcanary.rollout.policy import RolloutPolicy
+from mlcanary.rollout.state import Phase
+from mlcanary.testing.fakes import (
     FakeWorld,
     InjectedCrashError,
     steady_traffic,
 )
-from mlcanary.registry import CANDIDATE, CHAMPION
-from mlcanary.rollout.policy import RolloutPolicy
-from mlcanary.rollout.state import Phase
 
 pytestmark = pytest.mark.flows
 

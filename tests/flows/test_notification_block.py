@@ -22,7 +22,8 @@ from prefect.blocks.system import Secret
 from pydantic import Field
 
 import flows.canary as canary
-from mlcanary.notify import AppriseNotifier, FanOutNotifier
+from mlcanary.notify.apprise import AppriseNotifier
+from mlcanary.notify.fan_out import FanOutNotifier
 from mlcanary.rollout.ports import Notifier, NullNotifier
 from mlcanary.rollout.state import Phase, ReleaseState
 from tasks.notifications import PrefectBlockNotifier, block_notifier_from_env, flow_notifier

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from flows.train import train
-from mlcanary.registry import registry_from_settings
+from mlcanary.registry.mlflow_registry import registry_from_settings
 
 pytestmark = pytest.mark.flows
 

@@ -31,14 +31,15 @@ import pandas as pd
 
 from mlcanary.config import Settings, load_settings
 from mlcanary.data.loader import load_dataset
-from mlcanary.registry import registry_from_settings
-from mlcanary.serving.backend import Arm
-from mlcanary.serving.local.backend import LocalBackend, server_process_name
-from mlcanary.serving.local.envoy_config import ARM_HEADER, ARM_SERVED_HEADER, REQUEST_ID_HEADER
-from mlcanary.serving.local.free_ports import free_port_overrides
-from mlcanary.serving.local.processes import RUN_DIRNAME, find_running, read_pidfile
+from mlcanary.registry.mlflow_registry import registry_from_settings
+from mlcanary.rollout.arms import Arm
+from mlcanary.runtime.processes import RUN_DIRNAME, find_running, read_pidfile
+from mlcanary.serving.headers import ARM_HEADER, ARM_SERVED_HEADER, REQUEST_ID_HEADER
+from mlcanary.serving.local.arm_servers import server_process_name
+from mlcanary.serving.local.backend import LocalBackend
 from mlcanary.serving.local.stack import StackInfo, down, up
 from mlcanary.telemetry.store import InferenceLogStore
+from mlcanary.testing.ports import free_port_overrides
 from mlcanary.training import train
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

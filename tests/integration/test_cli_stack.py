@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mlcanary.cli import app
-from mlcanary.serving.local.free_ports import PORT_SETTINGS, free_ports
+from mlcanary.cli.main import app
+from mlcanary.testing.ports import PORT_SETTINGS, free_ports
 
 pytestmark = pytest.mark.integration
 

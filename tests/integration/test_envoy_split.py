@@ -24,13 +24,10 @@ from typing import Any
 import httpx
 import pytest
 
-from mlcanary.serving.local import processes
+from mlcanary.runtime import processes
+from mlcanary.serving.headers import ARM_HEADER, ARM_SERVED_HEADER, REQUEST_ID_HEADER, ROUTES_VERSION_HEADER
 from mlcanary.serving.local.envoy import (
-    ARM_HEADER,
-    ARM_SERVED_HEADER,
     PROCESS_NAME,
-    REQUEST_ID_HEADER,
-    ROUTES_VERSION_HEADER,
     AlreadyRunningError,
     AppliedChange,
     EnvoyLayout,

@@ -21,7 +21,8 @@ from mlflow.models import infer_signature
 from stack_helpers import LocalStack, local_stack, stack_settings
 
 from mlcanary.data.loader import load_dataset
-from mlcanary.registry import CANDIDATE, CHAMPION, registry_from_settings
+from mlcanary.registry.mlflow_registry import registry_from_settings
+from mlcanary.rollout.arms import CANDIDATE, CHAMPION
 from mlcanary.rollout.state import Phase
 from mlcanary.wiring import build_engine
 from models.pipeline import build_pipeline

@@ -25,11 +25,11 @@ from stack_helpers import (
     stack_settings,
 )
 
-from mlcanary.serving.backend import ServingError
+from mlcanary.rollout.serving import ServingError
+from mlcanary.runtime.processes import RUN_DIRNAME
 from mlcanary.serving.local.envoy import EnvoyProxy, Weights
-from mlcanary.serving.local.free_ports import free_ports
-from mlcanary.serving.local.processes import RUN_DIRNAME
 from mlcanary.serving.local.stack import StackError, down, stack_status, up
+from mlcanary.testing.ports import free_ports
 
 pytestmark = pytest.mark.integration
 

@@ -17,10 +17,10 @@ from stack_helpers import REPO_ROOT, recorded_pids, stack_settings, train_versio
 
 from mlcanary import platform
 from mlcanary.config import Settings
+from mlcanary.runtime.processes import read_pidfile
 from mlcanary.serving.local.backend import LocalBackend
-from mlcanary.serving.local.free_ports import free_ports
-from mlcanary.serving.local.processes import read_pidfile
 from mlcanary.serving.local.stack import stack_status
+from mlcanary.testing.ports import free_ports
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -127,7 +127,7 @@ def test_platform_up_trigger_executes_and_down_cleans_up(settings: Settings) -> 
 
     # @candidate set through the MLflow server → webhook → Prefect event → start-canary run,
     # executed by the worker: the candidate then serves beside the champion at the first step.
-    from mlcanary.registry import registry_from_settings
+    from mlcanary.registry.mlflow_registry import registry_from_settings
     from mlcanary.training import train
 
     trained_at = time.monotonic()

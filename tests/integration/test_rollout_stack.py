@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 from stack_helpers import LocalStack, local_stack, stack_settings
 
-from mlcanary.registry import CANDIDATE, CHAMPION, TAG_PREFIX, NewVersion, registry_from_settings
+from mlcanary.registry.mlflow_registry import registry_from_settings
+from mlcanary.registry.protocol import NewVersion
+from mlcanary.rollout import tags
+from mlcanary.rollout.arms import CANDIDATE, CHAMPION
 from mlcanary.rollout.engine import RolloutEngine
 from mlcanary.rollout.state import Phase, ReleaseState
 from mlcanary.training import train
@@ -88,7 +91,7 @@ def test_good_release_is_promoted_then_bad_one_rolled_back(stack: LocalStack) ->
             input_example=reference.head(3),
             metrics={},
             params={},
-            tags={TAG_PREFIX + "gate": "manual"},
+            tags=tags.tagged({tags.GATE: "manual"}),
             run_name="faulty",
         ),
     )

@@ -34,8 +34,10 @@ from mlcanary.platform import (
     wait_healthy,
 )
 from mlcanary.rollout.state import Phase, ReleaseState
-from mlcanary.serving.local.free_ports import free_ports
-from mlcanary.webhook import PrefectEventEmitter, create_webhook_app, register_webhook
+from mlcanary.testing.ports import free_ports
+from mlcanary.triggers.prefect_events import PrefectEventEmitter
+from mlcanary.triggers.receiver import create_webhook_app
+from mlcanary.triggers.registration import register_webhook
 from tasks.rollout import approval_requested_event
 
 pytestmark = pytest.mark.integration

@@ -52,7 +52,7 @@ MEASURED = Measurements(
     ),
     candidate=_arm(1_000, 31, 26.0, 969, LabelOutcomes(true_positives=20, false_positives=480)),
     agreement=Agreement(n=2_000, agree=10, mean_abs_dp=0.9),
-    input_drift=DriftScore(value=0.6, method="share of drifted columns", rows=2_000, drifted=True),
+    input_drift=DriftScore(value=0.6, method="share of drifted columns", rows=2_000),
     candidate_ready=True,
     label_cutoff=T0 - timedelta(hours=1),
 )
@@ -107,7 +107,7 @@ def _reasons(policy: RolloutPolicy = POLICY, m: Measurements = MEASURED) -> dict
                 "below 93.5 %",
             ],
         ),
-        ("input_drift", ["0.6 over 2,000 rows", "50% of columns drifted", "(advisory)"]),
+        ("input_drift", ["0.6 over 2,000 rows", "50% of columns drifted", "→ drift", "(advisory)"]),
         ("availability", ["reports the candidate arm ready"]),
     ],
 )

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mlcanary.cli import app
+from mlcanary.cli.main import app
 
 runner = CliRunner()
 

@@ -7,12 +7,14 @@ from datetime import timedelta
 import pytest
 from typer.testing import CliRunner
 
-import mlcanary.cli as cli
-from mlcanary.fakes import FakeClock, FakeWorld
-from mlcanary.registry import CANDIDATE, CHAMPION
+import mlcanary.cli.rollout_commands as rollout_commands
+from mlcanary.cli.main import app
+from mlcanary.rollout.arms import CANDIDATE, CHAMPION
 from mlcanary.rollout.engine import RolloutEngine
 from mlcanary.rollout.policy import ApprovalPolicy, RolloutPolicy
-from mlcanary.rollout.state import Phase, ReleaseState
+from mlcanary.rollout.state import Phase
+from mlcanary.rollout.tags import release_from_tags
+from mlcanary.testing.fakes import FakeClock, FakeWorld
 
 POLICY = RolloutPolicy(
     steps=[20],
@@ -28,7 +30,7 @@ POLICY = RolloutPolicy(
 @pytest.fixture
 def engine(monkeypatch: pytest.MonkeyPatch) -> RolloutEngine:
     made = FakeWorld(POLICY).make_engine()
-    monkeypatch.setattr(cli, "_engine", lambda _settings: made)
+    monkeypatch.setattr(rollout_commands, "engine_for", lambda _settings: made)
     return made
 
 
@@ -44,14 +46,14 @@ def _to_waiting(engine: RolloutEngine) -> None:
 
 
 def _phase(engine: RolloutEngine) -> Phase:
-    state = ReleaseState.from_tags("fraud", "2", dict(engine.registry.get_version("fraud", "2").tags))
+    state = release_from_tags("fraud", "2", dict(engine.registry.get_version("fraud", "2").tags))
     assert state is not None
     return state.phase
 
 
 def test_approve_promotes_and_prints_the_reason(engine: RolloutEngine) -> None:
     _to_waiting(engine)
-    result = CliRunner().invoke(cli.app, ["approve", "fraud", "--comment", "ship it", "--approver", "ops"])
+    result = CliRunner().invoke(app, ["approve", "fraud", "--comment", "ship it", "--approver", "ops"])
     assert result.exit_code == 0, result.output
     assert "approved by ops at the approval gate: ship it" in result.output
     assert _phase(engine) == Phase.PROMOTED
@@ -60,7 +62,7 @@ def test_approve_promotes_and_prints_the_reason(engine: RolloutEngine) -> None:
 
 def test_reject_rolls_back(engine: RolloutEngine) -> None:
     _to_waiting(engine)
-    result = CliRunner().invoke(cli.app, ["reject", "fraud", "--comment", "not this week"])
+    result = CliRunner().invoke(app, ["reject", "fraud", "--comment", "not this week"])
     assert result.exit_code == 0, result.output
     assert "rolled back" in result.output
     assert _phase(engine) == Phase.ROLLED_BACK
@@ -72,7 +74,7 @@ def test_an_answer_with_nothing_waiting_is_a_clear_error_and_changes_nothing(
     engine: RolloutEngine, command: str
 ) -> None:
     engine.start_canary("fraud", "2")
-    result = CliRunner().invoke(cli.app, [command, "fraud"])
+    result = CliRunner().invoke(app, [command, "fraud"])
     assert result.exit_code == 1
     assert "nothing waits for approval (the release is progressing)" in result.output
     assert "Traceback" not in result.output

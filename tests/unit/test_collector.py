@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy.exc import OperationalError
 from starlette.applications import Starlette
 
+from mlcanary.telemetry.aggregate import aggregate
 from mlcanary.telemetry.cloudevents_ingest import (
     MalformedEvent,
     Prediction,
@@ -255,7 +256,7 @@ def test_error_response_with_a_plain_text_body_is_stored(
     assert reply.status_code == 200
     frame = store.fetch("fraud")
     assert list(frame["status_code"]) == [503, 503]
-    summary = store.aggregate("fraud", T0 - timedelta(minutes=1), T0 + timedelta(minutes=1))
+    summary = aggregate(store, "fraud", T0 - timedelta(minutes=1), T0 + timedelta(minutes=1))
     assert summary["candidate"].errors_5xx == 1
     assert summary["candidate"].requests == 1
 

@@ -280,9 +280,7 @@ CASES: list[tuple[str, dict[str, Any], Measurements, RolloutPolicy, str, str]] =
     (
         "advisory input drift does not block",
         {},
-        measured(
-            input_drift=DriftScore(value=0.9, method="wasserstein/jensenshannon", rows=5000, drifted=True)
-        ),
+        measured(input_drift=DriftScore(value=0.9, method="wasserstein/jensenshannon", rows=5000)),
         POLICY,
         "promote",
         "every check passed",
@@ -290,7 +288,7 @@ CASES: list[tuple[str, dict[str, Any], Measurements, RolloutPolicy, str, str]] =
     (
         "prediction drift is advisory by default",
         {},
-        measured(prediction_drift=DriftScore(value=0.4, method="wasserstein", rows=5000, drifted=True)),
+        measured(prediction_drift=DriftScore(value=0.4, method="wasserstein", rows=5000)),
         POLICY,
         "promote",
         "every check passed",

@@ -24,14 +24,9 @@ from mlcanary.data.synthetic import (
     DriftKnobs,
     generate_transactions,
 )
-from mlcanary.drift import (
-    PREDICTION_COLUMN,
-    DriftDetector,
-    EvidentlyDriftDetector,
-    ThresholdDriftDetector,
-    prepare_frames,
-    sample_rows,
-)
+from mlcanary.signals.drift import PREDICTION_COLUMN, DriftDetector, EvidentlyDriftDetector
+from mlcanary.signals.drift_inputs import prepare_frames, sample_rows
+from mlcanary.testing.drift import ThresholdDriftDetector
 from models.pipeline import build_pipeline
 
 SHIFTED = ("amount", "distance_from_home_km", "ratio_to_median_amount", "hour", "txn_count_24h")
@@ -161,15 +156,17 @@ def test_fake_detector_scores_mean_shift(
 ) -> None:
     fake = ThresholdDriftDetector(max_rows=1_000)
     calm = fake.input_drift(reference, same_distribution, threshold=0.5)
-    assert calm.score.drifted is False
+    assert calm.score.value < 0.5
     assert calm.score.rows == 1_000
     moved = fake.input_drift(reference, shifted, threshold=0.5, with_html=True)
-    assert moved.score.drifted is True
+    assert moved.score.value >= 0.5
     assert set(SHIFTED) <= set(moved.drifted_columns)
     assert moved.html is not None
     assert "<html" in moved.html
     flat = fake.prediction_drift(_scores(model, reference), np.full(500, 0.9), threshold=0.1)
-    assert flat.score.drifted is True
+    assert flat.columns[PREDICTION_COLUMN].drifted
+    assert flat.score.value >= 0.1
+    assert not flat.score.pvalue
     assert flat.columns[PREDICTION_COLUMN].method == "mean_shift"
 
 
@@ -180,7 +177,7 @@ def test_fake_detector_scores_mean_shift(
 def test_no_shift_is_not_input_drift(reference: pd.DataFrame, same_distribution: pd.DataFrame) -> None:
     result = EvidentlyDriftDetector().input_drift(reference, same_distribution, threshold=0.5)
     assert result.score.value < 0.5
-    assert result.score.drifted is False
+    assert not result.score.pvalue  # a share of columns: drift at or above the threshold
     assert result.score.rows == len(same_distribution)
     assert result.reference_rows == len(reference)
     assert set(result.columns) == set(FEATURES)
@@ -196,7 +193,6 @@ def test_covariate_shift_is_input_drift_on_the_shifted_columns(
     reference: pd.DataFrame, shifted: pd.DataFrame
 ) -> None:
     result = EvidentlyDriftDetector().input_drift(reference, shifted, threshold=0.5)
-    assert result.score.drifted is True
     assert result.score.value >= 0.5
     assert set(SHIFTED) <= set(result.drifted_columns)
     # Merchant mix is not moved by the generator's shift.
@@ -226,6 +222,7 @@ def test_pvalue_methods_drift_below_their_threshold(reference: pd.DataFrame, shi
     assert amount.drifted
     assert amount.score < amount.threshold
     assert "ks < 0.05" in result.score.method
+    assert not result.score.pvalue  # the share of drifted columns is not a p-value
 
 
 @pytest.mark.slow
@@ -248,8 +245,8 @@ def test_prediction_drift_of_the_same_model_is_none(
     champion = _scores(model, reference)
     candidate = pd.Series(_scores(model, same_distribution))
     result = EvidentlyDriftDetector().prediction_drift(champion, candidate, threshold=0.1)
-    assert result.score.drifted is False
     assert result.score.value < 0.1
+    assert not result.columns[PREDICTION_COLUMN].drifted
     assert result.score.rows == len(candidate)
     assert result.score.method == "wasserstein >= 0.1 on P(positive)"
 
@@ -265,8 +262,8 @@ def test_prediction_drift_catches_a_broken_candidate(
     else:
         candidate = np.full(len(same_distribution), 0.5)
     result = EvidentlyDriftDetector().prediction_drift(champion, candidate, threshold=0.1)
-    assert result.score.drifted is True
     assert result.score.value >= 0.1
+    assert not result.score.pvalue
     assert result.columns[PREDICTION_COLUMN].drifted
 
 

@@ -10,7 +10,14 @@ from datetime import timedelta
 
 import pytest
 
-from mlcanary.fakes import (
+from mlcanary.rollout.arms import CANDIDATE, CHAMPION
+from mlcanary.rollout.engine import NothingToDoError, RolloutEngine, RolloutError
+from mlcanary.rollout.policy import RolloutPolicy
+from mlcanary.rollout.ports import Notifier
+from mlcanary.rollout.state import Phase, ReleaseState
+from mlcanary.rollout.tags import release_from_tags
+from mlcanary.rollout.versions import VersionNotFoundError
+from mlcanary.testing.fakes import (
     FakeClock,
     FakeServingBackend,
     InjectedCrashError,
@@ -18,11 +25,6 @@ from mlcanary.fakes import (
     ScriptedMetrics,
     steady_traffic,
 )
-from mlcanary.registry import CANDIDATE, CHAMPION, VersionNotFoundError
-from mlcanary.rollout.engine import NothingToDoError, RolloutEngine, RolloutError
-from mlcanary.rollout.policy import RolloutPolicy
-from mlcanary.rollout.ports import Notifier
-from mlcanary.rollout.state import Phase, ReleaseState
 
 POLICY = RolloutPolicy(
     steps=[20, 50],
@@ -107,7 +109,7 @@ def test_state_is_persisted_in_tags_after_every_tick(world) -> None:  # type: ig
     clock.advance(TICK)
     engine.tick("fraud")
     tags = dict(registry.get_version("fraud", "2").tags)
-    restored = ReleaseState.from_tags("fraud", "2", tags)
+    restored = release_from_tags("fraud", "2", tags)
     assert restored is not None
     assert restored.phase == Phase.PROGRESSING
     assert restored.ticks == 1

@@ -8,13 +8,14 @@ from datetime import timedelta
 
 import pytest
 
-from mlcanary import fakes
-from mlcanary.fakes import FakeWorld, steady_traffic
-from mlcanary.registry import CANDIDATE, CHAMPION
+from mlcanary.rollout.arms import CANDIDATE, CHAMPION
 from mlcanary.rollout.engine import NothingToDoError
 from mlcanary.rollout.policy import ApprovalPolicy, RolloutPolicy
 from mlcanary.rollout.state import Phase, ReleaseState
-from mlcanary.status import read_status
+from mlcanary.rollout.status import read_status
+from mlcanary.rollout.tags import release_from_tags
+from mlcanary.testing import fakes
+from mlcanary.testing.fakes import FakeWorld, steady_traffic
 
 TICK = timedelta(minutes=5)
 
@@ -73,7 +74,7 @@ def test_a_release_ready_to_promote_waits_at_its_last_step_and_asks_a_human() ->
     assert world.backend.status("fraud").traffic == {"champion": 50, "candidate": 50}
     assert [t for t, _, _ in world.notes.sent].count("approval requested") == 1
     # The waiting state survives in the registry tags, so any process resumes it.
-    restored = ReleaseState.from_tags("fraud", "2", dict(world.registry.get_version("fraud", "2").tags))
+    restored = release_from_tags("fraud", "2", dict(world.registry.get_version("fraud", "2").tags))
     assert restored == waiting
     # Further ticks hold, at the same traffic, and ask nobody again.
     world.clock.advance(TICK)

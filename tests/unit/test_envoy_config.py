@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -11,11 +12,9 @@ import pytest
 import yaml
 
 from mlcanary.config import Settings
+from mlcanary.serving.headers import ARM_HEADER, ARM_SERVED_HEADER, ROUTES_VERSION_HEADER
 from mlcanary.serving.local.envoy import load_persisted_weights, new_version, write_routes
 from mlcanary.serving.local.envoy_config import (
-    ARM_HEADER,
-    ARM_SERVED_HEADER,
-    ROUTES_VERSION_HEADER,
     EnvoyLayout,
     Upstream,
     Weights,
@@ -23,6 +22,11 @@ from mlcanary.serving.local.envoy_config import (
     render_routes,
     weights_from_route_config,
 )
+
+
+def layout_at(state_dir: Path, **changes: Any) -> EnvoyLayout:
+    """The layout of the default settings in ``state_dir``, with ``changes``."""
+    return dataclasses.replace(EnvoyLayout.from_settings(Settings(state_dir=state_dir)), **changes)
 
 
 def _route_config(doc: dict[str, Any]) -> dict[str, Any]:
@@ -151,7 +155,7 @@ def _hcm(boot: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_bootstrap_listens_where_the_layout_says(tmp_path: Path) -> None:
-    layout = EnvoyLayout(state_dir=tmp_path, listener_port=18080, admin_port=19901)
+    layout = layout_at(tmp_path, listener_port=18080, admin_port=19901)
     boot = render_bootstrap(layout)
     assert boot["admin"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 19901}
     (listener,) = boot["static_resources"]["listeners"]
@@ -159,7 +163,7 @@ def test_bootstrap_listens_where_the_layout_says(tmp_path: Path) -> None:
 
 
 def test_bootstrap_reads_routes_from_the_watched_rds_directory(tmp_path: Path) -> None:
-    layout = EnvoyLayout(state_dir=tmp_path)
+    layout = layout_at(tmp_path)
     hcm = _hcm(render_bootstrap(layout))
     assert hcm["rds"]["route_config_name"] == layout.route_config_name
     source = hcm["rds"]["config_source"]["path_config_source"]
@@ -168,7 +172,7 @@ def test_bootstrap_reads_routes_from_the_watched_rds_directory(tmp_path: Path) -
 
 
 def test_bootstrap_keeps_client_request_ids_and_logs_json(tmp_path: Path) -> None:
-    hcm = _hcm(render_bootstrap(EnvoyLayout(state_dir=tmp_path)))
+    hcm = _hcm(render_bootstrap(layout_at(tmp_path)))
     assert hcm["preserve_external_request_id"] is True
     assert hcm["generate_request_id"] is True
     (log,) = hcm["access_log"]
@@ -181,8 +185,8 @@ def test_bootstrap_keeps_client_request_ids_and_logs_json(tmp_path: Path) -> Non
 
 
 def test_bootstrap_clusters_point_at_the_two_arms(tmp_path: Path) -> None:
-    layout = EnvoyLayout(
-        state_dir=tmp_path, champion=Upstream(port=18081), candidate=Upstream(host="localhost", port=18082)
+    layout = layout_at(
+        tmp_path, champion=Upstream(port=18081), candidate=Upstream(host="localhost", port=18082)
     )
     clusters = {c["name"]: c for c in render_bootstrap(layout)["static_resources"]["clusters"]}
     assert set(clusters) == {"champion", "candidate"}
@@ -198,7 +202,7 @@ def test_bootstrap_clusters_point_at_the_two_arms(tmp_path: Path) -> None:
 
 def test_layout_paths_are_absolute_under_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    layout = EnvoyLayout(state_dir=Path("state"))
+    layout = layout_at(Path("state"))
     assert layout.routes_path == tmp_path / "state" / "envoy" / "rds" / "routes.yaml"
     assert layout.bootstrap_path == tmp_path / "state" / "envoy" / "bootstrap.yaml"
     assert layout.access_log_path == tmp_path / "state" / "envoy" / "logs" / "access.log"
@@ -222,14 +226,14 @@ def test_layout_from_default_settings_uses_the_documented_ports() -> None:
 )
 def test_layout_refuses_bad_values(tmp_path: Path, kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        EnvoyLayout(state_dir=tmp_path, **kwargs)
+        layout_at(tmp_path, **kwargs)
 
 
 # -- atomic swap ---------------------------------------------------------------------------------
 
 
 def test_write_routes_renames_a_complete_file_and_persists_weights(tmp_path: Path) -> None:
-    layout = EnvoyLayout(state_dir=tmp_path)
+    layout = layout_at(tmp_path)
     write_routes(layout, Weights(80, 20), "v1")
     first_inode = os.stat(layout.routes_path).st_ino
     write_routes(layout, Weights(50, 50), "v2")
@@ -245,7 +249,7 @@ def test_write_routes_renames_a_complete_file_and_persists_weights(tmp_path: Pat
 
 
 def test_write_routes_refuses_invalid_weights_without_touching_files(tmp_path: Path) -> None:
-    layout = EnvoyLayout(state_dir=tmp_path)
+    layout = layout_at(tmp_path)
     write_routes(layout, Weights(80, 20), "v1")
     before = (layout.routes_path.read_bytes(), layout.weights_path.read_bytes())
     forged = object.__new__(Weights)  # bypasses __post_init__, as a buggy caller might
@@ -259,7 +263,7 @@ def test_write_routes_refuses_invalid_weights_without_touching_files(tmp_path: P
 
 
 def test_load_persisted_weights_ignores_missing_or_bad_file(tmp_path: Path) -> None:
-    layout = EnvoyLayout(state_dir=tmp_path)
+    layout = layout_at(tmp_path)
     assert load_persisted_weights(layout) is None
     layout.envoy_dir.mkdir(parents=True)
     layout.weights_path.write_text('{"champion": 0, "candidate": 0}')

@@ -7,8 +7,8 @@ import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from mlcanary.evidence import MlflowEvidence
-from mlcanary.registry import registry_from_settings
+from mlcanary.registry.evidence import MlflowEvidence
+from mlcanary.registry.mlflow_registry import registry_from_settings
 from mlcanary.rollout.measurements import ArmMetrics, Measurements, Percentiles
 from mlcanary.rollout.state import CheckResult, Decision, Phase, ReleaseState
 from mlcanary.rollout.stats import MeanSummary

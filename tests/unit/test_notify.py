@@ -13,19 +13,11 @@ from typing import Any
 import pytest
 from http_inbox import Inbox, closed_port
 
-from mlcanary.notify import (
-    APPROVAL_REQUESTED,
-    DEFAULT_EVENTS,
-    EVENTS,
-    AppriseNotifier,
-    FanOutNotifier,
-    format_message,
-    mlflow_run_link,
-    notifier_from_env,
-    parse_events,
-    redact_url,
-)
-from mlcanary.rollout.ports import Notifier, NullNotifier
+from mlcanary.notify.apprise import AppriseNotifier, notifier_from_env
+from mlcanary.notify.events import DEFAULT_EVENTS, EVENTS, NOTIFY_TYPES, parse_events
+from mlcanary.notify.fan_out import FanOutNotifier
+from mlcanary.notify.message import format_message, mlflow_run_link, redact_url
+from mlcanary.rollout.ports import Notifier, NullNotifier, ReleaseEvent
 from mlcanary.rollout.state import Phase, ReleaseState
 
 TOKEN = "s3cr3tTOKENxyz"
@@ -128,7 +120,7 @@ def test_unreachable_endpoint_counts_a_failure_without_raising_or_leaking(
 
     assert notifier.failures == 1
     assert notifier.sent == 0
-    ours = [r for r in caplog.records if r.name == "mlcanary.notify"]
+    ours = [r for r in caplog.records if r.name == "mlcanary.notify.apprise"]
     assert len(ours) == 1
     assert ours[0].levelno == logging.WARNING
     assert "json://" in ours[0].getMessage()
@@ -188,7 +180,7 @@ def test_approval_requested_is_sent_by_default(inbox: Inbox) -> None:
 
 def test_parse_events() -> None:
     assert parse_events(None) == DEFAULT_EVENTS == {"promoted", "rolled back", "failed", "approval requested"}
-    assert parse_events("Approval_Requested") == {APPROVAL_REQUESTED}
+    assert parse_events("Approval_Requested") == {ReleaseEvent.APPROVAL_REQUESTED}
     assert parse_events("all") == EVENTS
     assert parse_events("Promoted, rolled_back") == {"promoted", "rolled back"}
     assert parse_events("") == frozenset()
@@ -196,15 +188,10 @@ def test_parse_events() -> None:
         parse_events("promote")
 
 
-def test_engine_titles_are_known_events() -> None:
-    from pathlib import Path
-
-    import mlcanary.rollout.engine as engine
-
-    source = Path(engine.__file__).read_text(encoding="utf-8")
-    for title in ("canary started", "promoted", "rolled back"):
-        assert f'"{title}"' in source
-        assert title in EVENTS
+def test_every_release_event_is_known_and_typed() -> None:
+    assert set(ReleaseEvent) == EVENTS
+    assert set(NOTIFY_TYPES) == EVENTS
+    assert ReleaseEvent.CANARY_STARTED not in DEFAULT_EVENTS
 
 
 # -- the shared formatter ---------------------------------------------------------------------------
@@ -284,7 +271,7 @@ def test_fan_out_a_failing_channel_never_stops_the_others_nor_raises(
     assert apprise.sent == 1
     assert calls == [("last", "promoted", "m")]
     assert fan_out.failures == 2
-    warnings = [r.getMessage() for r in caplog.records if r.name == "mlcanary.notify"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "mlcanary.notify.fan_out"]
     assert len(warnings) == 2
     assert "channel #1 (_Exploding)" in warnings[0]
     assert "RuntimeError" in warnings[0]
@@ -366,7 +353,7 @@ def test_apprise_is_imported_lazily() -> None:
     import ast
     from pathlib import Path
 
-    import mlcanary.notify as module
+    import mlcanary.notify.apprise as module
 
     tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
     for node in tree.body:

@@ -18,8 +18,8 @@ from mlcanary.data.synthetic import (
     DriftKnobs,
     generate_transactions,
 )
-from mlcanary.paired import agreement_from_logs, combine, paired_agreement
 from mlcanary.rollout.measurements import Agreement
+from mlcanary.signals.paired import agreement_from_logs, combine, paired_agreement
 from models.pipeline import build_pipeline
 
 

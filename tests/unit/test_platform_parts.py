@@ -16,9 +16,9 @@ import pytest
 from typer.testing import CliRunner
 
 from mlcanary import platform
-from mlcanary.cli import app
+from mlcanary.cli.main import app
 from mlcanary.config import Settings, load_settings
-from mlcanary.serving.local.processes import find_running, start_process
+from mlcanary.runtime.processes import find_running, start_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = REPO_ROOT / "configs"

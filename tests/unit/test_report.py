@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mlcanary.report import (
+from mlcanary.demo.report import (
     SUMMARY_COLUMNS,
     ReleaseRecord,
     format_summary_value,

@@ -16,13 +16,13 @@ from mlcanary.data.synthetic import (
     TARGET,
     generate_transactions,
 )
-from mlcanary.drift import ThresholdDriftDetector
-from mlcanary.fakes import InMemoryRegistry
 from mlcanary.rollout.measurements import ArmMetrics, Measurements
 from mlcanary.rollout.policy import RolloutPolicy
 from mlcanary.rollout.state import Phase, ReleaseState
-from mlcanary.signals import ModelSignals
+from mlcanary.signals.model_signals import ModelSignals
 from mlcanary.telemetry.store import InferenceLogStore, InferenceRow
+from mlcanary.testing.drift import ThresholdDriftDetector
+from mlcanary.testing.fakes import InMemoryRegistry
 from models.pipeline import build_pipeline
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
@@ -114,7 +114,9 @@ def test_signals_from_logged_inputs(
     assert rate is not None
     assert rate > 0.9 if agree_high else rate < 0.5
     assert m.input_drift is not None
-    assert m.input_drift.drifted is input_drifted
+    limit = RolloutPolicy().checks["input_drift"].threshold
+    assert limit is not None
+    assert (m.input_drift.value >= limit) is input_drifted
     assert m.prediction_drift is not None
     assert {"input_drift_latest.html", "prediction_drift_latest.html"} <= set(reports)
 

@@ -11,11 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlcanary.config import Settings
+from mlcanary.telemetry.aggregate import aggregate
 from mlcanary.telemetry.store import (
     LOG_COLUMNS,
     InferenceLogStore,
     InferenceRow,
-    default_store_url,
 )
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -111,7 +112,7 @@ def test_sqlite_runs_in_wal_mode_with_normal_sync(store: InferenceLogStore) -> N
 
 
 def test_default_url_points_into_the_state_dir(tmp_path: Path) -> None:
-    url = default_store_url(tmp_path / "state")
+    url = Settings(state_dir=tmp_path / "state").store_url
     assert url == f"sqlite:///{(tmp_path / 'state' / 'inference.db').resolve()}"
     with InferenceLogStore(url) as created:
         assert created.count("fraud") == 0
@@ -314,7 +315,7 @@ def test_aggregate_matches_numpy(store: InferenceLogStore) -> None:
     rows.append(complete("outside", arm="champion", at=T0 + timedelta(hours=2), status=500))
     store.write_rows(rows)
 
-    summary = store.aggregate("fraud", T0, T0 + timedelta(hours=1))
+    summary = aggregate(store, "fraud", T0, T0 + timedelta(hours=1))
     assert set(summary) == {"champion", "candidate", None}
 
     champion = summary["champion"]
@@ -350,7 +351,7 @@ def test_aggregate_matches_numpy(store: InferenceLogStore) -> None:
     assert unknown.latency_samples == 0
     assert unknown.latency_p99_ms is None
 
-    assert store.aggregate("fraud", T0 + timedelta(days=1), T0 + timedelta(days=2)) == {}
+    assert aggregate(store, "fraud", T0 + timedelta(days=1), T0 + timedelta(days=2)) == {}
 
 
 def test_concurrent_halves_from_many_threads_all_pair(store: InferenceLogStore) -> None:

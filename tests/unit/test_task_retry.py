@@ -8,7 +8,7 @@ import pytest
 
 from mlcanary.config import ConfigError
 from mlcanary.data.loader import DataError
-from mlcanary.registry import ModelNotFoundError, RegistryError
+from mlcanary.rollout.versions import ModelNotFoundError, RegistryError
 from mlcanary.training import TrainingError
 from tasks.retry import retry_on_io
 

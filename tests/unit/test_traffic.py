@@ -32,21 +32,17 @@ from starlette.routing import Route
 
 from mlcanary.data.schema import infer_schema
 from mlcanary.data.synthetic import FEATURES, TARGET, DriftKnobs, generate_transactions
+from mlcanary.demo.traffic.plan import CHUNK_ROWS, TrafficPlan, chunk_seed
+from mlcanary.demo.traffic.render import render_summary
+from mlcanary.demo.traffic.report import Progress, TrafficReport
+from mlcanary.demo.traffic.run import run_traffic, run_traffic_sync
 from mlcanary.serving.local.inference_protocol import parse_v1_request
 from mlcanary.telemetry.collector import create_collector_app
 from mlcanary.telemetry.store import InferenceLogStore
-from mlcanary.traffic import (
-    CHUNK_ROWS,
-    Progress,
-    TrafficPlan,
-    TrafficReport,
-    chunk_seed,
-    render_summary,
-    run_traffic,
-    run_traffic_sync,
-)
 
 SERVED = "x-mlcanary-arm-served"
+# Where the mock transports answer (nothing listens: the transport never opens a socket).
+DOOR = "http://front-door.test"
 
 
 @dataclass
@@ -363,7 +359,7 @@ def sent_rows(plan: TrafficPlan) -> tuple[TrafficReport, list[dict[str, Any]], l
 
 def fast_plan(**overrides: Any) -> TrafficPlan:
     """A plan at the top rate with no feedback, for row-content checks over the mock transport."""
-    return TrafficPlan(**{"rps": 5000, "collector_url": None, **overrides})
+    return TrafficPlan(**{"front_door_url": DOOR, "rps": 5000, **overrides})
 
 
 def test_same_seed_same_rows_across_chunks() -> None:
@@ -408,7 +404,13 @@ def test_feedback_share_extremes_and_no_collector() -> None:
     def run(**kwargs: Any) -> TrafficReport:
         posted.clear()
         client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-        plan = TrafficPlan(rps=5000, total_requests=100, feedback_delay_s=0.0, **kwargs)
+        plan = TrafficPlan(
+            front_door_url=DOOR,
+            rps=5000,
+            total_requests=100,
+            feedback_delay_s=0.0,
+            **{"collector_url": DOOR, **kwargs},
+        )
         return run_traffic_sync(plan, client=client)
 
     everything = run(feedback_share=1.0)
@@ -434,7 +436,14 @@ def test_the_real_collector_accepts_the_feedback(tmp_path: Path) -> None:
     with InferenceLogStore(f"sqlite:///{tmp_path / 'inference.db'}") as store:
         app = create_collector_app(store)
         client = httpx.AsyncClient(transport=_SplitTransport(app))
-        plan = TrafficPlan(rps=5000, total_requests=120, feedback_share=1.0, feedback_delay_s=0.0)
+        plan = TrafficPlan(
+            front_door_url=DOOR,
+            collector_url=DOOR,
+            rps=5000,
+            total_requests=120,
+            feedback_share=1.0,
+            feedback_delay_s=0.0,
+        )
         report = run_traffic_sync(plan, client=client)
         assert report.feedback_sent == 120
         assert report.feedback_failed == 0
@@ -460,7 +469,14 @@ def test_unavailable_collector_gets_one_retry() -> None:
         return httpx.Response(200, json={"predictions": [0], "probabilities": [0.2]})
 
     client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    plan = TrafficPlan(rps=5000, total_requests=40, feedback_share=1.0, feedback_delay_s=0.0)
+    plan = TrafficPlan(
+        front_door_url=DOOR,
+        collector_url=DOOR,
+        rps=5000,
+        total_requests=40,
+        feedback_share=1.0,
+        feedback_delay_s=0.0,
+    )
     report = run_traffic_sync(plan, client=client)
     assert report.feedback_sent == 40
     assert report.feedback_failed == report.feedback_dropped == 0
@@ -475,7 +491,14 @@ def test_refused_feedback_is_counted_as_failed() -> None:
         return httpx.Response(200, json={"predictions": [0], "probabilities": [0.2]})
 
     client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    plan = TrafficPlan(rps=5000, total_requests=50, feedback_share=1.0, feedback_delay_s=0.0)
+    plan = TrafficPlan(
+        front_door_url=DOOR,
+        collector_url=DOOR,
+        rps=5000,
+        total_requests=50,
+        feedback_share=1.0,
+        feedback_delay_s=0.0,
+    )
     report = run_traffic_sync(plan, client=client)
     assert report.feedback_sent == 0
     assert report.feedback_failed == 50
@@ -527,7 +550,7 @@ def test_a_failing_progress_callback_stops_the_run() -> None:
 )
 def test_invalid_plans_are_rejected_with_the_reason(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=re.escape(message)):
-        TrafficPlan(**overrides)
+        TrafficPlan(**{"front_door_url": DOOR, **overrides})
 
 
 def test_plan_is_frozen_and_derives_counts_and_urls() -> None:
@@ -535,7 +558,8 @@ def test_plan_is_frozen_and_derives_counts_and_urls() -> None:
     assert plan.planned_requests == 1
     assert plan.predict_url == "http://127.0.0.1:8080/v1/models/fraud%20detector:predict"
     assert plan.knobs == DriftKnobs()
-    assert TrafficPlan(rps=200, duration_s=1.5).planned_requests == 300
+    assert TrafficPlan(front_door_url=DOOR, rps=200, duration_s=1.5).planned_requests == 300
+    assert plan.collector_url is None  # no labels unless a collector is named
     with pytest.raises(ValidationError):
         plan.rps = 10  # type: ignore[misc]
     assert issubclass(ValidationError, ValueError)

@@ -10,14 +10,10 @@ import pytest
 
 from mlcanary.data.loader import DataError, prepare
 from mlcanary.data.synthetic import FEATURES, TARGET, generate_transactions
-from mlcanary.registry import (
-    CANDIDATE,
-    CHAMPION,
-    ModelNotFoundError,
-    VersionNotFoundError,
-    registry_from_settings,
-)
-from mlcanary.status import read_status
+from mlcanary.registry.mlflow_registry import registry_from_settings
+from mlcanary.rollout.arms import CANDIDATE, CHAMPION
+from mlcanary.rollout.status import read_status
+from mlcanary.rollout.versions import ModelNotFoundError, VersionNotFoundError
 from mlcanary.training import (
     ChampionScore,
     GateResult,

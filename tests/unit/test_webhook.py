@@ -22,23 +22,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
 
-from mlcanary.webhook import (
+from mlcanary.triggers.delivery_log import MemoryDeliveryLog, SqliteDeliveryLog
+from mlcanary.triggers.events import SUBSCRIBED_EVENTS, WebhookEvent
+from mlcanary.triggers.prefect_events import (
     CANDIDATE_SET_EVENT,
-    SUBSCRIBED_EVENTS,
     EmitError,
-    MemoryDeliveryLog,
     PrefectEventEmitter,
-    SqliteDeliveryLog,
-    WebhookConfigError,
-    WebhookEvent,
-    create_webhook_app,
-    main,
     prefect_event_id,
-    register_webhook,
-    run_webhook,
-    sign,
-    verify_signature,
 )
+from mlcanary.triggers.receiver import create_webhook_app
+from mlcanary.triggers.registration import register_webhook
+from mlcanary.triggers.server import WebhookConfigError, run_webhook
+from mlcanary.triggers.signature import sign, verify_signature
 
 SECRET = "test-secret-not-real"
 NOW = 1_800_000_000.0
@@ -336,7 +331,7 @@ def test_rejected_input_cannot_burn_a_delivery_id(client: TestClient, emit: Reco
 
 
 def test_secret_is_not_logged(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("DEBUG", logger="mlcanary.webhook")
+    caplog.set_level("DEBUG", logger="mlcanary.triggers.receiver")
     body = envelope()
     headers = signed_headers(body)
     client.post("/", content=body, headers=headers)
@@ -697,23 +692,17 @@ def test_mlflows_own_delivery_code_reaches_prefect_through_the_receiver(
 
 def test_run_webhook_refuses_to_start_without_the_secret(tmp_path: Path) -> None:
     with pytest.raises(WebhookConfigError, match="MLCANARY_WEBHOOK_SECRET"):
-        run_webhook(prefect_api_url="http://127.0.0.1:4200/api", state_dir=tmp_path, environ={})
+        run_webhook("127.0.0.1", 0, prefect_api_url="http://127.0.0.1:9/api", state_dir=tmp_path, environ={})
     with pytest.raises(WebhookConfigError, match="MY_SECRET"):
         run_webhook(
-            prefect_api_url="http://127.0.0.1:4200/api",
+            "127.0.0.1",
+            0,
+            prefect_api_url="http://127.0.0.1:9/api",
             state_dir=tmp_path,
             secret_env="MY_SECRET",
             environ={"MY_SECRET": " "},
         )
     assert not (tmp_path / "webhook-deliveries.db").exists()
-
-
-def test_main_register_without_secret_exits_2(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.delenv("MLCANARY_WEBHOOK_SECRET", raising=False)
-    assert main(["register", "--tracking-uri", "http://127.0.0.1:1"]) == 2
-    assert "MLCANARY_WEBHOOK_SECRET" in capsys.readouterr().out
 
 
 def test_create_app_rejects_empty_secret() -> None:

@@ -1,4 +1,4 @@
-"""``KServeBackend``: the :class:`~mlcanary.serving.backend.ServingBackend` of a Kubernetes cluster.
+"""``KServeBackend``: the :class:`~mlcanary.rollout.serving.ServingBackend` of a Kubernetes cluster.
 
 Each call reads the model's InferenceService, detects the deployment mode it runs in (its
 annotation in either spelling, else ``status.deploymentMode``; ``kserve.deployment_mode`` for one
@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING
 
 from kubernetes import client as k8s
 
-from mlcanary.serving.backend import ServingError, ServingStatus
+from mlcanary.rollout.arms import CANDIDATE, CHAMPION, Arm
+from mlcanary.rollout.serving import ServingError, ServingStatus
 from mlcanary.serving.kserve.knative import KnativeRollout, isvc_ref
 from mlcanary.serving.kserve.kube import KubeApi, api_client
 from mlcanary.serving.kserve.objects import DeploymentMode, mode_of, parse_mode
-from mlcanary.serving.kserve.observe import Arm, revisions_by_arm, view
+from mlcanary.serving.kserve.observe import revisions_by_arm, view
 from mlcanary.serving.kserve.standard import StandardRollout, deployment_name
 from mlcanary.serving.kserve.storage import MlflowStorageResolver, StorageResolver
 
@@ -111,13 +112,13 @@ class KServeBackend:
         """Kubernetes workloads (Deployments) serving each arm now: Istio's ``destination_workload``."""
         if self.mode(model) is DeploymentMode.STANDARD:
             champion, candidate = self.standard.names(model)
-            found: dict[Arm, list[str]] = {"champion": [deployment_name(champion)], "candidate": []}
+            found: dict[Arm, list[str]] = {CHAMPION: [deployment_name(champion)], CANDIDATE: []}
             if self.api.get(isvc_ref(candidate, self.settings.namespace)) is not None:
-                found["candidate"].append(deployment_name(candidate))
+                found[CANDIDATE].append(deployment_name(candidate))
             return found
         obj = self.api.get(isvc_ref(model, self.settings.namespace))
         if obj is None:
-            return {"champion": [], "candidate": []}
+            return {CHAMPION: [], CANDIDATE: []}
         return {
             arm: [f"{rev}-deployment" for rev in revs] for arm, revs in revisions_by_arm(view(obj)).items()
         }
@@ -132,16 +133,16 @@ class KServeBackend:
         if isvc_name.endswith(suffix):
             model = isvc_name[: -len(suffix)]
             obj = self.api.get(isvc_ref(isvc_name, ns))
-            return (model, "candidate", view(obj).version if obj else None)
+            return (model, CANDIDATE, view(obj).version if obj else None)
         obj = self.api.get(isvc_ref(isvc_name, ns))
         if obj is None:
             return None
         v = view(obj)
         match = _KNATIVE_POD.match(pod)
         if match is None or mode_of(obj, self.default_mode) is DeploymentMode.STANDARD:
-            return (isvc_name, "champion", v.version)
+            return (isvc_name, CHAMPION, v.version)
         revision = match.group("revision")
         for arm, revisions in revisions_by_arm(v).items():
             if revision in revisions:
                 return (isvc_name, arm, v.version_of(revision))
-        return (isvc_name, "champion", v.version_of(revision))
+        return (isvc_name, CHAMPION, v.version_of(revision))

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from mlcanary.serving.backend import ServingError, ServingStatus
+from mlcanary.rollout.serving import ServingError, ServingStatus
 from mlcanary.serving.kserve.kube import KubeApi, Object, Ref
 from mlcanary.serving.kserve.manifests import (
     ModelChange,

@@ -11,7 +11,7 @@ watched with the official ``kubernetes`` client, made safe to call from a contro
   the deadline passes — no fixed sleeps, no missed updates.
 
 Errors that retrying cannot fix (403, 404 where an object must exist, 422 invalid) become
-:class:`~mlcanary.serving.backend.ServingError` with the API server's message.
+:class:`~mlcanary.rollout.serving.ServingError` with the API server's message.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from kubernetes import client as k8s
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
-from mlcanary.serving.backend import ServingError
+from mlcanary.rollout.serving import ServingError
 
 logger = logging.getLogger(__name__)
 

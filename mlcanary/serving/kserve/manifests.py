@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mlcanary.rollout.arms import CANDIDATE, CHAMPION
+from mlcanary.serving.headers import ARM_SERVED_HEADER
 from mlcanary.serving.kserve.objects import (
     ANN_CHAMPION,
     ANN_CHAMPION_URI,
@@ -221,14 +223,14 @@ def virtual_service(
     def destination(isvc: str, arm: str, weight: int | None = None) -> dict[str, Any]:
         route: dict[str, Any] = {
             "destination": {"host": predictor_service_host(isvc, namespace), "port": {"number": 80}},
-            "headers": {"response": {"set": {"x-mlcanary-served-by": arm}}},
+            "headers": {"response": {"set": {ARM_SERVED_HEADER: arm}}},
         }
         if weight is not None:
             route["weight"] = weight
         return route
 
     http: list[dict[str, Any]] = []
-    arms = [("champion", champion_isvc)] + ([("candidate", candidate_isvc)] if candidate_isvc else [])
+    arms = [(CHAMPION, champion_isvc)] + ([(CANDIDATE, candidate_isvc)] if candidate_isvc else [])
     for arm, isvc in arms:
         http.append(
             {
@@ -237,9 +239,9 @@ def virtual_service(
                 "route": [destination(isvc, arm)],
             }
         )
-    split = [destination(champion_isvc, "champion", 100 - candidate_percent if candidate_isvc else 100)]
+    split = [destination(champion_isvc, CHAMPION, 100 - candidate_percent if candidate_isvc else 100)]
     if candidate_isvc:
-        split.append(destination(candidate_isvc, "candidate", candidate_percent))
+        split.append(destination(candidate_isvc, CANDIDATE, candidate_percent))
     http.append({"name": "split", "route": split})
     metadata: dict[str, Any] = {
         "name": virtual_service_name(model),
@@ -265,12 +267,10 @@ def virtual_service_weights(vs: Mapping[str, Any], settings: KServeSettings) -> 
     for route in (vs.get("spec") or {}).get("http") or []:
         if route.get("name") != "split":
             continue
-        weights: dict[str, int] = {"champion": 0, "candidate": 0}
+        weights: dict[str, int] = {CHAMPION: 0, CANDIDATE: 0}
         destinations = route.get("route") or []
         for dest in destinations:
-            arm = (
-                ((dest.get("headers") or {}).get("response") or {}).get("set", {}).get("x-mlcanary-served-by")
-            )
+            arm = ((dest.get("headers") or {}).get("response") or {}).get("set", {}).get(ARM_SERVED_HEADER)
             if arm in weights:
                 weights[arm] += int(dest.get("weight", 100 if len(destinations) == 1 else 0))
         return weights

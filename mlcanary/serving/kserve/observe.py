@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from mlcanary.serving.backend import ArmStatus, ServingStatus
+from mlcanary.rollout.arms import CANDIDATE, CHAMPION, Arm
+from mlcanary.rollout.serving import ArmStatus, ServingStatus
 from mlcanary.serving.kserve.objects import (
     ANN_CHAMPION,
     ANN_VERSION,
@@ -29,7 +30,6 @@ from mlcanary.serving.kserve.objects import (
     version_of_revision,
 )
 
-Arm = Literal["champion", "candidate"]
 _FAILURE_CONDITIONS = ("PredictorConfigurationReady", "PredictorReady", "Ready")
 
 
@@ -192,12 +192,12 @@ def view(isvc: Mapping[str, Any]) -> IsvcView:
 
 
 def arm_of_version(v: IsvcView, version: str | None) -> Arm:
-    return "candidate" if version is not None and version == v.candidate_version else "champion"
+    return CANDIDATE if version is not None and version == v.candidate_version else CHAMPION
 
 
 def revisions_by_arm(v: IsvcView) -> dict[Arm, list[str]]:
     """Revisions carrying each arm's version now (for per-revision metrics and the collector)."""
-    found: dict[Arm, list[str]] = {"champion": [], "candidate": []}
+    found: dict[Arm, list[str]] = {CHAMPION: [], CANDIDATE: []}
     candidates = {e.revision for e in v.traffic if e.revision} | {
         r for r in (v.latest_created, v.latest_ready, v.latest_rolledout, v.previous_rolledout) if r
     }
@@ -207,9 +207,9 @@ def revisions_by_arm(v: IsvcView) -> dict[Arm, list[str]]:
         if version is None:
             continue
         if version == v.candidate_version and revision == v.latest_created:
-            found["candidate"].append(revision)
+            found[CANDIDATE].append(revision)
         elif version == champion:
-            found["champion"].append(revision)
+            found[CHAMPION].append(revision)
     return found
 
 
@@ -228,14 +228,14 @@ def serving_status(model: str, isvc: Mapping[str, Any] | None) -> ServingStatus:
     notes: list[str] = []
     candidate_version = v.candidate_version
     candidate_rev = v.latest_created if candidate_version is not None else None
-    shares: dict[Arm, int] = {"champion": 0, "candidate": 0}
+    shares: dict[Arm, int] = {CHAMPION: 0, CANDIDATE: 0}
     champion_version = v.champion_version if candidate_version is not None else None
     for entry in v.traffic:
         served = v.version_of(entry.revision)
         if candidate_rev is not None and entry.revision == candidate_rev:
-            shares["candidate"] += entry.percent
+            shares[CANDIDATE] += entry.percent
             continue
-        shares["champion"] += entry.percent
+        shares[CHAMPION] += entry.percent
         if champion_version is None:
             champion_version = served
         elif entry.percent and served is not None and served != champion_version:
@@ -254,8 +254,8 @@ def serving_status(model: str, isvc: Mapping[str, Any] | None) -> ServingStatus:
     champion_rev = next((e.revision for e in v.traffic if e.revision != candidate_rev and e.percent), None)
     champion_ready = champion_rev is not None
     arms: dict[Arm, ArmStatus] = {
-        "champion": ArmStatus(
-            "champion",
+        CHAMPION: ArmStatus(
+            CHAMPION,
             champion_version or v.version,
             champion_ready,
             url=v.url,
@@ -266,8 +266,8 @@ def serving_status(model: str, isvc: Mapping[str, Any] | None) -> ServingStatus:
         failure = v.failed_after(None) if v.latest_created != v.latest_ready else None
         ready = v.latest_created == v.latest_ready
         tagged = next((e.url for e in v.traffic if e.tag == "latest" and e.url), None)
-        arms["candidate"] = ArmStatus(
-            "candidate",
+        arms[CANDIDATE] = ArmStatus(
+            CANDIDATE,
             candidate_version,
             ready,
             url=tagged or v.url,

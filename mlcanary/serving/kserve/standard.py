@@ -7,7 +7,7 @@ KServe ignores ``canaryTrafficPercent`` in Standard mode (kserve issue 5335), so
   ``/v1/models/<model>:predict`` and ``/v2/models/<model>/infer`` reach either arm unchanged;
 * the VirtualService ``<model>-mlcanary`` (ours: KServe's and Knative's own are reconciled back if
   edited) routes the public host with exact integer weights, lets the arm header force an arm, and
-  sets ``x-mlcanary-served-by`` on responses;
+  sets ``x-mlcanary-arm-served`` (as Envoy does locally) on responses;
 * a model change is a Deployment rolling update: it is complete when the predictor Deployment
   runs the new storage URI in every replica (``kubectl rollout status``'s rule), read from
   ``apps/v1`` — the InferenceService stays Ready on its old pods meanwhile.
@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from mlcanary.serving.backend import ArmStatus, ServingError, ServingStatus
+from mlcanary.rollout.arms import CANDIDATE, CHAMPION
+from mlcanary.rollout.serving import ArmStatus, ServingError, ServingStatus
 from mlcanary.serving.kserve.knative import isvc_ref
 from mlcanary.serving.kserve.kube import KubeApi, Object, Ref
 from mlcanary.serving.kserve.manifests import (
@@ -86,7 +87,7 @@ class StandardRollout:
 
     def deploy(self, model: str, champion: str, candidate: str | None, percent: int) -> ServingStatus:
         champion_isvc, candidate_isvc = self.names(model)
-        problem = self._ensure_version(champion_isvc, model, champion, "champion", serve_as=None)
+        problem = self._ensure_version(champion_isvc, model, champion, CHAMPION, serve_as=None)
         if problem:
             raise ServingError(f"champion v{champion} of {model!r} is not serving: {problem}")
         if candidate is None:
@@ -96,7 +97,7 @@ class StandardRollout:
             return self.status(model, f"deploy: champion v{champion} at 100% (VirtualService)")
         # The route to the candidate exists at 0% before the candidate does.
         self._set_weights(model, 0, with_candidate=True)
-        problem = self._ensure_version(candidate_isvc, model, candidate, "candidate", serve_as=model)
+        problem = self._ensure_version(candidate_isvc, model, candidate, CANDIDATE, serve_as=model)
         if problem:
             logger.warning("candidate of %s is not serving: %s", model, problem)
             return self.status(model, f"deploy: candidate not serving (0% routed to it): {problem}")
@@ -138,7 +139,7 @@ class StandardRollout:
                 )
             # The candidate carries everything while the champion's pods roll to its model.
             self._set_weights(model, 100, with_candidate=True)
-            problem = self._ensure_version(champion_isvc, model, target, "champion", serve_as=None)
+            problem = self._ensure_version(champion_isvc, model, target, CHAMPION, serve_as=None)
             if problem:
                 raise ServingError(
                     f"promote of {model!r}: the champion InferenceService did not roll to v{target}: "
@@ -160,7 +161,7 @@ class StandardRollout:
         ns = self.settings.namespace
         notes = [note] if note else []
         arms: dict[str, ArmStatus] = {}
-        for arm, name in (("champion", champion_isvc), ("candidate", candidate_isvc)):
+        for arm, name in ((CHAMPION, champion_isvc), (CANDIDATE, candidate_isvc)):
             obj = self.api.get(isvc_ref(name, ns))
             if obj is None:
                 continue

@@ -13,7 +13,7 @@ from __future__ import annotations
 import urllib.parse
 from typing import Protocol
 
-from mlcanary.serving.backend import ServingError
+from mlcanary.rollout.serving import ServingError
 
 KSERVE_SCHEMES: tuple[str, ...] = ("s3", "gs", "pvc", "http", "https", "hf", "oci")
 

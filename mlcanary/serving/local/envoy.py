@@ -27,22 +27,9 @@ from typing import Any, Self
 import httpx
 import yaml
 
-from mlcanary.serving.local.envoy_config import (
-    ARM_HEADER,
-    ARM_SERVED_HEADER,
-    ARMS,
-    LISTENER_NAME,
-    REQUEST_ID_HEADER,
-    ROUTES_VERSION_HEADER,
-    Arm,
-    EnvoyLayout,
-    Upstream,
-    Weights,
-    render_bootstrap,
-    render_routes,
-    weights_from_route_config,
-)
-from mlcanary.serving.local.processes import (
+from mlcanary.config import http_url
+from mlcanary.rollout.arms import Arm
+from mlcanary.runtime.processes import (
     AlreadyRunningError,
     ManagedProcess,
     ProcessError,
@@ -52,18 +39,21 @@ from mlcanary.serving.local.processes import (
     wait_for_http,
     wait_for_port,
 )
+from mlcanary.serving.local.envoy_config import (
+    LISTENER_NAME,
+    EnvoyLayout,
+    Upstream,
+    Weights,
+    render_bootstrap,
+    render_routes,
+    weights_from_route_config,
+)
 
 __all__ = [
-    "ARMS",
-    "ARM_HEADER",
-    "ARM_SERVED_HEADER",
     "PROCESS_NAME",
-    "REQUEST_ID_HEADER",
-    "ROUTES_VERSION_HEADER",
     "AlreadyRunningError",
     "AppliedChange",
     "ApplyTimeoutError",
-    "Arm",
     "ArmStats",
     "EnvoyError",
     "EnvoyLayout",
@@ -313,7 +303,7 @@ class EnvoyProxy:
             return self._admin_base
         layout = self.layout
         if layout.admin_port:
-            self._admin_base = f"http://{_url_host(layout.admin_host)}:{layout.admin_port}"
+            self._admin_base = http_url(layout.admin_host, layout.admin_port)
             return self._admin_base
         try:
             address = layout.admin_address_path.read_text(encoding="utf-8").strip()
@@ -347,7 +337,7 @@ class EnvoyProxy:
     @property
     def url(self) -> str:
         """Base URL of the front door, e.g. ``http://127.0.0.1:8080``."""
-        return f"http://{_url_host(self.layout.host)}:{self.listener_port}"
+        return http_url(self.layout.host, self.listener_port)
 
     def _discover_listener_port(self) -> int:
         data = self._admin_json("/listeners?format=json")
@@ -604,7 +594,3 @@ class EnvoyProxy:
     def _restore(self, weights: Weights) -> None:
         """Make the files agree with what Envoy still serves after a rejected update."""
         _write_routes_unlocked(self.layout, weights, new_version(weights))
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host

@@ -10,23 +10,15 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final
+
+from mlcanary.rollout.arms import ARMS, Arm
+from mlcanary.serving.headers import ARM_HEADER, ARM_SERVED_HEADER, REQUEST_ID_HEADER, ROUTES_VERSION_HEADER
 
 if TYPE_CHECKING:
     from mlcanary.config import Settings
-
-Arm = Literal["champion", "candidate"]
-ARMS: Final[tuple[Arm, Arm]] = ("champion", "candidate")
-
-#: Request header that forces one arm regardless of the weights (like KServe tag routing).
-ARM_HEADER: Final = "x-mlcanary-arm"
-#: Response header naming the arm that served the request.
-ARM_SERVED_HEADER: Final = "x-mlcanary-arm-served"
-#: Response header carrying the ``version_info`` of the routing table that routed the request.
-ROUTES_VERSION_HEADER: Final = "x-mlcanary-routes-version"
-REQUEST_ID_HEADER: Final = "x-request-id"
 
 DEFAULT_ROUTE_CONFIG_NAME: Final = "mlcanary_routes"
 DEFAULT_STAT_PREFIX: Final = "ingress_http"
@@ -118,17 +110,17 @@ class EnvoyLayout:
     file Envoy watches), ``weights.json`` (last weights written, used on the next start),
     ``admin.address`` (written by Envoy) and ``logs/`` (``access.log``, ``envoy.log``).
     ``state_dir`` is made absolute at construction because Envoy reads these paths from its own
-    working directory. A listener or admin port of 0 asks the kernel for a free port; the proxy
-    discovers the real one after start.
+    working directory. Ports come from the configuration (:meth:`from_settings`); a listener or
+    admin port of 0 asks the kernel for a free port, which the proxy discovers after start.
     """
 
-    state_dir: Path = Path(".mlcanary")
+    state_dir: Path
+    listener_port: int
+    admin_port: int
+    champion: Upstream
+    candidate: Upstream
     host: str = "127.0.0.1"
-    listener_port: int = 8080
     admin_host: str = "127.0.0.1"
-    admin_port: int = 9901
-    champion: Upstream = field(default_factory=lambda: Upstream(port=8081))
-    candidate: Upstream = field(default_factory=lambda: Upstream(port=8082))
     route_config_name: str = DEFAULT_ROUTE_CONFIG_NAME
     stat_prefix: str = DEFAULT_STAT_PREFIX
     route_timeout_s: float = 30.0

@@ -52,7 +52,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mlcanary.data.schema import FeatureSpec
-from mlcanary.http_body import BodyTooLargeError, read_limited_body
+from mlcanary.runtime.http_body import BodyTooLargeError, read_limited_body
+from mlcanary.serving.headers import (
+    REQUEST_ID_HEADER,
+    SERVER_ARM_HEADER,
+    SERVER_LATENCY_HEADER,
+    SERVER_VERSION_HEADER,
+)
 from mlcanary.serving.local.inference_protocol import (
     BAD_REQUEST,
     CONTENT_TOO_LARGE,
@@ -82,11 +88,6 @@ from mlcanary.telemetry.events import (
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 1_048_576
-HEADER_REQUEST_ID = "x-request-id"
-HEADER_LATENCY = "x-mlcanary-latency-ms"
-# Not x-mlcanary-arm: that is the request header Envoy routes on; Envoy adds x-mlcanary-arm-served.
-HEADER_SERVED_ARM = "x-mlcanary-server-arm"
-HEADER_SERVED_VERSION = "x-mlcanary-model-version"
 CLIENT_CLOSED_REQUEST = 499
 _MAX_REQUEST_ID = 128
 
@@ -192,7 +193,7 @@ class _Server:
         self.max_body_bytes = max_body_bytes
         self.max_instances = max_instances
         self.source = local_source(served.name, served.arm, served.version)
-        self.served_headers = {HEADER_SERVED_ARM: served.arm, HEADER_SERVED_VERSION: served.version}
+        self.served_headers = {SERVER_ARM_HEADER: served.arm, SERVER_VERSION_HEADER: served.version}
 
     # -- health and metadata -------------------------------------------------------------------
 
@@ -269,8 +270,8 @@ class _Server:
         latency_ms = (time.perf_counter() - started) * 1000.0
         self._log_events(request_id, received_at, body, content, status, latency_ms)
         headers = {
-            HEADER_REQUEST_ID: request_id,
-            HEADER_LATENCY: f"{latency_ms:.3f}",
+            REQUEST_ID_HEADER: request_id,
+            SERVER_LATENCY_HEADER: f"{latency_ms:.3f}",
             **self.served_headers,
         }
         return Response(content, status_code=status, media_type="application/json", headers=headers)
@@ -390,14 +391,14 @@ class _Server:
     def _json(
         self, request: Request, status: int, payload: dict[str, Any], *, request_id: str | None = None
     ) -> Response:
-        headers = {HEADER_REQUEST_ID: request_id or _request_id(request), **self.served_headers}
+        headers = {REQUEST_ID_HEADER: request_id or _request_id(request), **self.served_headers}
         return Response(
             encode_json(payload), status_code=status, media_type="application/json", headers=headers
         )
 
 
 def _request_id(request: Request) -> str:
-    given = request.headers.get(HEADER_REQUEST_ID, "")
+    given = request.headers.get(REQUEST_ID_HEADER, "")
     if 0 < len(given) <= _MAX_REQUEST_ID and given.isascii() and given.isprintable():
         return given
     return str(uuid.uuid4())
@@ -417,7 +418,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    headers = {HEADER_REQUEST_ID: _request_id(request)}
+    headers = {REQUEST_ID_HEADER: _request_id(request)}
     if exc.status_code in (204, 304):
         return Response(status_code=exc.status_code, headers=headers)
     message = f"{exc.detail}: {request.method} {request.url.path}"
@@ -435,7 +436,7 @@ async def _unhandled_error(request: Request, exc: Exception) -> Response:
         encode_json({"error": f"internal error: {type(exc).__name__}"}),
         status_code=500,
         media_type="application/json",
-        headers={HEADER_REQUEST_ID: _request_id(request)},
+        headers={REQUEST_ID_HEADER: _request_id(request)},
     )
 
 
@@ -480,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     # Imported here so the server module stays importable without MLflow.
-    from mlcanary.registry import MlflowRegistry
+    from mlcanary.registry.mlflow_registry import MlflowRegistry
 
     registry = MlflowRegistry(
         tracking_uri=args.tracking_uri, registry_uri=args.registry_uri or args.tracking_uri

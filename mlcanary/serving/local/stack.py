@@ -12,7 +12,6 @@ Every process outlives the Python process that called ``up``; the pidfiles are h
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,31 +19,28 @@ from typing import TYPE_CHECKING, Final
 
 import httpx
 
-from mlcanary.registry import CANDIDATE, CHAMPION, ModelNotFoundError, registry_from_settings
-from mlcanary.serving.backend import ServingError, ServingStatus
-from mlcanary.serving.local.backend import (
-    CHILD_ENV,
-    LocalBackend,
-    collector_base_url,
-    port_in_use,
-    server_process_name,
-    url_host,
-)
-from mlcanary.serving.local.envoy import PROCESS_NAME as ENVOY_PROCESS
-from mlcanary.serving.local.processes import (
+from mlcanary.registry.mlflow_registry import registry_from_settings
+from mlcanary.rollout.arms import CANDIDATE, CHAMPION
+from mlcanary.rollout.serving import ServingError, ServingStatus
+from mlcanary.rollout.versions import ModelNotFoundError
+from mlcanary.runtime.env import child_env
+from mlcanary.runtime.processes import (
     RUN_DIRNAME,
     ManagedProcess,
     ProcessError,
     find_running,
+    held_by_stranger,
     start_process,
     stop_by_pidfile,
     wait_for_http,
 )
-from mlcanary.telemetry.store import default_store_url
+from mlcanary.serving.local.arm_servers import server_process_name
+from mlcanary.serving.local.backend import LocalBackend
+from mlcanary.serving.local.envoy import PROCESS_NAME as ENVOY_PROCESS
 
 if TYPE_CHECKING:
     from mlcanary.config import Settings
-    from mlcanary.registry import ModelRegistry
+    from mlcanary.registry.protocol import ModelRegistry
 
 __all__ = [
     "COLLECTOR_PROCESS",
@@ -56,7 +52,6 @@ __all__ = [
     "down",
     "foreign_ports",
     "stack_status",
-    "store_url",
     "up",
 ]
 
@@ -160,12 +155,6 @@ def _owned_ports(settings: Settings) -> list[tuple[str, int, str]]:
     ]
 
 
-def held_by_stranger(state_dir: Path, owner: str, host: str, port: int) -> bool:
-    """True if something listens on ``host:port`` while our process ``owner`` (its pidfile name)
-    is not running: the port is taken by a process that is not ours."""
-    return find_running(state_dir, owner) is None and port_in_use(host, port)
-
-
 def foreign_ports(settings: Settings) -> list[str]:
     """Descriptions of configured ports that something other than our own processes listens on."""
     state_dir = _state_dir(settings)
@@ -174,13 +163,6 @@ def foreign_ports(settings: Settings) -> list[str]:
         for setting, port, owner in _owned_ports(settings)
         if held_by_stranger(state_dir, owner, settings.serving.host, port)
     ]
-
-
-def store_url(settings: Settings) -> str:
-    """The inference-log database the collector writes to (``telemetry.store_url`` when configured)."""
-    # ``Settings.store_url`` arrives with the telemetry settings; until then, the state directory's.
-    configured = getattr(settings, "store_url", None)
-    return configured if isinstance(configured, str) else default_store_url(_state_dir(settings))
 
 
 def _collector_argv(settings: Settings, python: str) -> list[str]:
@@ -193,7 +175,7 @@ def _collector_argv(settings: Settings, python: str) -> list[str]:
         "--port",
         str(settings.serving.collector_port),
         "--db-url",
-        store_url(settings),
+        settings.store_url,
         "--log-level",
         "warning",
     ]
@@ -260,7 +242,7 @@ def up(
                 _collector_argv(settings, python),
                 state_dir=state_dir,
                 log_path=state_dir / "logs" / f"{COLLECTOR_PROCESS}.log",
-                env={**os.environ, **CHILD_ENV},
+                env=child_env(),
             )
         backend = LocalBackend(settings, python=python, ready_timeout_s=ready_timeout_s)
         serving = backend.deploy(model, champion, candidate, candidate_percent if candidate else 0)
@@ -274,8 +256,8 @@ def up(
         state_dir=state_dir,
         front_door_url=backend.front_door_url,
         envoy_admin_url=backend.envoy.admin_url,
-        collector_url=collector_base_url(settings),
-        store_url=store_url(settings),
+        collector_url=settings.serving.collector_url,
+        store_url=settings.store_url,
         champion_url=backend.arm_url("champion"),
         candidate_url=backend.arm_url("candidate") if candidate else None,
         champion_version=champion,
@@ -288,7 +270,7 @@ def up(
 
 def _wait_collector(settings: Settings, process: ManagedProcess, timeout_s: float) -> None:
     wait_for_http(
-        collector_base_url(settings) + "/healthz",
+        settings.serving.collector_url + "/healthz",
         timeout_s=timeout_s,
         process=process,
         description="collector /healthz",
@@ -331,13 +313,10 @@ def stack_status(settings: Settings) -> StackStatus:
     state_dir = _state_dir(settings)
     backend = LocalBackend(settings)
     serving = backend.status(settings.model.name)
-    host = url_host(settings.serving.host)
+    serving_urls = settings.serving
     health: dict[str, tuple[str | None, str | None]] = {
-        COLLECTOR_PROCESS: (collector_base_url(settings), collector_base_url(settings) + "/healthz"),
-        ENVOY_PROCESS: (
-            backend.front_door_url,
-            f"http://{host}:{settings.serving.envoy_admin_port}/ready",
-        ),
+        COLLECTOR_PROCESS: (serving_urls.collector_url, serving_urls.collector_url + "/healthz"),
+        ENVOY_PROCESS: (backend.front_door_url, serving_urls.envoy_admin_url + "/ready"),
         server_process_name("champion"): (backend.arm_url("champion"), None),
         server_process_name("candidate"): (backend.arm_url("candidate"), None),
     }

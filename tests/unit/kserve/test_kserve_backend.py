@@ -12,7 +12,7 @@ from fake_kube.controller import FakeKServe
 from fake_kube.server import FakeKubeApi
 from fake_kube.world import storage_uri
 
-from mlcanary.serving.backend import ServingError
+from mlcanary.rollout.serving import ServingError
 from mlcanary.serving.kserve.backend import KServeBackend
 from mlcanary.serving.kserve.objects import ANN_CHAMPION, ANN_RELEASE, ANN_VERSION, MODE_ANNOTATION
 

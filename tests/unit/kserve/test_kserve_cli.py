@@ -16,7 +16,7 @@ from fake_kube.server import FakeKubeApi
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from mlcanary.cli import app
+from mlcanary.cli.main import app
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 runner = CliRunner()

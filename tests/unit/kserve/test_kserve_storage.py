@@ -35,7 +35,8 @@ def test_pickle_serialization_leaves_the_one_model_file_kserve_loads(make_settin
     from sklearn.linear_model import LogisticRegression
 
     from mlcanary.data.schema import FeatureSpec
-    from mlcanary.registry import NewVersion, registry_from_settings
+    from mlcanary.registry.mlflow_registry import registry_from_settings
+    from mlcanary.registry.protocol import NewVersion
 
     settings = make_settings(**{"mlflow.serialization": "pickle"})
     frame = pd.DataFrame({"amount": [1.0, 2.0, 3.0, 4.0], "hour": [1.0, 5.0, 9.0, 23.0]})

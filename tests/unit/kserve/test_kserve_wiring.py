@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from mlcanary.config import ConfigError, load_settings
-from mlcanary.fakes import InMemoryRegistry
 from mlcanary.serving.kserve.backend import KServeBackend
 from mlcanary.telemetry.metrics import StoreMetricsSource
 from mlcanary.telemetry.prometheus import PrometheusMetricsSource
 from mlcanary.telemetry.sources import CombinedMetricsSource
+from mlcanary.testing.fakes import InMemoryRegistry
 from mlcanary.wiring import metrics_source, serving_backend
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"

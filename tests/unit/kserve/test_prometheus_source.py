@@ -16,13 +16,13 @@ from urllib.parse import parse_qs
 import pytest
 
 from mlcanary.config import PrometheusSettings
-from mlcanary.fakes import ScriptedMetrics, steady_arm
 from mlcanary.rollout.checks import evaluate_checks
 from mlcanary.rollout.measurements import Measurements
 from mlcanary.rollout.policy import RolloutPolicy
 from mlcanary.rollout.state import Phase, ReleaseState
 from mlcanary.telemetry.prometheus import Histogram, PrometheusMetricsSource
 from mlcanary.telemetry.sources import CombinedMetricsSource
+from mlcanary.testing.fakes import ScriptedMetrics, steady_arm
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
 RELEASE = ReleaseState(

@@ -1,0 +1,1 @@
+"""The ``mlcanary`` command line (entry point :data:`mlcanary.cli.main.app`)."""

@@ -1,0 +1,78 @@
+"""What every command shares: the global options, the consoles and the handling of user errors.
+
+Every command loads the configuration once (``--profile`` / ``--config`` / ``MLCANARY_*``), turns
+known errors into one red line on stderr and a non-zero exit code (2 for configuration, 1 for the
+rest), and never prints a traceback for a user mistake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from mlcanary.config import ConfigError, Settings, load_settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class CliState:
+    """The global options of one invocation (``ctx.obj``)."""
+
+    def __init__(self, profile: str | None = None, config_file: Path | None = None) -> None:
+        self.profile = profile
+        self.config_file = config_file
+
+    def settings(
+        self, overrides: dict[str, Any] | None = None, *, default_profile: str | None = None
+    ) -> Settings:
+        """Settings from the global options; ``default_profile`` applies when neither was given."""
+        profile = self.profile or (None if self.config_file else default_profile)
+        return load_settings(profile, config_file=self.config_file, overrides=overrides)
+
+
+def _user_error_types() -> tuple[type[Exception], ...]:
+    """Errors that are the user's to read, not tracebacks (imported here: some modules are heavy)."""
+    from mlcanary.data.loader import DataError
+    from mlcanary.platform.errors import PlatformError
+    from mlcanary.rollout.engine import RolloutError
+    from mlcanary.rollout.serving import ServingError
+    from mlcanary.rollout.versions import RegistryError
+    from mlcanary.runtime.processes import ProcessError
+    from mlcanary.serving.local.stack import StackError
+    from mlcanary.training import TrainingError
+
+    return (
+        DataError,
+        RegistryError,
+        TrainingError,
+        ValueError,
+        RolloutError,
+        ServingError,
+        StackError,
+        ProcessError,
+        PlatformError,
+        NotImplementedError,
+    )
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print ``error: message`` on stderr; return the exit to raise."""
+    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Known errors inside the block end the command with one line on stderr, no traceback."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise fail(str(exc), 2) from None
+    except _user_error_types() as exc:
+        raise fail(str(exc)) from None

@@ -1,0 +1,1 @@
+"""``mlcanary demo``: the story, its live view, the HTML report and the traffic replayer."""

@@ -1,0 +1,1 @@
+"""Notifications of release events: the shared message, the event selection, Apprise, fan-out."""

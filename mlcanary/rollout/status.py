@@ -1,0 +1,119 @@
+"""``mlcanary status``: where a model's release stands, as one JSON-able object.
+
+The shape is a stable contract users script against (``mlcanary status --json``): ``phase``,
+``champion_version``, ``candidate_version``, ``traffic`` (``{"champion": int, "candidate": int}`` as
+observed at the serving layer) and ``last_decision`` (``{"action", "reason", "checks": [...]}``).
+A field that is not known yet is ``null``; nothing is guessed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from mlcanary.rollout import tags
+from mlcanary.rollout.arms import CANDIDATE, CHAMPION
+from mlcanary.rollout.state import ReleaseState
+from mlcanary.rollout.versions import ModelVersionInfo, VersionRegistry
+
+
+class Traffic(BaseModel):
+    """Percent of requests each arm receives, as the serving layer reports it."""
+
+    champion: int = Field(ge=0, le=100)
+    candidate: int = Field(ge=0, le=100)
+
+
+class Decision(BaseModel):
+    """The last verdict of the judge: what it did, why, and every check behind it."""
+
+    action: str
+    reason: str
+    checks: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class VersionSummary(BaseModel):
+    """One version in the status listing."""
+
+    version: str
+    aliases: list[str]
+    gate: str | None
+    primary_metric: str | None
+    metric_value: float | None
+    rejected: str | None
+    created_at: str
+
+
+class ReleaseStatus(BaseModel):
+    """The status contract; extra fields may be added, none of these removed or renamed."""
+
+    model: str
+    phase: str | None
+    champion_version: str | None
+    candidate_version: str | None
+    traffic: Traffic | None
+    last_decision: Decision | None
+    versions: list[VersionSummary] = Field(default_factory=list)
+    approval_requested_at: str | None = Field(
+        None, description="when the release began waiting for a human approval (phase awaiting_approval)"
+    )
+
+
+def _summary(info: ModelVersionInfo) -> VersionSummary:
+    metric = info.tag(tags.PRIMARY_METRIC)
+    raw = info.tag(tags.metric_key(metric)) if metric else None
+    return VersionSummary(
+        version=info.version,
+        aliases=list(info.aliases),
+        gate=info.tag(tags.GATE),
+        primary_metric=metric,
+        metric_value=float(raw) if raw is not None else None,
+        rejected=info.tag(tags.REJECTED),
+        created_at=info.created_at.isoformat(timespec="seconds"),
+    )
+
+
+def _last_decision(info: ModelVersionInfo | None) -> Decision | None:
+    raw = info.tag(tags.LAST_DECISION) if info else None
+    if not raw:
+        return None
+    try:
+        return Decision.model_validate(tags.decision_from_tag(raw))
+    except ValueError:
+        return Decision(
+            action="unknown", reason=f"unreadable {tags.tag_name(tags.LAST_DECISION)} tag: {raw[:200]}"
+        )
+
+
+def _latest_release(versions: list[ModelVersionInfo]) -> tuple[ModelVersionInfo, ReleaseState] | None:
+    """The latest release (in progress, promoted or rolled back): the one started last."""
+    releases = [
+        (info, state)
+        for info in versions
+        if (state := tags.release_from_tags(info.name, info.version, info.tags)) is not None
+    ]
+    return max(releases, key=lambda pair: pair[1].started_at, default=None)
+
+
+def read_status(registry: VersionRegistry, name: str, *, traffic: Traffic | None = None) -> ReleaseStatus:
+    """Status of ``name`` from the registry (aliases, ``mlcanary.*`` tags) and, when a serving
+    backend reported it, the observed ``traffic``. Raises ``ModelNotFoundError`` for an unknown model."""
+    aliases = registry.aliases(name)
+    versions = registry.list_versions(name)
+    by_number = {v.version: v for v in versions}
+    champion = by_number.get(aliases.get(CHAMPION, ""))
+    candidate = by_number.get(aliases.get(CANDIDATE, ""))
+    latest = _latest_release(versions)
+    release = latest[1] if latest else None
+    requested = release.approval_requested_at if release else None
+    return ReleaseStatus(
+        model=name,
+        phase=release.phase.value if release else None,
+        champion_version=champion.version if champion else None,
+        candidate_version=candidate.version if candidate else None,
+        traffic=traffic,
+        last_decision=_last_decision(latest[0] if latest else None),
+        versions=[_summary(v) for v in versions],
+        approval_requested_at=requested.isoformat() if requested else None,
+    )

@@ -1,0 +1,169 @@
+"""Every ``mlcanary.*`` tag name, and the codec between a release and the tags that persist it.
+
+The state of a release lives where users already look: tags on the candidate's MLflow model
+version (:func:`release_tags` / :func:`release_from_tags`, plus the last decision as JSON), so any
+monitor run on any machine resumes where the last one stopped. Training records its lineage and the
+offline gate on each version, and the release evidence run carries a few tags of its own. Names here
+are the *keys*; the tag itself is ``mlcanary.<key>`` (:func:`tag_name`), and
+:meth:`~mlcanary.rollout.versions.ModelVersionInfo.tag` reads one by key.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from mlcanary.rollout.state import Decision, Phase, ReleaseState
+
+PREFIX: Final = "mlcanary."
+MAX_TEXT: Final = 500
+"""Free text (reasons, sources) is cut to this many characters in a tag."""
+MAX_TAG_VALUE: Final = 5000
+"""MLflow's limit on a tag value."""
+
+# -- the release state, on the candidate version (written by the engine) ---------------------------
+PHASE: Final = "phase"
+CHAMPION_VERSION: Final = "champion_version"
+STEP_INDEX: Final = "step_index"
+TRAFFIC: Final = "traffic"
+STARTED_AT: Final = "started_at"
+STEP_STARTED_AT: Final = "step_started_at"
+TICKS: Final = "ticks"
+RELEASE_RUN_ID: Final = "release_run_id"
+REASON: Final = "reason"
+APPROVAL_REQUESTED_AT: Final = "approval_requested_at"
+LAST_DECISION: Final = "last_decision"
+
+# -- outcomes ------------------------------------------------------------------------------------
+REJECTED: Final = "rejected"
+"""Why a version must not be released (a failed gate or a rollback)."""
+PREVIOUS_CHAMPION: Final = "previous_champion"
+REPLACED_BY: Final = "replaced_by"
+
+# -- training lineage and the offline gate (written by training) ----------------------------------
+DATA_FINGERPRINT: Final = "data_fingerprint"
+DATA_SOURCE: Final = "data_source"
+GIT_COMMIT: Final = "git_commit"
+GATE: Final = "gate"
+GATE_REASON: Final = "gate_reason"
+PRIMARY_METRIC: Final = "primary_metric"
+TRAINED_AT: Final = "trained_at"
+COMPARED_WITH_CHAMPION: Final = "compared_with_champion"
+NOT_PROMOTED: Final = "not_promoted"
+NOTE: Final = "note"
+REFERENCE_ARTIFACT: Final = "reference_artifact"
+"""Where the version's drift reference sample is, in its training run's artifacts."""
+
+# -- the release evidence run (one MLflow run per release) ----------------------------------------
+RUN_MODEL: Final = "model"
+RUN_CANDIDATE_VERSION: Final = "candidate_version"
+RUN_CHAMPION_VERSION: Final = "champion_version"
+RUN_STARTED_AT: Final = "started_at"
+RUN_PHASE: Final = "phase"
+RUN_OUTCOME_REASON: Final = "outcome_reason"
+
+
+def tag_name(key: str) -> str:
+    """The full tag name of ``key``: ``mlcanary.<key>``."""
+    return PREFIX + key
+
+
+def metric_key(metric: str) -> str:
+    """The key of a holdout metric recorded by training (``metric.<name>``)."""
+    return f"metric.{metric}"
+
+
+def tagged(values: Mapping[str, str]) -> dict[str, str]:
+    """``{key: value}`` as tags: every key prefixed (see :func:`tag_name`)."""
+    return {tag_name(key): value for key, value in values.items()}
+
+
+# -- the codec -------------------------------------------------------------------------------------
+
+
+def release_tags(state: ReleaseState) -> dict[str, str]:
+    """The tags that persist ``state`` on its candidate version."""
+    values = {
+        PHASE: state.phase.value,
+        CHAMPION_VERSION: state.champion_version,
+        STEP_INDEX: str(state.step_index),
+        TRAFFIC: str(state.traffic),
+        STARTED_AT: state.started_at.isoformat(),
+        STEP_STARTED_AT: state.step_started_at.isoformat(),
+        TICKS: str(state.ticks),
+    }
+    if state.release_run_id:
+        values[RELEASE_RUN_ID] = state.release_run_id
+    if state.reason is not None:
+        values[REASON] = state.reason[:MAX_TEXT]
+    if state.approval_requested_at is not None:
+        values[APPROVAL_REQUESTED_AT] = state.approval_requested_at.isoformat()
+    return tagged(values)
+
+
+def release_from_tags(model: str, version: str, tags: Mapping[str, str]) -> ReleaseState | None:
+    """The state recorded on ``version`` of ``model``, or None if it never took part in a release."""
+
+    def tag(key: str) -> str | None:
+        return tags.get(tag_name(key))
+
+    phase = tag(PHASE)
+    if phase is None:
+        return None
+    approval = tag(APPROVAL_REQUESTED_AT)
+    return ReleaseState(
+        model=model,
+        candidate_version=version,
+        champion_version=tag(CHAMPION_VERSION) or "",
+        phase=Phase(phase),
+        step_index=int(tag(STEP_INDEX) or 0),
+        traffic=int(tag(TRAFFIC) or 0),
+        started_at=_parse_time(tag(STARTED_AT)),
+        step_started_at=_parse_time(tag(STEP_STARTED_AT) or tag(STARTED_AT)),
+        ticks=int(tag(TICKS) or 0),
+        release_run_id=tag(RELEASE_RUN_ID),
+        reason=tag(REASON),
+        approval_requested_at=_parse_time(approval) if approval else None,
+    )
+
+
+def decision_tag(decision: Decision) -> dict[str, str]:
+    """The last decision as a tag: its JSON, verdicts kept and details dropped if it is too long."""
+    text = decision.to_json()
+    if len(text) > MAX_TAG_VALUE:
+        slim = decision.to_dict()
+        slim["checks"] = [
+            {k: c[k] for k in ("name", "verdict", "critical", "value", "baseline", "threshold")}
+            for c in slim["checks"]
+        ]
+        text = json.dumps(slim, default=str)[:MAX_TAG_VALUE]
+    return {tag_name(LAST_DECISION): text}
+
+
+def decision_from_tag(raw: str) -> dict[str, Any]:
+    """The decision recorded by :func:`decision_tag` as a dict; ``ValueError`` if it is not one."""
+    value = json.loads(raw)
+    if not isinstance(value, dict):
+        raise ValueError(f"{tag_name(LAST_DECISION)} is not a JSON object")
+    return value
+
+
+def release_run_tags(state: ReleaseState) -> dict[str, str]:
+    """The tags of a release's evidence run when it is created."""
+    return tagged(
+        {
+            RUN_MODEL: state.model,
+            RUN_CANDIDATE_VERSION: state.candidate_version,
+            RUN_CHAMPION_VERSION: state.champion_version,
+            RUN_STARTED_AT: state.started_at.isoformat(),
+        }
+    )
+
+
+def _parse_time(value: str | None) -> datetime:
+    if not value:
+        return datetime.fromtimestamp(0, tz=UTC)
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

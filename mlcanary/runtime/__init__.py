@@ -1,0 +1,1 @@
+"""Generic process, network and HTTP helpers shared by serving and the platform (no domain knowledge)."""

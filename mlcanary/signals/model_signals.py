@@ -1,0 +1,147 @@
+"""Model-level signals for a tick: paired agreement, prediction drift and input drift.
+
+They need the models and the logged inputs, so they sit beside the SQL metrics source as its
+``extras`` step (:class:`mlcanary.telemetry.metrics.StoreMetricsSource`). Cost is bounded: at most
+``max_rows`` recent logged rows per arm are read, models are loaded once per process and version,
+and Evidently samples its inputs (see :mod:`mlcanary.signals.drift`). Signals are measurements; the
+checks of :mod:`mlcanary.rollout.checks` judge them against the policy. A signal that cannot be measured is
+recorded in ``Measurements.problems`` (its check then reports ``error``), never raised.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+
+import pandas as pd
+
+from mlcanary.registry.protocol import LoadedModel, ModelRegistry
+from mlcanary.rollout.measurements import Measurements
+from mlcanary.rollout.policy import RolloutPolicy
+from mlcanary.rollout.state import ReleaseState
+from mlcanary.signals.drift import DriftDetector
+from mlcanary.signals.paired import agreement_from_logs
+from mlcanary.telemetry.store import InferenceLogStore
+
+logger = logging.getLogger(__name__)
+
+ReportSink = Callable[[ReleaseState, str, str], None]
+"""Receives (release, file name, HTML) for reports worth keeping (e.g. the MLflow evidence)."""
+
+
+class ModelSignals:
+    """The ``extras`` step of the metrics source (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        registry: ModelRegistry,
+        store: InferenceLogStore,
+        detector: DriftDetector,
+        policy: RolloutPolicy,
+        max_rows: int = 2_000,
+        reports: ReportSink | None = None,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.detector = detector
+        self.policy = policy
+        self.max_rows = max_rows
+        self.reports = reports
+        self._models: dict[tuple[str, str], LoadedModel] = {}
+        self._references: dict[tuple[str, str], pd.DataFrame] = {}
+
+    def _model(self, name: str, version: str) -> LoadedModel:
+        key = (name, version)
+        if key not in self._models:
+            self._models[key] = self.registry.load_model(name, version)
+        return self._models[key]
+
+    def _reference(self, name: str, version: str) -> pd.DataFrame:
+        key = (name, version)
+        if key not in self._references:
+            self._references[key] = self.registry.load_reference(name, version)
+        return self._references[key]
+
+    def _logged(self, release: ReleaseState, arm: str, version: str, now: datetime) -> pd.DataFrame:
+        frame = self.store.fetch(release.model, arm, since=release.started_at, until=now, limit=self.max_rows)
+        frame = frame[frame["version"] == version] if len(frame) else frame
+        return frame[frame["prediction"].notna()] if len(frame) else frame
+
+    def _enabled(self, name: str) -> bool:
+        check = self.policy.checks.get(name)  # type: ignore[call-overload]
+        return bool(check and check.enabled)
+
+    def _threshold(self, name: str) -> float:
+        """The policy's threshold of a drift check (Evidently uses it for its per-column tests and
+        the HTML report; the verdict is the check's)."""
+        threshold = self.policy.checks[name].threshold  # type: ignore[index]
+        if threshold is None:
+            raise ValueError(f"rollout.checks.{name}.threshold is not set")
+        return threshold
+
+    def _report(self, release: ReleaseState, name: str, html: str | None) -> None:
+        if html and self.reports is not None:
+            try:
+                self.reports(release, name, html)
+            except Exception as exc:  # keeping a report must never fail the tick
+                logger.warning("could not keep %s: %s", name, exc)
+
+    def __call__(
+        self, release: ReleaseState, window_start: datetime, now: datetime, m: Measurements
+    ) -> Measurements:
+        problems = dict(m.problems)
+        try:
+            champion_rows = self._logged(release, "champion", release.champion_version, now)
+            candidate_rows = self._logged(release, "candidate", release.candidate_version, now)
+        except Exception as exc:
+            reason = f"logged inputs unreadable: {exc}"[:300]
+            for name in ("agreement", "prediction_drift", "input_drift"):
+                if self._enabled(name):
+                    problems[name] = reason
+            return replace(m, problems=problems)
+        agreement = prediction = inputs = None
+        if min(len(champion_rows), len(candidate_rows)) == 0:
+            return m
+        if self._enabled("agreement"):
+            try:
+                champion = self._model(release.model, release.champion_version)
+                candidate = self._model(release.model, release.candidate_version)
+                agreement = agreement_from_logs(
+                    champion.model, candidate.model, champion_rows, candidate_rows, max_rows=self.max_rows
+                )
+            except Exception as exc:
+                problems["agreement"] = f"{type(exc).__name__}: {exc}"[:300]
+        if self._enabled("prediction_drift"):
+            try:
+                result = self.detector.prediction_drift(
+                    champion_rows["probability"].to_numpy(dtype=float),
+                    candidate_rows["probability"].to_numpy(dtype=float),
+                    threshold=self._threshold("prediction_drift"),
+                    with_html=self.reports is not None,
+                )
+                prediction = result.score
+                self._report(release, "prediction_drift_latest.html", result.html)
+            except Exception as exc:
+                problems["prediction_drift"] = f"{type(exc).__name__}: {exc}"[:300]
+        if self._enabled("input_drift"):
+            try:
+                features = self._model(release.model, release.candidate_version).features
+                reference = self._reference(release.model, release.champion_version)
+                current = pd.concat([champion_rows, candidate_rows], ignore_index=True)
+                result = self.detector.input_drift(
+                    reference,
+                    current,
+                    threshold=self._threshold("input_drift"),
+                    features=features or None,
+                    with_html=self.reports is not None,
+                )
+                inputs = result.score
+                self._report(release, "input_drift_latest.html", result.html)
+            except Exception as exc:
+                problems["input_drift"] = f"{type(exc).__name__}: {exc}"[:300]
+        return replace(
+            m, agreement=agreement, prediction_drift=prediction, input_drift=inputs, problems=problems
+        )

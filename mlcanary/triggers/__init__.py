@@ -1,0 +1,1 @@
+"""The MLflow registry webhook receiver: a signed ``@candidate`` event becomes a Prefect event."""

@@ -1,0 +1,89 @@
+"""`mlcanary demo` end to end, as `make demo` runs it but captured (not a terminal) and on free ports:
+v2 is promoted, v3 is rolled back, the HTML report is written, stderr stays empty, the story fits
+100 columns, and nothing is left running."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlcanary.config import Settings, load_settings
+from mlcanary.registry.mlflow_registry import registry_from_settings
+from mlcanary.rollout.arms import CHAMPION
+from mlcanary.serving.local.stack import stack_status
+from mlcanary.testing.ports import free_port_env
+from mlcanary.views.console import CAPTURED_WIDTH
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Settings]:
+    state = tmp_path_factory.mktemp("demo") / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLCANARY_", "MLFLOW_", "COLUMNS"))}
+    env |= free_port_env() | {"MLCANARY_STATE_DIR": str(state)}
+    result = subprocess.run(
+        [sys.executable, "-m", "mlcanary.cli", "demo"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=840,
+        check=False,
+    )
+    return result, load_settings("demo", env=env)
+
+
+@pytest.mark.timeout(900)
+def test_the_story_ends_with_v2_promoted_and_v3_rolled_back(
+    demo: tuple[subprocess.CompletedProcess[str], Settings],
+) -> None:
+    result, settings = demo
+    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
+    outcome = next(line for line in result.stdout.splitlines() if line.startswith("│ outcome"))
+    assert [cell.strip() for cell in outcome.split("│")[1:-1]] == ["outcome", "promoted", "rolled_back"]
+    registry = registry_from_settings(settings)
+    name = settings.model.name
+    assert registry.aliases(name) == {CHAMPION: "2"}
+    assert registry.get_version(name, "3").tag("rejected")
+    assert "critical check failed" in (registry.get_version(name, "3").tag("rejected") or "")
+
+
+@pytest.mark.timeout(900)
+def test_the_html_report_is_written(demo: tuple[subprocess.CompletedProcess[str], Settings]) -> None:
+    result, settings = demo
+    report = settings.state_dir / "report.html"
+    assert f"HTML report: {report.resolve()}" in result.stdout
+    html = report.read_text(encoding="utf-8")
+    assert "<title>mlcanary demo</title>" in html
+    for release in ("v2 logistic regression", "v3 flaky feature service"):
+        assert release in html
+    assert report.stat().st_size > 1_000_000  # plotly.js is inlined: the report opens offline
+
+
+@pytest.mark.timeout(900)
+def test_nothing_but_the_story_and_it_fits_the_width(
+    demo: tuple[subprocess.CompletedProcess[str], Settings],
+) -> None:
+    result, _ = demo
+    assert result.stderr == ""
+    assert "Traceback" not in result.stdout
+    assert "Task was destroyed" not in result.stdout
+    assert " INFO " not in result.stdout
+    for step in ("1 · the champion", "2 · a better model", "3 · a bad candidate", "4 · the evidence"):
+        assert step in result.stdout
+    widths = [len(line) for line in result.stdout.splitlines()]
+    assert max(widths) <= CAPTURED_WIDTH
+    assert "…" not in result.stdout  # no table cell was cut to fit
+
+
+@pytest.mark.timeout(900)
+def test_the_stack_is_down_afterwards(demo: tuple[subprocess.CompletedProcess[str], Settings]) -> None:
+    _, settings = demo
+    assert not stack_status(settings).running
