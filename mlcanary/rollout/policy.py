@@ -63,9 +63,10 @@ ONE_ARM_METRICS: frozenset[str] = frozenset({"error_burst", "agreement", "predic
 """Checks that compare a value with their ``threshold`` (which the policy therefore requires)."""
 SHADOW_ONLY_METRICS: frozenset[str] = frozenset({"probability_shift"})
 """Checks judged only in the shadow phase: they need both models' answers to the same requests."""
-CANARY_ONLY_METRICS: frozenset[str] = frozenset({"input_drift", "prediction_drift"})
-"""Checks not judged in the shadow phase (input drift is the traffic's, not the candidate's; the
-Evidently signals run on live traffic only)."""
+CANARY_ONLY_METRICS: frozenset[str] = frozenset({"input_drift", "prediction_drift", "latency_p95"})
+"""Checks not judged in the shadow phase: input drift is the traffic's, not the candidate's; the
+Evidently signals run on live traffic only; the share slower than the champion's P95 compares
+against live calls that mostly ran alone (see ``ShadowPolicy.latency_margin``)."""
 
 
 class CheckPolicy(BaseModel):
@@ -295,6 +296,12 @@ class ShadowPolicy(BaseModel):
     share: float = Field(
         1.0, gt=0.0, le=1.0, description="fraction of live requests mirrored to the candidate"
     )
+    latency_margin: float = Field(
+        1.0,
+        ge=0.0,
+        description="in shadow, latency fails only above champion × (1 + this): mirrored calls run "
+        "in lockstep with the live ones they copy, so on shared hardware they wait for each other",
+    )
 
 
 class RolloutPolicy(BaseModel):
@@ -387,14 +394,24 @@ class RolloutPolicy(BaseModel):
 
     def for_shadow(self) -> RolloutPolicy:
         """The policy of the shadow phase: its own checks (see :data:`SHADOW_ONLY_METRICS`,
-        :data:`CANARY_ONLY_METRICS`) splitting ``alpha`` among themselves, and sample floors of
-        ``shadow.min_samples`` mirrored requests (critical checks: the smaller of that and
-        ``critical_min_samples``)."""
+        :data:`CANARY_ONLY_METRICS`) splitting ``alpha`` among themselves, latency failing only
+        beyond ``shadow.latency_margin``, and sample floors of ``shadow.min_samples`` mirrored
+        requests (critical checks: the smaller of that and ``critical_min_samples``)."""
         floor = self.shadow.min_samples
+        checks = dict(self.checks)
+        latency, margin = checks.get("latency"), self.shadow.latency_margin
+        if latency is not None:
+            checks["latency"] = latency.model_copy(
+                update={
+                    "relative_tolerance": max(latency.relative_tolerance, margin),
+                    "pass_relative_tolerance": max(latency.pass_margin[1], margin),
+                }
+            )
         derived = self.model_copy(
             update={
                 "min_samples_per_arm": floor,
                 "critical_min_samples": min(self.critical_min_samples, floor),
+                "checks": checks,
             }
         )
         derived._shadow = True

@@ -8,6 +8,9 @@ version on the same arm) never leaks in. Label outcomes cover only requests rece
 ``now − label_delay`` (:attr:`Measurements.label_cutoff`): younger ones have not had the time to get
 their label.
 
+In the shadow phase the candidate's arm is its answers to mirrored copies, paired with the
+champion's answers to the same requests (:func:`mlcanary.telemetry.shadow.measure_shadow`).
+
 Drift and paired agreement need the models themselves; they are measured by an optional ``extras``
 callable (:class:`mlcanary.signals.model_signals.ModelSignals` in the wiring), so this module stays a
 pure SQL adapter.
@@ -20,11 +23,14 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from mlcanary.rollout.measurements import ArmMetrics, Measurements, Percentiles
+from mlcanary.rollout.measurements import ArmMetrics, Measurements
 from mlcanary.rollout.policy import LABEL_METRICS
-from mlcanary.rollout.state import ReleaseState
-from mlcanary.telemetry.aggregate import ArmAggregate, aggregate
+from mlcanary.rollout.state import Phase, ReleaseState
+from mlcanary.telemetry.aggregate import ArmAggregate, aggregate, arm_metrics
+from mlcanary.telemetry.shadow import measure_shadow
 from mlcanary.telemetry.store import InferenceLogStore
+
+__all__ = ["LOG_METRICS", "StoreMetricsSource", "arm_metrics"]
 
 Extras = Callable[[ReleaseState, datetime, datetime, Measurements], Measurements]
 
@@ -37,28 +43,6 @@ LOG_METRICS: tuple[str, ...] = (
     "error_burst",
     *sorted(LABEL_METRICS),
 )
-
-
-def arm_metrics(found: ArmAggregate, version: str) -> ArmMetrics:
-    """The judge's view of one arm's aggregate: requests are the answered ones."""
-    p50, p95, p99 = found.latency_p50_ms, found.latency_p95_ms, found.latency_p99_ms
-    percentiles = (
-        Percentiles(p50, p95, p99) if p50 is not None and p95 is not None and p99 is not None else None
-    )
-    return ArmMetrics(
-        version=version,
-        requests=found.responses,
-        errors=found.errors_5xx,
-        log_latency=found.log_latency,
-        latency_ms=percentiles,
-        slow=found.slow,
-        predictions=found.predictions,
-        positives=found.positive_predictions,
-        mean_probability=found.mean_probability,
-        labels=found.labels,
-        window_requests=found.window_responses,
-        window_errors=found.window_errors_5xx,
-    )
 
 
 class StoreMetricsSource:
@@ -82,6 +66,16 @@ class StoreMetricsSource:
         versions = {"champion": release.champion_version, "candidate": release.candidate_version}
         label_cutoff = now - self.label_delay
         try:
+            if release.phase == Phase.SHADOWING:
+                # Mirrored copies and their pairs; drift and re-scoring do not apply (no extras).
+                return measure_shadow(
+                    self.store,
+                    release,
+                    window_start=window_start,
+                    now=now,
+                    max_latency_rows=self.max_latency_rows,
+                    label_cutoff=label_cutoff,
+                )
             # "Slow" means slower than the champion's P95 over the same window, for both arms.
             found = aggregate(
                 self.store,

@@ -122,6 +122,13 @@ CASES = [
         "latency",
     ),
     (
+        "50 % slower under mirroring → left to the canary (shadow latency margin)",
+        shadow_measurements(candidate=arm(1000, latency_ms=30.0)),
+        1,
+        "step_up",
+        "shadow passed",
+    ),
+    (
         "candidate not ready → rejected (availability)",
         shadow_measurements(candidate_ready=False),
         0.1,
