@@ -10,6 +10,7 @@ from mlcanary.rollout.engine import RolloutEngine
 from mlcanary.rollout.policy import RolloutPolicy, ShadowPolicy
 from mlcanary.rollout.ports import ReleaseEvent
 from mlcanary.rollout.state import Phase
+from mlcanary.rollout.status import read_status
 from mlcanary.rollout.tags import REJECTED
 from mlcanary.testing.fakes import FakeWorld, steady_traffic
 
@@ -126,3 +127,29 @@ def test_manual_rollback_and_promote_from_shadow() -> None:
     engine = start(world)
     assert engine.promote("fraud").phase == Phase.PROMOTED
     assert world.backend.status("fraud").arms["champion"].version == "2"
+
+
+def test_status_shows_the_shadow_phase_with_the_mirrored_share_and_paired_counts() -> None:
+    world = FakeWorld(
+        POLICY.model_copy(update={"shadow": ShadowPolicy(enabled=True, duration="1h", share=0.5)})
+    )
+    world.metrics = steady_traffic(0.01, shadow_share=0.5)
+    engine = start(world)
+    world.clock.advance(TICK)
+    assert engine.tick("fraud").decision.action == "hold"  # type: ignore[union-attr]
+    observed = world.backend.status("fraud")
+    status = read_status(world.registry, "fraud", mirrored_share=observed.shadow)
+    assert status.phase == "shadowing"
+    assert status.shadow is not None
+    payload = status.model_dump(mode="json")["shadow"]
+    # 5 minutes at 20 requests/s, half of them mirrored.
+    assert payload == {
+        "mirrored_share": 0.5,
+        "live": 6000,
+        "mirrored": 3000,
+        "pairs": 3000,
+        "agreement": 0.995,
+    }
+    world.clock.advance(timedelta(hours=1))
+    engine.tick("fraud")
+    assert read_status(world.registry, "fraud").shadow is None  # on to the canary
