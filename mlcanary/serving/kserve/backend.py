@@ -97,6 +97,11 @@ class KServeBackend:
         _check_percent(candidate_percent)
         return self._rollout(model).set_traffic(model, candidate_percent)
 
+    def set_shadow(self, model: str, share: float) -> ServingStatus:
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 < share <= 1.0:
+            raise ServingError(f"shadow share must be within (0, 1], got {share!r}")
+        return self._rollout(model).set_shadow(model, float(share))
+
     def promote(self, model: str) -> ServingStatus:
         return self._rollout(model).promote(model)
 
