@@ -128,6 +128,14 @@ class KServeBackend:
             arm: [f"{rev}-deployment" for rev in revs] for arm, revs in revisions_by_arm(view(obj)).items()
         }
 
+    def candidate_mirrored_only(self, model: str) -> bool:
+        """Whether the candidate of ``model`` gets no user request while the route mirrors to it (the
+        shadow phase, Standard mode only)."""
+        if self.mode(model) is not DeploymentMode.STANDARD:
+            return False
+        observed = self.standard.status(model)
+        return bool(observed.shadow) and observed.candidate_percent == 0
+
     def arm_of_pod(self, isvc_name: str, pod: str) -> tuple[str, Arm, str | None] | None:
         """(model, arm, version) of the pod that sent a logger event (its ``ce-source``), or None.
 

@@ -199,3 +199,38 @@ def test_knative_mode_says_the_shadow_needs_standard_mode(make) -> None:  # type
         knative.set_shadow("fraud", 0.5)
     with pytest.raises(ServingError, match="shadow share"):
         knative.set_shadow("fraud", 1.5)
+
+
+def test_the_collector_files_a_mirrored_only_candidate_as_shadow(standard: KServeBackend) -> None:
+    from datetime import UTC, datetime
+
+    from mlcanary.serving.kserve.arms import ArmResolver
+    from mlcanary.telemetry.events import CE_TYPE_REQUEST, InferenceEvent
+
+    clock = [0.0]
+    resolver = ArmResolver(standard, ttl_s=5.0, clock=lambda: clock[0])
+
+    def logged(isvc: str) -> InferenceEvent:
+        event = InferenceEvent(
+            ce_id="r1",
+            ce_type=CE_TYPE_REQUEST,
+            source=f"{isvc}-predictor-7c9d8b5f4-abcde",
+            time=datetime(2026, 1, 1, tzinfo=UTC),
+            model=isvc,
+        )
+        return resolver(event)
+
+    standard.deploy("fraud", "1", "2", 0)
+    standard.set_shadow("fraud", 0.5)
+    mirrored = logged("fraud-canary")
+    assert (mirrored.model, mirrored.arm, mirrored.version, mirrored.shadow) == (
+        "fraud",
+        "candidate",
+        "2",
+        True,
+    )
+    assert logged("fraud").shadow is False  # the champion answers users
+    standard.set_traffic("fraud", 20)
+    assert logged("fraud-canary").shadow is True  # cached for ttl_s
+    clock[0] = 10.0
+    assert logged("fraud-canary").shadow is False  # a canary: its answers reach users
