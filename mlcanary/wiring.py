@@ -54,7 +54,14 @@ def metrics_source(
         max_rows=settings.telemetry.drift_max_rows,
         reports=recorder.attach_report if recorder is not None and settings.telemetry.drift_reports else None,
     )
-    logged = StoreMetricsSource(store, extras=signals, label_delay=settings.rollout.labels.delay)
+    proxy_errors = None
+    if settings.serving.backend == "local":
+        from mlcanary.serving.local.proxy_errors import EnvoyProxyErrors
+
+        proxy_errors = EnvoyProxyErrors.from_settings(settings)
+    logged = StoreMetricsSource(
+        store, extras=signals, label_delay=settings.rollout.labels.delay, proxy_errors=proxy_errors
+    )
     routes = {check: settings.telemetry.source_for(check) for check in settings.rollout.checks}
     if "prometheus" not in routes.values():
         return logged
