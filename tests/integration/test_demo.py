@@ -47,7 +47,9 @@ def test_the_story_ends_with_v2_promoted_and_v3_rolled_back(
     result, settings = demo
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
     outcome = next(line for line in result.stdout.splitlines() if line.startswith("│ outcome"))
-    assert [cell.strip() for cell in outcome.split("│")[1:-1]] == ["outcome", "promoted", "rolled_back"]
+    assert [cell.strip() for cell in outcome.split("│")[1:-1]] == ["outcome", "promoted", "rolled_back"], (
+        result.stdout[-6000:]  # the story, with every check of the last tick, says why
+    )
     assert "Shadow phase: mirrored requests" in (settings.state_dir / "report.html").read_text()
     registry = registry_from_settings(settings)
     name = settings.model.name
