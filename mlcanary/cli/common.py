@@ -10,12 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 
-from mlcanary.config import ConfigError, Settings, load_settings
+if TYPE_CHECKING:
+    from mlcanary.config import Settings
+
+# Nothing heavier than typer and rich is imported here: `--help` and the parsing of every command
+# run on these alone (pydantic, the configuration and the services load in the command that needs them).
 
 console = Console()
 err_console = Console(stderr=True)
@@ -32,6 +36,8 @@ class CliState:
         self, overrides: dict[str, Any] | None = None, *, default_profile: str | None = None
     ) -> Settings:
         """Settings from the global options; ``default_profile`` applies when neither was given."""
+        from mlcanary.config import load_settings
+
         profile = self.profile or (None if self.config_file else default_profile)
         return load_settings(profile, config_file=self.config_file, overrides=overrides)
 
@@ -73,7 +79,11 @@ def user_errors() -> Iterator[None]:
     """Known errors inside the block end the command with one line on stderr, no traceback."""
     try:
         yield
-    except ConfigError as exc:
-        raise fail(str(exc), 2) from None
-    except _user_error_types() as exc:
-        raise fail(str(exc)) from None
+    except Exception as exc:
+        from mlcanary.config import ConfigError
+
+        if isinstance(exc, ConfigError):
+            raise fail(str(exc), 2) from None
+        if isinstance(exc, _user_error_types()):
+            raise fail(str(exc)) from None
+        raise
