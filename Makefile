@@ -54,9 +54,11 @@ test-fast: $(STAMP) ## Unit tests only
 bench: $(STAMP) ## Every benchmark: serving on the real local stack, then the judge (~10 min); rewrites docs/benchmarks.md
 	$(BIN)/python -m benchmarks.serving --out docs/benchmarks.md --wait-idle 120
 	$(BIN)/python -m benchmarks.judge --out docs/benchmarks.md
+	$(BIN)/python -m benchmarks.judge --only shadow --runs 40 --out docs/benchmarks.md
 
-bench-judge: $(STAMP) ## The judge under the shipped policy vs Flagger/Kayenta-style rules (~5 min); rewrites its block of docs/benchmarks.md
+bench-judge: $(STAMP) ## The judge under the shipped policy vs Flagger/Kayenta-style rules, and its shadow phase (~7 min); rewrites their blocks of docs/benchmarks.md
 	$(BIN)/python -m benchmarks.judge --out docs/benchmarks.md
+	$(BIN)/python -m benchmarks.judge --only shadow --runs 40 --out docs/benchmarks.md
 
 bench-quick: $(STAMP) ## Quick serving benchmark (~2 min); prints the report, changes no file
 	$(BIN)/python -m benchmarks.serving --quick

@@ -2,7 +2,8 @@
 
 :class:`FaultyModel` wraps a fitted model and, at prediction time, adds latency and fails a
 deterministic share of calls — the way a model behind a flaky feature service or a slow new
-dependency misbehaves in production while looking perfect offline.
+dependency misbehaves in production while looking perfect offline — or inverts its scores, as a
+label flip in a training pipeline does.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ _SPREAD = 2_654_435_761
 
 
 class FaultyModel:
-    """A model that is slow by ``extra_latency_ms`` and raises on ``failure_share`` of calls.
+    """A model that is slow by ``extra_latency_ms``, raises on ``failure_share`` of calls and, with
+    ``invert``, answers with the classes swapped (probability p becomes 1 − p).
 
     The n-th call fails when ``(n · 2654435761) mod 2³² mod 1000 < failure_share · 1000``, so the
     failures are spread evenly and the same sequence of calls always fails the same way.
     """
 
-    def __init__(self, inner: Any, *, failure_share: float = 0.0, extra_latency_ms: float = 0.0) -> None:
+    def __init__(
+        self, inner: Any, *, failure_share: float = 0.0, extra_latency_ms: float = 0.0, invert: bool = False
+    ) -> None:
         if not 0.0 <= failure_share <= 1.0:
             raise ValueError(f"failure_share must be within [0, 1], got {failure_share}")
         if extra_latency_ms < 0:
@@ -29,6 +33,7 @@ class FaultyModel:
         self.inner = inner
         self.failure_share = failure_share
         self.extra_latency_ms = extra_latency_ms
+        self.invert = invert
         self.calls = 0
 
     @property
@@ -44,8 +49,10 @@ class FaultyModel:
 
     def predict_proba(self, x: Any) -> Any:
         self._maybe_fail()
-        return self.inner.predict_proba(x)
+        proba = self.inner.predict_proba(x)
+        return proba[:, ::-1] if self.invert else proba
 
     def predict(self, x: Any) -> Any:
         self._maybe_fail()
-        return self.inner.predict(x)
+        labels = self.inner.predict(x)
+        return 1 - labels if self.invert else labels

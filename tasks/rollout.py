@@ -16,7 +16,7 @@ from prefect.events import emit_event
 
 from mlcanary.rollout.engine import RolloutEngine, TickResult
 from mlcanary.rollout.state import Decision, ReleaseState
-from mlcanary.views.check_table import markdown_table
+from mlcanary.views.check_table import markdown_table, shadow_line
 from tasks.retry import retry_on_io
 from tasks.training import artifact_key
 
@@ -59,8 +59,11 @@ def decision_markdown(release: ReleaseState, decision: Decision) -> str:
         "",
         f"phase `{release.phase.value}` · candidate traffic {decision.traffic} % · tick {release.ticks}",
         "",
-        markdown_table(decision.checks),
     ]
+    shadow = shadow_line(decision.checks)
+    if shadow is not None:
+        lines += [f"**{shadow}**", ""]
+    lines.append(markdown_table(decision.checks))
     return "\n".join(lines)
 
 

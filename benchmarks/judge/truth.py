@@ -10,7 +10,7 @@ preprocessing bug (the amount read in cents) and the champion under drifting inp
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cache
 
 import numpy as np
@@ -139,6 +139,9 @@ class ModelTruth:
     cents_agreement: float
     drifted_champion: Outcomes
     rows: int
+    shifts: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Per candidate model (``better``, ``flipped``, ``cents_bug``): the mean and variance of its
+    positive-class probability minus the champion's on the same rows (the shadow phase's pairs)."""
 
 
 def _outcomes(proba: np.ndarray, label: np.ndarray) -> Outcomes:
@@ -195,6 +198,10 @@ def measure_models(train_rows: int = 20_000, test_rows: int = 50_000, seed: int 
         cents_agreement=_agreement(p_champion, p_cents),
         drifted_champion=_outcomes(d_champion, d_label),
         rows=test_rows,
+        shifts={
+            name: (float(np.mean(p - p_champion)), float(np.var(p - p_champion, ddof=1)))
+            for name, p in (("better", p_better), ("flipped", p_flipped), ("cents_bug", p_cents))
+        },
     )
 
 

@@ -19,6 +19,7 @@ from benchmarks.serving.flips import FlipOutcome, analyse_flips, atomic_write_ms
 from benchmarks.serving.hop import bench_hop, report_hop
 from benchmarks.serving.machine import machine_facts
 from benchmarks.serving.measure import say
+from benchmarks.serving.mirror import MIRROR_MARKERS, bench_mirror, report_mirror
 from benchmarks.serving.plan import FULL, QUICK, SERVING_MARKERS
 from benchmarks.serving.report import replace_block, report_header
 from benchmarks.serving.rollbacks import bench_rollbacks, report_rollbacks
@@ -32,7 +33,8 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def run(args: argparse.Namespace) -> str:
+def run(args: argparse.Namespace) -> tuple[str, str]:
+    """The serving report and the mirroring report (``--only mirror``: the latter alone)."""
     from mlcanary.serving.local.backend import LocalBackend
     from mlcanary.serving.local.stack import down, up
 
@@ -68,6 +70,17 @@ def run(args: argparse.Namespace) -> str:
             if args.wait_idle > 0:
                 others = wait_idle(args.wait_idle)
                 say(f"other processes use {others:.0%} of a core; measuring")
+            say(f"mirroring ({plan.mirror_requests} requests per share, blocks of {plan.mirror_block})")
+            with cpu_phase("mirroring", cpu):
+                mirror = bench_mirror(backend, model, info.front_door_url, path, bodies, plan)
+            cores = len(os.sched_getaffinity(0))
+            mirror_lines = [
+                *report_header(facts, time.perf_counter() - started, cpu),
+                *report_mirror(mirror, cores),
+            ]
+            mirror_report = "\n".join(mirror_lines).rstrip() + "\n"
+            if args.only == "mirror":
+                return "", mirror_report
             write_ms = atomic_write_ms(state_dir / "fsync-probe")
             say(f"Envoy hop latency ({plan.hop_requests} requests each way)")
             with cpu_phase("hop latency", cpu):
@@ -102,7 +115,6 @@ def run(args: argparse.Namespace) -> str:
         finally:
             say("taking the stack down")
             down(settings)
-    cores = len(os.sched_getaffinity(0))
     lines = [
         *report_header(facts, time.perf_counter() - started, cpu),
         *report_hop(hop),
@@ -110,7 +122,7 @@ def run(args: argparse.Namespace) -> str:
         *report_rollbacks(rollbacks, plan.flip_clients),
         *report_throughput(throughput, cores),
     ]
-    return "\n".join(lines).rstrip() + "\n"
+    return "\n".join(lines).rstrip() + "\n", mirror_report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -118,7 +130,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="fewer requests and repetitions (about half the time)"
     )
-    parser.add_argument("--out", type=Path, help="markdown file whose bench:serving block is rewritten")
+    parser.add_argument(
+        "--out", type=Path, help="markdown file whose bench:serving and bench:mirror blocks are rewritten"
+    )
+    parser.add_argument(
+        "--only", choices=["mirror"], help="measure only this part (mirror: the shadow phase's mirroring)"
+    )
     parser.add_argument("--rows", type=int, default=2000, help="synthetic training rows (default 2000)")
     parser.add_argument("--estimator", help="override model.estimator (default: the local profile's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the flip timing jitter (default 0)")
@@ -142,11 +159,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["OMP_NUM_THREADS"] = str(args.omp_threads)
     signal.signal(signal.SIGTERM, _exit_on_signal)
     signal.signal(signal.SIGHUP, _exit_on_signal)
-    report = run(args)
-    print(report)
+    report, mirror_report = run(args)
+    print(report + mirror_report)
     if args.out is not None:
-        replace_block(args.out, SERVING_MARKERS, report)
-        say(f"wrote the serving block of {args.out}")
+        if report:
+            replace_block(args.out, SERVING_MARKERS, report)
+        replace_block(args.out, MIRROR_MARKERS, mirror_report)
+        say(f"wrote the {'serving and ' if report else ''}mirror blocks of {args.out}")
     return 0
 
 

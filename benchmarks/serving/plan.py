@@ -29,12 +29,17 @@ class Plan:
     throughput_s: float = 10.0
     throughput_warmup_s: float = 1.0
     concurrencies: tuple[int, ...] = (8, 32)
+    mirror_requests: int = 1500
+    mirror_block: int = 100
+    mirror_warmup: int = 100
 
 
 FULL = Plan()
 QUICK = Plan(
     hop_requests=300,
     hop_warmup=50,
+    mirror_requests=300,
+    mirror_block=50,
     flips=6,
     rollbacks=2,
     throughput_s=3.0,

@@ -92,18 +92,20 @@ def train_command(
         _print_outcome(outcome)
 
 
-def _observed_traffic(settings: Settings, model: str) -> Traffic | None:
-    """Weights as the serving layer reports them, or None when nothing serves ``model``."""
+def _observed_traffic(settings: Settings, model: str) -> tuple[Traffic | None, float | None]:
+    """Weights and mirrored share as the serving layer reports them (None when nothing serves
+    ``model``)."""
     from mlcanary.rollout.status import Traffic
     from mlcanary.wiring import serving_backend
 
     try:
         observed = serving_backend(settings).status(model)
     except Exception:  # status must answer even when the serving layer is down or unreachable
-        return None
+        return None, None
     if observed.traffic is None:
-        return None
-    return Traffic(champion=observed.traffic["champion"], candidate=observed.traffic["candidate"])
+        return None, None
+    traffic = Traffic(champion=observed.traffic["champion"], candidate=observed.traffic["candidate"])
+    return traffic, observed.shadow
 
 
 def _status_table(status: ReleaseStatus) -> Table:
@@ -135,9 +137,8 @@ def status_command(
     with user_errors():
         settings = ctx.obj.settings()
         name = model or settings.model.name
-        status = read_status(
-            registry_from_settings(settings), name, traffic=_observed_traffic(settings, name)
-        )
+        traffic, mirrored = _observed_traffic(settings, name)
+        status = read_status(registry_from_settings(settings), name, traffic=traffic, mirrored_share=mirrored)
     if as_json:
         typer.echo(status.model_dump_json())
         return
@@ -150,6 +151,15 @@ def status_command(
         "traffic: "
         + (f"champion {traffic.champion}% / candidate {traffic.candidate}%" if traffic else "not serving")
     )
+    shadow = status.shadow
+    if shadow is not None:
+        share = f"{shadow.mirrored_share:.0%}" if shadow.mirrored_share is not None else "?"
+        agreement = f", {shadow.agreement:.1%} agree" if shadow.agreement is not None else ""
+        console.print(
+            f"shadow: {share} of requests mirrored to the candidate (its answers discarded); "
+            f"{shadow.mirrored or 0} mirrored of {shadow.live or 0} live, "
+            f"{shadow.pairs or 0} paired answers{agreement}"
+        )
     if status.last_decision:
         console.print(f"last decision: {status.last_decision.action}: {status.last_decision.reason}")
     console.print(_status_table(status))

@@ -23,7 +23,7 @@ from mlcanary.rollout.engine import RolloutEngine
 from mlcanary.rollout.measurements import Measurements
 from mlcanary.rollout.ports import EvidenceRecorder
 from mlcanary.rollout.state import Decision, ReleaseState
-from mlcanary.views.check_table import terminal_table
+from mlcanary.views.check_table import shadow_line, terminal_table
 
 ACTION_STYLES = {
     "promote": "bold green",
@@ -96,16 +96,22 @@ class BackgroundTraffic:
 
 
 def release_view(
-    title: str, release: ReleaseState, traffic: dict[str, int] | None, ticks: TickRecorder
+    title: str,
+    release: ReleaseState,
+    traffic: dict[str, int] | None,
+    ticks: TickRecorder,
+    mirrored: float | None = None,
 ) -> Panel:
-    """One release: phase, the split Envoy serves, requests per arm, the decision and every check."""
+    """One release: phase, the split Envoy serves (and the share it mirrors to the candidate in the
+    shadow phase), requests per arm, the decision and every check."""
     measured, decision = ticks.ticks[-1] if ticks.ticks else (None, None)
     served = traffic or {"champion": 100 - release.traffic, "candidate": release.traffic}
     lines = Table.grid(padding=(0, 2))
     lines.add_row("phase", f"[bold]{release.phase.value}[/bold]", "tick", str(release.ticks))
+    mirror = f"  ·  {mirrored:.0%} mirrored" if mirrored else ""
     lines.add_row(
         "traffic (Envoy)",
-        f"champion {served['champion']} %  ·  candidate {served['candidate']} %",
+        f"champion {served['champion']} %  ·  candidate {served['candidate']} %{mirror}",
         "requests",
         f"{measured.champion.requests} / {measured.candidate.requests}" if measured else "—",
     )
@@ -114,6 +120,9 @@ def release_view(
         style = ACTION_STYLES.get(decision.action, "white")
         lines.add_row("decision", f"[{style}]{decision.action}[/{style}]", "", "")
         why = Table.grid(padding=(0, 2))
+        shadow = shadow_line(decision.checks)
+        if shadow is not None:
+            why.add_row("shadow", shadow.removeprefix("shadow: "))
         why.add_row("why", decision.reason)
         parts += [why, terminal_table(decision.checks, compact=True)]
     return Panel(Group(*parts), title=title, title_align="left")
@@ -136,14 +145,16 @@ def run_release(
     interval = settings.rollout.tick_interval.total_seconds()
     started = time.monotonic()
     observed: dict[str, int] | None = None
+    mirrored: float | None = None
     live = Live(release_view(title, state, None, ticks), console=console, refresh_per_second=4)
     with live if console.is_terminal else contextlib.nullcontext():
         while not state.phase.terminal and time.monotonic() - started < deadline_s:
             time.sleep(interval)
             state = engine.tick(model).release
-            observed = engine.backend.status(model).traffic
+            serving = engine.backend.status(model)
+            observed, mirrored = serving.traffic, serving.shadow
             if console.is_terminal:
-                live.update(release_view(title, state, observed, ticks))
+                live.update(release_view(title, state, observed, ticks, mirrored))
     if not console.is_terminal:
-        console.print(release_view(title, state, observed, ticks))
+        console.print(release_view(title, state, observed, ticks, mirrored))
     return state

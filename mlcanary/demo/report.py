@@ -14,6 +14,9 @@ loaded from the network. Per release it shows a header with the outcome, then
    coloured by action with the reason on hover, and the cumulative 5xx rate per arm per tick;
 4. **the final tick's checks side by side** — champion, candidate, requirement, test, sample sizes,
    verdicts in colour;
+5. for a release with a **shadow phase**: paired agreement per tick and a scatter of the candidate's
+   probability against the champion's on the same mirrored requests
+   (:mod:`mlcanary.demo.shadow_figures`);
 
 and a summary table across releases at the top (:func:`summary_rows`, shared with the terminal
 summary). Times on the x-axes are relative to the release start. All text placed in the HTML is
@@ -45,6 +48,7 @@ from mlcanary.demo.figures import (
     probability_histogram,
     span_s,
 )
+from mlcanary.demo.shadow_figures import agreement_figure, has_shadow, paired_scatter
 from mlcanary.demo.summary import (
     SUMMARY_COLUMNS,
     ReleaseRecord,
@@ -151,8 +155,43 @@ def _release_section(
     parts.append(figures.render(decisions_figure(record, axis)))
     parts.append("<h3>Checks at the final tick</h3>")
     parts.append(_checks_table(record))
+    if has_shadow(record):
+        parts += _shadow_section(record, store, axis, figures, max_points)
     parts.append("</section>")
     return "\n".join(parts)
+
+
+def _shadow_section(
+    record: ReleaseRecord,
+    store: InferenceLogStore | None,
+    axis: TimeAxis,
+    figures: FigureWriter,
+    max_points: int,
+) -> list[str]:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from mlcanary.telemetry.shadow import fetch_pairs
+
+    release = record.release
+    parts = ["<h3>Shadow phase: mirrored requests, no user served by the candidate</h3>"]
+    parts.append(figures.render(agreement_figure(record, axis)))
+    if store is None:
+        return parts
+    until = max((m.end for m, _ in record.ticks), default=release.started_at)
+    try:
+        pairs = fetch_pairs(
+            store,
+            release.model,
+            release.started_at,
+            until,
+            champion_version=release.champion_version,
+            candidate_version=release.candidate_version,
+        )
+    except SQLAlchemyError as exc:
+        return [*parts, f'<p class="note">pairs unavailable: {_esc(type(exc).__name__)}</p>']
+    if not pairs.empty:
+        parts.append(figures.render(paired_scatter(record, pairs, max_points)))
+    return parts
 
 
 def _release_header(record: ReleaseRecord) -> str:

@@ -1,9 +1,11 @@
 """``mlcanary demo``: the whole story on the local stack, with times compressed by the demo profile.
 
 1. a champion is trained and served behind Envoy; traffic flows through the front door;
-2. a better candidate is trained, canaried under traffic, stepped up and **promoted**;
+2. a better candidate is trained, judged in a short **shadow** phase on mirrored requests (every
+   user still on the champion), then canaried under traffic, stepped up and **promoted**;
 3. a bad candidate (the same model behind a flaky, slow feature service: 30 % of requests fail, the
-   rest 60 ms slower) is canaried and **rolled back** within seconds of the evidence;
+   rest 60 ms slower) is **rejected in shadow** within seconds of the evidence, before any user was
+   served by it (with the profile's shadow phase off, it is canaried and rolled back instead);
 4. a side-by-side summary and a self-contained HTML report with plots close the story.
 
 While it runs, a view (:mod:`mlcanary.demo.live`) shows the phase, the traffic each arm receives
@@ -165,7 +167,8 @@ def run_demo(
     window = base.rollout.max_duration.total_seconds()
     traffic = BackgroundTraffic(_traffic_plan(base, rps, seconds=3 * window + 120))
     try:
-        say("2 · a better model: logistic regression, canaried under live traffic")
+        how = "shadowed, then canaried" if base.rollout.shadow.enabled else "canaried"
+        say(f"2 · a better model: logistic regression, {how} under live traffic")
         good_settings = settings_for(estimator="logistic_regression", synthetic={"seed": 2})
         with console.status("training v2…"):
             good = train(good_settings, registry_from_settings(good_settings))
@@ -174,7 +177,8 @@ def run_demo(
             _release(console, base, f"v{good.version} logistic regression", good.version, window + 60)
         )
 
-        say("3 · a bad candidate: v2 behind a flaky feature service (30 % errors, +60 ms)")
+        shadow = " in shadow" if base.rollout.shadow.enabled else ""
+        say(f"3 · a bad candidate{shadow}: v2 behind a flaky feature service (30 % errors, +60 ms)")
         with console.status("registering the faulty version…"):
             bad_version = _register_faulty(base, good.version)
         records.append(

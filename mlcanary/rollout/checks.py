@@ -16,6 +16,7 @@ from mlcanary.rollout.comparison import Arms, CheckFunction, rate_arms, result, 
 from mlcanary.rollout.label_checks import LABEL_CHECKS
 from mlcanary.rollout.measurements import DriftScore, Measurements
 from mlcanary.rollout.policy import CheckPolicy, RolloutPolicy
+from mlcanary.rollout.shadow_checks import SHADOW_CHECKS
 from mlcanary.rollout.state import CheckResult, Verdict
 from mlcanary.rollout.stats import MeanSummary, ProportionSummary, compare_with_limit
 
@@ -125,13 +126,15 @@ def check_agreement(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) 
     concluded = reasons.conclusion(
         test.verdict, "decrease_is_bad", below_floor=floor if paired.n < floor else None
     )
-    concluded = concluded.replace("requests per arm", "paired inputs")
+    # In the shadow phase the pairs are the two models' answers to the same live request.
+    pairs = "mirrored requests (identical inputs)" if policy.judges_shadow else "paired inputs"
+    concluded = concluded.replace("requests per arm", pairs)
     return result(
         "agreement",
         check,
         test.verdict,
         reason=f"agreement: both models give the same label to {reasons.share_of(paired.agree, paired.n)} "
-        f"paired inputs (mean |Δp| {paired.mean_abs_dp:.3f}); fails {label}; CS "
+        f"{pairs} (mean |Δp| {paired.mean_abs_dp:.3f}); fails {label}; CS "
         f"[{reasons.percent(low)}, {reasons.percent(high)}] → {concluded} "
         f"(mixture-SPRT confidence sequence, α {alpha:.2g})",
         value=paired.rate,
@@ -228,11 +231,13 @@ CHECKS: dict[str, CheckFunction] = {
     "prediction_drift": check_prediction_drift,
     "input_drift": check_input_drift,
     **LABEL_CHECKS,
+    **SHADOW_CHECKS,
 }
 
 
 def evaluate_checks(policy: RolloutPolicy, m: Measurements) -> tuple[CheckResult, ...]:
-    """Every enabled check, in policy order; a metric that could not be measured is ``error``."""
+    """Every enabled check of the policy's phase (:meth:`RolloutPolicy.enabled_checks`), in policy
+    order; a metric that could not be measured is ``error``."""
     results = []
     for name, check in policy.enabled_checks().items():
         if name in m.problems:

@@ -24,6 +24,19 @@ step for a human); while it waits, the rules above still run each tick: a rollba
 else holds, and once ``approval.timeout`` has passed the release follows ``approval.on_timeout``
 (promote only if the rules would promote at that tick, otherwise roll back). The human's answer
 itself is not a tick: the engine's ``approve`` / ``reject`` carry it out.
+
+In the **shadow phase** (``shadowing``: no user on the candidate, a share of requests mirrored to
+it; :func:`decide_shadow`) the checks of :meth:`RolloutPolicy.for_shadow` judge the mirrored
+answers against the champion's, in order:
+
+1. a critical check fails → reject (roll back) at once;
+2. at ``max_duration`` → reject (the release never got out of the shadow);
+3. fewer than ``shadow.min_samples`` mirrored requests answered → hold;
+4. any other failing check → reject;
+5. less than ``shadow.duration`` since the start → hold;
+6. a blocking check that could not be measured (``error``) → hold;
+7. otherwise → step up to the first canary step. Inconclusive checks do not hold the release:
+   the shadow screens out what is confidently wrong, the canary goes on judging the rest.
 """
 
 from __future__ import annotations
@@ -58,6 +71,8 @@ def _names(checks: list[CheckResult]) -> str:
 
 def decide(policy: RolloutPolicy, state: ReleaseState, measurements: Measurements, now: datetime) -> Decision:
     """Judge one tick. Pure: the same inputs always give the same decision."""
+    if state.phase == Phase.SHADOWING:
+        return decide_shadow(policy, state, measurements, now)
     decision = _judge(policy, state, measurements, now)
     if state.phase == Phase.AWAITING_APPROVAL:
         return _while_awaiting_approval(policy, state, decision, now)
@@ -160,3 +175,45 @@ def _judge(policy: RolloutPolicy, state: ReleaseState, measurements: Measurement
     if waiting:
         return verdict("hold", f"waiting for checks to pass: {_names(waiting)}")
     return verdict("promote", "every check passed after the minimum duration and bake time")
+
+
+def decide_shadow(
+    policy: RolloutPolicy, state: ReleaseState, measurements: Measurements, now: datetime
+) -> Decision:
+    """Judge one tick of the shadow phase (rules 1-7 of the module docstring). Pure."""
+    shadow = policy.shadow
+    checks = evaluate_checks(policy.for_shadow(), measurements)
+    elapsed = now - state.started_at
+    first = policy.steps[0]
+
+    def verdict(action: Action, reason: str) -> Decision:
+        traffic = first if action == "step_up" else 0
+        return Decision(action=action, reason=reason, checks=checks, traffic=traffic, at=now)
+
+    critical = [c for c in checks if c.verdict == "fail" and c.critical and not c.advisory]
+    if critical:
+        return verdict(
+            "rollback", f"rejected in shadow, no user served: critical check failed: {_names(critical)}"
+        )
+    failing = [c for c in checks if c.verdict == "fail" and not c.advisory]
+    mirrored = measurements.candidate.requests
+    samples = f"{mirrored} mirrored requests answered by the candidate (need {shadow.min_samples})"
+    if elapsed >= policy.max_duration:
+        why = _names(failing) if failing else samples
+        return verdict("rollback", f"maximum duration {_hours(policy.max_duration)} reached in shadow: {why}")
+    if mirrored < shadow.min_samples:
+        return verdict("hold", f"shadowing: waiting for samples: {samples}")
+    if failing:
+        return verdict("rollback", f"rejected in shadow, no user served: check failed: {_names(failing)}")
+    if elapsed < shadow.duration:
+        return verdict("hold", f"shadowing: {_hours(elapsed)} of {_hours(shadow.duration)}")
+    unmeasured = [c for c in checks if c.blocking and c.verdict == "error"]
+    if unmeasured:
+        return verdict(
+            "hold", f"shadowing: waiting for checks that could not be measured: {_names(unmeasured)}"
+        )
+    return verdict(
+        "step_up",
+        f"shadow passed: no check failed on {mirrored} mirrored requests over {_hours(elapsed)} → "
+        f"first canary step, {first} % of users",
+    )

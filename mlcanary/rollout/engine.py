@@ -141,7 +141,8 @@ class RolloutEngine:
             champion_version=champion.version,
             phase=Phase.PENDING,
             step_index=0,
-            traffic=self.policy.steps[0],
+            # A release starting with a shadow phase serves no user from the candidate (0 %).
+            traffic=0 if self.policy.shadow.enabled else self.policy.steps[0],
             started_at=now,
             step_started_at=now,
             reason="starting the canary",
@@ -180,13 +181,21 @@ class RolloutEngine:
     def _handle_pending(self, state: ReleaseState) -> TickResult:
         self.backend.deploy(state.model, state.champion_version, state.candidate_version, state.traffic)
         run_id = state.release_run_id or self.recorder.begin(state)
-        state = replace(state, phase=Phase.PROGRESSING, release_run_id=run_id, reason="canary started")
+        if _starts_in_shadow(state):
+            share = self.policy.shadow.share
+            self.backend.set_shadow(state.model, share)
+            state = replace(
+                state,
+                phase=Phase.SHADOWING,
+                release_run_id=run_id,
+                reason=f"shadow started: {share:.0%} of requests mirrored, no user served by the candidate",
+            )
+            detail = f"{state.model} v{state.candidate_version} in shadow ({share:.0%} of requests mirrored)"
+        else:
+            state = replace(state, phase=Phase.PROGRESSING, release_run_id=run_id, reason="canary started")
+            detail = f"{state.model} v{state.candidate_version} at {state.traffic} %"
         self._persist(state)
-        self.notifier.notify(
-            state,
-            ReleaseEvent.CANARY_STARTED,
-            f"{state.model} v{state.candidate_version} at {state.traffic} %",
-        )
+        self.notifier.notify(state, ReleaseEvent.CANARY_STARTED, detail)
         return TickResult(state, None, note="deployed")
 
     def _handle_progressing(self, state: ReleaseState) -> TickResult:
@@ -199,7 +208,8 @@ class RolloutEngine:
         if moved is not None:
             return TickResult(moved, None, note=f"another run acted during this tick: {moved.phase.value}")
         state = replace(state, ticks=state.ticks + 1, reason=decision.reason)
-        state = _ACTIONS[decision.action](self, state, decision)
+        actions = _SHADOW_ACTIONS if state.phase == Phase.SHADOWING else _ACTIONS
+        state = actions[decision.action](self, state, decision)
         self.recorder.record_tick(state, measurements, decision)
         return TickResult(state, decision)
 
@@ -250,6 +260,18 @@ class RolloutEngine:
         self.backend.set_traffic(state.model, decision.traffic)
         state = replace(
             state, step_index=state.step_index + 1, traffic=decision.traffic, step_started_at=decision.at
+        )
+        return self._persist(state, decision)
+
+    def _act_end_shadow(self, state: ReleaseState, decision: Decision) -> ReleaseState:
+        """Shadow passed: the first canary step (setting traffic ends the mirroring)."""
+        self.backend.set_traffic(state.model, decision.traffic)
+        state = replace(
+            state,
+            phase=Phase.PROGRESSING,
+            step_index=0,
+            traffic=decision.traffic,
+            step_started_at=decision.at,
         )
         return self._persist(state, decision)
 
@@ -370,6 +392,11 @@ def _answer(verb: str, comment: str, approver: str) -> str:
     return f"{text}: {comment.strip()}" if comment.strip() else text
 
 
+def _starts_in_shadow(state: ReleaseState) -> bool:
+    """A pending release at 0 % was started with the policy's shadow phase (no step is 0 %)."""
+    return state.phase == Phase.PENDING and state.traffic == 0
+
+
 def _window_start(state: ReleaseState, now: datetime, interval: timedelta) -> datetime:
     """The burst window: one tick interval back, but never before the release or the step began."""
     return max(now - interval, state.step_started_at, state.started_at)
@@ -377,6 +404,7 @@ def _window_start(state: ReleaseState, now: datetime, interval: timedelta) -> da
 
 PHASE_HANDLERS: dict[Phase, Callable[[RolloutEngine, ReleaseState], TickResult]] = {
     Phase.PENDING: RolloutEngine._handle_pending,
+    Phase.SHADOWING: RolloutEngine._handle_progressing,
     Phase.PROGRESSING: RolloutEngine._handle_progressing,
     Phase.AWAITING_APPROVAL: RolloutEngine._handle_progressing,
     Phase.PROMOTING: RolloutEngine._handle_promoting,
@@ -391,4 +419,8 @@ _ACTIONS: dict[str, Callable[[RolloutEngine, ReleaseState, Decision], ReleaseSta
     "await_approval": RolloutEngine._act_await_approval,
     "promote": RolloutEngine._act_promote,
     "rollback": RolloutEngine._act_rollback,
+}
+_SHADOW_ACTIONS: dict[str, Callable[[RolloutEngine, ReleaseState, Decision], ReleaseState]] = {
+    **_ACTIONS,
+    "step_up": RolloutEngine._act_end_shadow,
 }

@@ -170,6 +170,36 @@ class Agreement:
 
 
 @dataclass(frozen=True)
+class PairedScores:
+    """The shadow phase's pairs: live requests answered by the champion whose mirrored copy the
+    candidate answered too (the very same inputs), joined by request id.
+
+    ``live`` counts the champion's answered requests since the phase began, ``mirrored`` the
+    candidate's answers to mirrored copies (errors included), ``pairs`` the instances both models
+    predicted, ``agree`` those with the same label, ``probability_diff`` the candidate − champion
+    positive-class probability over the pairs carrying both (``None`` without any) and
+    ``mean_abs_dp`` its mean absolute value.
+    """
+
+    live: int
+    mirrored: int
+    pairs: int
+    agree: int
+    probability_diff: MeanSummary | None = None
+    mean_abs_dp: float = 0.0
+
+    @property
+    def share(self) -> float | None:
+        """The share of live requests that reached the candidate as a mirrored copy."""
+        return self.mirrored / self.live if self.live else None
+
+    @property
+    def agreement(self) -> Agreement:
+        """The pairs as the paired-agreement check reads them (no re-scoring needed)."""
+        return Agreement(n=self.pairs, agree=self.agree, mean_abs_dp=self.mean_abs_dp)
+
+
+@dataclass(frozen=True)
 class DriftScore:
     """An Evidently drift result reduced to one number and how it was computed.
 
@@ -189,10 +219,12 @@ class DriftScore:
 @dataclass(frozen=True)
 class Measurements:
     """Everything measured at one tick. ``problems`` maps a metric to why it could not be measured
-    (the check then reports ``error``, which never promotes). ``candidate_ready`` is what the
-    serving layer observes of the candidate arm (None when unknown); a candidate that stopped
-    answering logs nothing, so the inference log alone cannot see it. ``label_cutoff``: the label
-    metrics of both arms cover requests received before it (the policy's label delay)."""
+        (the check then reports ``error``, which never promotes). ``candidate_ready`` is what the
+        serving layer observes of the candidate arm (None when unknown); a candidate that stopped
+        answering logs nothing, so the inference log alone cannot see it. ``label_cutoff``: the label
+        metrics of both arms cover requests received before it (the policy's label delay). In the shadow
+    phase ``candidate`` is the candidate's answers to mirrored requests and ``paired`` the pairs of
+    answers to the same requests."""
 
     start: datetime
     end: datetime
@@ -205,4 +237,5 @@ class Measurements:
     candidate_ready: bool | None = None
     serving_detail: str | None = None
     label_cutoff: datetime | None = None
+    paired: PairedScores | None = None
     problems: dict[str, str] = field(default_factory=dict)

@@ -11,7 +11,15 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PrivateAttr,
+    model_validator,
+)
 
 from mlcanary.rollout.durations import format_duration, parse_duration
 
@@ -38,6 +46,7 @@ MetricName = Literal[
     "brier",
     "log_loss",
     "expected_cost",
+    "probability_shift",
 ]
 Direction = Literal["increase_is_bad", "decrease_is_bad", "change_is_bad"]
 LABEL_METRICS: frozenset[str] = frozenset(
@@ -48,10 +57,16 @@ TWO_ARM_METRICS: frozenset[str] = frozenset({"error_rate", "latency", "latency_p
     LABEL_METRICS
 )
 """Checks comparing the candidate with the champion through an anytime-valid confidence sequence."""
-SEQUENTIAL_METRICS: frozenset[str] = TWO_ARM_METRICS | {"agreement"}
+SEQUENTIAL_METRICS: frozenset[str] = TWO_ARM_METRICS | {"agreement", "probability_shift"}
 """Checks whose verdict comes from an anytime-valid test and so spend a share of ``alpha``."""
 ONE_ARM_METRICS: frozenset[str] = frozenset({"error_burst", "agreement", "prediction_drift", "input_drift"})
 """Checks that compare a value with their ``threshold`` (which the policy therefore requires)."""
+SHADOW_ONLY_METRICS: frozenset[str] = frozenset({"probability_shift"})
+"""Checks judged only in the shadow phase: they need both models' answers to the same requests."""
+CANARY_ONLY_METRICS: frozenset[str] = frozenset({"input_drift", "prediction_drift", "latency_p95"})
+"""Checks not judged in the shadow phase: input drift is the traffic's, not the candidate's; the
+Evidently signals run on live traffic only; the share slower than the champion's P95 compares
+against live calls that mostly ran alone (see ``ShadowPolicy.latency_margin``)."""
 
 
 class CheckPolicy(BaseModel):
@@ -182,6 +197,11 @@ def _default_checks() -> dict[str, CheckPolicy]:
         "accuracy": CheckPolicy(
             direction="decrease_is_bad", tolerance=0.02, must_have_data=False, alpha_weight=0.5
         ),
+        # Shadow phase only: the mean of candidate − champion probability on the very same
+        # requests (a paired test), beyond ±2 points either way fails; tuned to catch ±10 points.
+        "probability_shift": CheckPolicy(
+            direction="change_is_bad", tolerance=0.02, detect=0.1, alpha_weight=0.5
+        ),
         # More business metrics from labels, off until a policy turns them on.
         **{
             name: CheckPolicy(
@@ -253,10 +273,43 @@ class ApprovalPolicy(BaseModel):
         return self
 
 
+class ShadowPolicy(BaseModel):
+    """An optional first phase with no user on the candidate (off by default).
+
+    When ``enabled``, a release starts in the ``shadowing`` phase: every user request is answered
+    by the champion and a ``share`` of them is mirrored to the candidate, whose answers are logged
+    and discarded. The shadow checks compare both models on the very same requests; a failing
+    one rejects the candidate before any user was served by it. Once ``min_samples`` mirrored
+    requests were answered, ``duration`` has passed and no check fails, the release moves on to
+    the first canary step.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(False, description="start each release with a shadow phase")
+    duration: Duration = Field(
+        timedelta(hours=1), description="least time in the shadow phase before the first canary step"
+    )
+    min_samples: int = Field(
+        200, ge=1, description="mirrored requests answered by the candidate before it may move on"
+    )
+    share: float = Field(
+        1.0, gt=0.0, le=1.0, description="fraction of live requests mirrored to the candidate"
+    )
+    latency_margin: float = Field(
+        1.0,
+        ge=0.0,
+        description="in shadow, latency fails only above champion × (1 + this): mirrored calls run "
+        "in lockstep with the live ones they copy, so on shared hardware they wait for each other",
+    )
+
+
 class RolloutPolicy(BaseModel):
     """When to step up, promote or roll back (see ``configs/rollout.yaml``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # Which phase's checks this policy judges: set only by for_shadow().
+    _shadow: bool = PrivateAttr(False)
 
     steps: list[int] = Field(
         default_factory=lambda: [20],
@@ -294,6 +347,9 @@ class RolloutPolicy(BaseModel):
     labels: LabelPolicy = Field(
         default_factory=LabelPolicy, description="label delay and cost matrix of the business metrics"
     )
+    shadow: ShadowPolicy = Field(
+        default_factory=ShadowPolicy, description="optional shadow phase on mirrored traffic first"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -326,7 +382,40 @@ class RolloutPolicy(BaseModel):
         return self
 
     def enabled_checks(self) -> dict[str, CheckPolicy]:
-        return {name: check for name, check in self.checks.items() if check.enabled}
+        """The checks judged in this policy's phase (the canary's, or the shadow's for
+        :meth:`for_shadow`)."""
+        excluded = CANARY_ONLY_METRICS if self._shadow else SHADOW_ONLY_METRICS
+        return {name: check for name, check in self.checks.items() if check.enabled and name not in excluded}
+
+    @property
+    def judges_shadow(self) -> bool:
+        """True for the policy :meth:`for_shadow` derived."""
+        return self._shadow
+
+    def for_shadow(self) -> RolloutPolicy:
+        """The policy of the shadow phase: its own checks (see :data:`SHADOW_ONLY_METRICS`,
+        :data:`CANARY_ONLY_METRICS`) splitting ``alpha`` among themselves, latency failing only
+        beyond ``shadow.latency_margin``, and sample floors of ``shadow.min_samples`` mirrored
+        requests (critical checks: the smaller of that and ``critical_min_samples``)."""
+        floor = self.shadow.min_samples
+        checks = dict(self.checks)
+        latency, margin = checks.get("latency"), self.shadow.latency_margin
+        if latency is not None:
+            checks["latency"] = latency.model_copy(
+                update={
+                    "relative_tolerance": max(latency.relative_tolerance, margin),
+                    "pass_relative_tolerance": max(latency.pass_margin[1], margin),
+                }
+            )
+        derived = self.model_copy(
+            update={
+                "min_samples_per_arm": floor,
+                "critical_min_samples": min(self.critical_min_samples, floor),
+                "checks": checks,
+            }
+        )
+        derived._shadow = True
+        return derived
 
     def alpha_for(self, name: str) -> float:
         """The share of ``alpha`` the sequential check ``name`` may spend.

@@ -13,6 +13,9 @@ Contract for every implementation:
 * ``status()`` reports what the serving layer *observes* (weights read back from Envoy's admin API or
   from KServe's ``status.components.predictor.traffic``), never what was last written;
 * a change of traffic returns only once the serving layer confirms it (or raises ``ServingError``);
+* ``set_shadow`` mirrors a share of requests to the candidate while every user is answered by the
+  champion (the mirror's answers are discarded); ``set_traffic``, ``promote`` and ``rollback``
+  end any mirroring;
 * a split that is not really happening (a candidate that never became ready, a KServe mode that
   ignores ``canaryTrafficPercent``) is reported as such, never hidden.
 """
@@ -44,7 +47,8 @@ class ArmStatus:
 class ServingStatus:
     """Observed state of a model's serving: arms and the traffic split in percent (sums to 100).
 
-    ``traffic`` is None when nothing is serving the model.
+    ``traffic`` is None when nothing is serving the model. ``shadow`` is the share (0-1) of requests
+    mirrored to the candidate (0 when none; None when the serving layer cannot say).
     """
 
     model: str
@@ -52,6 +56,7 @@ class ServingStatus:
     traffic: dict[Arm, int] | None = None
     endpoint: str | None = None
     detail: str | None = None
+    shadow: float | None = 0.0
 
     @property
     def candidate_percent(self) -> int:
@@ -69,6 +74,12 @@ class ServingBackend(Protocol):
 
     def set_traffic(self, model: str, candidate_percent: int) -> ServingStatus:
         """Send ``candidate_percent`` % of requests to the candidate arm, the rest to the champion."""
+        ...
+
+    def set_shadow(self, model: str, share: float) -> ServingStatus:
+        """Every user request to the champion; mirror ``share`` (0 < share <= 1) of them to the
+        candidate, whose answers are discarded. Raises ``ServingError`` where mirroring is not
+        available, or for a candidate that is not ready."""
         ...
 
     def promote(self, model: str) -> ServingStatus:

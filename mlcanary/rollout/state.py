@@ -17,11 +17,14 @@ Verdict = Literal["pass", "fail", "inconclusive", "error"]
 
 
 class Phase(StrEnum):
-    """Where a release is. ``promoting`` / ``rolling_back`` are written *before* acting, so a crash
-    mid-action is completed by the next run; ``awaiting_approval`` is a release the judge would
-    promote, held at its last step until a human answers; ``failed`` needs a human."""
+    """Where a release is. ``shadowing`` is the optional first phase (no user traffic on the
+    candidate, a share of requests mirrored to it); ``promoting`` / ``rolling_back`` are written
+    *before* acting, so a crash mid-action is completed by the next run; ``awaiting_approval`` is
+    a release the judge would promote, held at its last step until a human answers; ``failed``
+    needs a human."""
 
     PENDING = "pending"
+    SHADOWING = "shadowing"
     PROGRESSING = "progressing"
     AWAITING_APPROVAL = "awaiting_approval"
     PROMOTING = "promoting"
@@ -38,6 +41,7 @@ class Phase(StrEnum):
     def active(self) -> bool:
         return self in (
             Phase.PENDING,
+            Phase.SHADOWING,
             Phase.PROGRESSING,
             Phase.AWAITING_APPROVAL,
             Phase.PROMOTING,

@@ -2,7 +2,8 @@
 
 The shape is a stable contract users script against (``mlcanary status --json``): ``phase``,
 ``champion_version``, ``candidate_version``, ``traffic`` (``{"champion": int, "candidate": int}`` as
-observed at the serving layer) and ``last_decision`` (``{"action", "reason", "checks": [...]}``).
+observed at the serving layer) and ``last_decision`` (``{"action", "reason", "checks": [...]}``);
+in the shadow phase also ``shadow`` (the mirrored share and the paired counts).
 A field that is not known yet is ``null``; nothing is guessed.
 """
 
@@ -14,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from mlcanary.rollout import tags
 from mlcanary.rollout.arms import CANDIDATE, CHAMPION
-from mlcanary.rollout.state import ReleaseState
+from mlcanary.rollout.state import Phase, ReleaseState
 from mlcanary.rollout.versions import ModelVersionInfo, VersionRegistry
 
 
@@ -31,6 +32,19 @@ class Decision(BaseModel):
     action: str
     reason: str
     checks: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ShadowStatus(BaseModel):
+    """The shadow phase as it stands: the share of requests mirrored to the candidate (observed at
+    the serving layer; None when it cannot say) and, from the last shadow tick, the champion's
+    answered live requests, the candidate's answers to mirrored copies, the pairs of answers to the
+    same request and the share of them that agree."""
+
+    mirrored_share: float | None = Field(None, ge=0.0, le=1.0)
+    live: int | None = None
+    mirrored: int | None = None
+    pairs: int | None = None
+    agreement: float | None = None
 
 
 class VersionSummary(BaseModel):
@@ -58,6 +72,7 @@ class ReleaseStatus(BaseModel):
     approval_requested_at: str | None = Field(
         None, description="when the release began waiting for a human approval (phase awaiting_approval)"
     )
+    shadow: ShadowStatus | None = Field(None, description="the shadow phase (phase shadowing only)")
 
 
 def _summary(info: ModelVersionInfo) -> VersionSummary:
@@ -96,9 +111,28 @@ def _latest_release(versions: list[ModelVersionInfo]) -> tuple[ModelVersionInfo,
     return max(releases, key=lambda pair: pair[1].started_at, default=None)
 
 
-def read_status(registry: VersionRegistry, name: str, *, traffic: Traffic | None = None) -> ReleaseStatus:
+def _shadow(decision: Decision | None, mirrored_share: float | None) -> ShadowStatus:
+    checks = {c.get("name"): c for c in (decision.checks if decision else [])}
+    errors, agreement = checks.get("error_rate", {}), checks.get("agreement", {})
+    return ShadowStatus(
+        mirrored_share=mirrored_share,
+        live=errors.get("n_champion"),
+        mirrored=errors.get("n_candidate"),
+        pairs=agreement.get("n_candidate"),
+        agreement=agreement.get("value"),
+    )
+
+
+def read_status(
+    registry: VersionRegistry,
+    name: str,
+    *,
+    traffic: Traffic | None = None,
+    mirrored_share: float | None = None,
+) -> ReleaseStatus:
     """Status of ``name`` from the registry (aliases, ``mlcanary.*`` tags) and, when a serving
-    backend reported it, the observed ``traffic``. Raises ``ModelNotFoundError`` for an unknown model."""
+    backend reported them, the observed ``traffic`` and ``mirrored_share``. Raises
+    ``ModelNotFoundError`` for an unknown model."""
     aliases = registry.aliases(name)
     versions = registry.list_versions(name)
     by_number = {v.version: v for v in versions}
@@ -107,13 +141,16 @@ def read_status(registry: VersionRegistry, name: str, *, traffic: Traffic | None
     latest = _latest_release(versions)
     release = latest[1] if latest else None
     requested = release.approval_requested_at if release else None
+    decision = _last_decision(latest[0] if latest else None)
+    shadowing = release is not None and release.phase == Phase.SHADOWING
     return ReleaseStatus(
         model=name,
         phase=release.phase.value if release else None,
         champion_version=champion.version if champion else None,
         candidate_version=candidate.version if candidate else None,
         traffic=traffic,
-        last_decision=_last_decision(latest[0] if latest else None),
+        last_decision=decision,
         versions=[_summary(v) for v in versions],
         approval_requested_at=requested.isoformat() if requested else None,
+        shadow=_shadow(decision, mirrored_share) if shadowing else None,
     )

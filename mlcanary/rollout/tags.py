@@ -130,12 +130,25 @@ def release_from_tags(model: str, version: str, tags: Mapping[str, str]) -> Rele
 
 
 def decision_tag(decision: Decision) -> dict[str, str]:
-    """The last decision as a tag: its JSON, verdicts kept and details dropped if it is too long."""
+    """The last decision as a tag: its JSON, verdicts, values and sample sizes kept and details
+    dropped if it is too long."""
     text = decision.to_json()
     if len(text) > MAX_TAG_VALUE:
         slim = decision.to_dict()
         slim["checks"] = [
-            {k: c[k] for k in ("name", "verdict", "critical", "value", "baseline", "threshold")}
+            {
+                k: c[k]
+                for k in (
+                    "name",
+                    "verdict",
+                    "critical",
+                    "value",
+                    "baseline",
+                    "threshold",
+                    "n_champion",
+                    "n_candidate",
+                )
+            }
             for c in slim["checks"]
         ]
         text = json.dumps(slim, default=str)[:MAX_TAG_VALUE]

@@ -32,13 +32,13 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select
+from sqlalchemy import ColumnElement, Table, and_, case, func, literal, or_, select
 
-from mlcanary.rollout.measurements import LabelOutcomes
+from mlcanary.rollout.measurements import ArmMetrics, LabelOutcomes, Percentiles
 from mlcanary.rollout.stats import LATENCY_FLOOR_MS, MeanSummary
 from mlcanary.telemetry.store import InferenceLogStore, feedback, inference_log
 
-__all__ = ["ArmAggregate", "aggregate"]
+__all__ = ["ArmAggregate", "aggregate", "arm_metrics"]
 
 PROBABILITY_FLOOR = 1e-15
 """Probabilities are clipped here before taking logs (log loss), as scikit-learn does."""
@@ -129,10 +129,10 @@ class ArmAggregate:
 
 
 def _sums(
-    window_start: datetime, slow_above: float | None, label_cutoff: datetime | None
+    t: Table, window_start: datetime, slow_above: float | None, label_cutoff: datetime | None
 ) -> dict[str, ColumnElement[Any]]:
     """Field name of :class:`ArmAggregate` → its SQL aggregate (over the log outer-joined to feedback)."""
-    t, f = inference_log, feedback
+    f = feedback
     head = t.c.instance_index == 0
     responded = and_(head, t.c.response_received_at.is_not(None))
     timed = and_(head, t.c.latency_ms.is_not(None))
@@ -192,9 +192,8 @@ def _value(name: str, raw: Any) -> Any:
 
 
 def _scope(
-    model: str, since: datetime, until: datetime, versions: Mapping[str, str] | None
+    t: Table, model: str, since: datetime, until: datetime, versions: Mapping[str, str] | None
 ) -> list[ColumnElement[bool]]:
-    t = inference_log
     clauses: list[ColumnElement[bool]] = [
         t.c.model == model,
         t.c.received_at >= since,
@@ -206,9 +205,8 @@ def _scope(
 
 
 def _latencies(
-    connection: Any, scope: list[ColumnElement[bool]], arm: str | None, limit: int | None
+    connection: Any, t: Table, scope: list[ColumnElement[bool]], arm: str | None, limit: int | None
 ) -> np.ndarray:
-    t = inference_log
     arm_clause = t.c.arm.is_(None) if arm is None else t.c.arm == arm
     stmt = (
         select(t.c.latency_ms)
@@ -231,6 +229,8 @@ def aggregate(
     slow_reference: str | None = None,
     max_latency_rows: int | None = None,
     label_cutoff: datetime | None = None,
+    table: Table = inference_log,
+    slow_above_ms: float | None = None,
 ) -> dict[str | None, ArmAggregate]:
     """Per-arm :class:`ArmAggregate` of ``model`` in ``[since, until)``, keyed by arm.
 
@@ -240,23 +240,26 @@ def aggregate(
     arm whose latency P95 defines ``slow`` for every arm (no such latencies: nothing is slow).
     ``max_latency_rows`` bounds the latencies read per arm for the percentiles (default: all).
     ``label_cutoff`` keeps the label outcomes to instances received before it (default: all).
-    Arms without rows are absent. Raises SQLAlchemy's errors when the database is unreadable.
+    ``slow_above_ms`` sets the slow threshold directly instead (when ``slow_reference`` is None).
+    ``table`` is the log summed: ``inference_log`` (live traffic) or ``shadow_log`` (the shadow
+    phase's mirrored copies). Arms without rows are absent. Raises SQLAlchemy's errors when the
+    database is unreadable.
     """
-    t, f = inference_log, feedback
-    scope = _scope(model, since, until, versions)
+    t, f = table, feedback
+    scope = _scope(t, model, since, until, versions)
     with store.engine.connect() as connection:
         if versions is not None:
             arms: list[str | None] = list(versions)
         else:
             arms = list(connection.execute(select(t.c.arm).where(*scope).distinct()).scalars().all())
-        samples = {arm: _latencies(connection, scope, arm, max_latency_rows) for arm in arms}
-        slow_above: float | None = None
+        samples = {arm: _latencies(connection, t, scope, arm, max_latency_rows) for arm in arms}
+        slow_above = slow_above_ms
         if slow_reference is not None:
             reference = samples.get(slow_reference)
             slow_above = (
                 float(np.percentile(reference, 95)) if reference is not None and reference.size else math.inf
             )
-        sums = _sums(window_start or since, slow_above, label_cutoff)
+        sums = _sums(t, window_start or since, slow_above, label_cutoff)
         joined = t.outerjoin(
             f, and_(f.c.request_id == t.c.request_id, f.c.instance_index == t.c.instance_index)
         )
@@ -284,3 +287,25 @@ def aggregate(
             latency_p99_ms=p99,
         )
     return found
+
+
+def arm_metrics(found: ArmAggregate, version: str) -> ArmMetrics:
+    """The judge's view of one arm's aggregate: requests are the answered ones."""
+    p50, p95, p99 = found.latency_p50_ms, found.latency_p95_ms, found.latency_p99_ms
+    percentiles = (
+        Percentiles(p50, p95, p99) if p50 is not None and p95 is not None and p99 is not None else None
+    )
+    return ArmMetrics(
+        version=version,
+        requests=found.responses,
+        errors=found.errors_5xx,
+        log_latency=found.log_latency,
+        latency_ms=percentiles,
+        slow=found.slow,
+        predictions=found.predictions,
+        positives=found.positive_predictions,
+        mean_probability=found.mean_probability,
+        labels=found.labels,
+        window_requests=found.window_responses,
+        window_errors=found.window_errors_5xx,
+    )

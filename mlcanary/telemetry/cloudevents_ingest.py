@@ -101,7 +101,8 @@ def parse_event(headers: Mapping[str, str], body: bytes, *, received_at: datetim
 
 
 def rows_from_event(event: InferenceEvent, *, received_at: datetime) -> list[InferenceRow]:
-    """The partial rows one event contributes, one per instance (at least one, index 0 first).
+    """The partial rows one event contributes, one per instance (at least one, index 0 first);
+    a shadow event's rows are marked ``shadow`` (the store files them in ``shadow_log``).
 
     A request yields ``half="request"`` rows with features and protocol. A response yields
     ``half="response"`` rows with status (``ce-mlcanarystatus``, else 200), latency and the
@@ -117,6 +118,7 @@ def rows_from_event(event: InferenceEvent, *, received_at: datetime) -> list[Inf
         "arm": event.arm,
         "version": event.version,
         "source": event.source,
+        "shadow": event.shadow,
     }
     if event.is_request:
         protocol, instances = parse_request_payload(_load_json(event.body, "request"))

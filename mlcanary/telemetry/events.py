@@ -7,7 +7,9 @@ request or response payload. Request and response share ``ce-id``: it is the joi
 
 Our own extension attributes (CloudEvents extension names are lowercase alphanumeric only) carry what
 KServe's events leave implicit: ``ce-mlcanaryarm`` and ``ce-mlcanaryversion`` on both events, and
-``ce-mlcanarylatencyms`` (server-side latency) and ``ce-mlcanarystatus`` (HTTP status) on responses.
+``ce-mlcanarylatencyms`` (server-side latency) and ``ce-mlcanarystatus`` (HTTP status) on responses,
+and ``ce-mlcanaryshadow: true`` on both events of a mirrored (shadow) request, whose answer no user
+saw.
 Events from KServe itself lack them; consumers must treat them as optional.
 
 The names below are a contract shared by the model servers and the collector: change them only
@@ -42,6 +44,7 @@ HEADER_ARM = "ce-mlcanaryarm"
 HEADER_VERSION = "ce-mlcanaryversion"
 HEADER_LATENCY_MS = "ce-mlcanarylatencyms"
 HEADER_STATUS = "ce-mlcanarystatus"
+HEADER_SHADOW = "ce-mlcanaryshadow"
 
 CONTENT_TYPE = "application/json"
 LOCAL_NAMESPACE = "local"
@@ -59,6 +62,7 @@ _TYPED_HEADERS = frozenset(
         HEADER_VERSION,
         HEADER_LATENCY_MS,
         HEADER_STATUS,
+        HEADER_SHADOW,
     }
 )
 
@@ -100,6 +104,7 @@ class InferenceEvent:
     latency_ms: float | None = None
     status: int | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    shadow: bool = False
 
     def __post_init__(self) -> None:
         if self.ce_type not in CE_TYPES:
@@ -139,6 +144,8 @@ class InferenceEvent:
             headers[HEADER_LATENCY_MS] = f"{self.latency_ms:.3f}"
         if self.status is not None:
             headers[HEADER_STATUS] = str(self.status)
+        if self.shadow:
+            headers[HEADER_SHADOW] = "true"
         return headers
 
     @classmethod
@@ -202,6 +209,10 @@ class InferenceEvent:
             if not 100 <= status <= 599:
                 raise ValueError(f"{HEADER_STATUS} is not an HTTP status code: {raw_status!r}")
 
+        raw_shadow = lowered.get(HEADER_SHADOW, "false").strip().lower()
+        if raw_shadow not in ("true", "false"):
+            raise ValueError(f"{HEADER_SHADOW} must be true or false, got {raw_shadow!r}")
+
         extras = {
             name: value
             for name, value in lowered.items()
@@ -219,4 +230,5 @@ class InferenceEvent:
             latency_ms=latency_ms,
             status=status,
             headers=extras,
+            shadow=raw_shadow == "true",
         )

@@ -8,6 +8,9 @@ version on the same arm) never leaks in. Label outcomes cover only requests rece
 ``now − label_delay`` (:attr:`Measurements.label_cutoff`): younger ones have not had the time to get
 their label.
 
+In the shadow phase the candidate's arm is its answers to mirrored copies, paired with the
+champion's answers to the same requests (:func:`mlcanary.telemetry.shadow.measure_shadow`).
+
 Requests the proxy answered for an arm whose server could not (a crashed or hung server logs
 nothing) come from an optional ``proxy_errors`` callable (the local stack's Envoy log, see
 :mod:`mlcanary.serving.local.proxy_errors`) and are added to the arm's error counts; when it cannot
@@ -27,11 +30,14 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import SQLAlchemyError
 
 from mlcanary.rollout.arms import Arm
-from mlcanary.rollout.measurements import ArmMetrics, Measurements, Percentiles, ProxyErrorCount
+from mlcanary.rollout.measurements import ArmMetrics, Measurements, ProxyErrorCount
 from mlcanary.rollout.policy import LABEL_METRICS
-from mlcanary.rollout.state import ReleaseState
-from mlcanary.telemetry.aggregate import ArmAggregate, aggregate
+from mlcanary.rollout.state import Phase, ReleaseState
+from mlcanary.telemetry.aggregate import ArmAggregate, aggregate, arm_metrics
+from mlcanary.telemetry.shadow import measure_shadow
 from mlcanary.telemetry.store import InferenceLogStore
+
+__all__ = ["LOG_METRICS", "StoreMetricsSource", "arm_metrics"]
 
 Extras = Callable[[ReleaseState, datetime, datetime, Measurements], Measurements]
 #: ``(release start, window start, now) → per-arm proxy-answered 5xx``; raises ``OSError`` when unreadable.
@@ -48,28 +54,6 @@ LOG_METRICS: tuple[str, ...] = (
     "error_burst",
     *sorted(LABEL_METRICS),
 )
-
-
-def arm_metrics(found: ArmAggregate, version: str) -> ArmMetrics:
-    """The judge's view of one arm's aggregate: requests are the answered ones."""
-    p50, p95, p99 = found.latency_p50_ms, found.latency_p95_ms, found.latency_p99_ms
-    percentiles = (
-        Percentiles(p50, p95, p99) if p50 is not None and p95 is not None and p99 is not None else None
-    )
-    return ArmMetrics(
-        version=version,
-        requests=found.responses,
-        errors=found.errors_5xx,
-        log_latency=found.log_latency,
-        latency_ms=percentiles,
-        slow=found.slow,
-        predictions=found.predictions,
-        positives=found.positive_predictions,
-        mean_probability=found.mean_probability,
-        labels=found.labels,
-        window_requests=found.window_responses,
-        window_errors=found.window_errors_5xx,
-    )
 
 
 class StoreMetricsSource:
@@ -94,7 +78,21 @@ class StoreMetricsSource:
         """Cumulative metrics of both arms since the release started (see the module docstring)."""
         versions = {"champion": release.champion_version, "candidate": release.candidate_version}
         label_cutoff = now - self.label_delay
+        shadowing = release.phase == Phase.SHADOWING
         try:
+            if shadowing:
+                # Mirrored copies and their pairs; drift and re-scoring do not apply (no extras).
+                shadow = measure_shadow(
+                    self.store,
+                    release,
+                    window_start=window_start,
+                    now=now,
+                    max_latency_rows=self.max_latency_rows,
+                    label_cutoff=label_cutoff,
+                )
+                if self.proxy_errors is not None:
+                    shadow = self._with_proxy_errors(shadow, self.proxy_errors)
+                return shadow
             # "Slow" means slower than the champion's P95 over the same window, for both arms.
             found = aggregate(
                 self.store,

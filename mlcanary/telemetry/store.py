@@ -91,33 +91,45 @@ _JSON = JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True)
 
 metadata = MetaData()
 
-inference_log = Table(
-    "inference_log",
-    metadata,
-    Column("request_id", String(MAX_REQUEST_ID_LENGTH), nullable=False),
-    Column("instance_index", Integer, nullable=False),
-    # Earliest arrival of either half: the time axis every window query uses.
-    Column("received_at", UTCDateTime, nullable=False),
-    Column("request_received_at", UTCDateTime, nullable=True),
-    Column("response_received_at", UTCDateTime, nullable=True),
-    Column("event_time", UTCDateTime, nullable=True),
-    Column("model", String(MAX_MODEL_LENGTH), nullable=False),
-    Column("arm", String(MAX_ARM_LENGTH), nullable=True),
-    Column("version", String(MAX_VERSION_LENGTH), nullable=True),
-    Column("source", String(MAX_SOURCE_LENGTH), nullable=True),
-    Column("protocol", String(8), nullable=True),
-    Column("status_code", Integer, nullable=True),
-    Column("latency_ms", Float, nullable=True),
-    Column("features", _JSON, nullable=True),
-    Column("prediction", Integer, nullable=True),
-    Column("probability", Float, nullable=True),
-    PrimaryKeyConstraint("request_id", "instance_index", name="pk_inference_log"),
-    Index("ix_inference_log_model_received", "model", "received_at"),
-    Index("ix_inference_log_model_arm_received", "model", "arm", "received_at"),
-    # Few rows are ever waiting for their other half; these keep counting them cheap at volume.
-    Index("ix_inference_log_request_received", "request_received_at"),
-    Index("ix_inference_log_response_received", "response_received_at"),
-)
+
+def _log_table(name: str) -> Table:
+    """The columns of an inference log (live traffic, or the mirrored copies of the shadow phase)."""
+    return Table(
+        name,
+        metadata,
+        Column("request_id", String(MAX_REQUEST_ID_LENGTH), nullable=False),
+        Column("instance_index", Integer, nullable=False),
+        # Earliest arrival of either half: the time axis every window query uses.
+        Column("received_at", UTCDateTime, nullable=False),
+        Column("request_received_at", UTCDateTime, nullable=True),
+        Column("response_received_at", UTCDateTime, nullable=True),
+        Column("event_time", UTCDateTime, nullable=True),
+        Column("model", String(MAX_MODEL_LENGTH), nullable=False),
+        Column("arm", String(MAX_ARM_LENGTH), nullable=True),
+        Column("version", String(MAX_VERSION_LENGTH), nullable=True),
+        Column("source", String(MAX_SOURCE_LENGTH), nullable=True),
+        Column("protocol", String(8), nullable=True),
+        Column("status_code", Integer, nullable=True),
+        Column("latency_ms", Float, nullable=True),
+        Column("features", _JSON, nullable=True),
+        Column("prediction", Integer, nullable=True),
+        Column("probability", Float, nullable=True),
+        PrimaryKeyConstraint("request_id", "instance_index", name=f"pk_{name}"),
+        Index(f"ix_{name}_model_received", "model", "received_at"),
+        Index(f"ix_{name}_model_arm_received", "model", "arm", "received_at"),
+        # Few rows are ever waiting for their other half; these keep counting them cheap at volume.
+        Index(f"ix_{name}_request_received", "request_received_at"),
+        Index(f"ix_{name}_response_received", "response_received_at"),
+    )
+
+
+inference_log = _log_table("inference_log")
+"""What users were answered: one row per instance of a live request."""
+shadow_log = _log_table("shadow_log")
+"""The shadow phase's mirrored copies: the candidate's answers no user saw, one row per instance,
+under the request id of the live request they copy (so ``inference_log`` holds its other answer).
+A table of its own, so that no query of the live traffic can count them, and so that a database
+from before the shadow phase only gains a table (``create_all``) and never changes one."""
 
 feedback = Table(
     "feedback",
@@ -161,6 +173,7 @@ class InferenceRow:
     writes index 0, so index 0 stands for the whole HTTP request. ``features`` is a JSON object
     (feature name → value) or, when names are unknown, a JSON list in model-input order.
     ``prediction`` is the class label; ``probability`` is the positive-class (index 1) probability.
+    ``shadow`` rows (a mirrored copy's) go to ``shadow_log`` instead of ``inference_log``.
     """
 
     request_id: str
@@ -168,6 +181,7 @@ class InferenceRow:
     model: str
     received_at: datetime
     half: RowHalf = "both"
+    shadow: bool = False
     event_time: datetime | None = None
     arm: str | None = None
     version: str | None = None
@@ -333,6 +347,16 @@ class InferenceLogStore:
         time, and arm/version when unknown) from index 0 — this completes batch requests whose
         response carried no per-instance predictions, such as an error.
         """
+        rows = list(rows)
+        written = paired = 0
+        with self._engine.begin() as connection:
+            for table, shadow in ((inference_log, False), (shadow_log, True)):
+                result = self._merge(connection, table, [row for row in rows if row.shadow == shadow])
+                written, paired = written + result.rows, paired + result.paired
+        return WriteResult(rows=written, paired=paired)
+
+    def _merge(self, connection: Any, t: Table, rows: list[InferenceRow]) -> WriteResult:
+        """Merge ``rows`` into the log table ``t`` within the caller's transaction."""
         # Rows sharing a key (both halves in one call) go in successive statements, so each merges
         # into the previous one instead of a single INSERT naming the same key twice.
         layers: list[dict[tuple[str, int], InferenceRow]] = []
@@ -349,7 +373,6 @@ class InferenceLogStore:
         # PostgreSQL), and index 0 first serialises the two halves of one request.
         batches = [[layer[key].to_params() for key in sorted(layer)] for layer in layers]
         request_ids = sorted({key[0] for layer in layers for key in layer})
-        t = inference_log
         stmt = self._insert()(t)
         new = stmt.excluded
 
@@ -383,26 +406,24 @@ class InferenceLogStore:
                 "probability": newer("probability"),
             },
         )
-        with self._engine.begin() as connection:
-            for params in batches:
-                connection.execute(upsert, params)
-            paired = 0
-            for chunk in _chunks(request_ids):
-                connection.execute(self._propagate_response(chunk))
-                paired += connection.execute(
-                    select(func.count())
-                    .select_from(t)
-                    .where(
-                        t.c.request_id.in_(chunk),
-                        t.c.request_received_at.is_not(None),
-                        t.c.response_received_at.is_not(None),
-                    )
-                ).scalar_one()
+        for params in batches:
+            connection.execute(upsert, params)
+        paired = 0
+        for chunk in _chunks(request_ids):
+            connection.execute(self._propagate_response(t, chunk))
+            paired += connection.execute(
+                select(func.count())
+                .select_from(t)
+                .where(
+                    t.c.request_id.in_(chunk),
+                    t.c.request_received_at.is_not(None),
+                    t.c.response_received_at.is_not(None),
+                )
+            ).scalar_one()
         return WriteResult(rows=sum(len(params) for params in batches), paired=int(paired))
 
     @staticmethod
-    def _propagate_response(request_ids: Sequence[str]) -> Any:
-        t = inference_log
+    def _propagate_response(t: Table, request_ids: Sequence[str]) -> Any:
         head = t.alias("head")
 
         def from_head(name: str) -> Any:
@@ -616,4 +637,5 @@ __all__ = [
     "feedback",
     "inference_log",
     "metadata",
+    "shadow_log",
 ]

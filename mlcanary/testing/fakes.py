@@ -19,11 +19,11 @@ import pandas as pd
 from mlcanary.registry.protocol import LoadedModel, NewVersion
 from mlcanary.rollout.arms import CHAMPION
 from mlcanary.rollout.engine import RolloutEngine
-from mlcanary.rollout.measurements import ArmMetrics, Measurements, Percentiles
+from mlcanary.rollout.measurements import ArmMetrics, Measurements, PairedScores, Percentiles
 from mlcanary.rollout.policy import RolloutPolicy
 from mlcanary.rollout.ports import Notifier
 from mlcanary.rollout.serving import ArmStatus, ServingError, ServingStatus
-from mlcanary.rollout.state import ReleaseState
+from mlcanary.rollout.state import Phase, ReleaseState
 from mlcanary.rollout.stats import MeanSummary
 from mlcanary.rollout.tags import release_from_tags
 from mlcanary.rollout.versions import ModelNotFoundError, ModelVersionInfo, VersionNotFoundError
@@ -157,6 +157,7 @@ class FakeServingBackend(_Crashable):
         super().__init__()
         self.served: dict[str, dict[str, str | None]] = {}
         self.weights: dict[str, int] = {}
+        self.shadows: dict[str, float] = {}
         self.candidate_ready = True
 
     def _status(self, model: str) -> ServingStatus:
@@ -175,6 +176,7 @@ class FakeServingBackend(_Crashable):
             },
             traffic={"champion": 100 - percent, "candidate": percent},
             endpoint=f"memory://{model}",
+            shadow=self.shadows.get(model, 0.0),
         )
 
     def deploy(
@@ -183,6 +185,7 @@ class FakeServingBackend(_Crashable):
         self._enter("deploy")
         self.served[model] = {"champion": champion, "candidate": candidate}
         self.weights[model] = candidate_percent if candidate else 0
+        self.shadows[model] = 0.0
         return self._status(model)
 
     def set_traffic(self, model: str, candidate_percent: int) -> ServingStatus:
@@ -190,6 +193,17 @@ class FakeServingBackend(_Crashable):
         if candidate_percent and not (self.served.get(model) or {}).get("candidate"):
             raise ServingError(f"{model}: no candidate is serving")
         self.weights[model] = candidate_percent
+        self.shadows[model] = 0.0
+        return self._status(model)
+
+    def set_shadow(self, model: str, share: float) -> ServingStatus:
+        self._enter("set_shadow")
+        if not (self.served.get(model) or {}).get("candidate"):
+            raise ServingError(f"{model}: no candidate is serving")
+        if not 0.0 < share <= 1.0:
+            raise ServingError(f"shadow share must be within (0, 1], got {share}")
+        self.weights[model] = 0
+        self.shadows[model] = share
         return self._status(model)
 
     def promote(self, model: str) -> ServingStatus:
@@ -198,6 +212,7 @@ class FakeServingBackend(_Crashable):
         if arms.get("candidate"):
             self.served[model] = {"champion": arms["candidate"], "candidate": None}
         self.weights[model] = 0
+        self.shadows[model] = 0.0
         return self._status(model)
 
     def rollback(self, model: str) -> ServingStatus:
@@ -205,6 +220,7 @@ class FakeServingBackend(_Crashable):
         if model in self.served:
             self.served[model]["candidate"] = None
         self.weights[model] = 0
+        self.shadows[model] = 0.0
         return self._status(model)
 
     def status(self, model: str) -> ServingStatus:
@@ -240,13 +256,45 @@ def steady_arm(requests: int, error_rate: float, latency_ms: float = 20.0) -> Ar
     )
 
 
+def steady_pairs(mirrored: int, *, agreement: float = 0.995, shift: float = 0.0) -> PairedScores:
+    """Pairs of a shadow phase: ``mirrored`` requests answered by both models, ``agreement`` of
+    them with the same label, the candidate's probabilities ``shift`` above the champion's."""
+    return PairedScores(
+        live=mirrored,
+        mirrored=mirrored,
+        pairs=mirrored,
+        agree=round(mirrored * agreement),
+        probability_diff=MeanSummary(n=mirrored, mean=shift, variance=0.02**2) if mirrored else None,
+        mean_abs_dp=abs(shift) + 0.01,
+    )
+
+
 def steady_traffic(
-    candidate_error_rate: float, *, rps: float = 20.0, champion_error_rate: float = 0.01
+    candidate_error_rate: float,
+    *,
+    rps: float = 20.0,
+    champion_error_rate: float = 0.01,
+    shadow_share: float = 1.0,
+    shadow_agreement: float = 0.995,
 ) -> ScriptedMetrics:
-    """Metrics of steady traffic at ``rps`` since the release began, split by its current weight."""
+    """Metrics of steady traffic at ``rps`` since the release began, split by its current weight;
+    in the shadow phase ``shadow_share`` of it mirrored to the candidate, answered with
+    ``shadow_agreement`` (see :func:`steady_pairs`)."""
 
     def script(release: ReleaseState, window_start: datetime, now: datetime) -> Measurements:
         total = int((now - release.started_at).total_seconds() * rps)
+        if release.phase == Phase.SHADOWING:
+            mirrored = int(total * shadow_share)
+            pairs = replace(steady_pairs(mirrored, agreement=shadow_agreement), live=total)
+            return Measurements(
+                start=release.started_at,
+                end=now,
+                window_start=window_start,
+                champion=steady_arm(total, champion_error_rate),
+                candidate=steady_arm(mirrored, candidate_error_rate),
+                agreement=pairs.agreement,
+                paired=pairs,
+            )
         candidate = int(total * release.traffic / 100)
         return Measurements(
             start=release.started_at,

@@ -178,3 +178,20 @@ def markdown_table(checks: Sequence[CheckResult]) -> str:
 
 def _escape(value: object) -> str:
     return html.escape(str(value), quote=True)
+
+
+def shadow_line(checks: Sequence[CheckResult]) -> str | None:
+    """One line on a shadow-phase decision (None for a canary decision): mirrored requests, pairs
+    and their agreement, read from its checks."""
+    by_name = {c.name: c for c in checks}
+    if "probability_shift" not in by_name:
+        return None
+    errors, agreement = by_name.get("error_rate"), by_name.get("agreement")
+    live = errors.n_champion if errors else None
+    mirrored = errors.n_candidate if errors else None
+    pairs = agreement.n_candidate if agreement else None
+    agree = f", {agreement.value:.1%} same label" if agreement and agreement.value is not None else ""
+    return (
+        f"shadow: no user on the candidate; {mirrored if mirrored is not None else '?'} mirrored requests "
+        f"answered of {live if live is not None else '?'} live, {pairs or 0} paired{agree}"
+    )

@@ -56,6 +56,10 @@ class CrashableKServe(_Crashable):
         self._enter("set_traffic")
         return self.backend.set_traffic(model, candidate_percent)
 
+    def set_shadow(self, model: str, share: float) -> ServingStatus:
+        self._enter("set_shadow")
+        return self.backend.set_shadow(model, share)
+
     def promote(self, model: str) -> ServingStatus:
         self._enter("promote")
         return self.backend.promote(model)

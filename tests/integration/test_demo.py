@@ -47,12 +47,18 @@ def test_the_story_ends_with_v2_promoted_and_v3_rolled_back(
     result, settings = demo
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
     outcome = next(line for line in result.stdout.splitlines() if line.startswith("│ outcome"))
-    assert [cell.strip() for cell in outcome.split("│")[1:-1]] == ["outcome", "promoted", "rolled_back"]
+    assert [cell.strip() for cell in outcome.split("│")[1:-1]] == ["outcome", "promoted", "rolled_back"], (
+        result.stdout[-6000:]  # the story, with every check of the last tick, says why
+    )
+    assert "Shadow phase: mirrored requests" in (settings.state_dir / "report.html").read_text()
     registry = registry_from_settings(settings)
     name = settings.model.name
     assert registry.aliases(name) == {CHAMPION: "2"}
     assert registry.get_version(name, "3").tag("rejected")
-    assert "critical check failed" in (registry.get_version(name, "3").tag("rejected") or "")
+    rejected = registry.get_version(name, "3").tag("rejected") or ""
+    assert "critical check failed" in rejected
+    # The demo profile's shadow phase rejects the bad candidate before any user is served by it.
+    assert "rejected in shadow, no user served" in rejected
 
 
 @pytest.mark.timeout(900)
@@ -76,7 +82,12 @@ def test_nothing_but_the_story_and_it_fits_the_width(
     assert "Traceback" not in result.stdout
     assert "Task was destroyed" not in result.stdout
     assert " INFO " not in result.stdout
-    for step in ("1 · the champion", "2 · a better model", "3 · a bad candidate", "4 · the evidence"):
+    for step in (
+        "1 · the champion",
+        "2 · a better model",
+        "3 · a bad candidate in shadow",
+        "4 · the evidence",
+    ):
         assert step in result.stdout
     widths = [len(line) for line in result.stdout.splitlines()]
     assert max(widths) <= CAPTURED_WIDTH

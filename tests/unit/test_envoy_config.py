@@ -274,3 +274,55 @@ def test_load_persisted_weights_ignores_missing_or_bad_file(tmp_path: Path) -> N
     assert load_persisted_weights(layout) is None
     layout.weights_path.write_text("not json")
     assert load_persisted_weights(layout) is None
+
+
+def test_a_shadow_share_mirrors_the_weighted_route_to_the_candidate() -> None:
+    weights = Weights.mirrored(0.25)
+    assert (weights.champion, weights.candidate, weights.shadow) == (100, 0, 0.25)
+    routes = render_routes(weights, "v-shadow")["resources"][0]["virtual_hosts"][0]["routes"]
+    weighted = routes[-1]["route"]
+    assert weighted["request_mirror_policies"] == [
+        {
+            "cluster": "candidate",
+            "runtime_fraction": {
+                "default_value": {"numerator": 250_000, "denominator": "MILLION"},
+                "runtime_key": "mlcanary.shadow",
+            },
+        }
+    ]
+    # Requests forcing an arm are never mirrored.
+    assert all("request_mirror_policies" not in route["route"] for route in routes[:-1])
+    # Read back (as Envoy dumps it, or without a denominator: HUNDRED) to the same weights.
+    document = yaml.safe_load(yaml.safe_dump(render_routes(weights, "v")))
+    assert weights_from_route_config(document["resources"][0]) == weights
+    dumped = json.loads(json.dumps(document["resources"][0]))
+    dumped["virtual_hosts"][0]["routes"][-1]["route"]["request_mirror_policies"][0]["runtime_fraction"] = {
+        "default_value": {"numerator": 5}
+    }
+    assert weights_from_route_config(dumped).shadow == 0.05
+    assert (
+        "request_mirror_policies"
+        not in render_routes(Weights.canary(20), "v")["resources"][0]["virtual_hosts"][0]["routes"][-1][
+            "route"
+        ]
+    )
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.5, "half", True])
+def test_shadow_share_out_of_range_is_refused(share: Any) -> None:
+    with pytest.raises(ValueError, match="shadow share"):
+        Weights(champion=100, candidate=0, shadow=share)
+
+
+def test_persisted_weights_keep_the_shadow_share(tmp_path: Path) -> None:
+    layout = EnvoyLayout(
+        state_dir=tmp_path,
+        listener_port=0,
+        admin_port=0,
+        champion=Upstream(port=1),
+        candidate=Upstream(port=2),
+    )
+    weights = Weights.mirrored(0.5)
+    write_routes(layout, weights, new_version(weights))
+    assert load_persisted_weights(layout) == weights
+    assert "-s50-" in new_version(weights)

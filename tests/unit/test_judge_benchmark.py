@@ -135,3 +135,18 @@ def test_the_report_renders_every_scenario_and_goal(models: ModelTruth, tmp_path
     assert "OLD-BLOCK-CONTENT" not in written
     assert "### Goals" in written
     assert np.isfinite([c.median_hours for c in results.cells if c.promoted or c.rolled_back]).all()
+
+
+def test_the_shadow_phase_rejects_a_flip_and_passes_identical_models(
+    models: ModelTruth, by_name: dict[str, Scenario]
+) -> None:
+    from benchmarks.judge.shadow import run_shadow, shadow_policy
+
+    policy = shadow_policy()
+    flip = run_shadow(by_name["flip"], models, policy, live_rps=1.0, seed=0)
+    assert flip.action == "rejected"
+    assert "agreement" in flip.reason
+    assert flip.at_s <= policy.shadow.duration.total_seconds()  # before the shadow's minimum duration
+    same = run_shadow(by_name["aa"], models, policy, live_rps=1.0, seed=0)
+    assert same.action == "passed"
+    assert same.at_s >= policy.shadow.duration.total_seconds()

@@ -15,7 +15,7 @@ import pytest
 
 from mlcanary.data.schema import FeatureSpec, infer_schema
 from mlcanary.data.synthetic import FEATURES, TARGET, generate_transactions
-from mlcanary.serving.local.model_server import ServedModel, create_app
+from mlcanary.serving.local.model_server import ServedModel, create_app, is_shadow_host
 from mlcanary.telemetry.events import CE_TYPE_REQUEST, CE_TYPE_RESPONSE, InferenceEvent
 from models.pipeline import build_pipeline
 
@@ -460,3 +460,38 @@ async def test_client_disconnect_is_logged_as_499_not_5xx(served: ServedModel) -
 
     await app(scope, receive, send)
     assert [(e.ce_id, e.status) for e in sink.events] == [("gone-1", 499)]
+
+
+async def test_a_mirrored_request_is_answered_and_logged_as_shadow(
+    client: httpx.AsyncClient, sink: MemorySink, fitted: Fitted
+) -> None:
+    # Envoy (and Istio) append "-shadow" to the host of the copy it mirrors, before the port.
+    live = await client.post(
+        f"/v1/models/{MODEL}:predict", json={"instances": fitted.records(1)}, headers={"host": "door:8080"}
+    )
+    mirrored = await client.post(
+        f"/v1/models/{MODEL}:predict",
+        json={"instances": fitted.records(1)},
+        headers={"host": "door-shadow:8080", "x-request-id": "live-1"},
+    )
+    assert live.status_code == mirrored.status_code == 200
+    assert mirrored.json()["predictions"] == live.json()["predictions"]
+    assert [e.shadow for e in sink.events] == [False, False, True, True]
+    assert {e.ce_id for e in sink.events[2:]} == {"live-1"}
+
+
+@pytest.mark.parametrize(
+    ("host", "shadow"),
+    [
+        ("door-shadow:8080", True),
+        ("127.0.0.1-shadow:8082", True),
+        ("model.example.com-shadow", True),
+        ("[::1]-shadow:80", True),
+        ("door:8080", False),
+        ("shadow:8080", False),
+        ("[::1]:80", False),
+        ("", False),
+    ],
+)
+def test_shadow_hosts(host: str, shadow: bool) -> None:
+    assert is_shadow_host(host) is shadow

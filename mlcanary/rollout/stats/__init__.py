@@ -71,7 +71,7 @@ from mlcanary.rollout.stats.boundary import (
     tuned_tau2,
     two_sided_level,
 )
-from mlcanary.rollout.stats.compare import compare, compare_with_limit
+from mlcanary.rollout.stats.compare import compare, compare_paired, compare_with_limit
 from mlcanary.rollout.stats.summaries import (
     DEFAULT_ALPHA,
     DEFAULT_MIN_SAMPLES,
@@ -105,6 +105,7 @@ __all__ = [
     "Verdict",
     "compare",
     "compare_means_batch",
+    "compare_paired",
     "compare_proportions_batch",
     "compare_with_limit",
     "exceedance_summary",

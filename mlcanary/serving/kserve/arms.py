@@ -7,6 +7,11 @@ InferenceService's ``mlcanary.io/revisions`` history, and to an arm through the 
 In Standard mode the InferenceService itself names the arm (``<model><candidate_suffix>``).
 Lookups are cached for ``ttl_s`` per (InferenceService, pod), so a busy collector reads the API
 rarely; an event that cannot be resolved is stored without an arm (and logged), never refused.
+
+The shadow phase: KServe's logger does not pass on the ``-shadow`` host of a mirrored copy, but a
+candidate that gets no weight while the route mirrors to it (Standard mode, ``shadowing``) only
+ever answers copies, so its events are marked ``shadow`` (cached ``ttl_s`` per model as well: for
+up to that long after the phase changes, events may be filed on the wrong side).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol
 
+from mlcanary.rollout.arms import CANDIDATE
 from mlcanary.telemetry.events import InferenceEvent
 
 logger = logging.getLogger(__name__)
@@ -24,6 +30,10 @@ logger = logging.getLogger(__name__)
 
 class PodArms(Protocol):
     def arm_of_pod(self, isvc_name: str, pod: str) -> tuple[str, str, str | None] | None: ...
+
+    def candidate_mirrored_only(self, model: str) -> bool:
+        """Whether the candidate of ``model`` now receives mirrored copies and no user request."""
+        ...
 
 
 class ArmResolver:
@@ -34,6 +44,7 @@ class ArmResolver:
         self.ttl_s = ttl_s
         self.clock = clock
         self._cache: dict[tuple[str, str], tuple[float, tuple[str, str, str | None] | None]] = {}
+        self._mirrored: dict[str, tuple[float, bool]] = {}
 
     def __call__(self, event: InferenceEvent) -> InferenceEvent:
         if event.arm is not None or not event.model:
@@ -53,4 +64,17 @@ class ArmResolver:
         if found is None:
             return event
         model, arm, version = found
-        return replace(event, model=model, arm=arm, version=event.version or version)
+        shadow = event.shadow or (arm == CANDIDATE and self._mirrored_only(model, now))
+        return replace(event, model=model, arm=arm, version=event.version or version, shadow=shadow)
+
+    def _mirrored_only(self, model: str, now: float) -> bool:
+        cached = self._mirrored.get(model)
+        if cached is None or now - cached[0] > self.ttl_s:
+            try:
+                mirrored = self.serving.candidate_mirrored_only(model)
+            except Exception as exc:  # filed as live: the shadow checks then see fewer copies
+                logger.warning("cannot tell whether %s mirrors to its candidate: %s", model, exc)
+                mirrored = False
+            cached = (now, mirrored)
+            self._mirrored[model] = cached
+        return cached[1]

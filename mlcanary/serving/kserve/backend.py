@@ -97,6 +97,11 @@ class KServeBackend:
         _check_percent(candidate_percent)
         return self._rollout(model).set_traffic(model, candidate_percent)
 
+    def set_shadow(self, model: str, share: float) -> ServingStatus:
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 < share <= 1.0:
+            raise ServingError(f"shadow share must be within (0, 1], got {share!r}")
+        return self._rollout(model).set_shadow(model, float(share))
+
     def promote(self, model: str) -> ServingStatus:
         return self._rollout(model).promote(model)
 
@@ -122,6 +127,14 @@ class KServeBackend:
         return {
             arm: [f"{rev}-deployment" for rev in revs] for arm, revs in revisions_by_arm(view(obj)).items()
         }
+
+    def candidate_mirrored_only(self, model: str) -> bool:
+        """Whether the candidate of ``model`` gets no user request while the route mirrors to it (the
+        shadow phase, Standard mode only)."""
+        if self.mode(model) is not DeploymentMode.STANDARD:
+            return False
+        observed = self.standard.status(model)
+        return bool(observed.shadow) and observed.candidate_percent == 0
 
     def arm_of_pod(self, isvc_name: str, pod: str) -> tuple[str, Arm, str | None] | None:
         """(model, arm, version) of the pod that sent a logger event (its ``ce-source``), or None.

@@ -91,6 +91,15 @@ class KnativeRollout:
             return self._settle_canary(model, percent)
         return self._start_canary(model, champion, candidate, percent)
 
+    def set_shadow(self, model: str, share: float) -> ServingStatus:
+        """Not available: Knative mode splits one InferenceService's revisions by
+        ``canaryTrafficPercent`` and leaves no route of ours to mirror from."""
+        raise ServingError(
+            f"the shadow phase of {model!r} needs KServe's Standard (RawDeployment) mode, where mlcanary "
+            "owns the VirtualService it mirrors from; in Knative mode turn rollout.shadow off, or "
+            "deploy the model in Standard mode (kserve.deployment_mode: Standard)"
+        )
+
     def set_traffic(self, model: str, percent: int) -> ServingStatus:
         ref = self.ref(model)
 

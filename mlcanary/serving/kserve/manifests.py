@@ -214,10 +214,14 @@ def virtual_service(
     settings: KServeSettings,
     *,
     resource_version: str | None = None,
+    mirror_share: float = 0.0,
 ) -> dict[str, Any]:
     """Our VirtualService for Standard mode: exact integer weights between the two InferenceServices'
     predictors, the arm header forcing one of them, and a response header naming the arm that
-    served. Both servers answer under the public model name, so paths need no rewrite."""
+    served. Both servers answer under the public model name, so paths need no rewrite. With a
+    ``mirror_share`` (the shadow phase) the split route also mirrors that share of its requests
+    to the candidate's predictor (Istio's ``mirror`` + ``mirrorPercentage``; Envoy discards the
+    copies' answers and appends ``-shadow`` to their host)."""
     namespace = settings.namespace
 
     def destination(isvc: str, arm: str, weight: int | None = None) -> dict[str, Any]:
@@ -242,7 +246,14 @@ def virtual_service(
     split = [destination(champion_isvc, CHAMPION, 100 - candidate_percent if candidate_isvc else 100)]
     if candidate_isvc:
         split.append(destination(candidate_isvc, CANDIDATE, candidate_percent))
-    http.append({"name": "split", "route": split})
+    split_route: dict[str, Any] = {"name": "split", "route": split}
+    if mirror_share > 0 and candidate_isvc:
+        split_route["mirror"] = {
+            "host": predictor_service_host(candidate_isvc, namespace),
+            "port": {"number": 80},
+        }
+        split_route["mirrorPercentage"] = {"value": round(mirror_share * 100, 4)}
+    http.append(split_route)
     metadata: dict[str, Any] = {
         "name": virtual_service_name(model),
         "namespace": namespace,
@@ -260,6 +271,16 @@ def virtual_service(
             "http": http,
         },
     }
+
+
+def virtual_service_mirror(vs: Mapping[str, Any]) -> float:
+    """The share (0-1) of the split route's requests our VirtualService mirrors (0 without a mirror;
+    a mirror without ``mirrorPercentage`` mirrors everything, as Istio does)."""
+    for route in (vs.get("spec") or {}).get("http") or []:
+        if route.get("name") == "split" and route.get("mirror"):
+            value = (route.get("mirrorPercentage") or {}).get("value", 100.0)
+            return min(max(float(value) / 100.0, 0.0), 1.0)
+    return 0.0
 
 
 def virtual_service_weights(vs: Mapping[str, Any], settings: KServeSettings) -> dict[str, int] | None:

@@ -33,6 +33,7 @@ from mlcanary.serving.kserve.manifests import (
     inference_service,
     model_change_patch,
     virtual_service,
+    virtual_service_mirror,
     virtual_service_name,
     virtual_service_weights,
 )
@@ -121,6 +122,17 @@ class StandardRollout:
         self._set_weights(model, percent, with_candidate=True)
         return self.status(model, f"set_traffic: VirtualService weights {100 - percent}/{percent}")
 
+    def set_shadow(self, model: str, share: float) -> ServingStatus:
+        _, candidate_isvc = self.names(model)
+        candidate = self.api.get(isvc_ref(candidate_isvc, self.settings.namespace))
+        if candidate is None or not view(candidate).ready:
+            why = "no candidate is deployed" if candidate is None else view(candidate).pending_reason()
+            raise ServingError(f"cannot mirror {model!r} to the candidate: {why}")
+        self._set_weights(model, 0, with_candidate=True, mirror_share=share)
+        return self.status(
+            model, f"set_shadow: 100/0 with {share:.0%} mirrored to {candidate_isvc} (VirtualService)"
+        )
+
     def promote(self, model: str) -> ServingStatus:
         champion_isvc, candidate_isvc = self.names(model)
         ns = self.settings.namespace
@@ -184,15 +196,25 @@ class StandardRollout:
             traffic=traffic,  # type: ignore[arg-type]
             endpoint=f"http://{model}.{ns}.{self.settings.domain}",
             detail="; ".join(notes) or None,
+            shadow=virtual_service_mirror(vs) if vs is not None else 0.0,
         )
 
     # -- steps -----------------------------------------------------------------------------------
 
-    def _set_weights(self, model: str, percent: int, *, with_candidate: bool) -> None:
+    def _set_weights(
+        self, model: str, percent: int, *, with_candidate: bool, mirror_share: float = 0.0
+    ) -> None:
+        """Write our VirtualService: ``percent`` to the candidate and, in the shadow phase, a
+        ``mirror_share``; every other write ends the mirroring."""
         champion_isvc, candidate_isvc = self.names(model)
         ref = self.vs_ref(model)
         desired = virtual_service(
-            model, champion_isvc, candidate_isvc if with_candidate else None, percent, self.settings
+            model,
+            champion_isvc,
+            candidate_isvc if with_candidate else None,
+            percent,
+            self.settings,
+            mirror_share=mirror_share,
         )
         if self.api.get(ref) is None:
             self.api.create(ref, desired)

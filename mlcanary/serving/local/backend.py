@@ -33,7 +33,7 @@ from mlcanary.rollout.serving import ServingError, ServingStatus
 from mlcanary.runtime.processes import ManagedProcess
 from mlcanary.serving.local.arm_servers import ArmProbe, ArmServers
 from mlcanary.serving.local.envoy import EnvoyError, EnvoyLayout, EnvoyProxy, Weights
-from mlcanary.serving.local.front_door import ALL_TO_CHAMPION, FrontDoor, TrafficChange
+from mlcanary.serving.local.front_door import ALL_TO_CHAMPION, FrontDoor, TrafficChange, percent
 from mlcanary.serving.local.intent import BackendLock, Intent, IntentFile
 
 if TYPE_CHECKING:
@@ -64,7 +64,8 @@ class LocalBackend:
       when those would route to a candidate that is not ready), makes each arm's server serve the
       requested version (replacing a server that serves another one), stops the candidate server
       when no candidate is requested, and returns after Envoy confirms the new weights.
-    * ``set_traffic`` refuses (``ServingError``) to give weight to an arm that is not ready.
+    * ``set_traffic`` refuses (``ServingError``) to give weight to an arm that is not ready; it
+      and every other weight change end any mirroring (``set_shadow``), in the same routes swap.
     * ``promote`` sends all traffic to the candidate, restarts the champion server on the
       candidate's version, sends all traffic to it and stops the candidate server; re-running it
       after a crash at any step finishes the job, and re-running it afterwards is a no-op.
@@ -214,6 +215,27 @@ class LocalBackend:
                 f"in {change.elapsed_ms:.1f} ms",
             )
 
+    def set_shadow(self, model: str, share: float) -> ServingStatus:
+        """Every user to the champion and ``share`` of requests mirrored to the candidate (Envoy
+        discards the mirror's responses); refuses a candidate or a champion that is not ready."""
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 < share <= 1.0:
+            raise ServingError(f"shadow share must be within (0, 1], got {share!r}")
+        with self.lock.hold():
+            self.front_door.require()
+            for arm in ARMS:
+                probe = self.servers.probe(arm, model)
+                if not probe.ready:
+                    raise ServingError(
+                        f"cannot mirror {model!r} to the candidate: the {arm} is not ready at {probe.url} "
+                        f"({probe.detail})"
+                    )
+            change = self.front_door.set_weights(Weights.mirrored(float(share)), "set_shadow")
+            return self._status(
+                model,
+                f"set_shadow: 100/0 with {change.weights.shadow:.0%} of requests mirrored to the candidate, "
+                f"confirmed by Envoy in {change.elapsed_ms:.1f} ms",
+            )
+
     def promote(self, model: str) -> ServingStatus:
         """All traffic to the candidate's version, which then runs as the only (champion) arm."""
         servers, door = self.servers, self.front_door
@@ -285,10 +307,12 @@ class LocalBackend:
     def _status(self, model: str, detail: str | None) -> ServingStatus:
         notes = [detail] if detail else []
         traffic: dict[Arm, int] | None = None
+        shadow: float | None = None
         endpoint: str | None = None
         if self.front_door.running():
             try:
-                traffic = self.front_door.observed_percent()
+                weights = self.front_door.observed_weights()
+                traffic, shadow = percent(weights), weights.shadow
                 endpoint = self.front_door_url
             except EnvoyError as exc:
                 notes.append(f"Envoy is running but its admin endpoint does not answer: {exc}")
@@ -312,4 +336,5 @@ class LocalBackend:
             traffic=traffic,
             endpoint=endpoint,
             detail="; ".join(notes) or None,
+            shadow=shadow,
         )

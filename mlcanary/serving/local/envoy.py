@@ -158,7 +158,8 @@ def find_envoy_binary() -> Path:
 def new_version(weights: Weights) -> str:
     """A routes version label that is unique per write and readable in logs, e.g. ``80-20-…``."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    return f"{weights.champion}-{weights.candidate}-{stamp}-{uuid.uuid4().hex[:8]}"
+    mirrored = f"-s{weights.shadow * 100:g}" if weights.shadow else ""
+    return f"{weights.champion}-{weights.candidate}{mirrored}-{stamp}-{uuid.uuid4().hex[:8]}"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -216,6 +217,7 @@ def _write_routes_unlocked(layout: EnvoyLayout, weights: Weights, version: str) 
     layout.rds_dir.mkdir(parents=True, exist_ok=True)
     persisted = {
         **weights.as_dict(),
+        "shadow": weights.shadow,
         "version": version,
         "written_at": datetime.now(UTC).isoformat(),
     }
@@ -241,7 +243,7 @@ def load_persisted_weights(layout: EnvoyLayout) -> Weights | None:
     """The weights last written for this layout, or None if none were or the file is unusable."""
     try:
         data = json.loads(layout.weights_path.read_text(encoding="utf-8"))
-        return Weights(champion=data["champion"], candidate=data["candidate"])
+        return Weights(champion=data["champion"], candidate=data["candidate"], shadow=data.get("shadow", 0.0))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -33,20 +33,36 @@ _NAME_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 _VERSION_RE: Final = re.compile(r"^[A-Za-z0-9._:@+-]{1,128}$")
 
 
+SHADOW_RUNTIME_KEY: Final = "mlcanary.shadow"
+"""Envoy runtime key of the mirrored share (the routes file's ``default_value`` applies unless an
+operator overrides it in a runtime layer)."""
+_SHADOW_DENOMINATOR: Final = 1_000_000
+_DENOMINATORS: Final = {"HUNDRED": 100, "TEN_THOUSAND": 10_000, "MILLION": 1_000_000}
+
+
 @dataclass(frozen=True)
 class Weights:
-    """Relative traffic weights of the two arms, as Envoy's ``weighted_clusters`` applies them.
+    """Relative traffic weights of the two arms, as Envoy's ``weighted_clusters`` applies them,
+    and the share of requests mirrored to the candidate.
 
-    Contract: both are ``int`` in 0..100 and at least one is positive (Envoy rejects 0/0); the
-    share of an arm is ``weight / (champion + candidate)``, so 80/20 and 4/1 split alike. Invalid
-    values raise :class:`ValueError` at construction, so a ``Weights`` that exists is renderable.
+    Contract: both weights are ``int`` in 0..100 and at least one is positive (Envoy rejects 0/0);
+    the share of an arm is ``weight / (champion + candidate)``, so 80/20 and 4/1 split alike.
+    ``shadow`` (0..1, to a millionth) is the fraction of weighted requests Envoy also sends to the
+    candidate as a mirrored copy whose response it discards (``request_mirror_policies``); it
+    changes with the same routes swap as the weights. Invalid values raise :class:`ValueError` at
+    construction, so a ``Weights`` that exists is renderable.
     """
 
     champion: int
     candidate: int
+    shadow: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
+        # Envoy keeps the share as a fraction of a million: compare what it can represent.
+        object.__setattr__(
+            self, "shadow", round(float(self.shadow) * _SHADOW_DENOMINATOR) / _SHADOW_DENOMINATOR
+        )
 
     def validate(self) -> None:
         """Raise :class:`ValueError` explaining why these weights cannot be sent to Envoy."""
@@ -61,6 +77,14 @@ class Weights:
             raise ValueError(
                 "weights champion=0, candidate=0 send traffic nowhere; at least one must be positive"
             )
+        shadow = self.shadow
+        if isinstance(shadow, bool) or not isinstance(shadow, int | float) or not 0.0 <= shadow <= 1.0:
+            raise ValueError(f"shadow share must be a number within [0, 1], got {shadow!r}")
+
+    @classmethod
+    def mirrored(cls, share: float) -> Weights:
+        """Every user to the champion, ``share`` of requests mirrored to the candidate."""
+        return cls(champion=100, candidate=0, shadow=share)
 
     @classmethod
     def canary(cls, percent: int) -> Weights:
@@ -390,7 +414,8 @@ def render_routes(
     """The RDS discovery response that splits traffic by ``weights``, labelled ``version``.
 
     Routes, in match order: ``x-mlcanary-arm: candidate`` and ``x-mlcanary-arm: champion`` (exact
-    match) force one arm; everything else is split by ``weighted_clusters``. Every response names
+    match) force one arm; everything else is split by ``weighted_clusters`` and, with a shadow share,
+    mirrored to the candidate (forced requests never are). Every response names
     the arm that served it and the routing-table version. The version is also part of the route
     configuration itself, so writing the same weights twice is still a visible change that can be
     confirmed. Raises :class:`ValueError` for invalid weights or version.
@@ -401,7 +426,7 @@ def render_routes(
     if not _NAME_RE.match(route_config_name):
         raise ValueError(f"route_config_name must match {_NAME_RE.pattern}, got {route_config_name!r}")
     timeout = _duration(route_timeout_s)
-    weighted = {
+    weighted: dict[str, Any] = {
         "name": WEIGHTED_ROUTE_NAME,
         "match": {"prefix": "/"},
         "route": {
@@ -415,6 +440,21 @@ def render_routes(
             },
         },
     }
+    if weights.shadow > 0:
+        # Envoy sends the copy with "-shadow" appended to the host and discards its response; the
+        # candidate's model server logs it as a shadow event (same x-request-id as the original).
+        weighted["route"]["request_mirror_policies"] = [
+            {
+                "cluster": "candidate",
+                "runtime_fraction": {
+                    "default_value": {
+                        "numerator": round(weights.shadow * _SHADOW_DENOMINATOR),
+                        "denominator": "MILLION",
+                    },
+                    "runtime_key": SHADOW_RUNTIME_KEY,
+                },
+            }
+        ]
     route_config = {
         "@type": _ROUTE_CONFIG_TYPE,
         "name": route_config_name,
@@ -450,5 +490,23 @@ def weights_from_route_config(route_config: dict[str, Any]) -> Weights:
             found = {c.get("name"): int(c.get("weight", 0)) for c in clusters}
             if set(found) != set(ARMS):
                 raise ValueError(f"weighted route has clusters {sorted(found)}, expected {list(ARMS)}")
-            return Weights(champion=found["champion"], candidate=found["candidate"])
+            shadow = _mirrored_share(route["route"].get("request_mirror_policies") or [])
+            return Weights(champion=found["champion"], candidate=found["candidate"], shadow=shadow)
     raise ValueError(f"route configuration {route_config.get('name')!r} has no weighted route")
+
+
+def _mirrored_share(policies: list[dict[str, Any]]) -> float:
+    """The share mirrored to the candidate by a route's ``request_mirror_policies`` (0 without)."""
+    for policy in policies:
+        if policy.get("cluster") != "candidate":
+            continue
+        fraction = policy.get("runtime_fraction")
+        if fraction is None:
+            return 1.0  # a mirror policy without a fraction mirrors every request
+        value = fraction.get("default_value", {})
+        # Protobuf JSON omits the default enum value (HUNDRED) and a zero numerator.
+        denominator = _DENOMINATORS.get(str(value.get("denominator", "HUNDRED")))
+        if denominator is None:
+            raise ValueError(f"unknown mirror denominator {value.get('denominator')!r}")
+        return min(int(value.get("numerator", 0)) / denominator, 1.0)
+    return 0.0

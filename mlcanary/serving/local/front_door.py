@@ -136,10 +136,11 @@ class FrontDoor:
         )
         self.last_change = change
         logger.info(
-            "%s: Envoy serves %d/%d (was %s), %.1f ms after the call",
+            "%s: Envoy serves %d/%d, %g mirrored (was %s), %.1f ms after the call",
             action,
             weights.champion,
             weights.candidate,
+            weights.shadow,
             None if applied.previous is None else f"{applied.previous.champion}/{applied.previous.candidate}",
             change.elapsed_ms,
         )
@@ -152,3 +153,7 @@ class FrontDoor:
     def observed_percent(self) -> dict[Arm, int]:
         """The split Envoy serves now; raises :class:`EnvoyError` when its admin does not answer."""
         return percent(self.envoy.observed_weights())
+
+    def observed_weights(self) -> Weights:
+        """The weights and mirrored share Envoy serves now (:class:`EnvoyError` without admin)."""
+        return self.envoy.observed_weights()

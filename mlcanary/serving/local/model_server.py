@@ -20,6 +20,11 @@ ASCII characters; otherwise a new uuid4) and names the arm and version in ``x-ml
 ``x-mlcanary-model-version``. Inference responses add ``x-mlcanary-latency-ms``: the server-side
 time from the body being read to the response being encoded (parse, validate, predict, encode).
 
+A request whose ``Host`` carries the ``-shadow`` suffix (Envoy's and Istio's mark on a mirrored
+copy, e.g. ``front-door-shadow:8080``) is a **shadow** request: it is answered as any other (the
+proxy discards the answer) and its events are marked ``shadow``, so the collector files them apart
+from the live traffic and pairs them with the champion's answer to the original.
+
 For every inference request to the served model (any status; not for a wrong model name) the
 server submits :class:`~mlcanary.telemetry.events.InferenceEvent` s to the sink with ``ce-id`` = the
 request id: the request (body as received) and the response (body as sent, with latency and
@@ -36,6 +41,7 @@ import argparse
 import contextlib
 import logging
 import math
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -268,7 +274,8 @@ class _Server:
             logger.exception("inference request %s failed", request_id)
             status, content = 500, encode_json({"error": f"internal error: {type(exc).__name__}: {exc}"})
         latency_ms = (time.perf_counter() - started) * 1000.0
-        self._log_events(request_id, received_at, body, content, status, latency_ms)
+        shadow = is_shadow_host(request.headers.get("host", ""))
+        self._log_events(request_id, received_at, body, content, status, latency_ms, shadow=shadow)
         headers = {
             REQUEST_ID_HEADER: request_id,
             SERVER_LATENCY_HEADER: f"{latency_ms:.3f}",
@@ -329,6 +336,8 @@ class _Server:
         response_body: bytes,
         status: int,
         latency_ms: float,
+        *,
+        shadow: bool = False,
     ) -> None:
         if self.sink is None:
             return
@@ -345,6 +354,7 @@ class _Server:
             "arm": served.arm,
             "version": served.version,
             "headers": extras,
+            "shadow": shadow,
         }
         response = InferenceEvent(
             ce_type=CE_TYPE_RESPONSE,
@@ -395,6 +405,18 @@ class _Server:
         return Response(
             encode_json(payload), status_code=status, media_type="application/json", headers=headers
         )
+
+
+SHADOW_HOST_SUFFIX = "-shadow"
+
+
+def is_shadow_host(host: str) -> bool:
+    """Whether a ``Host`` / authority is a proxy's mirrored copy: Envoy (and so Istio) appends
+    ``-shadow`` to the host part, before any port (``a:8080`` → ``a-shadow:8080``)."""
+    name = host.strip().lower()
+    if re.fullmatch(r".*:[0-9]+", name):
+        name = name.rpartition(":")[0]
+    return name.endswith(SHADOW_HOST_SUFFIX)
 
 
 def _request_id(request: Request) -> str:

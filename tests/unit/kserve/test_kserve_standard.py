@@ -160,3 +160,77 @@ def test_workloads_and_pods_of_both_arms(api: FakeKubeApi, standard: KServeBacke
         "2",
     )
     assert standard.arm_of_pod("fraud", "fraud-predictor-7f9c8-zyxwv") == ("fraud", "champion", "1")
+
+
+def test_shadow_mirrors_the_split_route_to_the_candidate(api: FakeKubeApi, standard: KServeBackend) -> None:
+    from fake_kube import schemas
+
+    standard.deploy("fraud", "1", "2", 0)
+    status = standard.set_shadow("fraud", 0.25)
+    assert status.traffic == {"champion": 100, "candidate": 0}
+    assert status.shadow == 0.25
+    vs = api.store.get(VS)
+    assert vs is not None
+    route = next(r for r in vs["spec"]["http"] if r["name"] == "split")
+    assert route["mirror"] == {
+        "host": "fraud-canary-predictor.mlcanary.svc.cluster.local",
+        "port": {"number": 80},
+    }
+    assert route["mirrorPercentage"] == {"value": 25.0}
+    assert schemas.errors(vs) == []  # Istio's own CRD schema accepts it (the fake server checked too)
+    # Forced routes never mirror; any weight change ends the mirroring.
+    assert all("mirror" not in r for r in vs["spec"]["http"] if r["name"] != "split")
+    stepped = standard.set_traffic("fraud", 20)
+    assert (stepped.traffic, stepped.shadow) == ({"champion": 80, "candidate": 20}, 0.0)
+    standard.set_shadow("fraud", 1.0)
+    assert standard.rollback("fraud").shadow == 0.0
+
+
+def test_shadow_refuses_a_missing_candidate(standard: KServeBackend) -> None:
+    standard.deploy("fraud", "1")
+    with pytest.raises(ServingError, match="no candidate"):
+        standard.set_shadow("fraud", 0.5)
+
+
+def test_knative_mode_says_the_shadow_needs_standard_mode(make) -> None:  # type: ignore[no-untyped-def]
+    knative = make()
+    knative.deploy("fraud", "1", "2", 0)
+    with pytest.raises(ServingError, match="Standard"):
+        knative.set_shadow("fraud", 0.5)
+    with pytest.raises(ServingError, match="shadow share"):
+        knative.set_shadow("fraud", 1.5)
+
+
+def test_the_collector_files_a_mirrored_only_candidate_as_shadow(standard: KServeBackend) -> None:
+    from datetime import UTC, datetime
+
+    from mlcanary.serving.kserve.arms import ArmResolver
+    from mlcanary.telemetry.events import CE_TYPE_REQUEST, InferenceEvent
+
+    clock = [0.0]
+    resolver = ArmResolver(standard, ttl_s=5.0, clock=lambda: clock[0])
+
+    def logged(isvc: str) -> InferenceEvent:
+        event = InferenceEvent(
+            ce_id="r1",
+            ce_type=CE_TYPE_REQUEST,
+            source=f"{isvc}-predictor-7c9d8b5f4-abcde",
+            time=datetime(2026, 1, 1, tzinfo=UTC),
+            model=isvc,
+        )
+        return resolver(event)
+
+    standard.deploy("fraud", "1", "2", 0)
+    standard.set_shadow("fraud", 0.5)
+    mirrored = logged("fraud-canary")
+    assert (mirrored.model, mirrored.arm, mirrored.version, mirrored.shadow) == (
+        "fraud",
+        "candidate",
+        "2",
+        True,
+    )
+    assert logged("fraud").shadow is False  # the champion answers users
+    standard.set_traffic("fraud", 20)
+    assert logged("fraud-canary").shadow is True  # cached for ttl_s
+    clock[0] = 10.0
+    assert logged("fraud-canary").shadow is False  # a canary: its answers reach users

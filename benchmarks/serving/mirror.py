@@ -1,0 +1,116 @@
+"""6. What mirroring (the shadow phase) costs the user's path: the same requests through Envoy with no
+mirror, with 10 % and with 100 % of them mirrored to the candidate, in interleaved blocks."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import httpx
+
+from benchmarks.serving.measure import fmt, pct, say, signed
+from benchmarks.serving.plan import Plan
+from mlcanary.serving.headers import ARM_SERVED_HEADER, SERVER_LATENCY_HEADER
+from mlcanary.serving.local.backend import LocalBackend
+
+MIRROR_MARKERS = ("<!-- bench:mirror:start -->", "<!-- bench:mirror:end -->")
+SHARES: tuple[float, ...] = (0.0, 0.1, 1.0)
+"""Mirrored shares compared (0 = the plain canary route with nothing mirrored)."""
+
+
+@dataclass
+class MirrorArm:
+    """One share's requests: client-side and champion server-side latencies, and what the
+    candidate's Envoy cluster counted meanwhile (the mirrored copies)."""
+
+    share: float
+    client_ms: list[float] = field(default_factory=list)
+    server_ms: list[float] = field(default_factory=list)
+    mirrored: int = 0
+    failed: int = 0
+
+
+def bench_mirror(
+    backend: LocalBackend, model: str, front_door: str, path: str, bodies: Sequence[bytes], plan: Plan
+) -> list[MirrorArm]:
+    """Sequential keep-alive requests through the weighted route (every answer from the champion),
+    in blocks of ``plan.mirror_block`` per share, the shares rotating so that each sees the same
+    machine state; the share is switched with the backend's own calls between blocks."""
+    arms = {share: MirrorArm(share) for share in SHARES}
+    headers = {"content-type": "application/json"}
+    blocks = plan.mirror_requests // plan.mirror_block
+    deadline = time.monotonic() + 300.0
+    with httpx.Client(base_url=front_door, timeout=10.0, trust_env=False) as client:
+        for _ in range(plan.mirror_warmup):
+            client.post(path, content=bodies[0], headers=headers)
+        for block in range(blocks * len(SHARES)):
+            if time.monotonic() > deadline:
+                say("mirroring: time bound reached, reporting what was measured")
+                break
+            share = SHARES[(block + block // len(SHARES)) % len(SHARES)]
+            if share:
+                backend.set_shadow(model, share)
+            else:
+                backend.set_traffic(model, 0)
+            arm = arms[share]
+            before = backend.envoy.stats().candidate.rq_total
+            for i in range(plan.mirror_block):
+                body = bodies[(block * plan.mirror_block + i) % len(bodies)]
+                t0 = time.perf_counter_ns()
+                try:
+                    response = client.post(path, content=body, headers=headers)
+                except httpx.HTTPError:
+                    arm.failed += 1
+                    continue
+                elapsed_ms = (time.perf_counter_ns() - t0) / 1e6
+                if response.status_code != 200 or response.headers.get(ARM_SERVED_HEADER) != "champion":
+                    arm.failed += 1
+                    continue
+                arm.client_ms.append(elapsed_ms)
+                with contextlib.suppress(TypeError, ValueError):
+                    arm.server_ms.append(float(response.headers.get(SERVER_LATENCY_HEADER)))
+            time.sleep(0.2)  # let the last mirrored copies land before counting them
+            arm.mirrored += backend.envoy.stats().candidate.rq_total - before
+    backend.set_traffic(model, 0)
+    return [arms[share] for share in SHARES]
+
+
+def report_mirror(arms: Sequence[MirrorArm], cores: int) -> list[str]:
+    rows = [
+        "| mirrored to the candidate | requests | candidate got | P50 ms | P95 ms | P99 ms | "
+        "champion server-side P50 / P99 ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    base = arms[0]
+    for arm in arms:
+        label = "none (canary route, 100/0)" if not arm.share else f"{arm.share:.0%}"
+        rows.append(
+            f"| {label} | {len(arm.client_ms):,} | {arm.mirrored:,} | {fmt(pct(arm.client_ms, 50))} | "
+            f"{fmt(pct(arm.client_ms, 95))} | {fmt(pct(arm.client_ms, 99))} | "
+            f"{fmt(pct(arm.server_ms, 50))} / {fmt(pct(arm.server_ms, 99))} |"
+        )
+    for arm in arms[1:]:
+        delta = [pct(arm.client_ms, q) - pct(base.client_ms, q) for q in (50, 95, 99)]
+        added = " | ".join(f"**{signed(d)}**" for d in delta)
+        rows.append(f"| **added by mirroring {arm.share:.0%}** | | | {added} | |")
+    failed = sum(arm.failed for arm in arms)
+    return [
+        "### 6. Latency mirroring adds to the user's path (the shadow phase)",
+        "",
+        "Single-instance V1 `:predict` through Envoy's weighted route (every answer from the champion), "
+        "one request at a time over a keep-alive connection, measured at the client; blocks of requests "
+        "with nothing mirrored, 10 % and 100 % mirrored to the candidate (`LocalBackend.set_shadow`) "
+        "rotate, so every share sees the same machine state. *candidate got* is what Envoy's candidate "
+        "cluster counted during those blocks: the mirrored copies, whose answers Envoy discards.",
+        "",
+        *rows,
+        "",
+        f"Non-200 (or not-champion) replies: {failed}. Envoy sends the copy without waiting for it, so "
+        "what mirroring adds to the user's path is the machine's: here both model servers, Envoy and "
+        f"the client share {cores} cores, and the candidate computing each copy at the same moment as "
+        "the champion computes the original slows the champion (its server-side column). On a "
+        "cluster the copy runs in the candidate's own pods.",
+        "",
+    ]
