@@ -307,6 +307,8 @@ def collector_command(
         port or settings.serving.collector_port,
         db_url or settings.store_url,
         resolve_arm=resolve_arm,
+        outputs=settings.model.outputs,
+        threshold=settings.training.decision_threshold,
     )
 
 

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mlcanary.rollout.model_outputs import OutputNames
 from mlcanary.rollout.policy import MetricName, RolloutPolicy
 
 ENV_PREFIX = "MLCANARY_"
@@ -122,6 +123,10 @@ class ModelSettings(_Section):
     )
     params: dict[str, Any] = Field(
         default_factory=dict, description="hyperparameters passed to the estimator"
+    )
+    outputs: OutputNames = Field(
+        default_factory=OutputNames,
+        description="which of the model's outputs hold the class label and P(positive class)",
     )
 
 

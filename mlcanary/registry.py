@@ -22,10 +22,11 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
-from mlflow.models import Model, ModelSignature
+from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
 from mlcanary.config import Settings
+from mlcanary.data.model_inputs import InputSchema
 from mlcanary.data.schema import FeatureDtype, FeatureSpec
 
 CHAMPION = "champion"
@@ -82,12 +83,15 @@ class ModelVersionInfo:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A version's fitted model (``predict_proba`` over a raw-feature DataFrame) and its inputs."""
+    """A version's model and its inputs: ``model`` is the estimator itself for a scikit-learn-style
+    model (``predict_proba`` over a raw-feature DataFrame) or the pyfunc model; ``scorer`` scores
+    any of them as the model servers do (:class:`~mlcanary.model_loader.ScoringModel`)."""
 
     name: str
     version: str
     model: Any
     features: tuple[FeatureSpec, ...]
+    scorer: Any = None
 
 
 @dataclass(frozen=True)
@@ -334,19 +338,33 @@ class MlflowRegistry:
     # -- loading ---------------------------------------------------------------------------------
 
     def load_model(self, name: str, version: str) -> LoadedModel:
-        import mlflow.artifacts
-        import mlflow.sklearn
+        from mlcanary.model_loader import ModelLoadError, load_registered_model
 
         info = self.get_version(name, version)
-        with tempfile.TemporaryDirectory(prefix="mlcanary-load-") as tmp:
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=self.client.get_model_version_download_uri(name, info.version),
-                dst_path=tmp,
-                tracking_uri=self.tracking_uri,
-            )
-            features = features_from_signature(Model.load(local).signature)
-            model = mlflow.sklearn.load_model(local)
-        return LoadedModel(name=name, version=info.version, model=model, features=features)
+        try:
+            scorer = load_registered_model(self.client, self.tracking_uri, name, info.version)
+        except ModelLoadError as exc:
+            raise RegistryError(str(exc)) from exc
+        return LoadedModel(
+            name=name,
+            version=info.version,
+            model=scorer.model,
+            features=tuple(scorer.inputs.columns),
+            scorer=scorer,
+        )
+
+    def input_schema(self, name: str, version: str) -> InputSchema:
+        """The inputs of ``name`` ``version`` from its signature (only its MLmodel file is read).
+
+        Raises :class:`RegistryError` (the message says how to fix it) without a usable signature.
+        """
+        from mlcanary.model_loader import ModelLoadError, read_registered_inputs
+
+        info = self.get_version(name, version)
+        try:
+            return read_registered_inputs(self.client, self.tracking_uri, name, info.version)
+        except ModelLoadError as exc:
+            raise RegistryError(str(exc)) from exc
 
     def load_reference(self, name: str, version: str) -> pd.DataFrame:
         info = self.get_version(name, version)

@@ -13,13 +13,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 import pandas as pd
 
 from mlcanary.drift import DriftDetector
-from mlcanary.paired import agreement_from_logs
+from mlcanary.paired import NoLabelsError, ScoredModel, agreement_from_logs
 from mlcanary.registry import LoadedModel, ModelRegistry
 from mlcanary.rollout.measurements import Measurements
+from mlcanary.rollout.model_outputs import OutputNames
 from mlcanary.rollout.policy import RolloutPolicy
 from mlcanary.rollout.state import ReleaseState
 from mlcanary.telemetry.store import InferenceLogStore
@@ -42,7 +44,11 @@ class ModelSignals:
         policy: RolloutPolicy,
         max_rows: int = 2_000,
         reports: ReportSink | None = None,
+        outputs: OutputNames | None = None,
+        threshold: float = 0.5,
     ) -> None:
+        self.outputs = outputs or OutputNames()
+        self.threshold = threshold
         self.registry = registry
         self.store = store
         self.detector = detector
@@ -57,6 +63,13 @@ class ModelSignals:
         if key not in self._models:
             self._models[key] = self.registry.load_model(name, version)
         return self._models[key]
+
+    def _scored(self, name: str, version: str) -> Any:
+        """The version as paired agreement scores it: its scorer, else a ``predict_proba`` model."""
+        loaded = self._model(name, version)
+        if loaded.scorer is None:
+            return loaded.model
+        return ScoredModel(loaded.scorer, self.outputs, self.threshold)
 
     def _reference(self, name: str, version: str) -> pd.DataFrame:
         key = (name, version)
@@ -94,18 +107,30 @@ class ModelSignals:
                     problems[name] = reason
             return replace(m, problems=problems)
         agreement = prediction = inputs = None
+        unmeasured = dict(m.unmeasured)
         if min(len(champion_rows), len(candidate_rows)) == 0:
             return m
-        if self._enabled("agreement"):
+        if self._enabled("agreement") and "agreement" not in unmeasured:
             try:
-                champion = self._model(release.model, release.champion_version)
-                candidate = self._model(release.model, release.candidate_version)
-                agreement = agreement_from_logs(
-                    champion.model, candidate.model, champion_rows, candidate_rows, max_rows=self.max_rows
-                )
+                champion = self._scored(release.model, release.champion_version)
+                candidate = self._scored(release.model, release.candidate_version)
+                kinds = {getattr(getattr(m, "scorer", None), "inputs", None) for m in (champion, candidate)}
+                if any(schema is not None and schema.kind == "tensor" for schema in kinds):
+                    unmeasured["agreement"] = "a model takes a tensor: logged inputs are not re-scored"
+                else:
+                    agreement = agreement_from_logs(
+                        champion,
+                        candidate,
+                        champion_rows,
+                        candidate_rows,
+                        max_rows=self.max_rows,
+                        threshold=self.threshold,
+                    )
+            except NoLabelsError as exc:
+                unmeasured["agreement"] = str(exc)
             except Exception as exc:
                 problems["agreement"] = f"{type(exc).__name__}: {exc}"[:300]
-        if self._enabled("prediction_drift"):
+        if self._enabled("prediction_drift") and "prediction_drift" not in unmeasured:
             check = self.policy.checks["prediction_drift"]
             try:
                 result = self.detector.prediction_drift(
@@ -136,5 +161,10 @@ class ModelSignals:
             except Exception as exc:
                 problems["input_drift"] = f"{type(exc).__name__}: {exc}"[:300]
         return replace(
-            m, agreement=agreement, prediction_drift=prediction, input_drift=inputs, problems=problems
+            m,
+            agreement=agreement,
+            prediction_drift=prediction,
+            input_drift=inputs,
+            problems=problems,
+            unmeasured=unmeasured,
         )

@@ -51,6 +51,8 @@ def metrics_source(
         policy=settings.rollout,
         max_rows=settings.telemetry.drift_max_rows,
         reports=recorder.attach_report if recorder is not None and settings.telemetry.drift_reports else None,
+        outputs=settings.model.outputs,
+        threshold=settings.training.decision_threshold,
     )
     logged = StoreMetricsSource(store, extras=signals, label_delay=settings.rollout.labels.delay)
     routes = {check: settings.telemetry.source_for(check) for check in settings.rollout.checks}

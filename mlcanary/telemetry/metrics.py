@@ -23,6 +23,7 @@ from sqlalchemy import and_, case, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from mlcanary.rollout.measurements import ArmMetrics, LabelOutcomes, Measurements, Percentiles
+from mlcanary.rollout.model_outputs import ArmOutputs, unmeasured_metrics
 from mlcanary.rollout.policy import LABEL_METRICS
 from mlcanary.rollout.state import ReleaseState
 from mlcanary.rollout.stats import LATENCY_FLOOR_MS, MeanSummary
@@ -155,10 +156,15 @@ class StoreMetricsSource:
                 count_if(and_(responded, t.c.received_at >= window_start)),
                 count_if(and_(responded, t.c.received_at >= window_start, t.c.status_code >= 500)),
                 count_if(and_(timed, t.c.latency_ms > slow_above)),
+                count_if(and_(t.c.status_code >= 200, t.c.status_code < 300)),
+                func.count(t.c.probability),
             ).where(where)
         ).one()
         labels = self._labels(connection, model, arm, version, since, min(until, label_cutoff))
-        (requests, errors, n_timed, sum_log, sum_log_sq, preds, positives, mean_p, w_req, w_err, slow) = row
+        (requests, errors, n_timed, sum_log, sum_log_sq, preds, positives, mean_p, w_req, w_err, slow) = row[
+            :11
+        ]
+        answered, with_probability = row[11:]
         if latencies is None:
             latencies = self._latencies(connection, where)
         percentiles = (
@@ -184,6 +190,8 @@ class StoreMetricsSource:
             labels=labels,
             window_requests=int(w_req),
             window_errors=int(w_err),
+            answered=int(answered or 0),
+            probabilities=int(with_probability or 0),
         )
         return metrics
 
@@ -251,6 +259,12 @@ class StoreMetricsSource:
             candidate=candidate,
             label_cutoff=now - self.label_delay,
             problems=problems,
+            unmeasured=unmeasured_metrics(
+                [
+                    ArmOutputs(name, arm.version, arm.answered, arm.predictions, arm.probabilities)
+                    for name, arm in (("champion", champion), ("candidate", candidate))
+                ]
+            ),
         )
         if self.extras is not None:
             measurements = self.extras(release, window_start, now, measurements)

@@ -558,6 +558,8 @@ class LocalBackend:
             self.collector_events_url,
             "--threshold",
             repr(settings.training.decision_threshold),
+            "--outputs",
+            settings.model.outputs.model_dump_json(),
             "--log-level",
             self.child_log_level,
         ]

@@ -196,6 +196,10 @@ def _collector_argv(settings: Settings, python: str) -> list[str]:
         store_url(settings),
         "--log-level",
         "warning",
+        "--outputs",
+        settings.model.outputs.model_dump_json(),
+        "--threshold",
+        repr(settings.training.decision_threshold),
     ]
 
 
