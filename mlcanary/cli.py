@@ -624,6 +624,10 @@ def _print_stack(info) -> None:  # type: ignore[no-untyped-def]
             else ""
         )
     )
+    if getattr(info, "candidate_problem", None):
+        err_console.print(
+            f"[yellow]warning:[/yellow] {info.candidate_problem}", highlight=False, soft_wrap=True
+        )
     console.print(f"try: curl -s {info.front_door_url}/v1/models/{info.model}  ·  mlcanary traffic --rps 20")
 
 

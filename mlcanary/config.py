@@ -14,14 +14,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlcanary.rollout.model_outputs import OutputNames
-from mlcanary.rollout.policy import MetricName, RolloutPolicy
+
+if TYPE_CHECKING:
+    from mlcanary.reference import ReferenceConfig
+
+from mlcanary.rollout.policy import Duration, MetricName, RolloutPolicy
 
 ENV_PREFIX = "MLCANARY_"
 ENV_NESTED_DELIMITER = "__"
@@ -310,6 +315,16 @@ class TelemetrySettings(_Section):
     drift_reports: bool = Field(
         True, description="keep the latest Evidently HTML reports in the release's MLflow run"
     )
+    reference_dataset: Path | None = Field(
+        None,
+        description="CSV or Parquet file used as the drift reference (and preflight rows) of every "
+        "version; default: the champion's training sample, else its logged inputs",
+    )
+    reference_window: Duration = Field(
+        timedelta(hours=24),
+        description="for a champion not trained by mlcanary: its logged inputs received in this "
+        "window before the release are the drift reference",
+    )
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     sources: dict[str, MetricsSourceName] = Field(
         default_factory=dict,
@@ -367,6 +382,18 @@ class Settings(_Section):
         if self.telemetry.store_url:
             return self.telemetry.store_url
         return f"sqlite:///{(self.state_dir / 'inference.db').resolve()}"
+
+    def reference_config(self) -> ReferenceConfig:
+        """Where drift references come from (``telemetry.reference_*``, ``data.target``)."""
+        from mlcanary.reference import ReferenceConfig
+
+        dataset = self.telemetry.reference_dataset
+        return ReferenceConfig(
+            dataset=None if dataset is None else dataset.expanduser().resolve(),
+            window=self.telemetry.reference_window,
+            target=self.data.target,
+            max_rows=self.telemetry.drift_max_rows,
+        )
 
     @property
     def artifact_location(self) -> str:

@@ -32,6 +32,10 @@ ReportSink = Callable[[ReleaseState, str, str], None]
 """Receives (release, file name, HTML) for reports worth keeping (e.g. the MLflow evidence)."""
 
 
+class NoReferenceError(ValueError):
+    """There are no reference rows for input drift (e.g. no logged champion traffic yet)."""
+
+
 class ModelSignals:
     """The ``extras`` step of the metrics source (see the module docstring)."""
 
@@ -46,7 +50,9 @@ class ModelSignals:
         reports: ReportSink | None = None,
         outputs: OutputNames | None = None,
         threshold: float = 0.5,
+        reference: Callable[[ReleaseState], tuple[pd.DataFrame, str]] | None = None,
     ) -> None:
+        self.reference = reference
         self.outputs = outputs or OutputNames()
         self.threshold = threshold
         self.registry = registry
@@ -56,7 +62,7 @@ class ModelSignals:
         self.max_rows = max_rows
         self.reports = reports
         self._models: dict[tuple[str, str], LoadedModel] = {}
-        self._references: dict[tuple[str, str], pd.DataFrame] = {}
+        self._references: dict[tuple[str, str, str], tuple[pd.DataFrame, str]] = {}
 
     def _model(self, name: str, version: str) -> LoadedModel:
         key = (name, version)
@@ -71,10 +77,14 @@ class ModelSignals:
             return loaded.model
         return ScoredModel(loaded.scorer, self.outputs, self.threshold)
 
-    def _reference(self, name: str, version: str) -> pd.DataFrame:
-        key = (name, version)
+    def _reference(self, release: ReleaseState) -> tuple[pd.DataFrame, str]:
+        key = (release.model, release.champion_version, release.started_at.isoformat())
         if key not in self._references:
-            self._references[key] = self.registry.load_reference(name, version)
+            if self.reference is not None:
+                self._references[key] = self.reference(release)
+            else:
+                frame = self.registry.load_reference(release.model, release.champion_version)
+                self._references[key] = (frame, f"the training sample of v{release.champion_version}")
         return self._references[key]
 
     def _logged(self, release: ReleaseState, arm: str, version: str, now: datetime) -> pd.DataFrame:
@@ -147,7 +157,7 @@ class ModelSignals:
             check = self.policy.checks["input_drift"]
             try:
                 features = self._model(release.model, release.candidate_version).features
-                reference = self._reference(release.model, release.champion_version)
+                reference, source = self._reference(release)
                 current = pd.concat([champion_rows, candidate_rows], ignore_index=True)
                 result = self.detector.input_drift(
                     reference,
@@ -156,8 +166,10 @@ class ModelSignals:
                     features=features or None,
                     with_html=self.reports is not None,
                 )
-                inputs = result.score
+                inputs = replace(result.score, detail=f"{result.score.detail or ''} against {source}".strip())
                 self._report(release, "input_drift_latest.html", result.html)
+            except NoReferenceError as exc:
+                unmeasured["input_drift"] = f"no drift reference: {exc}"
             except Exception as exc:
                 problems["input_drift"] = f"{type(exc).__name__}: {exc}"[:300]
         return replace(

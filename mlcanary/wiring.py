@@ -13,7 +13,14 @@ from mlcanary.evidence import MlflowEvidence
 from mlcanary.notify import mlflow_run_link, notifier_from_env
 from mlcanary.registry import MlflowRegistry, ModelRegistry, registry_from_settings
 from mlcanary.rollout.engine import RolloutEngine
-from mlcanary.rollout.ports import Clock, EvidenceRecorder, MetricsSource, Notifier, SystemClock
+from mlcanary.rollout.ports import (
+    Clock,
+    EvidenceRecorder,
+    MetricsSource,
+    Notifier,
+    ReleaseGate,
+    SystemClock,
+)
 from mlcanary.serving.backend import ServingBackend
 
 
@@ -39,6 +46,7 @@ def metrics_source(
     ``telemetry.prometheus.url`` set, the checks routed to Prometheus (``telemetry.sources``) take
     their numbers from Istio's metrics of the arms' workloads, which ``backend`` names."""
     from mlcanary.drift import EvidentlyDriftDetector
+    from mlcanary.reference import reference_rows
     from mlcanary.signals import ModelSignals
     from mlcanary.telemetry.metrics import StoreMetricsSource
     from mlcanary.telemetry.store import InferenceLogStore
@@ -53,6 +61,14 @@ def metrics_source(
         reports=recorder.attach_report if recorder is not None and settings.telemetry.drift_reports else None,
         outputs=settings.model.outputs,
         threshold=settings.training.decision_threshold,
+        reference=lambda release: reference_rows(
+            settings.reference_config(),
+            registry,
+            store,
+            release.model,
+            release.champion_version,
+            release.started_at,
+        ),
     )
     logged = StoreMetricsSource(store, extras=signals, label_delay=settings.rollout.labels.delay)
     routes = {check: settings.telemetry.source_for(check) for check in settings.rollout.checks}
@@ -78,6 +94,32 @@ def metrics_source(
         raise ConfigError(f"telemetry.sources: {exc}") from None
 
 
+def release_gate(settings: Settings, registry: ModelRegistry, backend: ServingBackend) -> ReleaseGate:
+    """What vets a candidate before a release moves traffic: on the local stack, signatures and a
+    preflight through the front door on reference rows; elsewhere, signatures."""
+    from mlcanary.serving.local.backend import LocalBackend
+    from mlcanary.serving.local.preflight import LocalReleaseGate, SignatureGate
+
+    if not isinstance(backend, LocalBackend):
+        return SignatureGate(registry)
+    from mlcanary.reference import reference_rows
+    from mlcanary.telemetry.store import InferenceLogStore
+
+    store = InferenceLogStore(settings.store_url)
+    clock = SystemClock()
+
+    def rows(model: str, champion: str):  # type: ignore[no-untyped-def]
+        return reference_rows(settings.reference_config(), registry, store, model, champion, clock.now())
+
+    return LocalReleaseGate(
+        backend,
+        registry,
+        rows=rows,
+        outputs=settings.model.outputs,
+        threshold=settings.training.decision_threshold,
+    )
+
+
 def evidence_recorder(settings: Settings, registry: MlflowRegistry) -> MlflowEvidence:
     """Release evidence in the experiment ``<mlflow.experiment>-releases`` of the same MLflow."""
     return MlflowEvidence(
@@ -95,6 +137,7 @@ def build_engine(
     clock: Clock | None = None,
     recorder: EvidenceRecorder | None = None,
     notifier: Notifier | None = None,
+    gate: ReleaseGate | None = None,
 ) -> RolloutEngine:
     """A :class:`RolloutEngine` on the configured registry, backend, metrics and evidence store."""
     registry = registry_from_settings(settings)
@@ -110,6 +153,7 @@ def build_engine(
         metrics=metrics or metrics_source(settings, registry, evidence, backend),
         policy=settings.rollout,
         clock=clock or SystemClock(),
+        gate=gate or release_gate(settings, registry, backend),
         recorder=recorder or evidence,
         notifier=notifier
         or notifier_from_env(

@@ -29,6 +29,7 @@ from mlcanary.rollout.ports import (
     Notifier,
     NullNotifier,
     NullRecorder,
+    ReleaseGate,
 )
 from mlcanary.rollout.state import Decision, Phase, ReleaseState
 from mlcanary.serving.backend import ServingBackend
@@ -42,6 +43,11 @@ class RolloutError(Exception):
 
 class NothingToDoError(RolloutError):
     """There is no release in a state the request applies to (e.g. promote with no candidate)."""
+
+
+class CandidateRefusedError(RolloutError):
+    """The release gate refused the candidate before any traffic moved: the version is tagged
+    rejected with the reason, ``@candidate`` is removed, the champion is untouched."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,9 @@ class RolloutEngine:
         clock: Clock,
         recorder: EvidenceRecorder | None = None,
         notifier: Notifier | None = None,
+        gate: ReleaseGate | None = None,
     ) -> None:
+        self.gate = gate
         self.registry = registry
         self.backend = backend
         self.metrics = metrics
@@ -131,6 +139,10 @@ class RolloutEngine:
                 f"{model}: a release of version {active.candidate_version} is {active.phase.value}; "
                 "promote or roll it back first"
             )
+        if self.gate is not None:
+            refusal = self.gate.check(model, champion.version, info.version)
+            if refusal is not None:
+                self._refuse(model, champion.version, info.version, refusal)
         now = self.clock.now()
         state = ReleaseState(
             model=model,
@@ -149,6 +161,31 @@ class RolloutEngine:
         self._persist(state)
         with self._failure_notified(state, "start"):
             return self._handle_pending(state).release
+
+    def _refuse(self, model: str, champion: str, version: str, refusal: str) -> None:
+        """Reject ``version`` before any traffic: tag it, take @candidate off it, notify, raise."""
+        reason = f"refused before any traffic: {refusal}"
+        self.registry.set_tags(
+            model, version, {TAG_PREFIX + "rejected": reason[:500], TAG_PREFIX + "preflight": refusal[:500]}
+        )
+        if self.registry.aliases(model).get(CANDIDATE) == version:
+            self.registry.delete_alias(model, CANDIDATE)
+        now = self.clock.now()
+        refused = ReleaseState(
+            model=model,
+            candidate_version=version,
+            champion_version=champion,
+            phase=Phase.ROLLED_BACK,
+            step_index=0,
+            traffic=0,
+            started_at=now,
+            step_started_at=now,
+            reason=reason,
+        )
+        self.notifier.notify(
+            refused, "failed", f"{model} v{version} {reason}; @champion v{champion} untouched"
+        )
+        raise CandidateRefusedError(f"{model} v{version} {reason}")
 
     # -- one tick ----------------------------------------------------------------------------------
 

@@ -95,6 +95,18 @@ _SERVING_DIRNAME = "serving"
 _LOG_DIRNAME = "logs"
 
 
+def load_failure(log_tail: str) -> str | None:
+    """The one-line reason a model server gave for not serving its model (None if it gave none)."""
+    from mlcanary.serving.local.model_server import LOAD_FAILED_PREFIX
+
+    lines = [line for line in log_tail.splitlines() if line.startswith(LOAD_FAILED_PREFIX)]
+    if not lines:
+        return None
+    reason = lines[-1].removeprefix(LOAD_FAILED_PREFIX).strip()
+    _, _, reason = reason.partition(": ") if reason.count(": ") else ("", "", reason)
+    return reason or lines[-1]
+
+
 def server_process_name(arm: Arm) -> str:
     """Pidfile name of ``arm``'s model server (``model-champion`` / ``model-candidate``)."""
     return f"model-{arm}"
@@ -606,6 +618,12 @@ class LocalBackend:
         except ProcessError as exc:
             # Stopped so that a retry starts afresh instead of waiting on a hung process again.
             self._stop(process)
+            refused = load_failure(process.log_tail())
+            if refused is not None:
+                # The model cannot be served (its server said why, in one line): no log tail.
+                raise ServingError(
+                    f"the {arm} model server cannot serve {model} v{version}: {refused}"
+                ) from None
             raise ServingError(f"the {arm} model server for {model} v{version} did not start: {exc}") from exc
         probe = self._probe(arm, model)
         if not probe.serves(model, version):
