@@ -215,8 +215,12 @@ def status_command(
     with _user_errors():
         settings = ctx.obj.settings()
         name = model or settings.model.name
+        registry = registry_from_settings(settings)
         status = read_status(
-            registry_from_settings(settings), name, traffic=_observed_traffic(settings, name)
+            registry,
+            name,
+            traffic=_observed_traffic(settings, name),
+            drift_reference=_drift_reference(settings, registry, name),
         )
     if as_json:
         typer.echo(status.model_dump_json())
@@ -232,7 +236,31 @@ def status_command(
     )
     if status.last_decision:
         console.print(f"last decision: {status.last_decision.action}: {status.last_decision.reason}")
+    if status.drift_reference:
+        console.print(f"drift reference: {status.drift_reference}", highlight=False)
+    for check, why in status.no_data.items():
+        console.print(f"no data for {check}: {why}", highlight=False)
     console.print(_status_table(status))
+
+
+def _drift_reference(settings, registry, name: str) -> str | None:  # type: ignore[no-untyped-def]
+    """Which drift reference the current (or next) release of ``name`` uses."""
+    from mlcanary.reference import describe_reference
+    from mlcanary.registry import CHAMPION, RegistryError
+    from mlcanary.rollout.state import ReleaseState
+
+    try:
+        champion = registry.version_for_alias(name, CHAMPION)
+        candidate = registry.version_for_alias(name, "candidate")
+    except RegistryError:
+        return None
+    if champion is None:
+        return None
+    started = None
+    if candidate is not None:
+        state = ReleaseState.from_tags(name, candidate.version, dict(candidate.tags))
+        started = state.started_at if state is not None else None
+    return describe_reference(settings.reference_config(), champion, started).description
 
 
 @app.command("config")
@@ -341,8 +369,15 @@ def traffic_command(
         typer.Option(help="Host header (kserve default: the InferenceService's host from its status)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Replay the rows of your CSV or Parquet file instead of the bundled data."),
+    ] = None,
+    target: Annotated[
+        str | None, typer.Option(help="With --data: the 0/1 label column, posted as delayed feedback.")
+    ] = None,
 ) -> None:
-    """Replay rows of the bundled dataset through the front door (optionally drifted).
+    """Replay rows of the bundled dataset, or of your own file (--data), through the front door.
 
     Shows a progress bar, posts delayed ground-truth labels to the collector and ends with a
     per-arm summary: requests, errors, latency percentiles and positive rate.
@@ -374,9 +409,20 @@ def traffic_command(
             feedback_delay_s=feedback_delay,
             feedback_share=feedback_share,
             force_arm=arm,
+            data_path=None if data is None else str(data),
+            target=target,
         )
+        if data is not None:
+            from mlcanary.traffic import FileRows
+
+            FileRows.read(str(data), target)  # fail here, in one line, on a file that cannot be replayed
+        elif target is not None:
+            raise ValueError("--target needs --data (the bundled rows carry their own labels)")
     except ValidationError as exc:
         err_console.print(f"[red]error:[/red] invalid traffic options: {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    except ValueError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
     if as_json:
         report = run_traffic_sync(plan)

@@ -56,6 +56,13 @@ class ReleaseStatus(BaseModel):
     approval_requested_at: str | None = Field(
         None, description="when the release began waiting for a human approval (phase awaiting_approval)"
     )
+    drift_reference: str | None = Field(
+        None, description="what the candidate's inputs are compared with for input drift, and from where"
+    )
+    no_data: dict[str, str] = Field(
+        default_factory=dict,
+        description="checks of the last decision that cannot have data, and why (e.g. no probability)",
+    )
 
 
 def _summary(info: ModelVersionInfo) -> VersionSummary:
@@ -82,7 +89,22 @@ def _last_decision(info: ModelVersionInfo | None) -> Decision | None:
         return Decision(action="unknown", reason=f"unreadable {TAG_PREFIX}last_decision tag: {raw[:200]}")
 
 
-def read_status(registry: ModelRegistry, name: str, *, traffic: Traffic | None = None) -> ReleaseStatus:
+def _no_data(decision: Decision | None) -> dict[str, str]:
+    found = {}
+    for check in decision.checks if decision else []:
+        detail = str(check.get("detail") or "")
+        if detail.startswith("no data: "):
+            found[str(check.get("name"))] = detail.removeprefix("no data: ")
+    return found
+
+
+def read_status(
+    registry: ModelRegistry,
+    name: str,
+    *,
+    traffic: Traffic | None = None,
+    drift_reference: str | None = None,
+) -> ReleaseStatus:
     """Status of ``name`` from the registry (aliases, ``mlcanary.*`` tags) and, when a serving
     backend reported it, the observed ``traffic``. Raises ``ModelNotFoundError`` for an unknown model."""
     aliases = registry.aliases(name)
@@ -93,13 +115,16 @@ def read_status(registry: ModelRegistry, name: str, *, traffic: Traffic | None =
     # The latest release (in progress, promoted or rolled back) is the one started last.
     released = [v for v in versions if v.tag("started_at")]
     release = max(released, key=lambda v: v.tag("started_at") or "", default=None)
+    decision = _last_decision(release)
     return ReleaseStatus(
         model=name,
         phase=release.tag("phase") if release else None,
         champion_version=champion.version if champion else None,
         candidate_version=candidate.version if candidate else None,
         traffic=traffic,
-        last_decision=_last_decision(release),
+        last_decision=decision,
         versions=[_summary(v) for v in versions],
         approval_requested_at=release.tag("approval_requested_at") if release else None,
+        drift_reference=drift_reference,
+        no_data=_no_data(decision),
     )

@@ -32,6 +32,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import quote
 
@@ -127,6 +128,12 @@ class TrafficPlan(BaseModel):
     protocol: Literal["v1", "v2"] = "v1"
     host_header: str | None = Field(
         default=None, description="Host header to send (an Istio ingress routes InferenceServices by host)"
+    )
+    data_path: str | None = Field(
+        default=None, description="replay the rows of this CSV or Parquet file (in order, cycling)"
+    )
+    target: str | None = Field(
+        default=None, description="with data_path: the label column, posted as delayed feedback"
     )
 
     @field_validator("front_door_url")
@@ -326,7 +333,62 @@ class _Chunk:
     wants_label: list[bool]
 
 
-def _build_chunk(plan: TrafficPlan, chunk_index: int) -> _Chunk:
+@dataclass(frozen=True)
+class FileRows:
+    """The rows of a user's file to replay: features as JSON-ready dicts (missing values as null)
+    and, with a target column, the 0/1 label of each row (None where it is not 0 or 1)."""
+
+    rows: list[dict[str, Any]]
+    labels: list[int | None]
+
+    @classmethod
+    def read(cls, path: str, target: str | None) -> FileRows:
+        """Load ``path`` (``.csv``, ``.parquet``); ``ValueError`` names what is wrong."""
+        import pandas as pd
+
+        source = Path(path)
+        if not source.is_file():
+            raise ValueError(f"--data {path}: no such file")
+        suffix = source.suffix.lower()
+        if suffix in (".parquet", ".pq"):
+            frame = pd.read_parquet(source)
+        elif suffix == ".csv":
+            frame = pd.read_csv(source)
+        else:
+            raise ValueError(f"--data {path}: expected a .csv or .parquet file")
+        if len(frame) == 0:
+            raise ValueError(f"--data {path}: the file has no rows")
+        labels: list[int | None] = [None] * len(frame)
+        if target is not None:
+            if target not in frame.columns:
+                raise ValueError(
+                    f"--target {target!r} is not a column of {path} "
+                    f"(columns: {', '.join(map(str, frame.columns))})"
+                )
+            labels = [
+                int(v) if isinstance(v, int | float | bool) and v in (0, 1) else None
+                for v in frame[target].tolist()
+            ]
+            frame = frame.drop(columns=[target])
+        features = frame.astype(object).where(frame.notna(), None)
+        rows = [
+            {str(k): (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+            for row in features.to_dict(orient="records")
+        ]
+        return cls(rows, labels)
+
+
+def _build_chunk(plan: TrafficPlan, chunk_index: int, table: FileRows | None = None) -> _Chunk:
+    if table is not None:
+        count = len(table.rows)
+        positions = [(chunk_index * CHUNK_ROWS + i) % count for i in range(CHUNK_ROWS)]
+        mask = _feedback_mask(plan.seed, chunk_index, plan.feedback_share)
+        labels = [table.labels[p] for p in positions]
+        return _Chunk(
+            rows=[table.rows[p] for p in positions],
+            labels=[-1 if label is None else label for label in labels],
+            wants_label=[m and label is not None for m, label in zip(mask, labels, strict=True)],
+        )
     frame = generate_transactions(CHUNK_ROWS, seed=chunk_seed(plan.seed, chunk_index), knobs=plan.knobs)
     # to_dict gives Python scalars, which json.dumps and the model server's strict types accept.
     return _Chunk(
@@ -341,6 +403,7 @@ class _RowSource:
 
     def __init__(self, plan: TrafficPlan, total: int) -> None:
         self._plan = plan
+        self._table = FileRows.read(plan.data_path, plan.target) if plan.data_path else None
         self._chunks = math.ceil(total / CHUNK_ROWS)
         self._index = -1
         self._current: _Chunk | None = None
@@ -348,7 +411,7 @@ class _RowSource:
 
     def _prefetch(self, chunk_index: int) -> None:
         self._next = (
-            asyncio.create_task(asyncio.to_thread(_build_chunk, self._plan, chunk_index))
+            asyncio.create_task(asyncio.to_thread(_build_chunk, self._plan, chunk_index, self._table))
             if chunk_index < self._chunks
             else None
         )
