@@ -71,6 +71,9 @@ class ReturnsNaN(mlflow.pyfunc.PythonModel):
 
 cloudpickle.register_pickle_by_value(__import__(__name__))
 
+# Named outright: MLflow otherwise infers them by loading the model in a subprocess (seconds each).
+_REQUIREMENTS = ["mlflow", "scikit-learn", "pandas", "numpy", "lightgbm"]
+
 
 def split_columns(x: pd.DataFrame) -> tuple[list[str], list[str]]:
     numeric = [c for c in x.columns if x[c].dtype.kind in "if"]
@@ -101,6 +104,7 @@ def register(tracking_uri: str, model: str, kind: str, x: pd.DataFrame, y: pd.Se
                 serialization_format="cloudpickle",
                 signature=infer_signature(x, fitted.predict(x)),
                 registered_model_name=model,
+                pip_requirements=_REQUIREMENTS,
             )
         elif kind == "skops":
             logged = mlflow.sklearn.log_model(
@@ -110,6 +114,7 @@ def register(tracking_uri: str, model: str, kind: str, x: pd.DataFrame, y: pd.Se
                 skops_trusted_types=["numpy.dtype"],
                 input_example=example,
                 registered_model_name=model,
+                pip_requirements=_REQUIREMENTS,
             )
         elif kind == "lightgbm":
             import lightgbm
@@ -133,6 +138,15 @@ def register(tracking_uri: str, model: str, kind: str, x: pd.DataFrame, y: pd.Se
                 serialization_format="cloudpickle",
                 signature=infer_signature(x, boosted.predict(x)),
                 registered_model_name=model,
+                pip_requirements=_REQUIREMENTS,
+            )
+        elif kind == "no-signature":
+            logged = mlflow.sklearn.log_model(
+                fitted,
+                name="model",
+                serialization_format="cloudpickle",
+                registered_model_name=model,
+                pip_requirements=_REQUIREMENTS,
             )
         elif kind == "other-inputs":
             narrow = x.drop(columns=[x.columns[-1]])
@@ -142,6 +156,7 @@ def register(tracking_uri: str, model: str, kind: str, x: pd.DataFrame, y: pd.Se
                 name="model",
                 signature=infer_signature(narrow, refit.predict(narrow)),
                 registered_model_name=model,
+                pip_requirements=_REQUIREMENTS,
             )
         else:
             python_model = {
@@ -158,6 +173,7 @@ def register(tracking_uri: str, model: str, kind: str, x: pd.DataFrame, y: pd.Se
                 python_model=python_model,
                 signature=infer_signature(example, output),
                 registered_model_name=model,
+                pip_requirements=_REQUIREMENTS,
             )
     return str(logged.registered_model_version)
 

@@ -21,6 +21,7 @@ from mlcanary.data.loader import load_dataset
 from mlcanary.registry import CANDIDATE, CHAMPION, registry_from_settings
 from mlcanary.rollout.engine import CandidateRefusedError
 from mlcanary.rollout.state import Phase
+from mlcanary.serving.local.stack import up
 from mlcanary.wiring import build_engine
 
 pytestmark = pytest.mark.integration
@@ -32,7 +33,13 @@ POLICY = {
     "rollout.max_duration": "2h",
     "rollout.tick_interval": "1s",
     "rollout.labels.delay": "0s",
-    "rollout.checks": {"input_drift": {"enabled": False}, "brier": {"enabled": True}},
+    # Evidently's drift checks are advisory (they cannot change a decision) and slow to import.
+    "rollout.checks": {
+        "input_drift": {"enabled": False},
+        "prediction_drift": {"enabled": False},
+        "brier": {"enabled": True},
+        "log_loss": {"enabled": True},
+    },
     "telemetry.drift_reports": False,
 }
 
@@ -50,13 +57,18 @@ def data(stack: LocalStack):  # type: ignore[no-untyped-def]
     return dataset.x.head(600).reset_index(drop=True), dataset.y.head(600).reset_index(drop=True)
 
 
-def _canary(stack: LocalStack, version: str) -> dict[str, dict]:
-    """Release ``version``, send traffic, judge two ticks; roll back; return the last checks by name."""
-    engine = build_engine(stack.settings)
+@pytest.fixture(scope="module")
+def engine(stack: LocalStack):  # type: ignore[no-untyped-def]
+    # One engine for the module: the champion is loaded once for paired agreement.
+    return build_engine(stack.settings)
+
+
+def _canary(stack: LocalStack, engine, version: str) -> dict[str, dict]:  # type: ignore[no-untyped-def]
+    """Release ``version``, send traffic, judge a tick; roll back; return the checks by name."""
     set_candidate(stack.settings.tracking_uri, stack.model, version)
     engine.start_canary(stack.model, version)
     try:
-        replies = stack.send(120, prefix=f"byom-{version}")
+        replies = stack.send(80, prefix=f"byom-{version}")
         assert {r.status for r in replies} == {200}, [r.body for r in replies if r.status != 200][:3]
         assert {r.arm for r in replies} == {"champion", "candidate"}
         stack.wait_for_logged([r.request_id for r in replies], timeout_s=30)
@@ -70,22 +82,22 @@ def _canary(stack: LocalStack, version: str) -> dict[str, dict]:
 
 
 @pytest.mark.parametrize("kind", ["frame", "cloudpickle", "skops", "lightgbm"])
-def test_user_models_are_canaried_and_judged(stack: LocalStack, data, kind: str) -> None:  # type: ignore[no-untyped-def]
+def test_user_models_are_canaried_and_judged(stack: LocalStack, engine, data, kind: str) -> None:  # type: ignore[no-untyped-def]
     version = register(stack.settings.tracking_uri, stack.model, kind, *data)
-    checks = _canary(stack, version)
+    checks = _canary(stack, engine, version)
     assert checks["error_rate"]["n_candidate"] > 0
     # Both arms gave labels and probabilities: the paired and probability checks have data.
     assert checks["agreement"]["value"] is not None, checks["agreement"]["reason"]
     assert "no data:" not in checks["brier"]["reason"], checks["brier"]["reason"]
 
 
-def test_label_only_model_reports_no_data_for_probability_checks(stack: LocalStack, data) -> None:  # type: ignore[no-untyped-def]
+def test_label_only_model_reports_no_data_for_probability_checks(stack: LocalStack, engine, data) -> None:  # type: ignore[no-untyped-def]
     version = register(stack.settings.tracking_uri, stack.model, "labels", *data)
-    checks = _canary(stack, version)
-    for name in ("brier", "prediction_drift"):
-        assert checks[name]["verdict"] == "inconclusive"
+    checks = _canary(stack, engine, version)
+    for name in ("brier", "log_loss"):
+        assert checks[name]["verdict"] == "inconclusive"  # never pass, never fail
         assert "gives no probability, only labels" in checks[name]["reason"], checks[name]["reason"]
-        assert not checks[name]["blocking"] or name == "brier"
+        assert not checks[name]["blocking"]  # no data only blocks where the policy says must_have_data
     assert checks["agreement"]["value"] is not None  # labels alone still give paired agreement
     assert "labels only" in checks["agreement"]["reason"]
 
@@ -98,11 +110,12 @@ def test_label_only_model_reports_no_data_for_probability_checks(stack: LocalSta
         ("other-inputs", "inputs differ from the champion's"),
     ],
 )
-def test_preflight_refuses_before_any_traffic(stack: LocalStack, data, kind: str, expected: str) -> None:  # type: ignore[no-untyped-def]
+def test_preflight_refuses_before_any_traffic(
+    stack: LocalStack, engine, data, kind: str, expected: str
+) -> None:  # type: ignore[no-untyped-def]
     registry = registry_from_settings(stack.settings)
     version = register(stack.settings.tracking_uri, stack.model, kind, *data)
     set_candidate(stack.settings.tracking_uri, stack.model, version)
-    engine = build_engine(stack.settings)
     with stack.background_traffic(interval_s=0.02) as replies:
         with pytest.raises(CandidateRefusedError, match=expected):
             engine.start_canary(stack.model, version)
@@ -113,8 +126,24 @@ def test_preflight_refuses_before_any_traffic(stack: LocalStack, data, kind: str
     assert registry.aliases(stack.model) == {CHAMPION: stack.champion_version}
     observed = stack.backend.status(stack.model)
     assert observed.traffic == {"champion": 100, "candidate": 0}
-    assert replies and {r.status for r in replies} == {200}
+    assert replies
+    assert {r.status for r in replies} == {200}
     assert {r.version for r in replies} == {stack.champion_version}
+
+
+def test_up_serves_the_champion_when_the_candidate_cannot_load(stack: LocalStack, data) -> None:  # type: ignore[no-untyped-def]
+    version = register(stack.settings.tracking_uri, stack.model, "no-signature", *data)
+    set_candidate(stack.settings.tracking_uri, stack.model, version)
+    try:
+        info = up(stack.settings)
+    finally:
+        registry_from_settings(stack.settings).delete_alias(stack.model, CANDIDATE)
+    assert info.candidate_version is None
+    assert info.candidate_problem is not None
+    assert "\n" not in info.candidate_problem, "one line, no traceback"
+    assert "without a signature" in info.candidate_problem
+    assert info.serving.traffic == {"champion": 100, "candidate": 0}
+    assert {r.status for r in stack.send(5)} == {200}
 
 
 @pytest.mark.parametrize("binary", [False, True])
