@@ -166,17 +166,18 @@ def _default_checks() -> dict[str, CheckPolicy]:
         # The serving layer reports the candidate arm not ready while it should take traffic (a
         # crashed process: the front door answers 503 and nothing reaches the inference log).
         "availability": CheckPolicy(critical=True, must_have_data=False),
-        # 5xx rate, candidate vs champion: fails above champion × 1.05 + 0.03 points, tuned to catch
-        # 1 % → 3 % within about 1,000 canary requests; passes once confidently below champion × 2
-        # + 0.2 points. Half of alpha: the hard failure users meet first.
+        # 5xx rate, candidate vs champion: fails above champion × 1.02 + 0.02 points (any clear
+        # increase), tuned to catch 1 % → 3 % within about 1,000 canary requests; passes once
+        # confidently below champion × 2 + 0.2 points. Over half of alpha: the hard failure users
+        # meet first.
         "error_rate": CheckPolicy(
             critical=True,
-            tolerance=0.0003,
-            relative_tolerance=0.05,
+            tolerance=0.0002,
+            relative_tolerance=0.02,
             pass_tolerance=0.002,
             pass_relative_tolerance=1.0,
             detect=0.02,
-            alpha_weight=5.0,
+            alpha_weight=6.0,
         ),
         # "Any 5xx from the canary? Kill it": in the last tick window, at least `threshold` 5xx
         # that are also more than `tolerance` of the candidate's requests.

@@ -311,14 +311,15 @@ tuned to a small effect only resolves after many observations (``benchmarks/judg
 
 
 def _ladder_terms(v: FloatArray, tau2: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """log Λ of the ladder's components is affine in d²: ``a + b·d²`` (arrays stacked per component)."""
+    """log Λ of each ladder component is affine in q = d²/v: ``a + s·q`` with
+    s = τ²/(2(v + τ²)) ∈ (0, ½] (arrays stacked per component). Working in q rather than d² keeps
+    the slopes finite and d² from underflowing when v is tiny."""
     intercepts, slopes = [], []
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for scale, weight in TAU_LADDER:
             t2 = tau2 * scale * scale
             intercepts.append(math.log(weight) - 0.5 * _log1p_ratio(t2, v))
-            # τ²/(2v(v + τ²)), grouped so that v·(v + τ²) does not underflow for tiny values.
-            slopes.append((t2 / (v + t2)) / (2.0 * v))
+            slopes.append(0.5 * (t2 / (v + t2)))
     return np.stack(intercepts), np.stack(slopes)
 
 
@@ -330,28 +331,34 @@ def _log_sum_exp(terms: FloatArray) -> FloatArray:
 
 def _log_ladder(d: FloatArray, v: FloatArray, tau2: FloatArray) -> FloatArray:
     """log Λ of the :data:`TAU_LADDER` mixture at distance ``d`` from the estimate."""
-    a, b = _ladder_terms(v, tau2)
-    with np.errstate(invalid="ignore", over="ignore"):
-        return _log_sum_exp(a + b * (d * d))
+    a, s = _ladder_terms(v, tau2)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return _log_sum_exp(a + s * ((d / v) * d))
 
 
-def _ladder_root(a: FloatArray, b: FloatArray, target: float) -> FloatArray:
-    """The x = d² ≥ 0 where log-sum-exp(a + b·x) reaches ``target``.
+def _ladder_root(a: FloatArray, s: FloatArray, target: float) -> FloatArray:
+    """The q = d²/v ≥ 0 where log-sum-exp(a + s·q) reaches ``target``.
 
-    That function is convex and increasing in x, so Newton's method started at the smallest
+    That function is convex and increasing in q, so Newton's method started at the smallest
     single-component root (where it is already ≥ target) descends monotonically onto the root.
     """
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        x = np.maximum(np.min((target - a) / b, axis=0), 0.0)
+        q = np.maximum(np.min((target - a) / s, axis=0), 0.0)
         for _ in range(30):
-            terms = a + b * x
+            terms = a + s * q
             total = _log_sum_exp(terms)
-            step = (total - target) / np.sum(np.exp(terms - total) * b, axis=0)
+            step = (total - target) / np.sum(np.exp(terms - total) * s, axis=0)
             moving = np.isfinite(step) & (step > 0)
-            x = np.where(moving, x - step, x)
-            if not np.any(moving & (step > 1e-13 * x)):
+            q = np.where(moving, q - step, q)
+            if not np.any(moving & (step > 1e-13 * q)):
                 break
-    return x
+    return q
+
+
+def _half_width(a: FloatArray, s: FloatArray, v: FloatArray, alpha: float) -> FloatArray:
+    q = np.maximum(_ladder_root(a, s, math.log(1.0 / alpha)), 0.0)
+    with np.errstate(invalid="ignore"):
+        return np.where(v > 0, np.sqrt(q) * np.sqrt(v), 0.0)
 
 
 def ladder_half_width(variance: ArrayLike, tau2: ArrayLike, alpha: float = DEFAULT_ALPHA) -> FloatArray:
@@ -359,9 +366,8 @@ def ladder_half_width(variance: ArrayLike, tau2: ArrayLike, alpha: float = DEFAU
     the distance d at which the mixture's Λ reaches 1/α (see :func:`_ladder_root`)."""
     _check_alpha(alpha)
     v = np.asarray(variance, dtype=np.float64)
-    a, b = _ladder_terms(v, np.asarray(tau2, dtype=np.float64))
-    x = _ladder_root(a, b, math.log(1.0 / alpha))
-    return np.where(v > 0, np.sqrt(np.maximum(x, 0.0)), 0.0)
+    a, s = _ladder_terms(v, np.asarray(tau2, dtype=np.float64))
+    return _half_width(a, s, v, alpha)
 
 
 def _check_alpha(alpha: object) -> float:
@@ -474,10 +480,10 @@ def _side(
     effect = np.minimum(np.where(effect > 0, effect, automatic), 1e150)
     # A floor relative to v only bites for absurdly small effects (it keeps 1/τ² from overflowing).
     tau2 = np.maximum(effect * effect * _tau2_per_effect2(level), np.maximum(1e-12 * v, 1e-300))
-    a, b = _ladder_terms(v, tau2)
-    half = np.where(v > 0, np.sqrt(np.maximum(_ladder_root(a, b, math.log(1.0 / level)), 0.0)), 0.0)
+    a, slopes = _ladder_terms(v, tau2)
+    half = _half_width(a, slopes, v, level)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        log_lambda = _log_sum_exp(a + b * (contrast * contrast))
+        log_lambda = _log_sum_exp(a + slopes * ((contrast / v) * contrast))
         # One-sided always-valid p: 1/(2Λ − 1), computed in logs because Λ overflows for big effects.
         log_denominator = log_lambda + np.log(2.0) + np.log1p(-0.5 * np.exp(-log_lambda))
         p_value = np.where(log_lambda > 0, np.exp(-np.maximum(log_denominator, 0.0)), 1.0)

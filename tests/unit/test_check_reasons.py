@@ -70,11 +70,11 @@ def _reasons(policy: RolloutPolicy = POLICY, m: Measurements = MEASURED) -> dict
             [
                 "candidate 3.10 % (31 of 1,000) 5xx",
                 "champion 1.00 % (40 of 4,000)",
-                "fails above 1.08 %",
+                "fails above 1.04 %",
                 "passes only confidently within 2.20 %",
                 "confidently above the limit",
                 "mixture-SPRT",
-                "α 0.025",
+                "α 0.027",
             ],
         ),
         (

@@ -540,8 +540,8 @@ def test_alpha_is_split_by_weight_over_the_enabled_sequential_checks() -> None:
     policy = RolloutPolicy()
     sequential = ["error_rate", "latency", "latency_p95", "positive_rate", "agreement", "accuracy"]
     assert sum(policy.alpha_for(name) for name in sequential) == pytest.approx(policy.alpha)
-    assert policy.alpha_for("error_rate") == pytest.approx(10 * policy.alpha_for("accuracy"))
-    assert policy.alpha_for("error_rate") == pytest.approx(policy.alpha / 2)
+    assert policy.alpha_for("error_rate") == pytest.approx(12 * policy.alpha_for("accuracy"))
+    assert policy.alpha_for("error_rate") == pytest.approx(policy.alpha * 6 / 11)
     assert policy.alpha_for("input_drift") == 0.0  # advisory: spends nothing
     assert policy.alpha_for("recall") == 0.0  # disabled by default
     with_recall = RolloutPolicy.model_validate({"checks": {"recall": {"enabled": True}}})
