@@ -373,8 +373,9 @@ def traffic_command(
         Path | None,
         typer.Option(help="Replay the rows of your CSV or Parquet file instead of the bundled data."),
     ] = None,
-    target: Annotated[
-        str | None, typer.Option(help="With --data: the 0/1 label column, posted as delayed feedback.")
+    target_column: Annotated[
+        str | None,
+        typer.Option("--target", help="With --data: the 0/1 label column, posted as delayed feedback."),
     ] = None,
 ) -> None:
     """Replay rows of the bundled dataset, or of your own file (--data), through the front door.
@@ -410,13 +411,15 @@ def traffic_command(
             feedback_share=feedback_share,
             force_arm=arm,
             data_path=None if data is None else str(data),
-            target=target,
+            target=target_column,
         )
         if data is not None:
             from mlcanary.traffic import FileRows
 
-            FileRows.read(str(data), target)  # fail here, in one line, on a file that cannot be replayed
-        elif target is not None:
+            FileRows.read(
+                str(data), target_column
+            )  # fail here, in one line, on a file that cannot be replayed
+        elif target_column is not None:
             raise ValueError("--target needs --data (the bundled rows carry their own labels)")
     except ValidationError as exc:
         err_console.print(f"[red]error:[/red] invalid traffic options: {exc}", highlight=False)

@@ -64,6 +64,10 @@ class VersionNotFoundError(RegistryError):
     """The model exists but the version does not."""
 
 
+class SignatureMissingError(RegistryError):
+    """The version has no usable input signature; the message says how to fix it."""
+
+
 @dataclass(frozen=True)
 class ModelVersionInfo:
     """One registered model version as mlcanary sees it (``version`` is MLflow's string)."""
@@ -356,13 +360,16 @@ class MlflowRegistry:
     def input_schema(self, name: str, version: str) -> InputSchema:
         """The inputs of ``name`` ``version`` from its signature (only its MLmodel file is read).
 
-        Raises :class:`RegistryError` (the message says how to fix it) without a usable signature.
+        Raises :class:`SignatureMissingError` (the message says how to fix it) without a usable
+        signature and :class:`RegistryError` when the MLmodel file cannot be read.
         """
-        from mlcanary.model_loader import ModelLoadError, read_registered_inputs
+        from mlcanary.model_loader import ModelLoadError, SignatureError, read_registered_inputs
 
         info = self.get_version(name, version)
         try:
             return read_registered_inputs(self.client, self.tracking_uri, name, info.version)
+        except SignatureError as exc:
+            raise SignatureMissingError(str(exc)) from exc
         except ModelLoadError as exc:
             raise RegistryError(str(exc)) from exc
 

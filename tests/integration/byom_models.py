@@ -92,7 +92,6 @@ def pipeline(x: pd.DataFrame, y: pd.Series, *, custom: bool = False) -> Pipeline
 def register(tracking_uri: str, model: str, kind: str, x: pd.DataFrame, y: pd.Series) -> str:
     """Log and register one model of ``kind`` with plain MLflow calls; returns its version."""
     mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
     experiment = mlflow.set_experiment("user-training")
     fitted = pipeline(x, y, custom=kind == "cloudpickle")
     example = x.head(5)

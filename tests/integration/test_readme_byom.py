@@ -8,6 +8,7 @@ and its inputs are checked against those of a champion trained by ``mlcanary tra
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -41,9 +42,12 @@ def test_examples_run_as_written_and_serve(tmp_path: Path, mlflow_state: Path) -
     if (mlflow_state / "mlflow.db").is_file():
         shutil.copy(mlflow_state / "mlflow.db", tmp_path / ".mlcanary" / "mlflow.db")  # skips migrations
     script = "import runpy, sys\nfor path in sys.argv[1:]:\n    runpy.run_path(path, run_name='__main__')\n"
+    # A user's shell, not this test process: no MLflow locations inherited from other tests.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "MLFLOW_REGISTRY"))}
     done = subprocess.run(
         [sys.executable, "-c", script, *map(str, EXAMPLES)],
         cwd=tmp_path,
+        env=env,
         capture_output=True,
         text=True,
         timeout=240,

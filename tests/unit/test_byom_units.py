@@ -199,3 +199,54 @@ def test_file_rows_with_and_without_target(tmp_path: Path) -> None:
         FileRows.read(str(path), "label")
     with pytest.raises(ValueError, match="no such file"):
         FileRows.read(str(tmp_path / "missing.parquet"), None)
+
+
+def test_drift_reference_of_a_version_not_trained_by_mlcanary(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from mlcanary.reference import ReferenceConfig, describe_reference, reference_rows
+    from mlcanary.registry import ModelVersionInfo
+    from mlcanary.telemetry.store import InferenceLogStore, InferenceRow
+
+    release = datetime(2026, 1, 2, 12, tzinfo=UTC)
+    champion = ModelVersionInfo("m", "1", "r", "src", release)
+    trained = ModelVersionInfo("m", "1", "r", "src", release, tags={"mlcanary.reference_artifact": "x"})
+    config = ReferenceConfig(window=timedelta(hours=1))
+    assert describe_reference(config, trained).kind == "training"
+    source = describe_reference(config, champion, release)
+    assert (source.kind, source.description) == (
+        "logged",
+        "v1's logged inputs in the 1h before 2026-01-02 12:00:00 UTC (not trained by mlcanary)",
+    )
+    dataset = tmp_path / "ref.csv"
+    pd.DataFrame({"amount": [1.0, 2.0], "is_fraud": [0, 1]}).to_csv(dataset, index=False)
+    assert describe_reference(ReferenceConfig(dataset=dataset), trained).kind == "dataset"
+
+    store = InferenceLogStore(f"sqlite:///{tmp_path / 'log.db'}")
+    rows = [
+        InferenceRow(
+            f"r{i}",
+            0,
+            "m",
+            release - timedelta(minutes=minutes),
+            arm="champion",
+            version=version,
+            status_code=200,
+            features={"amount": float(i)},
+            prediction=0,
+        )
+        for i, (minutes, version) in enumerate([(10, "1"), (20, "1"), (30, "2"), (90, "1"), (-5, "1")])
+    ]
+    store.write_rows(rows)
+
+    class Registry:
+        def get_version(self, name: str, version: str) -> ModelVersionInfo:
+            return champion
+
+    frame, text = reference_rows(config, Registry(), store, "m", "1", release)  # type: ignore[arg-type]
+    assert sorted(frame["amount"]) == [
+        0.0,
+        1.0,
+    ]  # its version, its arm, inside the window, before the release
+    assert text.endswith("2 rows")
+    store.close()

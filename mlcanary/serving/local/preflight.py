@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from mlcanary.data.model_inputs import InputSchema
-from mlcanary.registry import ModelRegistry, RegistryError
+from mlcanary.registry import ModelRegistry, RegistryError, SignatureMissingError
 from mlcanary.rollout.model_outputs import OutputNames, OutputReading, read_outputs
 from mlcanary.serving.backend import ServingError
 from mlcanary.serving.local.backend import LocalBackend
@@ -56,12 +56,15 @@ def signature_refusal(registry: ModelRegistry, model: str, champion: str, candid
         return None
     try:
         theirs: InputSchema = read(model, candidate)
-    except RegistryError as exc:
-        return str(exc)
-    try:
         mine: InputSchema = read(model, champion)
-    except RegistryError:
-        return None  # a champion without a signature cannot be compared; its server needs none here
+    except SignatureMissingError as exc:
+        if f"v{candidate} " in str(exc):
+            return str(exc)
+        return None  # a champion without a signature cannot be compared
+    except RegistryError as exc:
+        # The artifact store could not be read from here: not the version's fault, so not refused.
+        logger.warning("signature check of %s v%s skipped: %s", model, candidate, exc)
+        return None
     found = mine.differences(theirs)
     if not found:
         return None
