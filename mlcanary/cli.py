@@ -248,6 +248,7 @@ def _drift_reference(settings, registry, name: str) -> str | None:  # type: igno
     from mlcanary.reference import describe_reference
     from mlcanary.registry import CHAMPION, RegistryError
     from mlcanary.rollout.state import ReleaseState
+    from mlcanary.wiring import reference_config
 
     try:
         champion = registry.version_for_alias(name, CHAMPION)
@@ -260,7 +261,7 @@ def _drift_reference(settings, registry, name: str) -> str | None:  # type: igno
     if candidate is not None:
         state = ReleaseState.from_tags(name, candidate.version, dict(candidate.tags))
         started = state.started_at if state is not None else None
-    return describe_reference(settings.reference_config(), champion, started).description
+    return describe_reference(reference_config(settings), champion, started).description
 
 
 @app.command("config")

@@ -16,16 +16,12 @@ import os
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlcanary.rollout.model_outputs import OutputNames
-
-if TYPE_CHECKING:
-    from mlcanary.reference import ReferenceConfig
-
 from mlcanary.rollout.policy import Duration, MetricName, RolloutPolicy
 
 ENV_PREFIX = "MLCANARY_"
@@ -382,18 +378,6 @@ class Settings(_Section):
         if self.telemetry.store_url:
             return self.telemetry.store_url
         return f"sqlite:///{(self.state_dir / 'inference.db').resolve()}"
-
-    def reference_config(self) -> ReferenceConfig:
-        """Where drift references come from (``telemetry.reference_*``, ``data.target``)."""
-        from mlcanary.reference import ReferenceConfig
-
-        dataset = self.telemetry.reference_dataset
-        return ReferenceConfig(
-            dataset=None if dataset is None else dataset.expanduser().resolve(),
-            window=self.telemetry.reference_window,
-            target=self.data.target,
-            max_rows=self.telemetry.drift_max_rows,
-        )
 
     @property
     def artifact_location(self) -> str:

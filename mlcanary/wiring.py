@@ -11,6 +11,7 @@ import os
 from mlcanary.config import ConfigError, Settings
 from mlcanary.evidence import MlflowEvidence
 from mlcanary.notify import mlflow_run_link, notifier_from_env
+from mlcanary.reference import ReferenceConfig
 from mlcanary.registry import MlflowRegistry, ModelRegistry, registry_from_settings
 from mlcanary.rollout.engine import RolloutEngine
 from mlcanary.rollout.ports import (
@@ -22,6 +23,17 @@ from mlcanary.rollout.ports import (
     SystemClock,
 )
 from mlcanary.serving.backend import ServingBackend
+
+
+def reference_config(settings: Settings) -> ReferenceConfig:
+    """Where drift references come from (``telemetry.reference_*``, ``data.target``)."""
+    dataset = settings.telemetry.reference_dataset
+    return ReferenceConfig(
+        dataset=None if dataset is None else dataset.expanduser().resolve(),
+        window=settings.telemetry.reference_window,
+        target=settings.data.target,
+        max_rows=settings.telemetry.drift_max_rows,
+    )
 
 
 def serving_backend(settings: Settings) -> ServingBackend:
@@ -62,7 +74,7 @@ def metrics_source(
         outputs=settings.model.outputs,
         threshold=settings.training.decision_threshold,
         reference=lambda release: reference_rows(
-            settings.reference_config(),
+            reference_config(settings),
             registry,
             store,
             release.model,
@@ -109,7 +121,7 @@ def release_gate(settings: Settings, registry: ModelRegistry, backend: ServingBa
     clock = SystemClock()
 
     def rows(model: str, champion: str):  # type: ignore[no-untyped-def]
-        return reference_rows(settings.reference_config(), registry, store, model, champion, clock.now())
+        return reference_rows(reference_config(settings), registry, store, model, champion, clock.now())
 
     return LocalReleaseGate(
         backend,
