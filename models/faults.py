@@ -18,10 +18,19 @@ class FaultyModel:
     """A model that is slow by ``extra_latency_ms`` and raises on ``failure_share`` of calls.
 
     The n-th call fails when ``(n · 2654435761) mod 2³² mod 1000 < failure_share · 1000``, so the
-    failures are spread evenly and the same sequence of calls always fails the same way.
+    failures are spread evenly and the same sequence of calls always fails the same way. The first
+    ``healthy_calls`` calls never fail: a dependency that breaks under live load, after the
+    server's warm-up and release preflight have passed (which would otherwise refuse it).
     """
 
-    def __init__(self, inner: Any, *, failure_share: float = 0.0, extra_latency_ms: float = 0.0) -> None:
+    def __init__(
+        self,
+        inner: Any,
+        *,
+        failure_share: float = 0.0,
+        extra_latency_ms: float = 0.0,
+        healthy_calls: int = 0,
+    ) -> None:
         if not 0.0 <= failure_share <= 1.0:
             raise ValueError(f"failure_share must be within [0, 1], got {failure_share}")
         if extra_latency_ms < 0:
@@ -29,6 +38,7 @@ class FaultyModel:
         self.inner = inner
         self.failure_share = failure_share
         self.extra_latency_ms = extra_latency_ms
+        self.healthy_calls = healthy_calls
         self.calls = 0
 
     @property
@@ -39,6 +49,8 @@ class FaultyModel:
         self.calls += 1
         if self.extra_latency_ms:
             time.sleep(self.extra_latency_ms / 1000.0)
+        if self.calls <= getattr(self, "healthy_calls", 0):
+            return
         if (self.calls * _SPREAD) % 2**32 % 1000 < self.failure_share * 1000:
             raise RuntimeError("injected fault: the feature service timed out")
 

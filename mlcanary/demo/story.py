@@ -55,7 +55,8 @@ def _register_faulty(settings: Settings, base_version: str) -> str:
     name = settings.model.name
     base = registry.load_model(name, base_version)
     reference = registry.load_reference(name, base_version)
-    faulty = FaultyModel(base.model, failure_share=0.3, extra_latency_ms=60.0)
+    # Healthy for its first calls (warm-up, preflight): the feature service breaks under live load.
+    faulty = FaultyModel(base.model, failure_share=0.3, extra_latency_ms=60.0, healthy_calls=5)
     info = registry.register(
         name,
         NewVersion(

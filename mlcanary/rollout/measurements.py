@@ -90,7 +90,8 @@ class ArmMetrics:
 
     ``slow`` counts requests slower than the *champion's* P95 over the same window (so about 5 % of
     the champion's own requests); ``labels`` are the outcomes of its labelled predictions (see
-    :class:`LabelOutcomes`).
+    :class:`LabelOutcomes`). ``answered`` counts successful (2xx) answers, ``probabilities`` the
+    answered rows that held a positive-class probability (``predictions`` those with a label).
     """
 
     version: str | None = None
@@ -105,6 +106,8 @@ class ArmMetrics:
     labels: LabelOutcomes = field(default_factory=LabelOutcomes)
     window_requests: int = 0
     window_errors: int = 0
+    answered: int = 0
+    probabilities: int = 0
 
     @property
     def error_rate(self) -> float | None:
@@ -132,12 +135,12 @@ class Agreement:
     """Paired comparison: logged inputs re-scored by the other model.
 
     ``agree`` of ``n`` inputs got the same label from both models; ``mean_abs_dp`` is the mean
-    absolute difference of their probabilities.
+    absolute difference of their probabilities (None when a model gives labels only).
     """
 
     n: int
     agree: int
-    mean_abs_dp: float
+    mean_abs_dp: float | None
 
     @property
     def rate(self) -> float | None:
@@ -167,7 +170,9 @@ class Measurements:
     (the check then reports ``error``, which never promotes). ``candidate_ready`` is what the
     serving layer observes of the candidate arm (None when unknown); a candidate that stopped
     answering logs nothing, so the inference log alone cannot see it. ``label_cutoff``: the label
-    metrics of both arms cover requests received before it (the policy's label delay)."""
+    metrics of both arms cover requests received before it (the policy's label delay).
+    ``unmeasured`` maps a metric to why it cannot have data at all: a model that does not give what
+    it needs (e.g. no probability); the check then reports no data with that reason."""
 
     start: datetime
     end: datetime
@@ -181,3 +186,4 @@ class Measurements:
     serving_detail: str | None = None
     label_cutoff: datetime | None = None
     problems: dict[str, str] = field(default_factory=dict)
+    unmeasured: dict[str, str] = field(default_factory=dict)

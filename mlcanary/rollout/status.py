@@ -58,6 +58,13 @@ class ReleaseStatus(BaseModel):
     approval_requested_at: str | None = Field(
         None, description="when the release began waiting for a human approval (phase awaiting_approval)"
     )
+    drift_reference: str | None = Field(
+        None, description="what the candidate's inputs are compared with for input drift, and from where"
+    )
+    no_data: dict[str, str] = Field(
+        default_factory=dict,
+        description="checks of the last decision that cannot have data, and why (e.g. no probability)",
+    )
 
 
 def _summary(info: ModelVersionInfo) -> VersionSummary:
@@ -96,7 +103,22 @@ def _latest_release(versions: list[ModelVersionInfo]) -> tuple[ModelVersionInfo,
     return max(releases, key=lambda pair: pair[1].started_at, default=None)
 
 
-def read_status(registry: VersionRegistry, name: str, *, traffic: Traffic | None = None) -> ReleaseStatus:
+def _no_data(decision: Decision | None) -> dict[str, str]:
+    found = {}
+    for check in decision.checks if decision else []:
+        detail = str(check.get("detail") or "")
+        if detail.startswith("no data: "):
+            found[str(check.get("name"))] = detail.removeprefix("no data: ")
+    return found
+
+
+def read_status(
+    registry: VersionRegistry,
+    name: str,
+    *,
+    traffic: Traffic | None = None,
+    drift_reference: str | None = None,
+) -> ReleaseStatus:
     """Status of ``name`` from the registry (aliases, ``mlcanary.*`` tags) and, when a serving
     backend reported it, the observed ``traffic``. Raises ``ModelNotFoundError`` for an unknown model."""
     aliases = registry.aliases(name)
@@ -107,13 +129,16 @@ def read_status(registry: VersionRegistry, name: str, *, traffic: Traffic | None
     latest = _latest_release(versions)
     release = latest[1] if latest else None
     requested = release.approval_requested_at if release else None
+    decision = _last_decision(latest[0] if latest else None)
     return ReleaseStatus(
         model=name,
         phase=release.phase.value if release else None,
         champion_version=champion.version if champion else None,
         candidate_version=candidate.version if candidate else None,
         traffic=traffic,
-        last_decision=_last_decision(latest[0] if latest else None),
+        last_decision=decision,
         versions=[_summary(v) for v in versions],
         approval_requested_at=requested.isoformat() if requested else None,
+        drift_reference=drift_reference,
+        no_data=_no_data(decision),
     )

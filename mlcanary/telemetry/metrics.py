@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import SQLAlchemyError
 
 from mlcanary.rollout.measurements import ArmMetrics, Measurements, Percentiles
+from mlcanary.rollout.model_outputs import ArmOutputs, unmeasured_metrics
 from mlcanary.rollout.policy import LABEL_METRICS
 from mlcanary.rollout.state import ReleaseState
 from mlcanary.telemetry.aggregate import ArmAggregate, aggregate
@@ -58,6 +59,8 @@ def arm_metrics(found: ArmAggregate, version: str) -> ArmMetrics:
         labels=found.labels,
         window_requests=found.window_responses,
         window_errors=found.window_errors_5xx,
+        answered=found.answered,
+        probabilities=found.probabilities,
     )
 
 
@@ -114,6 +117,12 @@ class StoreMetricsSource:
             champion=champion,
             candidate=candidate,
             label_cutoff=label_cutoff,
+            unmeasured=unmeasured_metrics(
+                [
+                    ArmOutputs(name, arm.version, arm.answered, arm.predictions, arm.probabilities)
+                    for name, arm in (("champion", champion), ("candidate", candidate))
+                ]
+            ),
         )
         if self.extras is not None:
             measurements = self.extras(release, window_start, now, measurements)
