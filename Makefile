@@ -41,8 +41,12 @@ demo: $(STAMP) ## The whole story locally on embedded defaults (state in .mlcana
 platform: $(STAMP) ## MLflow + Prefect servers, worker, webhook receiver, stack (profile demo; UIs :5000, :4200)
 	$(BIN)/mlcanary --profile demo up --platform
 
+# Test files run in parallel, one file per worker at a time (module fixtures such as a running stack
+# are set up once); TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= auto
+
 test: $(STAMP) ## Every test suite: unit, flows and integration (real Envoy, MLflow, Prefect, the demo end to end)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP) ## Unit tests only
 	$(BIN)/pytest -m "not integration and not flows and not slow"

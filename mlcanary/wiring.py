@@ -84,7 +84,14 @@ def metrics_source(
             release.started_at,
         ),
     )
-    logged = StoreMetricsSource(store, extras=signals, label_delay=settings.rollout.labels.delay)
+    proxy_errors = None
+    if settings.serving.backend == "local":
+        from mlcanary.serving.local.proxy_errors import EnvoyProxyErrors
+
+        proxy_errors = EnvoyProxyErrors.from_settings(settings)
+    logged = StoreMetricsSource(
+        store, extras=signals, label_delay=settings.rollout.labels.delay, proxy_errors=proxy_errors
+    )
     routes = {check: settings.telemetry.source_for(check) for check in settings.rollout.checks}
     if "prometheus" not in routes.values():
         return logged

@@ -21,6 +21,14 @@ _names = itertools.count(1)
 quiet_defaults()
 
 
+@pytest.fixture(autouse=True)
+def _captured_output_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands see what a pipe or CI log would: no terminal and no ``COLUMNS`` (pytest-xdist's
+    workers set ``COLUMNS=80``, which would narrow every table a test reads)."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("LINES", raising=False)
+
+
 @pytest.fixture(scope="session")
 def mlflow_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A state directory whose mlflow.db is shared by the whole session (creating one costs ~4 s)."""

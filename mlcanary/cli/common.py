@@ -62,8 +62,9 @@ def _user_error_types() -> tuple[type[Exception], ...]:
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print ``error: message`` on stderr; return the exit to raise."""
-    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    """Print ``error: message`` on stderr, unwrapped (paths and URLs stay whole for copying and
+    for grep in logs); return the exit to raise."""
+    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

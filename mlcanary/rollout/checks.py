@@ -20,11 +20,20 @@ from mlcanary.rollout.state import CheckResult, Verdict
 from mlcanary.rollout.stats import MeanSummary, ProportionSummary, compare_with_limit
 
 
+def _proxy_context(champion: int, candidate: int) -> str:
+    if not champion and not candidate:
+        return ""
+    return (
+        f" (including {reasons.count(candidate)} candidate and {reasons.count(champion)} champion 5xx "
+        "the proxy answered for a server that could not)"
+    )
+
+
 def check_error_rate(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) -> CheckResult:
     b, c = m.champion, m.candidate
-    return two_arm(
-        "error_rate", check, policy, rate_arms("5xx", (b.requests, b.errors), (c.requests, c.errors))
-    )
+    context = _proxy_context(b.proxy_errors, c.proxy_errors)
+    arms = rate_arms("5xx", (b.routed, b.failed), (c.routed, c.failed), context=context)
+    return two_arm("error_rate", check, policy, arms)
 
 
 def check_latency(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) -> CheckResult:
@@ -66,7 +75,9 @@ def check_positive_rate(check: CheckPolicy, policy: RolloutPolicy, m: Measuremen
 
 def check_error_burst(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) -> CheckResult:
     arm = m.candidate
-    count, seen = arm.window_errors, arm.window_requests
+    # A request the proxy answered for a dead server is an error the server never logged.
+    count = arm.window_errors + arm.window_proxy_errors
+    seen = arm.window_requests + arm.window_proxy_errors
     share = count / seen if seen else 0.0
     min_count = int(_limit(check))
     burst = count >= min_count and share > check.tolerance

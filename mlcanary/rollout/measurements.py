@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from mlcanary.rollout.stats import MeanSummary
 
@@ -84,14 +85,27 @@ class LabelOutcomes:
         return self.log_loss_sum / self.scored if self.scored else None
 
 
+class ProxyErrorCount(NamedTuple):
+    """5xx the proxy answered for an arm whose server could not: since the release started
+    (``total``) and in the last tick's window (``window``)."""
+
+    total: int
+    window: int
+
+
 @dataclass(frozen=True)
 class ArmMetrics:
     """Cumulative measurements of one arm since the release started.
 
     ``slow`` counts requests slower than the *champion's* P95 over the same window (so about 5 % of
     the champion's own requests); ``labels`` are the outcomes of its labelled predictions (see
-    :class:`LabelOutcomes`). ``answered`` counts successful (2xx) answers, ``probabilities`` the
-    answered rows that held a positive-class probability (``predictions`` those with a label).
+    :class:`LabelOutcomes`). ``requests`` and ``errors`` are what the model server answered;
+    ``proxy_errors`` (and ``window_proxy_errors`` for the last tick) are requests routed to this arm
+    that the proxy answered with a 5xx of its own because the server could not (connection refused
+    or reset, timeout: a crashed or hung server). They are in no other count, and the error checks
+    add them to both sides: :attr:`routed` requests, :attr:`failed` of them. ``answered`` counts
+    successful (2xx) answers, ``probabilities`` the answered rows that held a positive-class
+    probability (``predictions`` those with a label).
     """
 
     version: str | None = None
@@ -108,10 +122,22 @@ class ArmMetrics:
     window_errors: int = 0
     answered: int = 0
     probabilities: int = 0
+    proxy_errors: int = 0
+    window_proxy_errors: int = 0
+
+    @property
+    def routed(self) -> int:
+        """Requests routed to this arm: answered by its server or, failing that, by the proxy."""
+        return self.requests + self.proxy_errors
+
+    @property
+    def failed(self) -> int:
+        """Routed requests that got a 5xx, from the server or from the proxy on its behalf."""
+        return self.errors + self.proxy_errors
 
     @property
     def error_rate(self) -> float | None:
-        return self.errors / self.requests if self.requests else None
+        return self.failed / self.routed if self.routed else None
 
     @property
     def positive_rate(self) -> float | None:

@@ -8,6 +8,11 @@ version on the same arm) never leaks in. Label outcomes cover only requests rece
 ``now − label_delay`` (:attr:`Measurements.label_cutoff`): younger ones have not had the time to get
 their label.
 
+Requests the proxy answered for an arm whose server could not (a crashed or hung server logs
+nothing) come from an optional ``proxy_errors`` callable (the local stack's Envoy log, see
+:mod:`mlcanary.serving.local.proxy_errors`) and are added to the arm's error counts; when it cannot
+be read, the error checks report the problem rather than a rate without them.
+
 Drift and paired agreement need the models themselves; they are measured by an optional ``extras``
 callable (:class:`mlcanary.signals.model_signals.ModelSignals` in the wiring), so this module stays a
 pure SQL adapter.
@@ -15,12 +20,14 @@ pure SQL adapter.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from mlcanary.rollout.measurements import ArmMetrics, Measurements, Percentiles
+from mlcanary.rollout.arms import Arm
+from mlcanary.rollout.measurements import ArmMetrics, Measurements, Percentiles, ProxyErrorCount
 from mlcanary.rollout.model_outputs import ArmOutputs, unmeasured_metrics
 from mlcanary.rollout.policy import LABEL_METRICS
 from mlcanary.rollout.state import ReleaseState
@@ -28,6 +35,10 @@ from mlcanary.telemetry.aggregate import ArmAggregate, aggregate
 from mlcanary.telemetry.store import InferenceLogStore
 
 Extras = Callable[[ReleaseState, datetime, datetime, Measurements], Measurements]
+#: ``(release start, window start, now) → per-arm proxy-answered 5xx``; raises ``OSError`` when unreadable.
+ProxyErrors = Callable[[datetime, datetime, datetime], Mapping[Arm, ProxyErrorCount]]
+#: The checks that count errors (and so the proxy's).
+PROXY_ERROR_METRICS: tuple[str, ...] = ("error_rate", "error_burst")
 
 #: The metrics that come from the inference log (reported as problems when it cannot be read).
 LOG_METRICS: tuple[str, ...] = (
@@ -74,11 +85,13 @@ class StoreMetricsSource:
         max_latency_rows: int = 50_000,
         extras: Extras | None = None,
         label_delay: timedelta = timedelta(0),
+        proxy_errors: ProxyErrors | None = None,
     ) -> None:
         self.store = store
         self.max_latency_rows = max_latency_rows
         self.extras = extras
         self.label_delay = label_delay
+        self.proxy_errors = proxy_errors
 
     def measure(self, release: ReleaseState, *, window_start: datetime, now: datetime) -> Measurements:
         """Cumulative metrics of both arms since the release started (see the module docstring)."""
@@ -124,6 +137,25 @@ class StoreMetricsSource:
                 ]
             ),
         )
+        if self.proxy_errors is not None:
+            measurements = self._with_proxy_errors(measurements, self.proxy_errors)
         if self.extras is not None:
             measurements = self.extras(release, window_start, now, measurements)
         return measurements
+
+    @staticmethod
+    def _with_proxy_errors(m: Measurements, source: ProxyErrors) -> Measurements:
+        try:
+            found = source(m.start, m.window_start, m.end)
+        except OSError as exc:
+            reason = f"proxy error log unreadable: {type(exc).__name__}: {exc}"[:300]
+            return replace(m, problems={**m.problems, **dict.fromkeys(PROXY_ERROR_METRICS, reason)})
+        none = ProxyErrorCount(0, 0)
+        champion, candidate = (found.get(arm, none) for arm in ("champion", "candidate"))
+        return replace(
+            m,
+            champion=replace(m.champion, proxy_errors=champion.total, window_proxy_errors=champion.window),
+            candidate=replace(
+                m.candidate, proxy_errors=candidate.total, window_proxy_errors=candidate.window
+            ),
+        )

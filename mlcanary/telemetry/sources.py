@@ -21,8 +21,8 @@ from mlcanary.rollout.state import ReleaseState
 
 #: The ArmMetrics fields each check reads (the others read Measurements-level fields, see below).
 CHECK_FIELDS: dict[str, tuple[str, ...]] = {
-    "error_rate": ("requests", "errors"),
-    "error_burst": ("window_requests", "window_errors"),
+    "error_rate": ("requests", "errors", "proxy_errors"),
+    "error_burst": ("window_requests", "window_errors", "window_proxy_errors"),
     "latency": ("log_latency", "latency_ms"),
     "latency_p95": ("requests", "slow", "latency_ms"),
     "positive_rate": ("predictions", "positives", "mean_probability"),

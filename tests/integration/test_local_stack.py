@@ -13,6 +13,7 @@ import signal
 import socket
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -25,9 +26,11 @@ from stack_helpers import (
     stack_settings,
 )
 
+from mlcanary.rollout.measurements import ProxyErrorCount
 from mlcanary.rollout.serving import ServingError
 from mlcanary.runtime.processes import RUN_DIRNAME
 from mlcanary.serving.local.envoy import EnvoyProxy, Weights
+from mlcanary.serving.local.proxy_errors import EnvoyProxyErrors
 from mlcanary.serving.local.stack import StackError, down, stack_status, up
 from mlcanary.testing.ports import free_ports
 
@@ -243,6 +246,7 @@ def test_a_crashed_candidate_fails_its_share_at_the_front_door(stack: LocalStack
 
     os.kill(pid, signal.SIGKILL)
     assert _wait_gone(pid)
+    killed_at = datetime.now(UTC)
     replies = stack.send(100)
 
     statuses = count_by(replies, "status")
@@ -251,6 +255,19 @@ def test_a_crashed_candidate_fails_its_share_at_the_front_door(stack: LocalStack
     assert statuses.get(503, 0) > 0
     assert all(r.arm == "champion" and r.version == serving for r in replies if r.status == 200)
     assert all(r.arm != "champion" for r in replies if r.status == 503)
+    # The dead server logged none of its 503s; Envoy's proxy-error log attributes every one of them
+    # to the candidate, which is what the error checks count (the log is flushed about once a second).
+    proxy_errors = EnvoyProxyErrors.from_settings(stack.settings)
+    deadline = time.monotonic() + 10.0
+    while True:
+        found = proxy_errors(killed_at, killed_at, datetime.now(UTC))
+        if found["candidate"].total >= statuses[503] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert found == {
+        "candidate": ProxyErrorCount(statuses[503], statuses[503]),
+        "champion": ProxyErrorCount(0, 0),
+    }
     status = backend.status(stack.model)
     assert status.traffic == {"champion": 50, "candidate": 50}
     assert not status.arms["candidate"].ready

@@ -172,3 +172,23 @@ def test_each_label_metric_compares_what_it_names() -> None:
     assert "F1" in reasons["f1"]
     # candidate: 480 false positives × 1 per 500 labels; champion: 90 false negatives × 10 per 2,000.
     assert "candidate 0.96 per request vs champion 0.45 per request" in reasons["expected_cost"]
+
+
+def test_a_dead_candidate_the_server_never_logged_fails_error_rate_and_burst_on_the_proxys_count() -> None:
+    # The candidate's server answered 1,000 requests without a 5xx, then crashed: Envoy answered
+    # the next 120 routed to it (60 in the last window); only the proxy-error log saw them.
+    healthy = replace(MEASURED.candidate, errors=0, window_requests=10, window_errors=0)
+    champion = replace(MEASURED.champion, errors=0)
+    logged_only = replace(MEASURED, champion=champion, candidate=healthy)
+    crashed = replace(logged_only, candidate=replace(healthy, proxy_errors=120, window_proxy_errors=60))
+
+    before = {c.name: c for c in evaluate_checks(POLICY, logged_only)}
+    after = {c.name: c for c in evaluate_checks(POLICY, crashed)}
+
+    assert before["error_rate"].verdict != "fail"
+    assert before["error_burst"].verdict == "pass"
+    assert after["error_rate"].verdict == "fail"
+    assert "including 120 candidate and 0 champion 5xx the proxy answered" in after["error_rate"].reason
+    assert "candidate 10.7 % (120 of 1,120) 5xx" in after["error_rate"].reason
+    assert after["error_burst"].verdict == "fail"
+    assert "60 5xx in 70 candidate requests" in after["error_burst"].reason

@@ -175,8 +175,12 @@ def test_bootstrap_keeps_client_request_ids_and_logs_json(tmp_path: Path) -> Non
     hcm = _hcm(render_bootstrap(layout_at(tmp_path)))
     assert hcm["preserve_external_request_id"] is True
     assert hcm["generate_request_id"] is True
-    (log,) = hcm["access_log"]
+    log, proxy_errors = hcm["access_log"]
     assert log["typed_config"]["path"] == str(tmp_path / "envoy" / "logs" / "access.log")
+    assert "filter" not in log
+    assert proxy_errors["typed_config"]["path"] == str(tmp_path / "envoy" / "logs" / "proxy-errors.log")
+    assert proxy_errors["filter"] == {"response_flag_filter": {}}
+    assert proxy_errors["typed_config"]["log_format"] == log["typed_config"]["log_format"]
     fields = log["typed_config"]["log_format"]["json_format"]
     assert fields["request_id"] == "%REQ(X-REQUEST-ID)%"
     assert fields["arm_header"] == "%REQ(X-MLCANARY-ARM)%"

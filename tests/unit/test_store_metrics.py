@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mlcanary.rollout.measurements import ProxyErrorCount
 from mlcanary.rollout.state import Phase, ReleaseState
 from mlcanary.telemetry.metrics import StoreMetricsSource
 from mlcanary.telemetry.store import InferenceLogStore, InferenceRow
@@ -149,3 +150,39 @@ def test_label_outcomes_cover_only_requests_old_enough_for_their_label(store: In
     p_label = np.where(labels[old] == 1, probabilities[old], 1 - probabilities[old])
     assert outcome.log_loss == pytest.approx(-np.log(np.maximum(p_label, 1e-15)).mean())
     assert m.champion.labels.labeled == 0
+
+
+def test_errors_the_proxy_answered_join_the_arm_that_could_not_answer(store: InferenceLogStore) -> None:
+    rng = np.random.default_rng(1)
+    store.write_rows(_rows("champion", "1", rng.lognormal(3.0, 0.3, 400), start=T0, errors=set(), prefix="b"))
+    store.write_rows(_rows("candidate", "2", rng.lognormal(3.0, 0.3, 100), start=T0, errors={5}, prefix="c"))
+    asked: list[tuple[datetime, datetime, datetime]] = []
+
+    def proxy_errors(start: datetime, window_start: datetime, now: datetime) -> dict[str, ProxyErrorCount]:
+        asked.append((start, window_start, now))
+        return {"candidate": ProxyErrorCount(total=60, window=25)}
+
+    now, window_start = T0 + timedelta(seconds=400), T0 + timedelta(seconds=90)
+    source = StoreMetricsSource(store, proxy_errors=proxy_errors)
+    m = source.measure(_release(), window_start=window_start, now=now)
+
+    assert asked == [(T0, window_start, now)]
+    assert (m.candidate.requests, m.candidate.errors, m.candidate.proxy_errors) == (100, 1, 60)
+    assert (m.candidate.routed, m.candidate.failed) == (160, 61)
+    assert m.candidate.error_rate == pytest.approx(61 / 160)
+    assert m.candidate.window_proxy_errors == 25
+    assert (m.champion.proxy_errors, m.champion.error_rate) == (0, 0.0)
+    # Latency and positive rate stay over what the server answered.
+    assert m.candidate.log_latency is not None
+    assert m.candidate.log_latency.n == 100
+
+
+def test_an_unreadable_proxy_error_log_is_a_problem_of_the_error_checks(store: InferenceLogStore) -> None:
+    def unreadable(start: datetime, window_start: datetime, now: datetime) -> dict[str, ProxyErrorCount]:
+        raise PermissionError("proxy-errors.log: permission denied")
+
+    m = StoreMetricsSource(store, proxy_errors=unreadable).measure(
+        _release(), window_start=T0, now=T0 + timedelta(minutes=1)
+    )
+    assert set(m.problems) == {"error_rate", "error_burst"}
+    assert "proxy error log unreadable" in m.problems["error_rate"]

@@ -197,6 +197,11 @@ class EnvoyLayout:
         return self.log_dir / "access.log"
 
     @property
+    def proxy_errors_log_path(self) -> Path:
+        """Only the responses Envoy flagged (it answered, or the upstream failed): small, read each tick."""
+        return self.log_dir / "proxy-errors.log"
+
+    @property
     def rds_stat_prefix(self) -> str:
         """Prefix of Envoy's RDS counters (``update_success``, ``update_rejected``, ...)."""
         return f"http.{self.stat_prefix}.rds.{self.route_config_name}."
@@ -262,12 +267,24 @@ def _access_log_format() -> dict[str, str]:
     }
 
 
+def _file_access_log(path: Path) -> dict[str, Any]:
+    return {
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": str(path),
+            "log_format": {"json_format": _access_log_format()},
+        },
+    }
+
+
 def render_bootstrap(cfg: EnvoyLayout) -> dict[str, Any]:
     """The Envoy bootstrap for ``cfg``: one listener whose routes come from ``cfg.routes_path``.
 
     Routes are file-based RDS on a watched directory (reloaded when a file is renamed into it);
     Envoy keeps a client's ``x-request-id`` (or generates one), forwards it upstream, echoes it in
-    the response, and writes one JSON access-log line per request.
+    the response, and writes one JSON access-log line per request (and, to a second log, one per
+    response Envoy flagged: the errors it answered for an arm whose server could not).
     """
     hcm = {
         "@type": (
@@ -297,14 +314,10 @@ def render_bootstrap(cfg: EnvoyLayout) -> dict[str, Any]:
             }
         ],
         "access_log": [
-            {
-                "name": "envoy.access_loggers.file",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
-                    "path": str(cfg.access_log_path),
-                    "log_format": {"json_format": _access_log_format()},
-                },
-            }
+            _file_access_log(cfg.access_log_path),
+            # A response flag marks a request Envoy answered itself (upstream down, reset, timeout):
+            # the errors a dead model server never logs (see serving/local/proxy_errors.py).
+            {**_file_access_log(cfg.proxy_errors_log_path), "filter": {"response_flag_filter": {}}},
         ],
     }
     return {
