@@ -119,7 +119,8 @@ def release_gate(settings: Settings, registry: ModelRegistry, backend: ServingBa
     """What vets a candidate before a release moves traffic: on the local stack, signatures and a
     preflight through the front door on reference rows; elsewhere, signatures."""
     from mlcanary.serving.local.backend import LocalBackend
-    from mlcanary.serving.local.preflight import LocalReleaseGate, SignatureGate
+    from mlcanary.serving.local.preflight import LocalReleaseGate
+    from mlcanary.serving.release_gate import SignatureGate
 
     if not isinstance(backend, LocalBackend):
         return SignatureGate(registry)

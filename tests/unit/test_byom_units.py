@@ -19,6 +19,7 @@ from mlcanary.rollout.checks import evaluate_checks
 from mlcanary.rollout.measurements import ArmMetrics, Measurements
 from mlcanary.rollout.model_outputs import ArmOutputs, OutputNames, read_outputs, unmeasured_metrics
 from mlcanary.rollout.policy import RolloutPolicy
+from mlcanary.rollout.versions import RegistryError, SignatureMissingError
 from mlcanary.serving.local.inference_protocol import RequestError
 from mlcanary.serving.local.preflight import ArmAnswer, preflight_refusal
 from mlcanary.serving.local.v2_binary import binary_outputs, binary_response, inline_binary_inputs
@@ -250,3 +251,49 @@ def test_drift_reference_of_a_version_not_trained_by_mlcanary(tmp_path: Path) ->
     ]  # its version, its arm, inside the window, before the release
     assert text.endswith("2 rows")
     store.close()
+
+
+class _Signatures:
+    """A registry whose versions have the given input schemas (an exception: how reading fails)."""
+
+    def __init__(self, schemas: dict[str, InputSchema | Exception]) -> None:
+        self.schemas = schemas
+
+    def input_schema(self, model: str, version: str) -> InputSchema:
+        found = self.schemas[version]
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+
+@pytest.mark.parametrize(
+    ("candidate", "champion", "refused"),
+    [
+        (COLUMNS, COLUMNS, None),
+        (
+            SignatureMissingError("m v2 was logged without a signature: log it"),
+            COLUMNS,
+            "v2 was logged without",
+        ),
+        (COLUMNS, SignatureMissingError("m v1 was logged without a signature"), None),  # nothing to compare
+        (RegistryError("artifact store unreachable"), COLUMNS, None),  # not the version's fault
+        (InputSchema(kind="columns", columns=COLUMNS.columns[:1]), COLUMNS, "missing column(s) channel"),
+        (
+            InputSchema(kind="tensor", tensor=TensorInput(None, "float64", (-1, 2))),
+            COLUMNS,
+            "it takes one tensor, the champion takes columns",
+        ),
+    ],
+)
+def test_signature_refusal(
+    candidate: InputSchema | Exception, champion: InputSchema | Exception, refused: str | None
+) -> None:
+    from mlcanary.serving.release_gate import SignatureGate
+
+    gate = SignatureGate(_Signatures({"1": champion, "2": candidate}))  # type: ignore[arg-type]
+    found = gate.check("m", "1", "2")
+    if refused is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert refused in found, found

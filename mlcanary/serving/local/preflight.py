@@ -2,8 +2,8 @@
 
 :class:`LocalReleaseGate` (a :class:`~mlcanary.rollout.ports.ReleaseGate`) refuses a candidate
 
-1. without a usable signature, or whose inputs differ from the champion's (read from the registry:
-   only the MLmodel files), with how to fix it;
+1. without a usable signature, or whose inputs differ from the champion's
+   (:func:`mlcanary.serving.release_gate.signature_refusal`), with how to fix it;
 2. that its model server cannot load (the server's one-line reason);
 3. that errors, returns NaN, an answer of the wrong shape, or classes the champion never returns
    when it scores reference rows sent **through the front door** exactly as users' requests are
@@ -29,10 +29,10 @@ from mlcanary.data.model_inputs import InputSchema
 from mlcanary.registry.protocol import ModelRegistry
 from mlcanary.rollout.model_outputs import OutputNames, OutputReading, read_outputs
 from mlcanary.rollout.serving import ServingError
-from mlcanary.rollout.versions import RegistryError, SignatureMissingError
 from mlcanary.serving.headers import ARM_HEADER, NO_LOG_HEADER
 from mlcanary.serving.local.backend import LocalBackend
 from mlcanary.serving.local.model_server import placeholder_request
+from mlcanary.serving.release_gate import signature_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -48,32 +48,6 @@ class ArmAnswer:
     status: int
     error: str | None
     reading: OutputReading | None
-
-
-def signature_refusal(registry: ModelRegistry, model: str, champion: str, candidate: str) -> str | None:
-    """Why ``candidate``'s inputs rule it out (None when they match the champion's)."""
-    read = getattr(registry, "input_schema", None)
-    if read is None:
-        return None
-    try:
-        theirs: InputSchema = read(model, candidate)
-        mine: InputSchema = read(model, champion)
-    except SignatureMissingError as exc:
-        if f"v{candidate} " in str(exc):
-            return str(exc)
-        return None  # a champion without a signature cannot be compared
-    except RegistryError as exc:
-        # The artifact store could not be read from here: not the version's fault, so not refused.
-        logger.warning("signature check of %s v%s skipped: %s", model, candidate, exc)
-        return None
-    found = mine.differences(theirs)
-    if not found:
-        return None
-    return (
-        f"its inputs differ from the champion's (v{champion}): {'; '.join(found)}. Log it with the "
-        f"champion's inputs ({mine.describe()}), e.g. signature=mlflow.models.infer_signature(X, "
-        "model.predict(X)) on the same columns, or register it as another model"
-    )
 
 
 def preflight_refusal(rows: int, candidate: ArmAnswer, champion: ArmAnswer | None) -> str | None:
@@ -118,16 +92,6 @@ def v2_columns_request(frame: pd.DataFrame, schema: InputSchema) -> dict[str, An
             {"name": spec.name, "datatype": datatype[spec.dtype], "shape": [len(values), 1], "data": values}
         )
     return {"inputs": inputs, "parameters": {"content_type": "pd"}}
-
-
-class SignatureGate:
-    """A :class:`~mlcanary.rollout.ports.ReleaseGate` that checks signatures only (any backend)."""
-
-    def __init__(self, registry: ModelRegistry) -> None:
-        self.registry = registry
-
-    def check(self, model: str, champion: str, candidate: str) -> str | None:
-        return signature_refusal(self.registry, model, champion, candidate)
 
 
 class LocalReleaseGate:
@@ -237,8 +201,6 @@ def _typed(values: np.ndarray) -> np.ndarray:
 __all__ = [
     "ArmAnswer",
     "LocalReleaseGate",
-    "SignatureGate",
     "preflight_refusal",
-    "signature_refusal",
     "v2_columns_request",
 ]

@@ -59,7 +59,7 @@ def test_inconsistent_routes_are_a_configuration_error(tmp_path: Path) -> None:
 
 def test_on_kserve_the_release_gate_checks_signatures_only(tmp_path: Path) -> None:
     # docs/operations.md ("On Kubernetes"): no preflight through a front door before traffic there.
-    from mlcanary.serving.local.preflight import SignatureGate
+    from mlcanary.serving.release_gate import SignatureGate
     from mlcanary.wiring import release_gate
 
     settings = kserve_settings(tmp_path)
