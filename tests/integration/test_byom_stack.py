@@ -262,7 +262,7 @@ def test_preflight_refuses_before_any_traffic(
     registry = registry_from_settings(stack.settings)
     version = register(stack.settings, kind, *data)
     set_alias(stack.settings, CANDIDATE, version)
-    with stack.background_traffic(interval_s=0.02) as replies:
+    with stack.background_traffic(interval_s=0.1) as replies:  # the champion keeps answering
         with pytest.raises(CandidateRefusedError, match=expected):
             engine.start_canary(stack.model, version)
         time.sleep(0.3)
