@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from mlcanary.rollout.policy import MetricName, RolloutPolicy
+from mlcanary.rollout.model_outputs import OutputNames
+from mlcanary.rollout.policy import Duration, MetricName, RolloutPolicy
 
 ENV_PREFIX = "MLCANARY_"
 ENV_NESTED_DELIMITER = "__"
@@ -131,6 +133,10 @@ class ModelSettings(_Section):
     )
     params: dict[str, Any] = Field(
         default_factory=dict, description="hyperparameters passed to the estimator"
+    )
+    outputs: OutputNames = Field(
+        default_factory=OutputNames,
+        description="which of the model's outputs hold the class label and P(positive class)",
     )
 
 
@@ -350,6 +356,16 @@ class TelemetrySettings(_Section):
     )
     drift_reports: bool = Field(
         True, description="keep the latest Evidently HTML reports in the release's MLflow run"
+    )
+    reference_dataset: Path | None = Field(
+        None,
+        description="CSV or Parquet file used as the drift reference (and preflight rows) of every "
+        "version; default: the champion's training sample, else its logged inputs",
+    )
+    reference_window: Duration = Field(
+        timedelta(hours=24),
+        description="for a champion not trained by mlcanary: its logged inputs received in this "
+        "window before the release are the drift reference",
     )
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     sources: dict[str, MetricsSourceName] = Field(

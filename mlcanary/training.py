@@ -244,7 +244,8 @@ def git_commit(cwd: Path | None = None) -> str:
     return head + ("+dirty" if dirty else "")
 
 
-def _pip_requirements() -> tuple[str, ...]:
+def pip_requirements() -> tuple[str, ...]:
+    """Exact pins of what loading a version logged by mlcanary needs (its skops-saved pipeline)."""
     import sklearn
     import skops
 
@@ -305,7 +306,7 @@ def build_new_version(
         params=params,
         tags=version_tags,
         run_name=f"train-{settings.model.name}-{dataset.fingerprint[:8]}",
-        pip_requirements=_pip_requirements(),
+        pip_requirements=pip_requirements(),
     )
 
 

@@ -15,8 +15,27 @@ from mlcanary.registry.evidence import MlflowEvidence
 from mlcanary.registry.mlflow_registry import MlflowRegistry, registry_from_settings
 from mlcanary.registry.protocol import ModelRegistry
 from mlcanary.rollout.engine import RolloutEngine
-from mlcanary.rollout.ports import Clock, EvidenceRecorder, MetricsSource, Notifier, SystemClock
+from mlcanary.rollout.ports import (
+    Clock,
+    EvidenceRecorder,
+    MetricsSource,
+    Notifier,
+    ReleaseGate,
+    SystemClock,
+)
 from mlcanary.rollout.serving import ServingBackend
+from mlcanary.signals.reference import ReferenceConfig
+
+
+def reference_config(settings: Settings) -> ReferenceConfig:
+    """Where drift references come from (``telemetry.reference_*``, ``data.target``)."""
+    dataset = settings.telemetry.reference_dataset
+    return ReferenceConfig(
+        dataset=None if dataset is None else dataset.expanduser().resolve(),
+        window=settings.telemetry.reference_window,
+        target=settings.data.target,
+        max_rows=settings.telemetry.drift_max_rows,
+    )
 
 
 def serving_backend(settings: Settings) -> ServingBackend:
@@ -42,6 +61,7 @@ def metrics_source(
     their numbers from Istio's metrics of the arms' workloads, which ``backend`` names."""
     from mlcanary.signals.drift import EvidentlyDriftDetector
     from mlcanary.signals.model_signals import ModelSignals
+    from mlcanary.signals.reference import reference_rows
     from mlcanary.telemetry.metrics import StoreMetricsSource
     from mlcanary.telemetry.store import InferenceLogStore
 
@@ -53,6 +73,16 @@ def metrics_source(
         policy=settings.rollout,
         max_rows=settings.telemetry.drift_max_rows,
         reports=recorder.attach_report if recorder is not None and settings.telemetry.drift_reports else None,
+        outputs=settings.model.outputs,
+        threshold=settings.training.decision_threshold,
+        reference=lambda release: reference_rows(
+            reference_config(settings),
+            registry,
+            store,
+            release.model,
+            release.champion_version,
+            release.started_at,
+        ),
     )
     proxy_errors = None
     if settings.serving.backend == "local":
@@ -85,6 +115,33 @@ def metrics_source(
         raise ConfigError(f"telemetry.sources: {exc}") from None
 
 
+def release_gate(settings: Settings, registry: ModelRegistry, backend: ServingBackend) -> ReleaseGate:
+    """What vets a candidate before a release moves traffic: on the local stack, signatures and a
+    preflight through the front door on reference rows; elsewhere, signatures."""
+    from mlcanary.serving.local.backend import LocalBackend
+    from mlcanary.serving.local.preflight import LocalReleaseGate
+    from mlcanary.serving.release_gate import SignatureGate
+
+    if not isinstance(backend, LocalBackend):
+        return SignatureGate(registry)
+    from mlcanary.signals.reference import reference_rows
+    from mlcanary.telemetry.store import InferenceLogStore
+
+    store = InferenceLogStore(settings.store_url)
+    clock = SystemClock()
+
+    def rows(model: str, champion: str):  # type: ignore[no-untyped-def]
+        return reference_rows(reference_config(settings), registry, store, model, champion, clock.now())
+
+    return LocalReleaseGate(
+        backend,
+        registry,
+        rows=rows,
+        outputs=settings.model.outputs,
+        threshold=settings.training.decision_threshold,
+    )
+
+
 def evidence_recorder(settings: Settings, registry: MlflowRegistry) -> MlflowEvidence:
     """Release evidence in the experiment ``<mlflow.experiment>-releases`` of the same MLflow."""
     return MlflowEvidence(
@@ -102,6 +159,7 @@ def build_engine(
     clock: Clock | None = None,
     recorder: EvidenceRecorder | None = None,
     notifier: Notifier | None = None,
+    gate: ReleaseGate | None = None,
 ) -> RolloutEngine:
     """A :class:`RolloutEngine` on the configured registry, backend, metrics and evidence store."""
     registry = registry_from_settings(settings)
@@ -117,6 +175,7 @@ def build_engine(
         metrics=metrics or metrics_source(settings, registry, evidence, backend),
         policy=settings.rollout,
         clock=clock or SystemClock(),
+        gate=gate or release_gate(settings, registry, backend),
         recorder=recorder or evidence,
         notifier=notifier
         or notifier_from_env(

@@ -20,11 +20,19 @@ class FaultyModel:
     ``invert``, answers with the classes swapped (probability p becomes 1 − p).
 
     The n-th call fails when ``(n · 2654435761) mod 2³² mod 1000 < failure_share · 1000``, so the
-    failures are spread evenly and the same sequence of calls always fails the same way.
+    failures are spread evenly and the same sequence of calls always fails the same way. The first
+    ``healthy_calls`` calls never fail: a dependency that breaks under live load, after the
+    server's warm-up and release preflight have passed (which would otherwise refuse it).
     """
 
     def __init__(
-        self, inner: Any, *, failure_share: float = 0.0, extra_latency_ms: float = 0.0, invert: bool = False
+        self,
+        inner: Any,
+        *,
+        failure_share: float = 0.0,
+        extra_latency_ms: float = 0.0,
+        healthy_calls: int = 0,
+        invert: bool = False,
     ) -> None:
         if not 0.0 <= failure_share <= 1.0:
             raise ValueError(f"failure_share must be within [0, 1], got {failure_share}")
@@ -33,6 +41,7 @@ class FaultyModel:
         self.inner = inner
         self.failure_share = failure_share
         self.extra_latency_ms = extra_latency_ms
+        self.healthy_calls = healthy_calls
         self.invert = invert
         self.calls = 0
 
@@ -44,15 +53,17 @@ class FaultyModel:
         self.calls += 1
         if self.extra_latency_ms:
             time.sleep(self.extra_latency_ms / 1000.0)
+        if self.calls <= getattr(self, "healthy_calls", 0):
+            return
         if (self.calls * _SPREAD) % 2**32 % 1000 < self.failure_share * 1000:
             raise RuntimeError("injected fault: the feature service timed out")
 
     def predict_proba(self, x: Any) -> Any:
         self._maybe_fail()
         proba = self.inner.predict_proba(x)
-        return proba[:, ::-1] if self.invert else proba
+        return proba[:, ::-1] if getattr(self, "invert", False) else proba
 
     def predict(self, x: Any) -> Any:
         self._maybe_fail()
         labels = self.inner.predict(x)
-        return 1 - labels if self.invert else labels
+        return 1 - labels if getattr(self, "invert", False) else labels

@@ -14,6 +14,7 @@ from mlcanary.cli.common import console, user_errors
 if TYPE_CHECKING:
     from mlcanary.config import Settings
     from mlcanary.rollout.status import ReleaseStatus, Traffic
+    from mlcanary.rollout.versions import VersionRegistry
     from mlcanary.training import TrainingOutcome
 
 
@@ -108,6 +109,28 @@ def _observed_traffic(settings: Settings, model: str) -> tuple[Traffic | None, f
     return traffic, observed.shadow
 
 
+def _drift_reference(settings: Settings, registry: VersionRegistry, name: str) -> str | None:
+    """Which drift reference the current (or next) release of ``name`` uses."""
+    from mlcanary.rollout import tags
+    from mlcanary.rollout.arms import CANDIDATE, CHAMPION
+    from mlcanary.rollout.versions import RegistryError
+    from mlcanary.signals.reference import describe_reference
+    from mlcanary.wiring import reference_config
+
+    try:
+        champion = registry.version_for_alias(name, CHAMPION)
+        candidate = registry.version_for_alias(name, CANDIDATE)
+    except RegistryError:
+        return None
+    if champion is None:
+        return None
+    started = None
+    if candidate is not None:
+        state = tags.release_from_tags(name, candidate.version, candidate.tags)
+        started = state.started_at if state is not None else None
+    return describe_reference(reference_config(settings), champion, started).description
+
+
 def _status_table(status: ReleaseStatus) -> Table:
     table = Table(title=f"{status.model}: registry", title_justify="left")
     for column in ("version", "aliases", "offline gate", "metric", "note"):
@@ -137,8 +160,15 @@ def status_command(
     with user_errors():
         settings = ctx.obj.settings()
         name = model or settings.model.name
+        registry = registry_from_settings(settings)
         traffic, mirrored = _observed_traffic(settings, name)
-        status = read_status(registry_from_settings(settings), name, traffic=traffic, mirrored_share=mirrored)
+        status = read_status(
+            registry,
+            name,
+            traffic=traffic,
+            mirrored_share=mirrored,
+            drift_reference=_drift_reference(settings, registry, name),
+        )
     if as_json:
         typer.echo(status.model_dump_json())
         return
@@ -162,6 +192,10 @@ def status_command(
         )
     if status.last_decision:
         console.print(f"last decision: {status.last_decision.action}: {status.last_decision.reason}")
+    if status.drift_reference:
+        console.print(f"drift reference: {status.drift_reference}", highlight=False)
+    for check, why in status.no_data.items():
+        console.print(f"no data for {check}: {why}", highlight=False)
     console.print(_status_table(status))
 
 

@@ -4,12 +4,13 @@ traffic that flows through it."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, NamedTuple
 
 import typer
 from rich.table import Table
 
-from mlcanary.cli.common import console, fail, user_errors
+from mlcanary.cli.common import console, err_console, fail, user_errors
 
 if TYPE_CHECKING:
     from mlcanary.config import Settings
@@ -71,6 +72,10 @@ def print_stack(info: StackInfo) -> None:
             else ""
         )
     )
+    if info.candidate_problem:
+        err_console.print(
+            f"[yellow]warning:[/yellow] {info.candidate_problem}", highlight=False, soft_wrap=True
+        )
     console.print(f"try: curl -s {info.front_door_url}/v1/models/{info.model}  ·  mlcanary traffic --rps 20")
 
 
@@ -150,6 +155,8 @@ def collector_command(
             port or settings.serving.collector_port,
             db_url or settings.store_url,
             resolve_arm=resolve_arm,
+            outputs=settings.model.outputs,
+            threshold=settings.training.decision_threshold,
         )
 
 
@@ -181,8 +188,16 @@ def traffic_command(
         typer.Option(help="Host header (kserve default: the InferenceService's host from its status)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Replay the rows of your CSV or Parquet file instead of the bundled data."),
+    ] = None,
+    target_column: Annotated[
+        str | None,
+        typer.Option("--target", help="With --data: the 0/1 label column, posted as delayed feedback."),
+    ] = None,
 ) -> None:
-    """Replay rows of the bundled dataset through the front door (optionally drifted).
+    """Replay rows of the bundled dataset, or of your own file (--data), through the front door.
 
     Shows a progress bar, posts delayed ground-truth labels to the collector and ends with a
     per-arm summary: requests, errors, latency percentiles and positive rate.
@@ -191,6 +206,7 @@ def traffic_command(
 
     from mlcanary.demo.traffic.plan import TrafficPlan
     from mlcanary.demo.traffic.render import render_summary
+    from mlcanary.demo.traffic.rows import FileRows
     from mlcanary.demo.traffic.run import run_traffic_sync
 
     with user_errors():
@@ -213,9 +229,18 @@ def traffic_command(
             feedback_delay_s=feedback_delay,
             feedback_share=feedback_share,
             force_arm=arm,
+            data_path=None if data is None else str(data),
+            target=target_column,
         )
+        if data is not None:
+            # Fail here, in one line, on a file that cannot be replayed.
+            FileRows.read(str(data), target_column)
+        elif target_column is not None:
+            raise ValueError("--target needs --data (the bundled rows carry their own labels)")
     except ValidationError as exc:
         raise fail(f"invalid traffic options: {exc}", 2) from None
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
     if as_json:
         report = run_traffic_sync(plan)
         typer.echo(json.dumps(report.to_dict()))

@@ -34,7 +34,7 @@ from mlcanary.registry.mlflow_registry import registry_from_settings
 from mlcanary.registry.protocol import NewVersion
 from mlcanary.rollout import tags
 from mlcanary.rollout.arms import CANDIDATE
-from mlcanary.training import run_overrides, train
+from mlcanary.training import pip_requirements, run_overrides, train
 from mlcanary.wiring import build_engine, evidence_recorder
 
 SUMMARY_ROWS = [key for key, _ in SUMMARY_COLUMNS if key not in ("release", "reason")]
@@ -57,7 +57,8 @@ def _register_faulty(settings: Settings, base_version: str) -> str:
     name = settings.model.name
     base = registry.load_model(name, base_version)
     reference = registry.load_reference(name, base_version)
-    faulty = FaultyModel(base.model, failure_share=0.3, extra_latency_ms=60.0)
+    # Healthy for its first calls (warm-up, preflight): the feature service breaks under live load.
+    faulty = FaultyModel(base.model, failure_share=0.3, extra_latency_ms=60.0, healthy_calls=5)
     info = registry.register(
         name,
         NewVersion(
@@ -74,6 +75,9 @@ def _register_faulty(settings: Settings, base_version: str) -> str:
                 }
             ),
             run_name=f"faulty-{name}-from-v{base_version}",
+            # Pinned like a trained version's: MLflow's inference would load the model in a
+            # subprocess (seconds, and a warning on stderr when it is slow).
+            pip_requirements=pip_requirements(),
         ),
     )
     # Set by hand, as a hurried human (or a webhook) would: the canary is the safety net.

@@ -53,7 +53,8 @@ def tick_metrics(measurements: Measurements, decision: Decision) -> dict[str, fl
     }
     if measurements.agreement is not None and measurements.agreement.rate is not None:
         metrics["paired.agreement"] = measurements.agreement.rate
-        metrics["paired.mean_abs_dp"] = measurements.agreement.mean_abs_dp
+        if measurements.agreement.mean_abs_dp is not None:
+            metrics["paired.mean_abs_dp"] = measurements.agreement.mean_abs_dp
     if measurements.prediction_drift is not None:
         metrics["drift.prediction"] = measurements.prediction_drift.value
     if measurements.input_drift is not None:

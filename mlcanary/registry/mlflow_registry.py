@@ -22,16 +22,17 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
-from mlflow.models import Model
 
 from mlcanary.config import Settings
+from mlcanary.data.model_inputs import InputSchema
 from mlcanary.registry.protocol import LoadedModel, NewVersion
-from mlcanary.registry.signature import features_from_signature, signature_for
+from mlcanary.registry.signature import signature_for
 from mlcanary.rollout import tags
 from mlcanary.rollout.versions import (
     ModelNotFoundError,
     ModelVersionInfo,
     RegistryError,
+    SignatureMissingError,
     VersionNotFoundError,
 )
 
@@ -206,19 +207,36 @@ class MlflowRegistry:
     # -- loading ---------------------------------------------------------------------------------
 
     def load_model(self, name: str, version: str) -> LoadedModel:
-        import mlflow.artifacts
-        import mlflow.sklearn
+        from mlcanary.registry.model_loader import ModelLoadError, load_registered_model
 
         info = self.get_version(name, version)
-        with tempfile.TemporaryDirectory(prefix="mlcanary-load-") as tmp:
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=self.client.get_model_version_download_uri(name, info.version),
-                dst_path=tmp,
-                tracking_uri=self.tracking_uri,
-            )
-            features = features_from_signature(Model.load(local).signature)
-            model = mlflow.sklearn.load_model(local)
-        return LoadedModel(name=name, version=info.version, model=model, features=features)
+        try:
+            scorer = load_registered_model(self.client, self.tracking_uri, name, info.version)
+        except ModelLoadError as exc:
+            raise RegistryError(str(exc)) from exc
+        return LoadedModel(
+            name=name,
+            version=info.version,
+            model=scorer.model,
+            features=tuple(scorer.inputs.columns),
+            scorer=scorer,
+        )
+
+    def input_schema(self, name: str, version: str) -> InputSchema:
+        """The inputs of ``name`` ``version`` from its signature (only its MLmodel file is read).
+
+        Raises :class:`SignatureMissingError` (the message says how to fix it) without a usable
+        signature and :class:`RegistryError` when the MLmodel file cannot be read.
+        """
+        from mlcanary.registry.model_loader import ModelLoadError, SignatureError, read_registered_inputs
+
+        info = self.get_version(name, version)
+        try:
+            return read_registered_inputs(self.client, self.tracking_uri, name, info.version)
+        except SignatureError as exc:
+            raise SignatureMissingError(str(exc)) from exc
+        except ModelLoadError as exc:
+            raise RegistryError(str(exc)) from exc
 
     def load_reference(self, name: str, version: str) -> pd.DataFrame:
         info = self.get_version(name, version)

@@ -20,12 +20,15 @@ from mlcanary.rollout.versions import ModelVersionInfo, VersionRegistry
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A version's fitted model (``predict_proba`` over a raw-feature DataFrame) and its inputs."""
+    """A version's model and its inputs: ``model`` is the estimator itself for a scikit-learn-style
+    model (``predict_proba`` over a raw-feature DataFrame) or the pyfunc model; ``scorer`` scores
+    any of them as the model servers do (:class:`~mlcanary.registry.model_loader.ScoringModel`)."""
 
     name: str
     version: str
     model: Any
     features: tuple[FeatureSpec, ...]
+    scorer: Any = None
 
 
 @dataclass(frozen=True)

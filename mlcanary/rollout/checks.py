@@ -123,6 +123,7 @@ def check_agreement(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) 
         min_samples=floor,
     )
     low, high = max(limit + test.ci_low, 0.0), min(limit + test.ci_high, 1.0)
+    dp = "labels only" if paired.mean_abs_dp is None else f"mean |Δp| {paired.mean_abs_dp:.3f}"
     concluded = reasons.conclusion(
         test.verdict, "decrease_is_bad", below_floor=floor if paired.n < floor else None
     )
@@ -134,7 +135,7 @@ def check_agreement(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) 
         check,
         test.verdict,
         reason=f"agreement: both models give the same label to {reasons.share_of(paired.agree, paired.n)} "
-        f"{pairs} (mean |Δp| {paired.mean_abs_dp:.3f}); fails {label}; CS "
+        f"{pairs} ({dp}); fails {label}; CS "
         f"[{reasons.percent(low)}, {reasons.percent(high)}] → {concluded} "
         f"(mixture-SPRT confidence sequence, α {alpha:.2g})",
         value=paired.rate,
@@ -142,7 +143,7 @@ def check_agreement(check: CheckPolicy, policy: RolloutPolicy, m: Measurements) 
         test=test.test,
         n_candidate=paired.n,
         ci=(low, high),
-        detail=f"{paired.agree}/{paired.n} same label, mean |Δp| {paired.mean_abs_dp:.4f}",
+        detail=f"{paired.agree}/{paired.n} same label, {dp}",
     )
 
 
@@ -237,7 +238,8 @@ CHECKS: dict[str, CheckFunction] = {
 
 def evaluate_checks(policy: RolloutPolicy, m: Measurements) -> tuple[CheckResult, ...]:
     """Every enabled check of the policy's phase (:meth:`RolloutPolicy.enabled_checks`), in policy
-    order; a metric that could not be measured is ``error``."""
+    order; a metric that could not be measured is ``error``, one the models cannot give data for
+    (``Measurements.unmeasured``) reports no data with the reason."""
     results = []
     for name, check in policy.enabled_checks().items():
         if name in m.problems:
@@ -248,6 +250,18 @@ def evaluate_checks(policy: RolloutPolicy, m: Measurements) -> tuple[CheckResult
                     "error",
                     reason=f"{name}: could not be measured ({m.problems[name]})",
                     detail=m.problems[name],
+                )
+            )
+            continue
+        if name in m.unmeasured:
+            results.append(
+                result(
+                    name,
+                    check,
+                    "inconclusive",
+                    reason=f"{name}: no data: {m.unmeasured[name]}",
+                    detail=f"no data: {m.unmeasured[name]}",
+                    no_data=True,
                 )
             )
             continue

@@ -30,6 +30,7 @@ from mlcanary.rollout.ports import (
     NullNotifier,
     NullRecorder,
     ReleaseEvent,
+    ReleaseGate,
 )
 from mlcanary.rollout.serving import ServingBackend
 from mlcanary.rollout.state import Decision, Phase, ReleaseState
@@ -44,6 +45,11 @@ class RolloutError(Exception):
 
 class NothingToDoError(RolloutError):
     """There is no release in a state the request applies to (e.g. promote with no candidate)."""
+
+
+class CandidateRefusedError(RolloutError):
+    """The release gate refused the candidate before any traffic moved: the version is tagged
+    rejected with the reason, ``@candidate`` is removed, the champion is untouched."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,7 @@ class RolloutEngine:
         clock: Clock,
         recorder: EvidenceRecorder | None = None,
         notifier: Notifier | None = None,
+        gate: ReleaseGate | None = None,
     ) -> None:
         self.registry = registry
         self.backend = backend
@@ -77,6 +84,7 @@ class RolloutEngine:
         self.clock = clock
         self.recorder = recorder or NullRecorder()
         self.notifier = notifier or NullNotifier()
+        self.gate = gate
 
     # -- reading state ---------------------------------------------------------------------------
 
@@ -113,7 +121,8 @@ class RolloutEngine:
 
         Refuses (``RolloutError``, nothing changed) an unknown model or version, a model without a
         champion, the champion itself, and a second release while one is in progress. Starting the
-        release that is already running is a no-op that returns its state.
+        release that is already running is a no-op that returns its state. With a release gate, a
+        candidate the gate refuses raises ``CandidateRefusedError`` before any traffic moves.
         """
         if not self.registry.model_exists(model):
             raise RolloutError(f"model {model!r} is not registered")
@@ -134,6 +143,10 @@ class RolloutEngine:
                 f"{model}: a release of version {active.candidate_version} is {active.phase.value}; "
                 "promote or roll it back first"
             )
+        if self.gate is not None:
+            refusal = self.gate.check(model, champion.version, info.version)
+            if refusal is not None:
+                self._refuse(model, champion.version, info.version, refusal)
         now = self.clock.now()
         state = ReleaseState(
             model=model,
@@ -153,6 +166,33 @@ class RolloutEngine:
         self._persist(state)
         with self._failure_notified(state, "start"):
             return self._handle_pending(state).release
+
+    def _refuse(self, model: str, champion: str, version: str, refusal: str) -> None:
+        """Reject ``version`` before any traffic: tag it, take @candidate off it, notify, raise."""
+        reason = f"refused before any traffic: {refusal}"
+        self.registry.set_tags(
+            model,
+            version,
+            tags.tagged({tags.REJECTED: reason[: tags.MAX_TEXT], tags.PREFLIGHT: refusal[: tags.MAX_TEXT]}),
+        )
+        if self.registry.aliases(model).get(CANDIDATE) == version:
+            self.registry.delete_alias(model, CANDIDATE)
+        now = self.clock.now()
+        refused = ReleaseState(
+            model=model,
+            candidate_version=version,
+            champion_version=champion,
+            phase=Phase.ROLLED_BACK,
+            step_index=0,
+            traffic=0,
+            started_at=now,
+            step_started_at=now,
+            reason=reason,
+        )
+        self.notifier.notify(
+            refused, ReleaseEvent.FAILED, f"{model} v{version} {reason}; @champion v{champion} untouched"
+        )
+        raise CandidateRefusedError(f"{model} v{version} {reason}")
 
     # -- one tick ----------------------------------------------------------------------------------
 

@@ -103,7 +103,9 @@ class ArmMetrics:
     ``proxy_errors`` (and ``window_proxy_errors`` for the last tick) are requests routed to this arm
     that the proxy answered with a 5xx of its own because the server could not (connection refused
     or reset, timeout: a crashed or hung server). They are in no other count, and the error checks
-    add them to both sides: :attr:`routed` requests, :attr:`failed` of them.
+    add them to both sides: :attr:`routed` requests, :attr:`failed` of them. ``answered`` counts
+    successful (2xx) answers, ``probabilities`` the answered rows that held a positive-class
+    probability (``predictions`` those with a label).
     """
 
     version: str | None = None
@@ -118,6 +120,8 @@ class ArmMetrics:
     labels: LabelOutcomes = field(default_factory=LabelOutcomes)
     window_requests: int = 0
     window_errors: int = 0
+    answered: int = 0
+    probabilities: int = 0
     proxy_errors: int = 0
     window_proxy_errors: int = 0
 
@@ -157,12 +161,12 @@ class Agreement:
     """Paired comparison: logged inputs re-scored by the other model.
 
     ``agree`` of ``n`` inputs got the same label from both models; ``mean_abs_dp`` is the mean
-    absolute difference of their probabilities.
+    absolute difference of their probabilities (None when a model gives labels only).
     """
 
     n: int
     agree: int
-    mean_abs_dp: float
+    mean_abs_dp: float | None
 
     @property
     def rate(self) -> float | None:
@@ -219,10 +223,12 @@ class DriftScore:
 @dataclass(frozen=True)
 class Measurements:
     """Everything measured at one tick. ``problems`` maps a metric to why it could not be measured
-        (the check then reports ``error``, which never promotes). ``candidate_ready`` is what the
-        serving layer observes of the candidate arm (None when unknown); a candidate that stopped
-        answering logs nothing, so the inference log alone cannot see it. ``label_cutoff``: the label
-        metrics of both arms cover requests received before it (the policy's label delay). In the shadow
+    (the check then reports ``error``, which never promotes). ``candidate_ready`` is what the
+    serving layer observes of the candidate arm (None when unknown); a candidate that stopped
+    answering logs nothing, so the inference log alone cannot see it. ``label_cutoff``: the label
+    metrics of both arms cover requests received before it (the policy's label delay).
+    ``unmeasured`` maps a metric to why it cannot have data at all: a model that does not give what
+    it needs (e.g. no probability); the check then reports no data with that reason. In the shadow
     phase ``candidate`` is the candidate's answers to mirrored requests and ``paired`` the pairs of
     answers to the same requests."""
 
@@ -239,3 +245,4 @@ class Measurements:
     label_cutoff: datetime | None = None
     paired: PairedScores | None = None
     problems: dict[str, str] = field(default_factory=dict)
+    unmeasured: dict[str, str] = field(default_factory=dict)

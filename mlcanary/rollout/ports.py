@@ -69,6 +69,16 @@ class Notifier(Protocol):
     def notify(self, release: ReleaseState, event: ReleaseEvent, message: str) -> None: ...
 
 
+class ReleaseGate(Protocol):
+    """Vets a candidate before a release moves any traffic to it (signature, preflight).
+
+    ``check`` returns why ``candidate`` must not be released beside ``champion`` (one sentence that
+    says how to fix it where it can), or None when it may. It never changes the champion's serving.
+    """
+
+    def check(self, model: str, champion: str, candidate: str) -> str | None: ...
+
+
 class NullRecorder:
     """Keeps nothing (for tests and dry runs)."""
 

@@ -73,6 +73,13 @@ class ReleaseStatus(BaseModel):
         None, description="when the release began waiting for a human approval (phase awaiting_approval)"
     )
     shadow: ShadowStatus | None = Field(None, description="the shadow phase (phase shadowing only)")
+    drift_reference: str | None = Field(
+        None, description="what the candidate's inputs are compared with for input drift, and from where"
+    )
+    no_data: dict[str, str] = Field(
+        default_factory=dict,
+        description="checks of the last decision that cannot have data, and why (e.g. no probability)",
+    )
 
 
 def _summary(info: ModelVersionInfo) -> VersionSummary:
@@ -123,12 +130,22 @@ def _shadow(decision: Decision | None, mirrored_share: float | None) -> ShadowSt
     )
 
 
+def _no_data(decision: Decision | None) -> dict[str, str]:
+    found = {}
+    for check in decision.checks if decision else []:
+        detail = str(check.get("detail") or "")
+        if detail.startswith("no data: "):
+            found[str(check.get("name"))] = detail.removeprefix("no data: ")
+    return found
+
+
 def read_status(
     registry: VersionRegistry,
     name: str,
     *,
     traffic: Traffic | None = None,
     mirrored_share: float | None = None,
+    drift_reference: str | None = None,
 ) -> ReleaseStatus:
     """Status of ``name`` from the registry (aliases, ``mlcanary.*`` tags) and, when a serving
     backend reported them, the observed ``traffic`` and ``mirrored_share``. Raises
@@ -153,4 +170,6 @@ def read_status(
         versions=[_summary(v) for v in versions],
         approval_requested_at=requested.isoformat() if requested else None,
         shadow=_shadow(decision, mirrored_share) if shadowing else None,
+        drift_reference=drift_reference,
+        no_data=_no_data(decision),
     )

@@ -39,6 +39,8 @@ LAST_DECISION: Final = "last_decision"
 # -- outcomes ------------------------------------------------------------------------------------
 REJECTED: Final = "rejected"
 """Why a version must not be released (a failed gate or a rollback)."""
+PREFLIGHT: Final = "preflight"
+"""Why the release gate refused a version before any traffic (signature, preflight)."""
 PREVIOUS_CHAMPION: Final = "previous_champion"
 REPLACED_BY: Final = "replaced_by"
 

@@ -28,6 +28,10 @@ class VersionNotFoundError(RegistryError):
     """The model exists but the version does not."""
 
 
+class SignatureMissingError(RegistryError):
+    """The version has no usable input signature; the message says how to fix it."""
+
+
 @dataclass(frozen=True)
 class ModelVersionInfo:
     """One registered model version as mlcanary sees it (``version`` is MLflow's string)."""

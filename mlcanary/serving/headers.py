@@ -31,3 +31,11 @@ SERVER_VERSION_HEADER: Final = "x-mlcanary-model-version"
 
 SERVER_LATENCY_HEADER: Final = "x-mlcanary-latency-ms"
 """Response header (set by the model server) with its own inference time in milliseconds."""
+
+NO_LOG_HEADER: Final = "x-mlcanary-preflight"
+"""Request header: the model server answers but does not log the request (the release preflight's
+probes, so they never count as traffic)."""
+
+BINARY_HEADER_LENGTH_HEADER: Final = "inference-header-content-length"
+"""The V2 binary tensor extension's header: the length of the JSON header that precedes the raw
+tensor bytes, on a request and on a response with binary outputs (names are case-insensitive)."""

@@ -14,21 +14,27 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 import pandas as pd
 
 from mlcanary.registry.protocol import LoadedModel, ModelRegistry
 from mlcanary.rollout.measurements import Measurements
+from mlcanary.rollout.model_outputs import OutputNames
 from mlcanary.rollout.policy import RolloutPolicy
 from mlcanary.rollout.state import ReleaseState
 from mlcanary.signals.drift import DriftDetector
-from mlcanary.signals.paired import agreement_from_logs
+from mlcanary.signals.paired import NoLabelsError, ScoredModel, agreement_from_logs
 from mlcanary.telemetry.store import InferenceLogStore
 
 logger = logging.getLogger(__name__)
 
 ReportSink = Callable[[ReleaseState, str, str], None]
 """Receives (release, file name, HTML) for reports worth keeping (e.g. the MLflow evidence)."""
+
+
+class NoReferenceError(ValueError):
+    """There are no reference rows for input drift (e.g. no logged champion traffic yet)."""
 
 
 class ModelSignals:
@@ -43,7 +49,13 @@ class ModelSignals:
         policy: RolloutPolicy,
         max_rows: int = 2_000,
         reports: ReportSink | None = None,
+        outputs: OutputNames | None = None,
+        threshold: float = 0.5,
+        reference: Callable[[ReleaseState], tuple[pd.DataFrame, str]] | None = None,
     ) -> None:
+        self.reference = reference
+        self.outputs = outputs or OutputNames()
+        self.threshold = threshold
         self.registry = registry
         self.store = store
         self.detector = detector
@@ -51,7 +63,7 @@ class ModelSignals:
         self.max_rows = max_rows
         self.reports = reports
         self._models: dict[tuple[str, str], LoadedModel] = {}
-        self._references: dict[tuple[str, str], pd.DataFrame] = {}
+        self._references: dict[tuple[str, str, str], tuple[pd.DataFrame, str]] = {}
 
     def _model(self, name: str, version: str) -> LoadedModel:
         key = (name, version)
@@ -59,10 +71,21 @@ class ModelSignals:
             self._models[key] = self.registry.load_model(name, version)
         return self._models[key]
 
-    def _reference(self, name: str, version: str) -> pd.DataFrame:
-        key = (name, version)
+    def _scored(self, name: str, version: str) -> Any:
+        """The version as paired agreement scores it: its scorer, else a ``predict_proba`` model."""
+        loaded = self._model(name, version)
+        if loaded.scorer is None:
+            return loaded.model
+        return ScoredModel(loaded.scorer, self.outputs, self.threshold)
+
+    def _reference(self, release: ReleaseState) -> tuple[pd.DataFrame, str]:
+        key = (release.model, release.champion_version, release.started_at.isoformat())
         if key not in self._references:
-            self._references[key] = self.registry.load_reference(name, version)
+            if self.reference is not None:
+                self._references[key] = self.reference(release)
+            else:
+                frame = self.registry.load_reference(release.model, release.champion_version)
+                self._references[key] = (frame, f"the training sample of v{release.champion_version}")
         return self._references[key]
 
     def _logged(self, release: ReleaseState, arm: str, version: str, now: datetime) -> pd.DataFrame:
@@ -103,18 +126,33 @@ class ModelSignals:
                     problems[name] = reason
             return replace(m, problems=problems)
         agreement = prediction = inputs = None
+        unmeasured = dict(m.unmeasured)
         if min(len(champion_rows), len(candidate_rows)) == 0:
             return m
-        if self._enabled("agreement"):
+        if self._enabled("agreement") and "agreement" not in unmeasured:
             try:
-                champion = self._model(release.model, release.champion_version)
-                candidate = self._model(release.model, release.candidate_version)
-                agreement = agreement_from_logs(
-                    champion.model, candidate.model, champion_rows, candidate_rows, max_rows=self.max_rows
-                )
+                champion = self._scored(release.model, release.champion_version)
+                candidate = self._scored(release.model, release.candidate_version)
+                kinds = {
+                    getattr(getattr(scored, "scorer", None), "inputs", None)
+                    for scored in (champion, candidate)
+                }
+                if any(schema is not None and schema.kind == "tensor" for schema in kinds):
+                    unmeasured["agreement"] = "a model takes a tensor: logged inputs are not re-scored"
+                else:
+                    agreement = agreement_from_logs(
+                        champion,
+                        candidate,
+                        champion_rows,
+                        candidate_rows,
+                        max_rows=self.max_rows,
+                        threshold=self.threshold,
+                    )
+            except NoLabelsError as exc:
+                unmeasured["agreement"] = str(exc)
             except Exception as exc:
                 problems["agreement"] = f"{type(exc).__name__}: {exc}"[:300]
-        if self._enabled("prediction_drift"):
+        if self._enabled("prediction_drift") and "prediction_drift" not in unmeasured:
             try:
                 result = self.detector.prediction_drift(
                     champion_rows["probability"].to_numpy(dtype=float),
@@ -129,7 +167,7 @@ class ModelSignals:
         if self._enabled("input_drift"):
             try:
                 features = self._model(release.model, release.candidate_version).features
-                reference = self._reference(release.model, release.champion_version)
+                reference, source = self._reference(release)
                 current = pd.concat([champion_rows, candidate_rows], ignore_index=True)
                 result = self.detector.input_drift(
                     reference,
@@ -138,10 +176,17 @@ class ModelSignals:
                     features=features or None,
                     with_html=self.reports is not None,
                 )
-                inputs = result.score
+                inputs = replace(result.score, detail=f"{result.score.detail or ''} against {source}".strip())
                 self._report(release, "input_drift_latest.html", result.html)
+            except NoReferenceError as exc:
+                unmeasured["input_drift"] = f"no drift reference: {exc}"
             except Exception as exc:
                 problems["input_drift"] = f"{type(exc).__name__}: {exc}"[:300]
         return replace(
-            m, agreement=agreement, prediction_drift=prediction, input_drift=inputs, problems=problems
+            m,
+            agreement=agreement,
+            prediction_drift=prediction,
+            input_drift=inputs,
+            problems=problems,
+            unmeasured=unmeasured,
         )

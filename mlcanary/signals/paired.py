@@ -12,12 +12,16 @@ costs two ``predict_proba`` calls on a few thousand rows whatever the traffic.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
+from mlcanary.data.schema import FeatureSpec
+from mlcanary.registry.model_loader import ScoringModel
 from mlcanary.rollout.measurements import Agreement
+from mlcanary.rollout.model_outputs import OutputNames, read_outputs
 from mlcanary.signals.drift_inputs import sample_rows
 
 
@@ -48,7 +52,18 @@ def _model_inputs(model: object, inputs: pd.DataFrame, role: str) -> pd.DataFram
     return inputs[list(required)]
 
 
-def _positive_proba(model: ProbabilisticModel, inputs: pd.DataFrame, role: str) -> np.ndarray:
+def _answers(
+    model: Any, inputs: pd.DataFrame, role: str, threshold: float
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Labels (0/1) and, when the model gives them, positive-class probabilities for ``inputs``."""
+    if isinstance(model, ScoredModel):
+        return model.answers(inputs, role)
+    return _legacy_answers(model, inputs, role, threshold)
+
+
+def _legacy_answers(
+    model: ProbabilisticModel, inputs: pd.DataFrame, role: str, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
     raw = np.asarray(model.predict_proba(_model_inputs(model, inputs, role)), dtype=float)
     if raw.ndim != 2 or raw.shape != (len(inputs), 2):
         raise ValueError(
@@ -58,7 +73,56 @@ def _positive_proba(model: ProbabilisticModel, inputs: pd.DataFrame, role: str) 
     bad = int(np.count_nonzero(~np.isfinite(proba)))
     if bad:
         raise ValueError(f"the {role} model returned {bad} non-finite probabilities of {len(proba)}")
-    return proba
+    return (proba >= threshold).astype(int), proba
+
+
+@dataclass(frozen=True)
+class ScoredModel:
+    """A loaded MLflow model (:class:`~mlcanary.model_loader.ScoringModel`) with how its answers
+    are read (``model.outputs``): what paired agreement re-scores logged inputs with."""
+
+    scorer: ScoringModel
+    names: OutputNames
+    threshold: float = 0.5
+
+    def answers(self, inputs: pd.DataFrame, role: str) -> tuple[np.ndarray, np.ndarray | None]:
+        schema = self.scorer.inputs
+        if schema.kind != "columns":
+            raise ValueError(f"the {role} model takes a tensor: logged inputs are not re-scored")
+        needed = [spec.name for spec in schema.columns]
+        missing = [name for name in needed if name not in inputs.columns]
+        if missing:
+            raise ValueError(
+                f"inputs lack column(s) required by the {role} model: {', '.join(missing)} "
+                f"(inputs have: {', '.join(map(str, inputs.columns))})"
+            )
+        data = _typed(inputs[needed], schema.columns)
+        reading = read_outputs(self.scorer.predict(data), len(data), self.names, self.threshold)
+        if reading.problem is not None:
+            raise ValueError(f"the {role} model gave an unusable answer: {reading.problem}")
+        if reading.labels is None or any(label is None for label in reading.labels):
+            raise NoLabelsError(f"the {role} model gives no class label")
+        proba = None if reading.probabilities is None else np.asarray(reading.probabilities, dtype=float)
+        return np.asarray(reading.labels, dtype=int), proba
+
+
+class NoLabelsError(ValueError):
+    """A model whose answers hold no class label: agreement cannot be measured."""
+
+
+def _typed(frame: pd.DataFrame, columns: Sequence[FeatureSpec]) -> pd.DataFrame:
+    """Logged values back in the dtypes the model's signature declares."""
+    typed = {}
+    for spec in columns:
+        series = frame[spec.name]
+        if spec.dtype == "double":
+            series = pd.to_numeric(series, errors="coerce").astype(float)
+        elif spec.dtype == "long" and not series.isna().any():
+            series = pd.to_numeric(series, errors="coerce").astype("int64")
+        elif spec.dtype == "boolean" and not series.isna().any():
+            series = series.astype(bool)
+        typed[spec.name] = series.reset_index(drop=True)
+    return pd.DataFrame(typed)
 
 
 def _check_arguments(threshold: float, max_rows: int) -> None:
@@ -69,8 +133,8 @@ def _check_arguments(threshold: float, max_rows: int) -> None:
 
 
 def paired_agreement(
-    champion_model: ProbabilisticModel,
-    candidate_model: ProbabilisticModel,
+    champion_model: ProbabilisticModel | ScoredModel,
+    candidate_model: ProbabilisticModel | ScoredModel,
     inputs: pd.DataFrame,
     *,
     threshold: float = 0.5,
@@ -94,13 +158,15 @@ def paired_agreement(
     if len(inputs) == 0:
         return Agreement(n=0, agree=0, mean_abs_dp=0.0)
     sample = sample_rows(inputs, max_rows, seed)
-    champion = _positive_proba(champion_model, sample, "champion")
-    candidate = _positive_proba(candidate_model, sample, "candidate")
-    same = (champion >= threshold) == (candidate >= threshold)
+    champion_labels, champion = _answers(champion_model, sample, "champion", threshold)
+    candidate_labels, candidate = _answers(candidate_model, sample, "candidate", threshold)
+    same = champion_labels == candidate_labels
     return Agreement(
         n=len(sample),
         agree=int(np.count_nonzero(same)),
-        mean_abs_dp=float(np.mean(np.abs(champion - candidate))),
+        mean_abs_dp=None
+        if champion is None or candidate is None
+        else float(np.mean(np.abs(champion - candidate))),
     )
 
 
@@ -109,16 +175,18 @@ def combine(parts: Sequence[Agreement]) -> Agreement:
     n = sum(part.n for part in parts)
     if n == 0:
         return Agreement(n=0, agree=0, mean_abs_dp=0.0)
-    return Agreement(
-        n=n,
-        agree=sum(part.agree for part in parts),
-        mean_abs_dp=sum(part.mean_abs_dp * part.n for part in parts) / n,
+    counted = [part for part in parts if part.n]
+    dp = (
+        None
+        if any(part.mean_abs_dp is None for part in counted)
+        else sum((part.mean_abs_dp or 0.0) * part.n for part in counted) / n
     )
+    return Agreement(n=n, agree=sum(part.agree for part in parts), mean_abs_dp=dp)
 
 
 def agreement_from_logs(
-    champion_model: ProbabilisticModel,
-    candidate_model: ProbabilisticModel,
+    champion_model: ProbabilisticModel | ScoredModel,
+    candidate_model: ProbabilisticModel | ScoredModel,
     champion_arm_inputs: pd.DataFrame,
     candidate_arm_inputs: pd.DataFrame,
     *,

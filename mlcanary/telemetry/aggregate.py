@@ -55,8 +55,9 @@ class ArmAggregate:
     slower than the reference P95 (0 without a reference), ``window_responses`` /
     ``window_errors_5xx`` the responses and 5xx at or after the window start.
 
-    Instances (every row): ``instances``, ``predictions`` (with a class label),
-    ``positive_predictions`` (label 1), ``mean_probability`` (``None`` without probabilities).
+    Instances (every row): ``instances``, ``answered`` (with a 2xx status), ``predictions`` (with a
+    class label), ``positive_predictions`` (label 1), ``probabilities`` (with a positive-class
+    probability), ``mean_probability`` (``None`` without probabilities).
 
     Labelled predictions among instances received before the label cutoff: the confusion-matrix
     cells ``true_positives`` … ``true_negatives``, and over the ``scored`` ones that also carry a
@@ -82,8 +83,10 @@ class ArmAggregate:
     window_responses: int = 0
     window_errors_5xx: int = 0
     instances: int = 0
+    answered: int = 0
     predictions: int = 0
     positive_predictions: int = 0
+    probabilities: int = 0
     mean_probability: float | None = None
     true_positives: int = 0
     false_positives: int = 0
@@ -167,8 +170,10 @@ def _sums(
         "window_responses": count_if(and_(responded, in_window)),
         "window_errors_5xx": count_if(and_(responded, in_window, t.c.status_code >= 500)),
         "instances": func.count(),
+        "answered": count_if(and_(t.c.status_code >= 200, t.c.status_code < 300)),
         "predictions": func.count(t.c.prediction),
         "positive_predictions": count_if(t.c.prediction == 1),
+        "probabilities": func.count(t.c.probability),
         "mean_probability": func.avg(t.c.probability),
         "true_positives": count_if(and_(labelled, f.c.label == 1, t.c.prediction == 1)),
         "false_positives": count_if(and_(labelled, f.c.label == 0, t.c.prediction == 1)),
@@ -308,4 +313,6 @@ def arm_metrics(found: ArmAggregate, version: str) -> ArmMetrics:
         labels=found.labels,
         window_requests=found.window_responses,
         window_errors=found.window_errors_5xx,
+        answered=found.answered,
+        probabilities=found.probabilities,
     )

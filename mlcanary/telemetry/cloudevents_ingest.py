@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import math
 from collections.abc import Mapping
@@ -32,7 +33,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+import numpy as np
+
 from mlcanary.rollout.arms import ARMS as ROLLOUT_ARMS
+from mlcanary.rollout.model_outputs import OutputNames, read_outputs
 from mlcanary.telemetry.events import (
     HEADER_ARM,
     HEADER_ID,
@@ -56,9 +60,6 @@ STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 #: Status assumed for a response event without ``ce-mlcanarystatus``: KServe's agent logs only 200s.
 DEFAULT_RESPONSE_STATUS = 200
-
-_PROBA_NAMES = frozenset({"predict_proba", "probabilities", "probability", "proba", "scores"})
-_LABEL_NAMES = frozenset({"predict", "predictions", "prediction", "label", "labels", "output_label"})
 
 
 class MalformedEvent(ValueError):  # noqa: N818 (name fixed by the collector contract)
@@ -100,7 +101,13 @@ def parse_event(headers: Mapping[str, str], body: bytes, *, received_at: datetim
     return event
 
 
-def rows_from_event(event: InferenceEvent, *, received_at: datetime) -> list[InferenceRow]:
+def rows_from_event(
+    event: InferenceEvent,
+    *,
+    received_at: datetime,
+    outputs: OutputNames | None = None,
+    threshold: float = 0.5,
+) -> list[InferenceRow]:
     """The partial rows one event contributes, one per instance (at least one, index 0 first);
     a shadow event's rows are marked ``shadow`` (the store files them in ``shadow_log``).
 
@@ -108,7 +115,9 @@ def rows_from_event(event: InferenceEvent, *, received_at: datetime) -> list[Inf
     ``half="response"`` rows with status (``ce-mlcanarystatus``, else 200), latency and the
     prediction of each instance; a response without predictions (an error) yields index 0 only,
     and the store copies its status to the request's other instances. Raises
-    :class:`MalformedEvent` for a payload it cannot read.
+    :class:`MalformedEvent` for a payload it cannot read. ``outputs`` names the V2 outputs holding
+    the label and the probability (``model.outputs``); ``threshold`` labels a probability-only
+    answer.
     """
     common: dict[str, Any] = {
         "request_id": event.ce_id,
@@ -132,7 +141,9 @@ def rows_from_event(event: InferenceEvent, *, received_at: datetime) -> list[Inf
         response_protocol: PayloadProtocol | None = None
         predictions: list[Prediction] = []
     else:
-        response_protocol, predictions = parse_response_payload(_load_json(event.body, "response"))
+        response_protocol, predictions = parse_response_payload(
+            _load_json(event.body, "response"), outputs=outputs, threshold=threshold
+        )
     return [
         InferenceRow(
             instance_index=index,
@@ -172,8 +183,13 @@ def parse_request_payload(payload: Any) -> tuple[PayloadProtocol, list[Features]
     raise MalformedEvent("request body has neither 'instances' (V1) nor 'inputs' (V2)")
 
 
-def parse_response_payload(payload: Any) -> tuple[PayloadProtocol, list[Prediction]]:
-    """PayloadProtocol and per-instance predictions of a successful V1 or V2 response body."""
+def parse_response_payload(
+    payload: Any, *, outputs: OutputNames | None = None, threshold: float = 0.5
+) -> tuple[PayloadProtocol, list[Prediction]]:
+    """PayloadProtocol and per-instance predictions of a successful V1 or V2 response body.
+
+    V2 outputs are read by :func:`mlcanary.rollout.model_outputs.read_outputs` with ``outputs``
+    (default names when None), exactly as the model servers read them."""
     if not isinstance(payload, dict):
         raise MalformedEvent(f"response body must be a JSON object, got {_kind(payload)}")
     if "predictions" in payload:
@@ -193,7 +209,7 @@ def parse_response_payload(payload: Any) -> tuple[PayloadProtocol, list[Predicti
             ]
         return "v1", predictions
     if "outputs" in payload:
-        return "v2", _v2_predictions(payload["outputs"])
+        return "v2", _v2_predictions(payload["outputs"], outputs or OutputNames(), threshold)
     raise MalformedEvent("response body has neither 'predictions' (V1) nor 'outputs' (V2)")
 
 
@@ -310,27 +326,39 @@ def _v2_request_instances(inputs: Any) -> list[Features]:
     return [{name: rows[index] for name, rows in tensors} for index in range(rows_count)]
 
 
-def _v2_predictions(outputs: Any) -> list[Prediction]:
+def _tensor_array(tensor: Any, where: str) -> tuple[str, np.ndarray]:
+    """One output tensor as an array, rows first, typed by its datatype where the values allow."""
+    name, rows = _tensor_rows(tensor, where)
+    datatype = str(tensor.get("datatype") or "")
+    values = np.asarray(rows, dtype=object)
+    target: Any = None
+    if datatype.startswith("FP"):
+        values = np.where(values == None, math.nan, values)  # noqa: E711 (elementwise)
+        target = float
+    elif datatype.startswith(("INT", "UINT")):
+        target = np.int64
+    elif datatype == "BOOL":
+        target = bool
+    if target is not None:
+        with contextlib.suppress(TypeError, ValueError, OverflowError):
+            values = values.astype(target)
+    return name, values
+
+
+def _v2_predictions(outputs: Any, names: OutputNames, threshold: float) -> list[Prediction]:
     if not isinstance(outputs, list) or not outputs:
         raise MalformedEvent("V2 response: 'outputs' must be a non-empty list of tensors")
-    tensors = [_tensor_rows(tensor, f"V2 response: outputs[{i}]") for i, tensor in enumerate(outputs)]
-    labels = next((rows for name, rows in tensors if name.lower() in _LABEL_NAMES), None)
-    probabilities = next((rows for name, rows in tensors if name.lower() in _PROBA_NAMES), None)
-    if labels is None and probabilities is None:
-        labels = tensors[0][1]
-    if labels is not None and probabilities is not None and len(labels) != len(probabilities):
-        raise MalformedEvent(
-            f"V2 response: label and probability outputs disagree on the batch size "
-            f"({len(labels)} vs {len(probabilities)})"
-        )
-    predictions = [_interpret(value) for value in labels] if labels is not None else []
-    if probabilities is None:
-        return predictions
-    if not predictions:
-        predictions = [Prediction(None, None)] * len(probabilities)
+    tensors = [_tensor_array(tensor, f"V2 response: outputs[{i}]") for i, tensor in enumerate(outputs)]
+    rows = len(tensors[0][1])
+    counts = {len(values) for _name, values in tensors}
+    if len(counts) != 1:
+        raise MalformedEvent(f"V2 response: outputs disagree on the batch size ({sorted(counts)})")
+    reading = read_outputs(tensors, rows, names, threshold)
+    labels = reading.labels or (None,) * rows
+    probabilities = reading.probabilities or (None,) * rows
     return [
-        Prediction(prediction.label, _probability(value))
-        for prediction, value in zip(predictions, probabilities, strict=True)
+        Prediction(None if label is None else _label(label), probability)
+        for label, probability in zip(labels, probabilities, strict=True)
     ]
 
 

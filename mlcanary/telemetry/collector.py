@@ -38,6 +38,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from mlcanary.rollout.model_outputs import OutputNames
 from mlcanary.runtime.http_body import BodyTooLargeError, read_limited_body
 from mlcanary.telemetry.cloudevents_ingest import MalformedEvent, parse_event, rows_from_event
 from mlcanary.telemetry.events import InferenceEvent
@@ -104,6 +105,8 @@ def create_collector_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     clock: Clock = _utc_now,
     resolve_arm: Callable[[InferenceEvent], InferenceEvent] | None = None,
+    outputs: OutputNames | None = None,
+    threshold: float = 0.5,
 ) -> Starlette:
     """The collector as a Starlette app writing to ``store`` (see the module docstring for the API).
 
@@ -111,6 +114,8 @@ def create_collector_app(
     other half counts as unpaired (it is stored all the same). ``max_body_bytes`` bounds every
     request body. ``clock`` stamps ``received_at``. ``resolve_arm`` fills in the arm and version of
     events that lack them (KServe's, in a cluster: :class:`mlcanary.serving.kserve.arms.ArmResolver`).
+    ``outputs`` / ``threshold``: which V2 outputs hold the label and the probability
+    (``model.outputs``; see :func:`mlcanary.telemetry.cloudevents_ingest.rows_from_event`).
     The app keeps no state that matters beyond ``/stats`` counters, so several collectors may share
     one PostgreSQL store.
     """
@@ -133,7 +138,7 @@ def create_collector_app(
             event = parse_event(request.headers, body, received_at=received_at)
             if resolve_arm is not None and event.arm is None:
                 event = await run_in_threadpool(resolve_arm, event)
-            rows = rows_from_event(event, received_at=received_at)
+            rows = rows_from_event(event, received_at=received_at, outputs=outputs, threshold=threshold)
         except MalformedEvent as exc:
             stats.malformed += 1
             return _error(400, str(exc))
@@ -226,6 +231,8 @@ def run_collector(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     log_level: str = "info",
     resolve_arm: Callable[[InferenceEvent], InferenceEvent] | None = None,
+    outputs: OutputNames | None = None,
+    threshold: float = 0.5,
 ) -> None:
     """Serve the collector with uvicorn until interrupted (blocking; access log off).
 
@@ -235,7 +242,12 @@ def run_collector(
     store = InferenceLogStore(db_url)
     try:
         app = create_collector_app(
-            store, pairing_timeout_s=pairing_timeout_s, max_body_bytes=max_body_bytes, resolve_arm=resolve_arm
+            store,
+            pairing_timeout_s=pairing_timeout_s,
+            max_body_bytes=max_body_bytes,
+            resolve_arm=resolve_arm,
+            outputs=outputs,
+            threshold=threshold,
         )
         logger.info("collector on http://%s:%d writing to %s", host, port, store.url)
         uvicorn.run(app, host=host, port=port, access_log=False, log_level=log_level)
@@ -257,6 +269,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
+    parser.add_argument("--outputs", default=None, help="model.outputs as JSON (label / probability names)")
+    parser.add_argument("--threshold", type=float, default=0.5, help="label = P(positive) >= threshold")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -268,6 +282,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         pairing_timeout_s=args.pairing_timeout_s,
         max_body_bytes=args.max_body_bytes,
         log_level=args.log_level,
+        outputs=OutputNames.model_validate_json(args.outputs) if args.outputs else None,
+        threshold=args.threshold,
     )
 
 

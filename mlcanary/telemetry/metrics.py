@@ -31,6 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mlcanary.rollout.arms import Arm
 from mlcanary.rollout.measurements import ArmMetrics, Measurements, ProxyErrorCount
+from mlcanary.rollout.model_outputs import ArmOutputs, unmeasured_metrics
 from mlcanary.rollout.policy import LABEL_METRICS
 from mlcanary.rollout.state import Phase, ReleaseState
 from mlcanary.telemetry.aggregate import ArmAggregate, aggregate, arm_metrics
@@ -125,6 +126,12 @@ class StoreMetricsSource:
             champion=champion,
             candidate=candidate,
             label_cutoff=label_cutoff,
+            unmeasured=unmeasured_metrics(
+                [
+                    ArmOutputs(name, arm.version, arm.answered, arm.predictions, arm.probabilities)
+                    for name, arm in (("champion", champion), ("candidate", candidate))
+                ]
+            ),
         )
         if self.proxy_errors is not None:
             measurements = self._with_proxy_errors(measurements, self.proxy_errors)

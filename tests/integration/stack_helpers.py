@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import pandas as pd
 
-from mlcanary.config import Settings, load_settings
+from mlcanary.config import PORT_SETTINGS, Settings, load_settings
 from mlcanary.data.loader import load_dataset
 from mlcanary.registry.mlflow_registry import registry_from_settings
 from mlcanary.rollout.arms import Arm
@@ -74,6 +74,40 @@ def stack_settings(
         base["mlflow.tracking_uri"] = f"sqlite:///{(mlflow_dir / 'mlflow.db').resolve()}"
         base["mlflow.artifact_location"] = (mlflow_dir / "mlartifacts").resolve().as_uri()
     return load_settings("local", config_dir=REPO_ROOT / "configs", env={}, overrides=base | overrides)
+
+
+def stack_overrides(settings: Settings) -> dict[str, Any]:
+    """The dotted settings that locate the stack of ``settings``: its state, model, MLflow store,
+    host and ports (everything but the policy)."""
+    values: dict[str, Any] = {
+        "state_dir": str(settings.state_dir),
+        "model.name": settings.model.name,
+        "model.estimator": settings.model.estimator,
+        "data.synthetic.rows": settings.data.synthetic.rows,
+        "training.reference_rows": settings.training.reference_rows,
+        "serving.host": settings.serving.host,
+        "mlflow.tracking_uri": settings.tracking_uri,
+        "mlflow.artifact_location": settings.artifact_location,
+    }
+    for dotted in PORT_SETTINGS:
+        values[dotted] = getattr(settings.serving, dotted.split(".", 1)[1])
+    return values
+
+
+def same_stack(settings: Settings, **overrides: Any) -> Settings:
+    """Settings for the running stack of ``settings`` with another policy (``overrides`` are dotted
+    keys on top of the shipped profile), so tests with different policies share one stack."""
+    return load_settings(
+        "local", config_dir=REPO_ROOT / "configs", env={}, overrides=stack_overrides(settings) | overrides
+    )
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    """``MLCANARY_*`` variables that point the command line at the stack of ``settings``."""
+    return {
+        "MLCANARY_" + key.upper().replace(".", "__"): str(value)
+        for key, value in stack_overrides(settings).items()
+    }
 
 
 def train_versions(settings: Settings, *, candidate: bool = True) -> tuple[str, str | None]:

@@ -85,7 +85,7 @@ def test_good_release_is_promoted_then_bad_one_rolled_back(stack: LocalStack) ->
     faulty = registry.register(
         model,
         NewVersion(
-            model=FaultyModel(base.model, failure_share=0.5),
+            model=FaultyModel(base.model, failure_share=0.5, healthy_calls=5),  # passes preflight
             features=base.features,
             reference=reference,
             input_example=reference.head(3),

@@ -154,3 +154,46 @@ def test_an_empty_arm_is_all_zeros() -> None:
     empty = ArmAggregate(arm="candidate")
     assert (empty.requests, empty.error_rate, empty.log_latency) == (0, None, None)
     assert math.isclose(empty.log_latency_sum, 0.0)
+
+
+def test_answers_count_what_each_instance_held_and_the_source_names_what_is_missing(
+    store: InferenceLogStore,
+) -> None:
+    # A champion that gives labels and probabilities; a candidate that gives labels only.
+    store.write_rows(
+        [
+            row("c1", "champion", "1", 1),
+            row("c2", "champion", "1", 2, status_code=500, prediction=None, probability=None),
+            row("k1", "candidate", "2", 3, prediction=1, probability=None),
+            row("k2", "candidate", "2", 4, prediction=0, probability=None),
+        ]
+    )
+    found = aggregate(store, "fraud", T0, T0 + timedelta(minutes=1))
+    assert (found["champion"].answered, found["champion"].predictions, found["champion"].probabilities) == (
+        1,
+        1,
+        1,
+    )
+    assert (
+        found["candidate"].answered,
+        found["candidate"].predictions,
+        found["candidate"].probabilities,
+    ) == (
+        2,
+        2,
+        0,
+    )
+    release = ReleaseState(
+        model="fraud",
+        candidate_version="2",
+        champion_version="1",
+        phase=Phase.PROGRESSING,
+        step_index=0,
+        traffic=50,
+        started_at=T0,
+        step_started_at=T0,
+    )
+    measured = StoreMetricsSource(store).measure(release, window_start=T0, now=T0 + timedelta(minutes=1))
+    assert measured.candidate.answered == 2
+    assert measured.unmeasured["brier"] == "v2 (candidate) gives no probability, only labels"
+    assert "accuracy" not in measured.unmeasured  # labels are there

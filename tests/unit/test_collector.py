@@ -447,7 +447,8 @@ def test_app_rejects_nonsense_settings(store: InferenceLogStore) -> None:
                     {"name": "predict_proba", "shape": [1, 2], "datatype": "FP32", "data": [[0.6, 0.4]]}
                 ]
             },
-            [Prediction(None, 0.4)],
+            # Without a label output the label is P(positive) >= the threshold, as the servers read it.
+            [Prediction(0, 0.4)],
         ),
         (
             {"outputs": [{"name": "output-0", "shape": [2, 1], "datatype": "INT64", "data": [1, 0]}]},

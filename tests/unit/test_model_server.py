@@ -134,14 +134,16 @@ async def test_v2_infer_round_trip(client: httpx.AsyncClient, fitted: Fitted) ->
     assert response.status_code == 200, response.text
     body = response.json()
     assert (body["model_name"], body["model_version"], body["id"]) == (MODEL, "7", "req-42")
+    # Named as MLServer's MLflow runtime names a model's array output, plus the class probabilities.
     outputs = {o["name"]: o for o in body["outputs"]}
-    assert outputs["predict"]["datatype"] == "INT64"
-    assert outputs["predict"]["shape"] == [6]
+    assert outputs["output-1"]["datatype"] == "INT64"
+    assert outputs["output-1"]["shape"] == [6, 1]
     assert outputs["predict_proba"]["datatype"] == "FP64"
-    assert outputs["predict_proba"]["data"] == pytest.approx(
+    assert outputs["predict_proba"]["shape"] == [6, 2]
+    assert outputs["predict_proba"]["data"][1::2] == pytest.approx(
         fitted.expected[:6].tolist(), rel=1e-12, abs=1e-15
     )
-    assert outputs["predict"]["data"] == [int(p >= fitted.threshold) for p in fitted.expected[:6]]
+    assert outputs["output-1"]["data"] == [int(p >= fitted.threshold) for p in fitted.expected[:6]]
 
     versioned = await client.post(f"/v2/models/{MODEL}/versions/7/infer", json=v2_payload(fitted, 2))
     assert versioned.status_code == 200
@@ -156,7 +158,8 @@ async def test_health_status_and_metadata(client: httpx.AsyncClient, fitted: Fit
     assert (await client.get(f"/v2/models/{MODEL}/ready")).json() == {"name": MODEL, "ready": True}
     metadata = (await client.get(f"/v2/models/{MODEL}")).json()
     assert [i["name"] for i in metadata["inputs"]] == list(FEATURES)
-    assert [o["name"] for o in metadata["outputs"]] == ["predict", "predict_proba"]
+    assert metadata["parameters"]["content_type"] == "pd"
+    assert metadata["platform"] == "mlflow"
     assert metadata["versions"] == ["7"]
 
 

@@ -83,6 +83,12 @@ class TrafficPlan(BaseModel):
     host_header: str | None = Field(
         default=None, description="Host header to send (an Istio ingress routes InferenceServices by host)"
     )
+    data_path: str | None = Field(
+        default=None, description="replay the rows of this CSV or Parquet file (in order, cycling)"
+    )
+    target: str | None = Field(
+        default=None, description="with data_path: the label column, posted as delayed feedback"
+    )
 
     @field_validator("front_door_url")
     @classmethod

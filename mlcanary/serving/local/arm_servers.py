@@ -50,6 +50,18 @@ def server_process_name(arm: Arm) -> str:
     return f"model-{arm}"
 
 
+def load_failure(log_tail: str) -> str | None:
+    """The one-line reason a model server gave for not serving its model (None if it gave none)."""
+    from mlcanary.serving.local.model_server import LOAD_FAILED_PREFIX
+
+    lines = [line for line in log_tail.splitlines() if line.startswith(LOAD_FAILED_PREFIX)]
+    if not lines:
+        return None
+    reason = lines[-1].removeprefix(LOAD_FAILED_PREFIX).strip()
+    _, _, reason = reason.partition(": ") if reason.count(": ") else ("", "", reason)
+    return reason or lines[-1]
+
+
 def argv_value(argv: list[str], flag: str) -> str | None:
     """The value after ``flag`` in a recorded argv, or None."""
     try:
@@ -223,6 +235,8 @@ class ArmServers:
             settings.serving.collector_url + "/events",
             "--threshold",
             repr(settings.training.decision_threshold),
+            "--outputs",
+            settings.model.outputs.model_dump_json(),
             "--log-level",
             self.child_log_level,
         ]
@@ -271,6 +285,12 @@ class ArmServers:
         except ProcessError as exc:
             # Stopped so that a retry starts afresh instead of waiting on a hung process again.
             self._stop(process)
+            refused = load_failure(process.log_tail())
+            if refused is not None:
+                # The model cannot be served (its server said why, in one line): no log tail.
+                raise ServingError(
+                    f"the {arm} model server cannot serve {model} v{version}: {refused}"
+                ) from None
             raise ServingError(f"the {arm} model server for {model} v{version} did not start: {exc}") from exc
         probe = self.probe(arm, model)
         if not probe.serves(model, version):

@@ -107,12 +107,17 @@ def encode_json(payload: Any) -> bytes:
 
 
 def parse_v1_request(
-    payload: Any, features: Sequence[FeatureSpec], *, max_instances: int = DEFAULT_MAX_INSTANCES
+    payload: Any,
+    features: Sequence[FeatureSpec],
+    *,
+    max_instances: int = DEFAULT_MAX_INSTANCES,
+    optional: frozenset[str] = frozenset(),
 ) -> pd.DataFrame:
     """Feature frame from a V1 ``{"instances": [...]}`` body.
 
     Each instance is an object ``{feature: value}`` with exactly the model's features, or a list of
-    values in feature order. Other top-level keys are ignored.
+    values in feature order. Other top-level keys are ignored. Features named in ``optional`` (not
+    required by the model's signature) may be null.
     """
     if not isinstance(payload, dict):
         raise RequestError(BAD_REQUEST, f"request body must be a JSON object, got {_json_type(payload)}")
@@ -137,7 +142,8 @@ def parse_v1_request(
             if missing:
                 raise RequestError(BAD_REQUEST, f"instances[{i}] is missing feature(s): {_names(missing)}")
             for column, spec in zip(columns, features, strict=True):
-                column.append(_coerce(instance[spec.name], spec, f"instances[{i}].{spec.name}"))
+                where = f"instances[{i}].{spec.name}"
+                column.append(_coerce(instance[spec.name], spec, where, optional))
         elif isinstance(instance, list):
             if len(instance) != len(features):
                 raise RequestError(
@@ -146,18 +152,22 @@ def parse_v1_request(
                     f"in feature order: {', '.join(names)}",
                 )
             for j, (column, spec, value) in enumerate(zip(columns, features, instance, strict=True)):
-                column.append(_coerce(value, spec, f"instances[{i}][{j}] ({spec.name})"))
+                column.append(_coerce(value, spec, f"instances[{i}][{j}] ({spec.name})", optional))
         else:
             raise RequestError(
                 BAD_REQUEST,
                 f"instances[{i}] must be an object of features or a list of values, "
                 f"got {_json_type(instance)}",
             )
-    return _frame(features, columns)
+    return frame_of(features, columns)
 
 
 def parse_v2_request(
-    payload: Any, features: Sequence[FeatureSpec], *, max_instances: int = DEFAULT_MAX_INSTANCES
+    payload: Any,
+    features: Sequence[FeatureSpec],
+    *,
+    max_instances: int = DEFAULT_MAX_INSTANCES,
+    optional: frozenset[str] = frozenset(),
 ) -> V2Request:
     """Feature frame from a V2 infer body with one input per feature column (MLServer pandas codec).
 
@@ -196,7 +206,7 @@ def parse_v2_request(
         if name not in by_name:
             unknown.append(name)
             continue
-        seen[name] = (k, _v2_column(tensor, by_name[name], where, max_instances))
+        seen[name] = (k, _v2_column(tensor, by_name[name], where, max_instances, optional))
     if unknown:
         raise RequestError(BAD_REQUEST, f"unknown input(s) (not features of this model): {_names(unknown)}")
     missing = [spec.name for spec in features if spec.name not in seen]
@@ -209,7 +219,7 @@ def parse_v2_request(
         raise RequestError(BAD_REQUEST, f"inputs have different numbers of rows ({detail})")
     if next(iter(lengths.values())) == 0:
         raise RequestError(BAD_REQUEST, "inputs have no rows; send at least one")
-    return V2Request(id=request_id, frame=_frame(features, [seen[spec.name][1] for spec in features]))
+    return V2Request(id=request_id, frame=frame_of(features, [seen[spec.name][1] for spec in features]))
 
 
 def v1_response_body(
@@ -261,7 +271,13 @@ def v2_metadata_body(
     }
 
 
-def _v2_column(tensor: dict[str, Any], spec: FeatureSpec, where: str, max_instances: int) -> list[Any]:
+def _v2_column(
+    tensor: dict[str, Any],
+    spec: FeatureSpec,
+    where: str,
+    max_instances: int,
+    optional: frozenset[str] = frozenset(),
+) -> list[Any]:
     datatype = tensor["datatype"]
     if not isinstance(datatype, str) or datatype not in V2_DATATYPES:
         raise RequestError(
@@ -298,9 +314,13 @@ def _v2_column(tensor: dict[str, Any], spec: FeatureSpec, where: str, max_instan
         )
     # An integer datatype promises integers even when the feature is a double.
     rule = _coerce_long if datatype in _INT_TYPES else _COERCE[spec.dtype]
-    column = [rule(value, spec, f"{where}.data[{j}]") for j, value in enumerate(values)]
+    nullable = spec.name in optional
+    column = [
+        None if value is None and nullable else rule(value, spec, f"{where}.data[{j}]")
+        for j, value in enumerate(values)
+    ]
     if spec.dtype == "double":
-        column = [float(value) for value in column]
+        column = [math.nan if value is None else float(value) for value in column]
     return column
 
 
@@ -327,17 +347,28 @@ def _check_count(count: int, max_instances: int) -> None:
         )
 
 
-def _frame(features: Sequence[FeatureSpec], columns: list[list[Any]]) -> pd.DataFrame:
+def frame_of(features: Sequence[FeatureSpec], columns: list[list[Any]]) -> pd.DataFrame:
+    """A frame with one typed column per feature (nulls kept: NaN for doubles, None otherwise)."""
+
+    def series(spec: FeatureSpec, column: list[Any]) -> pd.Series:
+        dtype = _PANDAS_DTYPE[spec.dtype]
+        if spec.dtype != "double" and any(value is None for value in column):
+            dtype = "object"
+        return pd.Series(column, dtype=dtype)
+
     return pd.DataFrame(
-        {
-            spec.name: pd.Series(column, dtype=_PANDAS_DTYPE[spec.dtype])
-            for spec, column in zip(features, columns, strict=True)
-        }
+        {spec.name: series(spec, column) for spec, column in zip(features, columns, strict=True)}
     )
 
 
-def _coerce(value: Any, spec: FeatureSpec, where: str) -> Any:
+def coerce_value(value: Any, spec: FeatureSpec, where: str, optional: frozenset[str] = frozenset()) -> Any:
+    """``value`` checked and converted for ``spec`` (a :class:`RequestError` says what is wrong)."""
+    if value is None and spec.name in optional:
+        return math.nan if spec.dtype == "double" else None
     return _COERCE[spec.dtype](value, spec, where)
+
+
+_coerce = coerce_value
 
 
 def _reject_missing(value: Any, spec: FeatureSpec, where: str) -> None:

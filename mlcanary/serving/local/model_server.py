@@ -42,10 +42,11 @@ import contextlib
 import logging
 import math
 import re
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -57,9 +58,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from mlcanary.data.model_inputs import InputSchema
 from mlcanary.data.schema import FeatureSpec
+from mlcanary.registry.model_loader import ModelLoadError, ScoringModel, classes_of
+from mlcanary.rollout.model_outputs import OutputNames, OutputReading, read_outputs
 from mlcanary.runtime.http_body import BodyTooLargeError, read_limited_body
 from mlcanary.serving.headers import (
+    BINARY_HEADER_LENGTH_HEADER,
+    NO_LOG_HEADER,
     REQUEST_ID_HEADER,
     SERVER_ARM_HEADER,
     SERVER_LATENCY_HEADER,
@@ -72,13 +78,15 @@ from mlcanary.serving.local.inference_protocol import (
     RequestError,
     decode_json,
     encode_json,
-    parse_v1_request,
-    parse_v2_request,
-    v1_response_body,
-    v2_metadata_body,
-    v2_response_body,
 )
 from mlcanary.serving.local.payload_logger import EventSink, PayloadLogger
+from mlcanary.serving.local.v2_binary import (
+    binary_outputs,
+    binary_response,
+    header_length,
+    inline_binary_inputs,
+)
+from mlcanary.serving.local.v2_codec import DecodedRequest, metadata, parse_v1, parse_v2, v1_answer, v2_answer
 from mlcanary.telemetry.events import (
     CE_TYPE_REQUEST,
     CE_TYPE_RESPONSE,
@@ -94,6 +102,10 @@ from mlcanary.telemetry.events import (
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 1_048_576
+#: Exit status of a model server whose model cannot be loaded (its last log line says why).
+EXIT_LOAD_FAILED = 3
+#: Prefix of that last line, so a supervisor can report it alone.
+LOAD_FAILED_PREFIX = "mlcanary: cannot serve"
 CLIENT_CLOSED_REQUEST = 499
 _MAX_REQUEST_ID = 128
 
@@ -104,35 +116,78 @@ WireProtocol = Literal["v1", "v2"]
 class ServedModel:
     """The model version a server exposes.
 
-    ``predictor.predict_proba(frame)`` takes a DataFrame with one column per feature (in
-    ``features`` order, dtypes from each spec) and returns an ``(n, 2)`` array; column 1 is the
-    positive-class probability and the label is ``p >= threshold``. ``arm`` is normally
-    ``"champion"`` or ``"candidate"``. Raises ``ValueError`` for an empty name, version or arm, no
-    or duplicate features, or a threshold outside [0, 1].
+    ``scorer`` is the loaded MLflow model (:class:`~mlcanary.registry.model_loader.ScoringModel`): its input
+    schema decides how requests are decoded and its named outputs are returned as MLServer names
+    them; ``outputs`` says which of them hold the label and the probability (``model.outputs``).
+    For tests and backward compatibility, a scikit-learn-style ``predictor`` with ``features`` may
+    be given instead (it is wrapped in a scorer). ``arm`` is normally ``"champion"`` or
+    ``"candidate"``. Raises ``ValueError`` for an empty name, version or arm, no or duplicate
+    features, or a threshold outside [0, 1].
     """
 
     name: str
     version: str
     arm: str
-    predictor: Any
-    features: tuple[FeatureSpec, ...]
+    predictor: Any = None
+    features: tuple[FeatureSpec, ...] = ()
     threshold: float = 0.5
+    scorer: ScoringModel | None = None
+    outputs: OutputNames = field(default_factory=OutputNames)
 
     def __post_init__(self) -> None:
         for attribute in ("name", "version", "arm"):
             if not getattr(self, attribute):
                 raise ValueError(f"ServedModel.{attribute} must not be empty")
-        if not self.features:
-            raise ValueError("ServedModel.features must name at least one feature")
-        names = [spec.name for spec in self.features]
-        if len(set(names)) != len(names):
-            raise ValueError(f"ServedModel.features has duplicate names: {names}")
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"ServedModel.threshold must be within [0, 1], got {self.threshold}")
+        if self.predictor is not None or self.scorer is None:
+            if not self.features:
+                raise ValueError("ServedModel.features must name at least one feature")
+            names = [spec.name for spec in self.features]
+            if len(set(names)) != len(names):
+                raise ValueError(f"ServedModel.features has duplicate names: {names}")
+            scorer = ScoringModel(
+                inputs=InputSchema(kind="columns", columns=tuple(self.features)),
+                flavors=("sklearn",),
+                path="sklearn",
+                model=self.predictor,
+                threshold=self.threshold,
+                classes=classes_of(self.predictor),
+            )
+            object.__setattr__(self, "scorer", scorer)
+        elif not self.features:
+            object.__setattr__(self, "features", tuple(self.scorer.inputs.columns))
+
+    @property
+    def model(self) -> ScoringModel:
+        assert self.scorer is not None
+        return self.scorer
 
 
 class _PredictorError(Exception):
     """The predictor raised or returned something unusable: a 500."""
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A computed answer: the body sent, the request and response bodies as logged (JSON, also for
+    binary requests), and the JSON header length of a binary response."""
+
+    body: bytes
+    logged_request: bytes | None
+    logged_response: bytes
+    header_length: int | None
+
+
+def placeholder_request(schema: InputSchema) -> dict[str, Any]:
+    """A V1 request of one placeholder row for ``schema`` (zeros, false, empty strings)."""
+    if schema.kind == "tensor":
+        assert schema.tensor is not None
+        dims = [1 if d == -1 else d for d in schema.tensor.shape[1:]]
+        row: Any = np.zeros(dims, dtype=schema.tensor.dtype).tolist()
+        return {"instances": [row]}
+    placeholder = {"double": 0.0, "long": 0, "boolean": False, "string": ""}
+    return {"instances": [{spec.name: placeholder[spec.dtype] for spec in schema.columns}]}
 
 
 def create_app(
@@ -216,8 +271,13 @@ class _Server:
         served = self.served
         return self._for_model(
             request,
-            lambda: v2_metadata_body(
-                model=served.name, version=served.version, arm=served.arm, features=served.features
+            lambda: metadata(
+                model=served.name,
+                version=served.version,
+                arm=served.arm,
+                schema=served.model.inputs,
+                flavor=served.model.flavor,
+                classes=served.model.classes,
             ),
         )
 
@@ -234,10 +294,8 @@ class _Server:
         return self._json(request, 200, body)
 
     def warm_up(self) -> None:
-        placeholder = {"double": 0.0, "long": 0, "boolean": False, "string": ""}
-        row = {spec.name: placeholder[spec.dtype] for spec in self.served.features}
         try:
-            self._compute(encode_json({"instances": [row]}), "v1", "warm-up")
+            self._compute(encode_json(placeholder_request(self.served.model.inputs)), "v1", "warm-up", None)
         except Exception as exc:
             # A model may reject the placeholder row yet serve real ones: warn, keep starting.
             logger.warning("warm-up prediction failed (%s: %s); serving anyway", type(exc).__name__, exc)
@@ -258,75 +316,110 @@ class _Server:
         received_at = datetime.now(UTC)
         started = time.perf_counter()
         body = b""
+        logged_request: bytes | None = None
+        logged_response = b""
+        header_length: int | None = None
         try:
             body = await _read_body(request, self.max_body_bytes)
             started = time.perf_counter()
-            status, content = await run_in_threadpool(self._compute, body, protocol, request_id)
+            status, answer = await run_in_threadpool(
+                self._compute, body, protocol, request_id, request.headers.get(BINARY_HEADER_LENGTH_HEADER)
+            )
+            content, logged_request, logged_response, header_length = (
+                answer.body,
+                answer.logged_request,
+                answer.logged_response,
+                answer.header_length,
+            )
         except RequestError as exc:
             status, content = exc.status, encode_json({"error": exc.message})
         except ClientDisconnect:
             # Not a model failure: log it under nginx's "client closed request" code, never as a 5xx.
             status, content = CLIENT_CLOSED_REQUEST, encode_json({"error": "client disconnected"})
         except _PredictorError as exc:
-            logger.exception("predictor of %s v%s failed", self.served.name, self.served.version)
+            logger.error("predictor of %s v%s failed: %s", self.served.name, self.served.version, exc)
             status, content = 500, encode_json({"error": str(exc)})
         except Exception as exc:
             logger.exception("inference request %s failed", request_id)
             status, content = 500, encode_json({"error": f"internal error: {type(exc).__name__}: {exc}"})
+        if status != 200:
+            logged_response = content
         latency_ms = (time.perf_counter() - started) * 1000.0
-        shadow = is_shadow_host(request.headers.get("host", ""))
-        self._log_events(request_id, received_at, body, content, status, latency_ms, shadow=shadow)
+        if request.headers.get(NO_LOG_HEADER) is None:
+            shadow = is_shadow_host(request.headers.get("host", ""))
+            self._log_events(
+                request_id,
+                received_at,
+                logged_request or body,
+                logged_response,
+                status,
+                latency_ms,
+                shadow=shadow,
+            )
         headers = {
             REQUEST_ID_HEADER: request_id,
             SERVER_LATENCY_HEADER: f"{latency_ms:.3f}",
             **self.served_headers,
         }
-        return Response(content, status_code=status, media_type="application/json", headers=headers)
+        media_type = "application/json"
+        if header_length is not None:
+            headers[BINARY_HEADER_LENGTH_HEADER] = str(header_length)
+            media_type = "application/octet-stream"
+        return Response(content, status_code=status, media_type=media_type, headers=headers)
 
-    def _compute(self, body: bytes, protocol: WireProtocol, request_id: str) -> tuple[int, bytes]:
+    def _compute(
+        self, body: bytes, protocol: WireProtocol, request_id: str, binary_header: str | None
+    ) -> tuple[int, _Answer]:
         """Parse, validate, predict and encode; runs in a worker thread (it is CPU-bound)."""
         served = self.served
-        payload = decode_json(body)
+        schema = served.model.inputs
+        length = header_length(binary_header, len(body)) if protocol == "v2" else None
+        if length is not None:
+            payload = inline_binary_inputs(body, length)
+            logged_request: bytes | None = encode_json(payload)
+        else:
+            payload = decode_json(body)
+            logged_request = None
         if protocol == "v1":
-            frame = parse_v1_request(payload, served.features, max_instances=self.max_instances)
-            labels, probabilities = self._predict(frame)
-            result = v1_response_body(
+            decoded = parse_v1(payload, schema, max_instances=self.max_instances)
+        else:
+            decoded = parse_v2(payload, schema, max_instances=self.max_instances)
+        outputs, reading = self._predict(decoded)
+        if protocol == "v1":
+            result = v1_answer(
                 model=served.name,
                 version=served.version,
                 arm=served.arm,
-                labels=labels,
-                probabilities=probabilities,
+                labels=reading.labels,
+                probabilities=reading.probabilities,
+                first_output=outputs[0][1],
             )
-        else:
-            parsed = parse_v2_request(payload, served.features, max_instances=self.max_instances)
-            labels, probabilities = self._predict(parsed.frame)
-            result = v2_response_body(
-                model=served.name,
-                version=served.version,
-                request_id=parsed.id if parsed.id is not None else request_id,
-                labels=labels,
-                probabilities=probabilities,
-            )
-        return 200, encode_json(result)
+            encoded = encode_json(result)
+            return 200, _Answer(encoded, logged_request, encoded, None)
+        result = v2_answer(
+            model=served.name,
+            version=served.version,
+            request_id=decoded.id if decoded.id is not None else request_id,
+            outputs=outputs,
+            requested=decoded.outputs,
+        )
+        logged = encode_json(result)
+        binary = binary_outputs(payload, [output["name"] for output in result["outputs"]])
+        content, length_out = binary_response(result, binary)
+        return 200, _Answer(content, logged_request, logged, length_out)
 
-    def _predict(self, frame: Any) -> tuple[list[int], list[float]]:
+    def _predict(self, decoded: DecodedRequest) -> tuple[list[tuple[str, np.ndarray]], OutputReading]:
+        served = self.served
         try:
-            raw = self.served.predictor.predict_proba(frame)
+            outputs = served.model.predict(decoded.data)
         except Exception as exc:
             raise _PredictorError(f"model failed to predict: {type(exc).__name__}: {exc}") from exc
-        try:
-            proba = np.asarray(raw, dtype=float)
-        except (TypeError, ValueError) as exc:
-            raise _PredictorError(f"model returned non-numeric probabilities: {exc}") from exc
-        if proba.ndim != 2 or proba.shape != (len(frame), 2):
-            raise _PredictorError(
-                f"model returned probabilities of shape {proba.shape}; expected ({len(frame)}, 2)"
-            )
-        positive = proba[:, 1]
-        if not np.all(np.isfinite(positive)):
-            raise _PredictorError("model returned non-finite probabilities")
-        labels = (positive >= self.served.threshold).astype(int)
-        return labels.tolist(), positive.tolist()
+        if not outputs:
+            raise _PredictorError("model returned no output")
+        reading = read_outputs(outputs, decoded.rows, served.outputs, served.threshold)
+        if reading.problem is not None:
+            raise _PredictorError(f"model returned an unusable answer: {reading.problem}")
+        return outputs, reading
 
     def _log_events(
         self,
@@ -482,6 +575,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--collector-url", default=None, help="where to POST inference events (default: none)"
     )
     parser.add_argument("--threshold", type=float, default=0.5, help="label = P(positive) >= threshold")
+    parser.add_argument(
+        "--outputs", default=None, help="model.outputs as JSON: which outputs hold the label and probability"
+    )
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     parser.add_argument("--max-instances", type=int, default=DEFAULT_MAX_INSTANCES)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -502,21 +598,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import uvicorn
 
-    # Imported here so the server module stays importable without MLflow.
-    from mlcanary.registry.mlflow_registry import MlflowRegistry
-
-    registry = MlflowRegistry(
-        tracking_uri=args.tracking_uri, registry_uri=args.registry_uri or args.tracking_uri
-    )
-    loaded = registry.load_model(args.name, args.version)
-    served = ServedModel(
-        name=args.name,
-        version=str(args.version),
-        arm=args.arm,
-        predictor=loaded.model,
-        features=tuple(loaded.features),
-        threshold=args.threshold,
-    )
+    try:
+        outputs = OutputNames.model_validate_json(args.outputs) if args.outputs else OutputNames()
+        served = _load(args)
+    except Exception as exc:
+        # One line, no traceback: `up` and `release` report it as the reason the arm cannot serve.
+        reason = (
+            " ".join(str(exc).split()) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
+        )
+        print(f"{LOAD_FAILED_PREFIX} {args.name} v{args.version}: {reason}", file=sys.stderr, flush=True)
+        return EXIT_LOAD_FAILED
+    served = replace(served, outputs=outputs)
     sink: EventSink | None = None
     if args.collector_url:
         sink = PayloadLogger(args.collector_url)
@@ -536,6 +628,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout_graceful_shutdown=10,
     )
     return 0
+
+
+def _load(args: argparse.Namespace) -> ServedModel:
+    # Imported here so the server module stays importable without MLflow.
+    from mlflow import MlflowClient
+
+    from mlcanary.registry.model_loader import load_registered_model
+
+    registry_uri = args.registry_uri or args.tracking_uri
+    client = MlflowClient(tracking_uri=args.tracking_uri, registry_uri=registry_uri)
+    scorer = load_registered_model(
+        client, args.tracking_uri, args.name, str(args.version), threshold=args.threshold
+    )
+    return ServedModel(
+        name=args.name, version=str(args.version), arm=args.arm, threshold=args.threshold, scorer=scorer
+    )
 
 
 if __name__ == "__main__":

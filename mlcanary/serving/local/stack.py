@@ -75,7 +75,9 @@ class StackInfo:
     """What :func:`up` brought up and where to reach it.
 
     ``serving`` is the backend's observed status right after start (weights read back from Envoy).
-    ``store_url`` is the inference-log database the collector writes to.
+    ``store_url`` is the inference-log database the collector writes to. ``candidate_problem``
+    says, in one line, why ``@candidate`` could not be served (the champion then serves alone and
+    ``candidate_version`` is None).
     """
 
     model: str
@@ -89,6 +91,7 @@ class StackInfo:
     champion_version: str
     candidate_version: str | None
     serving: ServingStatus
+    candidate_problem: str | None = None
 
     def urls(self) -> dict[str, str]:
         """Name → URL of everything a user may want to call, for printing."""
@@ -178,6 +181,10 @@ def _collector_argv(settings: Settings, python: str) -> list[str]:
         settings.store_url,
         "--log-level",
         "warning",
+        "--outputs",
+        settings.model.outputs.model_dump_json(),
+        "--threshold",
+        repr(settings.training.decision_threshold),
     ]
 
 
@@ -245,7 +252,17 @@ def up(
                 env=child_env(),
             )
         backend = LocalBackend(settings, python=python, ready_timeout_s=ready_timeout_s)
-        serving = backend.deploy(model, champion, candidate, candidate_percent if candidate else 0)
+        candidate_problem: str | None = None
+        try:
+            serving = backend.deploy(model, champion, candidate, candidate_percent if candidate else 0)
+        except ServingError as exc:
+            if candidate is None:
+                raise
+            # A candidate that cannot be served never keeps the champion from serving.
+            candidate_problem = f"@candidate v{candidate} is not served: {exc}"
+            logger.warning("%s", candidate_problem)
+            candidate = None
+            serving = backend.deploy(model, champion, None, 0)
         _wait_collector(settings, collector, ready_timeout_s)
     except (ServingError, ProcessError) as exc:
         if not was_running:
@@ -263,6 +280,7 @@ def up(
         champion_version=champion,
         candidate_version=candidate,
         serving=serving,
+        candidate_problem=candidate_problem,
     )
     logger.info("local stack up for %s: %s", model, info.urls())
     return info

@@ -55,3 +55,13 @@ def test_inconsistent_routes_are_a_configuration_error(tmp_path: Path) -> None:
         metrics_source(settings, InMemoryRegistry(), backend=serving_backend(settings))
     with pytest.raises(ConfigError, match="unknown checks: latncy"):
         kserve_settings(tmp_path, **{"telemetry.sources": {"latncy": "store"}})
+
+
+def test_on_kserve_the_release_gate_checks_signatures_only(tmp_path: Path) -> None:
+    # docs/operations.md ("On Kubernetes"): no preflight through a front door before traffic there.
+    from mlcanary.serving.release_gate import SignatureGate
+    from mlcanary.wiring import release_gate
+
+    settings = kserve_settings(tmp_path)
+    gate = release_gate(settings, InMemoryRegistry(), serving_backend(settings))
+    assert type(gate) is SignatureGate
