@@ -52,9 +52,8 @@ def count_proxy_errors(
     ``[window_start, now]``. A missing log means none yet (Envoy creates it on its first line)."""
     start, window_start, now = (_aware(t) for t in (start, window_start, now))
     counts = {arm: [0, 0] for arm in ARMS}
-    if not path.exists():
-        return {arm: ProxyErrorCount(0, 0) for arm in ARMS}
-    for started, arm in _proxy_answered(path):
+    answered = _proxy_answered(path) if path.exists() else iter(())
+    for started, arm in answered:
         if start <= started <= now:
             counts[arm][0] += 1
             if started >= window_start:
