@@ -284,6 +284,14 @@ class KServeSettings(_Section):
     )
     domain: str = Field("example.com", description="ingress domain: hosts are <isvc>.<namespace>.<domain>")
     arm_header: str = Field("x-mlcanary-arm", description="request header that forces an arm")
+    arm_cache_s: float = Field(
+        10.0,
+        ge=0,
+        le=300,
+        description="how long the collector trusts its lookup of a pod's arm and of the shadow phase; "
+        "leaving the shadow phase (Standard mode) pauses this long with the mirror off and no "
+        "candidate weight, so no copy is filed as live nor a live answer as a copy",
+    )
     proxied_artifacts_root: str | None = Field(
         None,
         description="the MLflow server's --artifacts-destination (e.g. s3://mlflow): lets proxied "

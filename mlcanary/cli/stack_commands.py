@@ -147,7 +147,9 @@ def collector_command(
             from mlcanary.serving.kserve.arms import ArmResolver
             from mlcanary.serving.kserve.backend import KServeBackend
 
-            resolve_arm = ArmResolver(KServeBackend.from_settings(settings))
+            resolve_arm = ArmResolver(
+                KServeBackend.from_settings(settings), ttl_s=settings.kserve.arm_cache_s
+            )
         if db_url is None and settings.telemetry.store_url is None:
             settings.state_dir.mkdir(parents=True, exist_ok=True)
         run_collector(

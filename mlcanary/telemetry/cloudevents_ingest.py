@@ -120,7 +120,7 @@ def rows_from_event(
     answer.
     """
     common: dict[str, Any] = {
-        "request_id": event.ce_id,
+        "request_id": event.request_id,
         "model": event.model,
         "received_at": received_at,
         "event_time": event.time,
@@ -251,6 +251,7 @@ def _check_attributes(event: InferenceEvent) -> None:
         )
     for header, value, limit in (
         (HEADER_ID, event.ce_id, MAX_REQUEST_ID_LENGTH),
+        ("x-request-id in ce-metadata", event.request_id, MAX_REQUEST_ID_LENGTH),
         (HEADER_INFERENCESERVICENAME, event.model, MAX_MODEL_LENGTH),
         (HEADER_SOURCE, event.source, MAX_SOURCE_LENGTH),
         (HEADER_VERSION, event.version or "", MAX_VERSION_LENGTH),

@@ -3,7 +3,9 @@
 KServe's logger agent posts one CloudEvent per inference request and one per response; the local model
 servers post the same events, so the collector has a single ingest path for both backends. In binary
 mode every CloudEvents attribute travels as a ``ce-<name>`` HTTP header and the body is the raw
-request or response payload. Request and response share ``ce-id``: it is the join key.
+request or response payload. Request and response share ``ce-id``: it is the join key — unless
+KServe's logger passed on Istio's ``X-Request-Id`` in its ``ce-metadata`` extension
+(``metadataHeaders``), which then is (see :attr:`InferenceEvent.request_id`).
 
 Our own extension attributes (CloudEvents extension names are lowercase alphanumeric only) carry what
 KServe's events leave implicit: ``ce-mlcanaryarm`` and ``ce-mlcanaryversion`` on both events, and
@@ -18,6 +20,7 @@ together, and never rename one in place.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,6 +42,7 @@ HEADER_INFERENCESERVICENAME = "ce-inferenceservicename"
 HEADER_NAMESPACE = "ce-namespace"
 HEADER_COMPONENT = "ce-component"
 HEADER_ENDPOINT = "ce-endpoint"
+HEADER_METADATA = "ce-metadata"  # JSON: the request headers listed in the logger's metadataHeaders
 # mlcanary extensions.
 HEADER_ARM = "ce-mlcanaryarm"
 HEADER_VERSION = "ce-mlcanaryversion"
@@ -65,6 +69,27 @@ _TYPED_HEADERS = frozenset(
         HEADER_SHADOW,
     }
 )
+
+
+def metadata_request_id(raw: str | None) -> str | None:
+    """``X-Request-Id`` from a ``ce-metadata`` value (a JSON object of header name → list of
+    values, as KServe's logger writes it; names matched in any case), else ``None``. Metadata is
+    informational: a value that is not such an object is ignored, never a reason to refuse the event."""
+    if not raw:
+        return None
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    for name, values in document.items():
+        if str(name).lower() != "x-request-id":
+            continue
+        first = values[0] if isinstance(values, list) and values else values
+        if isinstance(first, str) and first.strip():
+            return first.strip()
+    return None
 
 
 def local_source(model: str, arm: str, version: str) -> str:
@@ -116,6 +141,14 @@ class InferenceEvent:
         if self.time.tzinfo is None or self.time.utcoffset() is None:
             raise ValueError("time must be timezone-aware")
         object.__setattr__(self, "time", self.time.astimezone(UTC))
+
+    @property
+    def request_id(self) -> str:
+        """The id that joins this event with its other half, and a mirrored copy with the original
+        it copies: the ``X-Request-Id`` KServe's logger passed on in ``ce-metadata`` when there is
+        one (its own ``ce-id`` is a fresh UUID per pod, different on the champion and on the copy),
+        else ``ce_id``."""
+        return metadata_request_id(self.headers.get(HEADER_METADATA)) or self.ce_id
 
     @property
     def is_request(self) -> bool:

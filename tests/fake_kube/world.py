@@ -25,7 +25,13 @@ def storage_uri(model: str, version: str) -> str:
 
 def make_backend(api: FakeKubeApi, **settings: Any) -> KServeBackend:
     """A ``KServeBackend`` talking HTTP to ``api`` (short timeouts: failures show quickly)."""
-    options = {"api_url": api.url, "ready_timeout_s": 10.0, "request_timeout_s": 2.0, "backoff_s": 0.01}
+    options = {
+        "api_url": api.url,
+        "ready_timeout_s": 10.0,
+        "request_timeout_s": 2.0,
+        "backoff_s": 0.01,
+        "arm_cache_s": 0.0,  # no pause leaving the shadow phase (a test sets it to see the pause)
+    }
     ks = KServeSettings(**(options | settings))
     kube = KubeApi(
         api_client(api_url=api.url),

@@ -10,8 +10,10 @@ rarely; an event that cannot be resolved is stored without an arm (and logged), 
 
 The shadow phase: KServe's logger does not pass on the ``-shadow`` host of a mirrored copy, but a
 candidate that gets no weight while the route mirrors to it (Standard mode, ``shadowing``) only
-ever answers copies, so its events are marked ``shadow`` (cached ``ttl_s`` per model as well: for
-up to that long after the phase changes, events may be filed on the wrong side).
+ever answers copies, so its events are marked ``shadow`` (cached ``ttl_s`` per model as well). So
+that the cache never files a live answer as a copy, Standard mode leaves the shadow phase through a
+pause of ``kserve.arm_cache_s`` (this ``ttl_s``) + 1 s with neither mirror nor weight on the
+candidate (:meth:`~mlcanary.serving.kserve.standard.StandardRollout.set_traffic`).
 """
 
 from __future__ import annotations

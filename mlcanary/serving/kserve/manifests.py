@@ -97,6 +97,10 @@ def predictor_model(
     return model
 
 
+REQUEST_ID_HEADER = "X-Request-Id"
+"""Istio's per-request id, in Go's canonical spelling (the logger matches header names exactly)."""
+
+
 def predictor(settings: KServeSettings, storage_uri: str, serve_as: str | None = None) -> dict[str, Any]:
     """``spec.predictor`` (without ``canaryTrafficPercent``)."""
     spec: dict[str, Any] = {
@@ -107,7 +111,14 @@ def predictor(settings: KServeSettings, storage_uri: str, serve_as: str | None =
     if settings.service_account:
         spec["serviceAccountName"] = settings.service_account
     if settings.logger_url:
-        spec["logger"] = {"mode": settings.logger_mode, "url": settings.logger_url}
+        # The logger copies the listed request headers into each event's ``metadata`` extension.
+        # Istio gives every request an x-request-id and a mirrored copy keeps the original's, so it
+        # pairs the candidate's answer to a copy with the champion's answer to the same request.
+        spec["logger"] = {
+            "mode": settings.logger_mode,
+            "url": settings.logger_url,
+            "metadataHeaders": [REQUEST_ID_HEADER],
+        }
     return spec
 
 

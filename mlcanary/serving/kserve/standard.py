@@ -19,6 +19,8 @@ comes from each InferenceService and its Deployment.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from kubernetes import client as k8s
@@ -55,6 +57,10 @@ logger = logging.getLogger(__name__)
 SOURCE_URI_ANNOTATION = "internal.serving.kserve.io/storage-initializer-sourceuri"
 
 
+_CACHE_MARGIN_S = 1.0
+"""Added to ``arm_cache_s``: a lookup made just before the route changed has surely expired."""
+
+
 def deployment_name(isvc: str) -> str:
     """The predictor Deployment KServe creates in Standard mode."""
     return f"{isvc}-predictor"
@@ -70,6 +76,7 @@ class StandardRollout:
         self.apps = apps
         self.settings = settings
         self.resolve = resolve
+        self.sleep: Callable[[float], None] = time.sleep
 
     def names(self, model: str) -> tuple[str, str]:
         return model, model + self.settings.candidate_suffix
@@ -119,6 +126,7 @@ class StandardRollout:
                 f"cannot send {percent}% of {model!r} to the candidate: it is not ready "
                 f"({view(candidate).pending_reason()})"
             )
+        self._leave_shadow(model, percent)
         self._set_weights(model, percent, with_candidate=True)
         return self.status(model, f"set_traffic: VirtualService weights {100 - percent}/{percent}")
 
@@ -200,6 +208,18 @@ class StandardRollout:
         )
 
     # -- steps -----------------------------------------------------------------------------------
+
+    def _leave_shadow(self, model: str, percent: int) -> None:
+        """From mirroring to serving users: first stop the mirror with no weight on the candidate,
+        then wait out the collector's cache of the phase (``arm_cache_s``). KServe's logger does not
+        say whether a request was a copy, so the collector tells from the route; without the pause,
+        its cached view would file the candidate's first live answers as copies."""
+        vs = self.api.get(self.vs_ref(model))
+        if percent == 0 or vs is None or virtual_service_mirror(vs) == 0:
+            return
+        self._set_weights(model, 0, with_candidate=True)
+        if self.settings.arm_cache_s > 0:
+            self.sleep(self.settings.arm_cache_s + _CACHE_MARGIN_S)
 
     def _set_weights(
         self, model: str, percent: int, *, with_candidate: bool, mirror_share: float = 0.0

@@ -49,6 +49,7 @@ def test_rendered_inference_services_validate(
     assert obj["spec"]["predictor"]["logger"] == {
         "mode": "all",
         "url": "http://mlcanary-collector.mlcanary.svc.cluster.local/events",
+        "metadataHeaders": ["X-Request-Id"],  # pairs a mirrored copy with its original
     }
     # Every patch applied to it still validates.
     for patch in (

@@ -234,3 +234,33 @@ def test_the_collector_files_a_mirrored_only_candidate_as_shadow(standard: KServ
     assert logged("fraud-canary").shadow is True  # cached for ttl_s
     clock[0] = 10.0
     assert logged("fraud-canary").shadow is False  # a canary: its answers reach users
+
+
+def test_leaving_the_shadow_pauses_with_no_mirror_and_no_weight(api: FakeKubeApi, make) -> None:  # type: ignore[no-untyped-def]
+    """The collector tells a copy from a live answer by the route, cached ``arm_cache_s``: the step
+    out of the shadow first stops the mirror with 0 % on the candidate and waits that long."""
+    standard = make(deployment_mode="Standard", arm_cache_s=5.0)
+    seen: list[tuple[float, list[tuple[str, int]], bool]] = []
+
+    def sleep(seconds: float) -> None:
+        vs = api.store.get(VS)
+        assert vs is not None
+        route = next(r for r in vs["spec"]["http"] if r["name"] == "split")
+        seen.append((seconds, split(api), "mirror" in route))
+
+    standard.standard.sleep = sleep
+    standard.deploy("fraud", "1", "2", 0)
+    standard.set_shadow("fraud", 0.5)
+    assert standard.set_traffic("fraud", 20).traffic == {"champion": 80, "candidate": 20}
+    assert seen == [
+        (
+            6.0,
+            [
+                ("fraud-predictor.mlcanary.svc.cluster.local", 100),
+                ("fraud-canary-predictor.mlcanary.svc.cluster.local", 0),
+            ],
+            False,
+        )
+    ]
+    standard.set_traffic("fraud", 50)  # a canary step: no mirror to leave, no pause
+    assert len(seen) == 1
