@@ -52,7 +52,7 @@ test-fast: $(STAMP) ## Unit tests only
 	$(BIN)/pytest -m "not integration and not flows and not slow"
 
 bench: $(STAMP) ## Every benchmark: serving on the real local stack, then the judge (~10 min); rewrites docs/benchmarks.md
-	$(BIN)/python -m benchmarks.serving --out docs/benchmarks.md --wait-idle 120
+	$(BIN)/python -m benchmarks.serving --out docs/benchmarks.md --wait-idle 120 --pin-candidate
 	$(BIN)/python -m benchmarks.judge --out docs/benchmarks.md
 	$(BIN)/python -m benchmarks.judge --only shadow --runs 40 --out docs/benchmarks.md
 

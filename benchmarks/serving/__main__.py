@@ -14,7 +14,7 @@ from pathlib import Path
 
 import benchmarks.serving as package
 from benchmarks.serving.client import Traffic, client_process
-from benchmarks.serving.cpu import CpuShare, cpu_phase, wait_idle
+from benchmarks.serving.cpu import CpuShare, cpu_phase, pin_candidate, wait_idle
 from benchmarks.serving.flips import FlipOutcome, analyse_flips, atomic_write_ms, do_flips, report_flips
 from benchmarks.serving.hop import bench_hop, report_hop
 from benchmarks.serving.machine import machine_facts
@@ -70,13 +70,18 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
             if args.wait_idle > 0:
                 others = wait_idle(args.wait_idle)
                 say(f"other processes use {others:.0%} of a core; measuring")
+            pinned = None
+            if args.pin_candidate:
+                pinned = pin_candidate(state_dir)
+                facts["cores (mirroring)"] = pinned or "not pinned: a single core"
+                say(f"pinned: {pinned}")
             say(f"mirroring ({plan.mirror_requests} requests per share, blocks of {plan.mirror_block})")
             with cpu_phase("mirroring", cpu):
                 mirror = bench_mirror(backend, model, info.front_door_url, path, bodies, plan)
-            cores = len(os.sched_getaffinity(0))
+            cores = os.cpu_count() or 1
             mirror_lines = [
                 *report_header(facts, time.perf_counter() - started, cpu),
-                *report_mirror(mirror, cores),
+                *report_mirror(mirror, cores, pinned),
             ]
             mirror_report = "\n".join(mirror_lines).rstrip() + "\n"
             if args.only == "mirror":
@@ -150,6 +155,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=0.0,
         metavar="S",
         help="before measuring, wait up to S seconds for other processes to use < 10%% of a core",
+    )
+    parser.add_argument(
+        "--pin-candidate",
+        action="store_true",
+        help="mirroring with the cluster's layout: the candidate's server and the collector on the last "
+        "CPU, the user's path (client, Envoy, champion) on the others",
     )
     args = parser.parse_args(argv)
     quiet_defaults()

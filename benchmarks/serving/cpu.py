@@ -97,3 +97,42 @@ def tree_cpu(pid: int) -> float:
     for child, _ in descendants(pid):
         total += cpu_seconds(child) or 0.0
     return total
+
+
+def pin_candidate(state_dir: Path) -> str | None:
+    """Split the cores as a cluster would: the user's path (this process's client, Envoy, the
+    champion) on all but the last CPU; what mirroring adds (the candidate's model server computing
+    the copies, and the collector storing their events) on the last one — in a cluster those are
+    other pods. Threads started later inherit it. Returns what was done, for the report, or None on
+    a single core."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    side, path = {cpus[-1]}, set(cpus[:-1])
+    pids = stack_pids(state_dir)
+    if "model-candidate" not in pids:
+        return None
+    off_path = [pids.pop(name) for name in ("model-candidate", "collector") if name in pids]
+
+    def pin(pid: int, where: set[int]) -> None:
+        for member in (pid, *(child for child, _ in descendants(pid))):
+            for task in _tasks(member):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.sched_setaffinity(task, where)
+
+    for pid in off_path:
+        pin(pid, side)
+    for pid in (os.getpid(), *pids.values()):
+        pin(pid, path)
+    return (
+        f"the user's path (client, Envoy, champion) on CPU {', '.join(map(str, sorted(path)))}; "
+        f"the candidate's server and the collector on CPU {cpus[-1]}"
+    )
+
+
+def _tasks(pid: int) -> list[int]:
+    """Every thread of ``pid`` (affinity is per thread; uvicorn's and Envoy's already run)."""
+    try:
+        return [int(name) for name in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return [pid]

@@ -77,7 +77,7 @@ def bench_mirror(
     return [arms[share] for share in SHARES]
 
 
-def report_mirror(arms: Sequence[MirrorArm], cores: int) -> list[str]:
+def report_mirror(arms: Sequence[MirrorArm], cores: int, pinned: str | None = None) -> list[str]:
     rows = [
         "| mirrored to the candidate | requests | candidate got | P50 ms | P95 ms | P99 ms | "
         "champion server-side P50 / P99 ms |",
@@ -108,9 +108,15 @@ def report_mirror(arms: Sequence[MirrorArm], cores: int) -> list[str]:
         *rows,
         "",
         f"Non-200 (or not-champion) replies: {failed}. Envoy sends the copy without waiting for it, so "
-        "what mirroring adds to the user's path is the machine's: here both model servers, Envoy and "
-        f"the client share {cores} cores, and the candidate computing each copy at the same moment as "
-        "the champion computes the original slows the champion (its server-side column). On a "
-        "cluster the copy runs in the candidate's own pods.",
+        "what mirroring adds to the user's path is the machine's. "
+        + (
+            f"Here the cores were split as in a cluster ({pinned}): what is left is Envoy's own "
+            "cost of copying, plus whatever other processes on the machine did."
+            if pinned
+            else f"Here both model servers, Envoy, the collector and the client share {cores} cores, and "
+            "the candidate computing each copy at the same moment as the champion computes the "
+            "original slows the champion (its server-side column). On a cluster the copy runs in the "
+            "candidate's own pods (`--pin-candidate` measures that layout)."
+        ),
         "",
     ]
