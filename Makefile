@@ -46,7 +46,7 @@ platform: $(STAMP) ## MLflow + Prefect servers, worker, webhook receiver, stack 
 TEST_WORKERS ?= auto
 
 test: $(STAMP) ## Every test suite: unit, flows and integration (real Envoy, MLflow, Prefect, the demo end to end)
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --durations=30
 
 test-fast: $(STAMP) ## Unit tests only
 	$(BIN)/pytest -m "not integration and not flows and not slow"
