@@ -314,9 +314,11 @@ class PrometheusSettings(_Section):
 
     Queries are ``string.Template`` texts run once per arm: ``$namespace``, ``$workloads`` (a regex
     of that arm's workloads, e.g. ``fraud-predictor-00002-deployment``), ``$range`` (e.g. ``3600s``)
-    and ``$quantile`` are filled in. ``requests_query`` returns one series per ``code_label`` value,
-    ``buckets_query`` one per ``le``, ``quantile_query`` one series. Knative renamed its own metrics
-    across versions; Istio's are stable, but keep the queries here, not in code.
+    ``$services`` (a regex of that arm's Kubernetes Services, e.g. ``fraud-canary-predictor``) and
+    ``$quantile`` are filled in. ``requests_query`` returns one series per ``code_label`` value,
+    ``buckets_query`` one per ``le``, ``quantile_query`` and ``proxy_errors_query`` one series.
+    Knative renamed its own metrics across versions; Istio's are stable, but keep the queries here,
+    not in code.
     """
 
     url: str | None = Field(None, description="Prometheus base URL, e.g. http://prometheus.istio-system:9090")
@@ -341,6 +343,14 @@ class PrometheusSettings(_Section):
         'istio_request_duration_milliseconds_bucket{reporter="destination", '
         'destination_workload_namespace="$namespace", destination_workload=~"$workloads"}[$range])))',
         description="a latency quantile (milliseconds) of one arm over $range",
+    )
+    proxy_errors_query: str = Field(
+        'sum(increase(istio_requests_total{reporter="source", destination_service_namespace="$namespace", '
+        'destination_service_name=~"$services", response_code=~"5..", '
+        'response_flags=~"UH|UF|UC|UT|URX"}[$range]))',
+        description="5xx a proxy answered itself for one arm over $range (no healthy pod, connection "
+        "refused or reset, timeout): seen by the sender's proxy only, so reporter=source; $services is "
+        "a regex of the arm's Kubernetes Services",
     )
 
 

@@ -6,6 +6,14 @@ quantiles, using the PromQL templates of :class:`~mlcanary.config.PrometheusSett
 workloads come from the serving backend (``workloads(model)``: Knative revisions'
 ``<revision>-deployment``, Standard mode's ``<isvc>-predictor``).
 
+Errors a proxy answered itself for an arm (no healthy pod, connection refused or reset, timeout: a
+crashed or crash-looping model server) never reach the arm's sidecar, so ``reporter="destination"``
+misses them; ``proxy_errors_query`` counts them where they happen, at the sender's proxy
+(``reporter="source"``, by the arm's Services and Envoy's response flags), and they are added to the
+arm's routed requests and its 5xx, as the local stack does from Envoy's log. A ``URX`` (retries
+exhausted) whose last attempt the pod did answer is counted on both sides: the error rate errs
+towards rollback there, never towards promotion.
+
 Missing data is never zero: an empty result or NaN (``histogram_quantile`` without traffic) is
 "no data" — the arm then has 0 requests and no latency, which the judge's checks report as
 inconclusive, never as a pass. Latency is used only once an arm has ``min_requests`` requests.
@@ -47,9 +55,12 @@ class PrometheusError(RuntimeError):
 
 
 class WorkloadMap(Protocol):
-    """Which Kubernetes workloads serve each arm of ``model`` now (``KServeBackend.workloads``)."""
+    """Which Kubernetes workloads serve each arm of ``model`` now (``KServeBackend.workloads``), and
+    which Services the proxies route each arm's requests to (``KServeBackend.services``)."""
 
     def workloads(self, model: str) -> Mapping[str, list[str]]: ...
+
+    def services(self, model: str) -> Mapping[str, list[str]]: ...
 
 
 @dataclass(frozen=True)
@@ -169,6 +180,20 @@ class PrometheusMetricsSource:
         )
         return self.query(promql, at)
 
+    def _proxy_errors(self, services: list[str], seconds: float, at: datetime) -> int:
+        """5xx the sender's proxy answered for these Services: no series means none happened."""
+        if not services:
+            return 0
+        result = self._run(
+            self.settings.proxy_errors_query,
+            [],
+            seconds,
+            at,
+            services="|".join(re.escape(s) for s in services),
+        )
+        values = [v for v in (_finite((s.get("value") or [None, None])[1]) for s in result) if v is not None]
+        return round(sum(values))
+
     # -- one arm ---------------------------------------------------------------------------------
 
     def _counts(self, workloads: list[str], seconds: float, at: datetime) -> tuple[float, float] | None:
@@ -214,10 +239,20 @@ class PrometheusMetricsSource:
         return Percentiles(*values)
 
     def _arm(
-        self, version: str, workloads: list[str], since: float, window: float, at: datetime
+        self,
+        version: str,
+        workloads: list[str],
+        services: list[str],
+        since: float,
+        window: float,
+        at: datetime,
     ) -> tuple[ArmMetrics, Histogram | None]:
+        proxy_errors = self._proxy_errors(services, since, at)
+        window_proxy_errors = self._proxy_errors(services, window, at) if proxy_errors else 0
         if not workloads:
-            return ArmMetrics(version=version), None
+            return ArmMetrics(
+                version=version, proxy_errors=proxy_errors, window_proxy_errors=window_proxy_errors
+            ), None
         counts = self._counts(workloads, since, at)
         window_counts = self._counts(workloads, window, at)
         requests, errors = (round(counts[0]), round(counts[1])) if counts else (0, 0)
@@ -235,6 +270,8 @@ class PrometheusMetricsSource:
             latency_ms=latency,
             window_requests=w_requests,
             window_errors=w_errors,
+            proxy_errors=proxy_errors,
+            window_proxy_errors=window_proxy_errors,
         )
         return arm, histogram
 
@@ -247,11 +284,22 @@ class PrometheusMetricsSource:
         problems: dict[str, str] = {}
         try:
             serving = self.workloads.workloads(release.model)
+            services = self.workloads.services(release.model)
             champion, champion_hist = self._arm(
-                release.champion_version, list(serving.get("champion", [])), since, window, now
+                release.champion_version,
+                list(serving.get("champion", [])),
+                list(services.get("champion", [])),
+                since,
+                window,
+                now,
             )
             candidate, candidate_hist = self._arm(
-                release.candidate_version, list(serving.get("candidate", [])), since, window, now
+                release.candidate_version,
+                list(serving.get("candidate", [])),
+                list(services.get("candidate", [])),
+                since,
+                window,
+                now,
             )
             if champion.latency_ms is None or (candidate.requests and candidate_hist is None):
                 # "slow" needs the champion's P95 and the candidate's histogram; 0 would read as a pass.

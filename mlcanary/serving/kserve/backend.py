@@ -128,6 +128,18 @@ class KServeBackend:
             arm: [f"{rev}-deployment" for rev in revs] for arm, revs in revisions_by_arm(view(obj)).items()
         }
 
+    def services(self, model: str) -> dict[Arm, list[str]]:
+        """Kubernetes Services the proxies route each arm's requests to (Istio's
+        ``destination_service_name``): Standard mode's ``<isvc>-predictor`` (our VirtualService's
+        destinations), a Knative revision's ``<revision>`` and ``<revision>-private``."""
+        if self.mode(model) is DeploymentMode.STANDARD:
+            return self.workloads(model)  # the predictor Service is named as its Deployment
+        found: dict[Arm, list[str]] = {}
+        for arm, deployments in self.workloads(model).items():
+            revisions = [d.removesuffix("-deployment") for d in deployments]
+            found[arm] = [*revisions, *(f"{revision}-private" for revision in revisions)]
+        return found
+
     def candidate_mirrored_only(self, model: str) -> bool:
         """Whether the candidate of ``model`` gets no user request while the route mirrors to it (the
         shadow phase, Standard mode only)."""

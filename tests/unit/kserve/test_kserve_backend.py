@@ -324,6 +324,11 @@ def test_workloads_and_logger_sources_map_to_arms(api: FakeKubeApi, backend: KSe
         "champion": ["fraud-predictor-00001-deployment"],
         "candidate": ["fraud-predictor-00002-deployment"],
     }
+    # Knative routes a revision through its public and private Services (the proxy errors query).
+    assert backend.services("fraud") == {
+        "champion": ["fraud-predictor-00001", "fraud-predictor-00001-private"],
+        "candidate": ["fraud-predictor-00002", "fraud-predictor-00002-private"],
+    }
     assert backend.arm_of_pod("fraud", "fraud-predictor-00002-deployment-5d8f9c7b6-x7k2q") == (
         "fraud",
         "candidate",

@@ -154,6 +154,8 @@ def test_workloads_and_pods_of_both_arms(api: FakeKubeApi, standard: KServeBacke
         "champion": ["fraud-predictor"],
         "candidate": ["fraud-canary-predictor"],
     }
+    # Our VirtualService routes to each predictor's Service, named as its Deployment.
+    assert standard.services("fraud") == standard.workloads("fraud")
     assert standard.arm_of_pod("fraud-canary", "fraud-canary-predictor-6c8d9-abcde") == (
         "fraud",
         "candidate",

@@ -75,7 +75,11 @@ class FakePrometheus:
                 kind = (
                     "quantile"
                     if promql.startswith("histogram_quantile")
-                    else ("buckets" if "bucket" in promql else "requests")
+                    else "buckets"
+                    if "bucket" in promql
+                    else "proxy"
+                    if 'reporter="source"' in promql
+                    else "requests"
                 )
                 arm = "candidate" if "00002" in promql else "champion"
                 window = re.search(r"\[(\d+s)\]", promql).group(1)  # type: ignore[union-attr]
@@ -110,14 +114,23 @@ class FakePrometheus:
         self.server.server_close()
 
 
+SERVICES = {"champion": ["fraud-predictor-00001"], "candidate": ["fraud-predictor-00002"]}
+
+
 class Serving:
     def workloads(self, model: str) -> dict[str, list[str]]:
         assert model == "fraud"
         return WORKLOADS
 
+    def services(self, model: str) -> dict[str, list[str]]:
+        assert model == "fraud"
+        return SERVICES
+
 
 def healthy(kind: str, arm: str, window: str) -> Any:
     cumulative = window == "3600s"
+    if kind == "proxy":
+        return []  # no series: the proxies answered nothing themselves
     if kind == "requests":
         if arm == "champion":
             return codes(c200=800, c503=8) if cumulative else codes(c200=80)
@@ -174,7 +187,10 @@ def test_both_arms_from_istio_metrics(prometheus: FakePrometheus) -> None:
     assert any(
         'destination_workload=~"fraud\\-predictor\\-00002\\-deployment"' in q for q in prometheus.queries
     )
-    assert all('destination_workload_namespace="models"' in q for q in prometheus.queries)
+    assert all(
+        'destination_workload_namespace="models"' in q or 'destination_service_namespace="models"' in q
+        for q in prometheus.queries
+    )
     assert {re.search(r"\[(\d+s)\]", q).group(1) for q in prometheus.queries} == {"3600s", "300s"}  # type: ignore[union-attr]
 
 
@@ -292,3 +308,26 @@ def test_each_check_takes_its_numbers_from_its_source(prometheus: FakePrometheus
             {"error_rate": "prometheus"},
             default="store",
         )
+
+
+def dead_candidate(kind: str, arm: str, window: str) -> Any:
+    """The candidate's pods crash-loop: its sidecar reports nothing, the gateway answers 503 UH/UF."""
+    if arm == "candidate":
+        if kind == "proxy":
+            return vector(({}, 60 if window == "3600s" else 6))
+        return []
+    return healthy(kind, arm, window)
+
+
+@pytest.mark.parametrize("prometheus", [dead_candidate], indirect=True)
+def test_errors_the_proxy_answered_count_for_the_arm_they_were_routed_to(prometheus: FakePrometheus) -> None:
+    m = measure(prometheus)
+    assert (m.candidate.requests, m.candidate.proxy_errors, m.candidate.window_proxy_errors) == (0, 60, 6)
+    assert (m.candidate.routed, m.candidate.failed, m.candidate.error_rate) == (60, 60, 1.0)
+    assert m.champion.proxy_errors == 0
+    proxy = [q for q in prometheus.queries if 'reporter="source"' in q]
+    assert any('destination_service_name=~"fraud\\-predictor\\-00002"' in q for q in proxy)
+    assert all('response_flags=~"UH|UF|UC|UT|URX"' in q for q in proxy)
+    checks = {c.name: c for c in evaluate_checks(RolloutPolicy(), m)}
+    assert checks["error_rate"].verdict == "fail", checks["error_rate"].reason
+    assert "60 candidate" in (checks["error_rate"].reason or "")
