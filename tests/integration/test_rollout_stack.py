@@ -153,11 +153,15 @@ def test_envoy_killed_mid_release_is_restarted_by_the_next_tick_with_the_persist
         # What the new Envoy serves, read from its admin endpoint: the release's 50/50, not a default.
         assert EnvoyProxy(EnvoyLayout.from_settings(settings)).observed_weights() == Weights(50, 50)
         served_again = len(replies)
-        promoted = _run(engine, model)
-    assert promoted.phase == Phase.PROMOTED, promoted.reason
-    after = replies[served_again:]
-    assert len(after) > 50
+        time.sleep(2.0)
+        after = replies[served_again:]
+        # The release goes on through the new Envoy (a rollback by hand ends it: cheaper than a promotion).
+        ended = engine.rollback(model, "test over")
+    assert ended.phase == Phase.ROLLED_BACK, ended.reason
+    assert len(after) > 20
     assert all(reply.status == 200 for reply in after), count_by(after, "status")
+    assert {reply.arm for reply in after} == {"champion", "candidate"}
+    assert engine.backend.status(model).traffic == {"champion": 100, "candidate": 0}
 
 
 def test_a_crash_looping_candidate_is_rolled_back_and_clients_see_only_its_share_of_errors(
@@ -168,7 +172,7 @@ def test_a_crash_looping_candidate_is_rolled_back_and_clients_see_only_its_share
     Envoy answered for it (its proxy-error log) counted in the candidate's error checks."""
     share = 20
     settings = same_stack(
-        stack.settings, **POLICY, **{"rollout.steps": [share], "rollout.min_duration": "90s"}
+        stack.settings, **(POLICY | {"rollout.steps": [share], "rollout.min_duration": "90s"})
     )
     model = stack.model
     registry = registry_from_settings(settings)
