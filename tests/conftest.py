@@ -9,10 +9,13 @@ from typing import Any
 
 import pytest
 from http_inbox import Inbox, running_inbox
+from pg_server import EmbeddedPostgres, embedded_postgres
+from sqlalchemy import create_engine
 
 from mlcanary.config import Settings, load_settings
 from mlcanary.registry.mlflow_registry import MlflowRegistry, registry_from_settings
 from mlcanary.runtime.env import quiet_defaults
+from mlcanary.telemetry.store import metadata as store_tables
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _names = itertools.count(1)
@@ -63,6 +66,33 @@ def make_settings(mlflow_state: Path) -> SettingsFactory:
 @pytest.fixture
 def registry(make_settings: SettingsFactory) -> MlflowRegistry:
     return registry_from_settings(make_settings())
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[EmbeddedPostgres]:
+    """A real PostgreSQL server for the test process, started on first use (see tests/pg_server.py)."""
+    with embedded_postgres() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty inference-log database: a SQLite file, then a fresh database on real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'inference.db'}"
+    url: str = request.getfixturevalue("_postgres_log_database")
+    # Dropping the tables is ten times cheaper than a database per test.
+    engine = create_engine(url)
+    try:
+        store_tables.drop_all(engine)
+    finally:
+        engine.dispose()
+    return url
+
+
+@pytest.fixture(scope="session")
+def _postgres_log_database(postgres: EmbeddedPostgres) -> str:
+    return postgres.create_database("inference_log_tests")
 
 
 @pytest.fixture

@@ -8,7 +8,9 @@ Rules, in order:
 2. at ``max_duration`` a release that could promote does; otherwise it follows
    ``on_max_duration`` — but a release with a failing check or without enough samples is rolled
    back even when the default is to promote (missing data never promotes);
-3. fewer than ``min_samples_per_arm`` requests in either arm → hold;
+3. fewer than ``min_samples_per_arm`` requests in either arm → hold; when the request counts could
+   not be measured at all (the source of ``error_rate`` and ``latency_p95`` failed, e.g. the
+   inference log is unreachable) the hold says "no data" with the problem, never zero requests;
 4. any other failing check (not advisory) → roll back: its anytime-valid test says the harm
    exceeds the tolerance, and waiting longer only exposes more users to it;
 5. less than ``min_bake_per_step`` at this step → hold;
@@ -67,6 +69,17 @@ def _describe(check: CheckResult) -> str:
 
 def _names(checks: list[CheckResult]) -> str:
     return "; ".join(_describe(c) for c in checks)
+
+
+#: The checks that read the arms' request counts (one source feeds all of them).
+_REQUEST_COUNT_CHECKS = ("error_rate", "latency_p95")
+
+
+def _counts_unknown(m: Measurements) -> str | None:
+    """The problem that kept the request counts from being measured, or None when they were."""
+    if all(name in m.problems for name in _REQUEST_COUNT_CHECKS):
+        return m.problems[_REQUEST_COUNT_CHECKS[0]]
+    return None
 
 
 def decide(policy: RolloutPolicy, state: ReleaseState, measurements: Measurements, now: datetime) -> Decision:
@@ -136,9 +149,12 @@ def _judge(policy: RolloutPolicy, state: ReleaseState, measurements: Measurement
 
     failing = [c for c in checks if c.verdict == "fail" and not c.advisory]
     waiting = [c for c in checks if c.blocking and c.verdict != "fail"]
-    enough = min(m.champion.requests, m.candidate.requests) >= policy.min_samples_per_arm
+    unknown = _counts_unknown(m)
+    enough = unknown is None and min(m.champion.requests, m.candidate.requests) >= policy.min_samples_per_arm
     samples = (
-        f"champion {m.champion.requests}, candidate {m.candidate.requests} requests "
+        f"no data: request counts unknown ({unknown})"
+        if unknown is not None
+        else f"champion {m.champion.requests}, candidate {m.candidate.requests} requests "
         f"(need {policy.min_samples_per_arm} each)"
     )
 
@@ -156,7 +172,7 @@ def _judge(policy: RolloutPolicy, state: ReleaseState, measurements: Measurement
         return verdict("rollback", f"{window}, undecided ({undecided}): policy says roll back")
 
     if not enough:
-        return verdict("hold", f"waiting for samples: {samples}")
+        return verdict("hold", samples if unknown is not None else f"waiting for samples: {samples}")
     if failing:
         return verdict("rollback", f"check failed: {_names(failing)}")
     if baked < policy.min_bake_per_step:

@@ -7,7 +7,9 @@ Endpoints of :func:`create_collector_app`:
   each half is merged into the store before the reply (see :mod:`mlcanary.telemetry.store`), so an
   acknowledged event survives a collector crash and pairing works across restarts. Replies: 200
   ``{"id", "rows", "paired"}``; 400 ``{"error"}`` for a malformed event (do not retry); 413 for a
-  body over the limit; 503 ``{"error"}`` with ``Retry-After`` when the store is unavailable (retry).
+  body over the limit; 503 ``{"error"}`` with ``Retry-After`` when the store is unavailable
+  (unreachable, locked beyond the busy timeout, full): nothing of the event was committed, retry.
+  The collector needs no restart when the database comes back (the store reconnects).
 * ``POST /feedback`` — ``{"request_id": str, "label": 0|1, "instance_index"?: int}`` or a list of
   them, upserted in one transaction (the latest label wins). 200 ``{"recorded": n}``; 400/413/503
   as above.
@@ -48,6 +50,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PAIRING_TIMEOUT_S = 30.0
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+#: How long a write waits for another connection's lock before the collector answers 503: well
+#: under the payload logger's 5 s request timeout, so the sender hears "retry later" rather than
+#: giving up on a request that is still waiting.
+DEFAULT_BUSY_TIMEOUT_MS = 2_000
 _RETRY_AFTER_S = "1"
 
 Clock = Callable[[], datetime]
@@ -233,13 +239,15 @@ def run_collector(
     resolve_arm: Callable[[InferenceEvent], InferenceEvent] | None = None,
     outputs: OutputNames | None = None,
     threshold: float = 0.5,
+    busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
 ) -> None:
     """Serve the collector with uvicorn until interrupted (blocking; access log off).
 
     The CLI (``mlcanary collector``) and the local stack pass the configured address and
-    ``telemetry.store_url``.
+    ``telemetry.store_url``. ``busy_timeout_ms``: how long a write waits for a lock another
+    connection holds before the event is answered 503 (see :class:`InferenceLogStore`).
     """
-    store = InferenceLogStore(db_url)
+    store = InferenceLogStore(db_url, busy_timeout_ms=busy_timeout_ms)
     try:
         app = create_collector_app(
             store,
@@ -271,6 +279,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--outputs", default=None, help="model.outputs as JSON (label / probability names)")
     parser.add_argument("--threshold", type=float, default=0.5, help="label = P(positive) >= threshold")
+    parser.add_argument(
+        "--busy-timeout-ms",
+        type=int,
+        default=DEFAULT_BUSY_TIMEOUT_MS,
+        help="how long a write waits for a database lock before the event is answered 503",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -284,10 +298,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         log_level=args.log_level,
         outputs=OutputNames.model_validate_json(args.outputs) if args.outputs else None,
         threshold=args.threshold,
+        busy_timeout_ms=args.busy_timeout_ms,
     )
 
 
 __all__ = [
+    "DEFAULT_BUSY_TIMEOUT_MS",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_PAIRING_TIMEOUT_S",
     "CollectorStats",

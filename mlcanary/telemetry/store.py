@@ -87,7 +87,10 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-_JSON = JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+# Plain JSON (text) on PostgreSQL too, not JSONB: JSONB reorders an object's keys, so the feature
+# columns of a fetch would come back in another order than the request sent them, and a model fed
+# by position (no feature names) would be re-scored on permuted inputs.
+_JSON = JSON(none_as_null=True)
 
 metadata = MetaData()
 
@@ -264,9 +267,15 @@ class InferenceLogStore:
     ``synchronous=<sqlite_synchronous>`` and a ``busy_timeout``: in WAL mode, ``NORMAL`` keeps every
     committed write across a crash of the process (what the collector's acknowledgements promise);
     only a power loss or OS crash may drop the last commits, which ``FULL`` prevents at some
-    throughput cost. The store is safe to share between threads; every method runs in its own
-    transaction. Time arguments are aware datetimes (naive ones are taken as UTC) and windows are
-    half-open: ``since <= received_at < until``.
+    throughput cost. ``busy_timeout_ms`` bounds how long a statement waits for a lock another
+    connection holds (SQLite's ``busy_timeout``, PostgreSQL's ``lock_timeout``) before it fails with
+    an ``OperationalError``, so a locked database is an error the caller can report, never a hang.
+    PostgreSQL connections are checked before each use (``pool_pre_ping``): after a server restart
+    the pool reconnects by itself instead of handing out dead connections. Any failure to reach
+    or write the database raises SQLAlchemy's ``SQLAlchemyError`` (``OperationalError`` for an
+    unreachable, locked or full database). The store is safe to share between threads; every
+    method runs in its own transaction. Time arguments are aware datetimes (naive ones are taken
+    as UTC) and windows are half-open: ``since <= received_at < until``.
     """
 
     def __init__(
@@ -295,7 +304,20 @@ class InferenceLogStore:
         self._engine = create_engine(url, **kwargs)
         if backend == "sqlite":
             self._install_sqlite_pragmas(busy_timeout_ms, sqlite_synchronous)
+        else:
+            self._install_postgresql_lock_timeout(busy_timeout_ms)
         metadata.create_all(self._engine)
+
+    def _install_postgresql_lock_timeout(self, busy_timeout_ms: int) -> None:
+        @event.listens_for(self._engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute(f"SET lock_timeout = {int(busy_timeout_ms)}")
+            finally:
+                cursor.close()
+            # SET is transactional in PostgreSQL: commit it, or the pool's reset would undo it.
+            dbapi_connection.commit()
 
     def _install_sqlite_pragmas(self, busy_timeout_ms: int, synchronous: str) -> None:
         @event.listens_for(self._engine, "connect")

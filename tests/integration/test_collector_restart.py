@@ -11,77 +11,24 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+from collector_process import collector, free_port
 
 from mlcanary.telemetry.store import InferenceLogStore
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 PAIRS = 200
 KILL_AFTER_ACKS = 150
 MODEL = "fraud"
 
 Event = tuple[int, str]  # (pair number, "request" | "response")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_healthy(
-    base_url: str, process: subprocess.Popen[bytes], log: Path, deadline_s: float = 30.0
-) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"collector exited with {process.returncode}:\n{log.read_text(errors='replace')}")
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    pytest.fail(f"collector not healthy after {deadline_s} s:\n{log.read_text(errors='replace')}")
-
-
-@contextmanager
-def collector(port: int, db_url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    command = [
-        sys.executable,
-        "-m",
-        "mlcanary.telemetry.collector",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--db-url",
-        db_url,
-        "--log-level",
-        "warning",
-    ]
-    with log.open("ab") as sink:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=sink, stderr=subprocess.STDOUT)
-    try:
-        wait_healthy(f"http://127.0.0.1:{port}", process, log)
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
 
 
 def event_headers(pair: int, kind: str) -> dict[str, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,8 +18,8 @@ T0 = datetime(2026, 2, 1, 9, tzinfo=UTC)
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[InferenceLogStore]:
-    with InferenceLogStore(f"sqlite:///{tmp_path / 'log.db'}") as opened:
+def store(store_url: str) -> Iterator[InferenceLogStore]:
+    with InferenceLogStore(store_url) as opened:
         yield opened
 
 

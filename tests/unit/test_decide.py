@@ -21,6 +21,7 @@ from mlcanary.rollout.measurements import (
 from mlcanary.rollout.policy import ApprovalPolicy, CheckPolicy, RolloutPolicy
 from mlcanary.rollout.state import Phase, ReleaseState
 from mlcanary.rollout.stats import MeanSummary
+from mlcanary.telemetry.metrics import LOG_METRICS
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 POLICY = RolloutPolicy(
@@ -268,6 +269,30 @@ CASES: list[tuple[str, dict[str, Any], Measurements, RolloutPolicy, str, str]] =
         POLICY,
         "hold",
         "error_rate",
+    ),
+    (
+        "an unreadable log is reported as no data, never as zero requests",
+        {},
+        measured(
+            champion=ArmMetrics(version="1"),
+            candidate=ArmMetrics(version="2"),
+            problems=dict.fromkeys(LOG_METRICS, "inference log unreadable: OperationalError"),
+        ),
+        POLICY,
+        "hold",
+        "no data: request counts unknown (inference log unreadable",
+    ),
+    (
+        "an unreadable log at max duration rolls back, saying why, never promotes",
+        {"elapsed": "49h"},
+        measured(
+            champion=ArmMetrics(version="1"),
+            candidate=ArmMetrics(version="2"),
+            problems=dict.fromkeys(LOG_METRICS, "inference log unreadable: OperationalError"),
+        ),
+        POLICY.model_copy(update={"on_max_duration": "promote"}),
+        "rollback",
+        "without enough data: no data: request counts unknown (inference log unreadable",
     ),
     (
         "required data missing (no latency logged) never promotes",

@@ -268,7 +268,7 @@ def test_collector_500_is_retried_twice_then_counted_failed(
     collector: Collector, caplog: pytest.LogCaptureFixture
 ) -> None:
     collector.status = 500
-    sender = PayloadLogger(collector.url, retry_backoff=0.0)
+    sender = PayloadLogger(collector.url, retry_backoff=0.0, max_retries=2)
     with caplog.at_level(logging.WARNING, logger=LOGGER_NAME):
         sender.submit(make_event(1))
         sender.close(timeout=WAIT)

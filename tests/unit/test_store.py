@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from mlcanary.config import Settings
 from mlcanary.telemetry.aggregate import aggregate
@@ -23,8 +24,8 @@ T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[InferenceLogStore]:
-    with InferenceLogStore(f"sqlite:///{tmp_path / 'inference.db'}") as opened:
+def store(store_url: str) -> Iterator[InferenceLogStore]:
+    with InferenceLogStore(store_url) as opened:
         yield opened
 
 
@@ -104,11 +105,27 @@ def complete(
     )
 
 
-def test_sqlite_runs_in_wal_mode_with_normal_sync(store: InferenceLogStore) -> None:
-    assert store.journal_mode() == "wal"
-    with store.engine.connect() as connection:
-        assert connection.exec_driver_sql("PRAGMA synchronous").scalar_one() == 1  # NORMAL
-        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 10_000
+def test_sqlite_runs_in_wal_mode_with_normal_sync(tmp_path: Path) -> None:
+    with InferenceLogStore(f"sqlite:///{tmp_path / 'inference.db'}") as store:
+        assert store.journal_mode() == "wal"
+        with store.engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar_one() == 1  # NORMAL
+            assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 10_000
+
+
+def test_a_statement_waits_for_a_lock_at_most_the_busy_timeout(store_url: str) -> None:
+    """Another connection holding the log's write lock makes a write fail within the busy timeout
+    (SQLite ``busy_timeout``, PostgreSQL ``lock_timeout``) instead of waiting for ever."""
+    with InferenceLogStore(store_url, busy_timeout_ms=200) as store, store.engine.connect() as holder:
+        if store_url.startswith("sqlite"):
+            holder.exec_driver_sql("BEGIN EXCLUSIVE")
+        else:
+            holder.exec_driver_sql("LOCK TABLE inference_log IN EXCLUSIVE MODE")
+        with pytest.raises(OperationalError, match=r"locked|lock timeout"):
+            store.write_rows([complete("a", arm="champion", at=T0)])
+        holder.rollback()
+        store.write_rows([complete("a", arm="champion", at=T0)])
+        assert store.count("fraud") == 1
 
 
 def test_default_url_points_into_the_state_dir(tmp_path: Path) -> None:

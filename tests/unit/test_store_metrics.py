@@ -1,8 +1,9 @@
-"""``StoreMetricsSource``: both arms measured in SQL from a real SQLite inference log."""
+"""``StoreMetricsSource``: both arms measured in SQL from a real inference log (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -49,8 +50,9 @@ def _rows(arm: str, version: str, latencies: np.ndarray, *, start: datetime, err
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> InferenceLogStore:
-    return InferenceLogStore(f"sqlite:///{tmp_path / 'log.db'}")
+def store(store_url: str) -> Iterator[InferenceLogStore]:
+    with InferenceLogStore(store_url) as opened:
+        yield opened
 
 
 def test_measures_both_arms_from_the_log(store: InferenceLogStore) -> None:

@@ -13,6 +13,11 @@ Where the truth lives, so that separate processes (CLI commands, flow runs) see 
   refused, never killed;
 * what was asked for: the intent file (:mod:`mlcanary.serving.local.intent`).
 
+Envoy found dead under a running stack (a model server of ours still runs) is started again, with
+the persisted weights, by the next call that acts or reports status — so by the next monitor tick
+(which asks for the status) even when no one runs ``mlcanary up``. A stack stopped by ``down`` has
+no server left and is not revived.
+
 Changing the version an arm serves means stopping its server and starting another on the same
 port. Traffic is moved off that arm first whenever the other arm is ready; if no other arm is
 ready there is a short gap (requests to that arm fail with 503 until the new server is ready).
@@ -73,6 +78,9 @@ class LocalBackend:
       ``detail`` and logged), then stops the candidate server. With Envoy down, 100/0 is persisted
       for its next start. If the champion is not ready the candidate is left running and
       ``ServingError`` says so (the weights have moved anyway: the candidate was judged bad).
+    * ``status``, ``set_traffic``, ``set_shadow``, ``promote`` and ``rollback`` start Envoy again
+      when it died while a model server of ours still runs, with the persisted weights (100/0
+      when those would route to a candidate that is not ready), and say so in ``detail``.
     * Processes this object starts keep running after it is gone; ``mlcanary down``
       (:func:`mlcanary.serving.local.stack.down`) stops them.
     * Does not start the collector; model servers post events to ``serving.collector_url/events``
@@ -193,6 +201,7 @@ class LocalBackend:
         """Send ``candidate_percent`` % to the candidate; refuse weight for an arm that is not ready."""
         _check_percent(candidate_percent)
         with self.lock.hold():
+            revived = self._revive_front_door(model)
             self.front_door.require()
             if candidate_percent > 0:
                 cand = self.servers.probe("candidate", model)
@@ -211,8 +220,11 @@ class LocalBackend:
             change = self.front_door.set_weights(Weights.canary(candidate_percent), "set_traffic")
             return self._status(
                 model,
-                f"set_traffic: {change.weights.champion}/{change.weights.candidate} confirmed by Envoy "
-                f"in {change.elapsed_ms:.1f} ms",
+                _with_note(
+                    revived,
+                    f"set_traffic: {change.weights.champion}/{change.weights.candidate} confirmed by Envoy "
+                    f"in {change.elapsed_ms:.1f} ms",
+                ),
             )
 
     def set_shadow(self, model: str, share: float) -> ServingStatus:
@@ -221,6 +233,7 @@ class LocalBackend:
         if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 < share <= 1.0:
             raise ServingError(f"shadow share must be within (0, 1], got {share!r}")
         with self.lock.hold():
+            revived = self._revive_front_door(model)
             self.front_door.require()
             for arm in ARMS:
                 probe = self.servers.probe(arm, model)
@@ -232,14 +245,18 @@ class LocalBackend:
             change = self.front_door.set_weights(Weights.mirrored(float(share)), "set_shadow")
             return self._status(
                 model,
-                f"set_shadow: 100/0 with {change.weights.shadow:.0%} of requests mirrored to the candidate, "
-                f"confirmed by Envoy in {change.elapsed_ms:.1f} ms",
+                _with_note(
+                    revived,
+                    f"set_shadow: 100/0 with {change.weights.shadow:.0%} of requests mirrored to the "
+                    f"candidate, confirmed by Envoy in {change.elapsed_ms:.1f} ms",
+                ),
             )
 
     def promote(self, model: str) -> ServingStatus:
         """All traffic to the candidate's version, which then runs as the only (champion) arm."""
         servers, door = self.servers, self.front_door
         with self.lock.hold():
+            self._revive_front_door(model)
             door.require()
             champ = servers.probe("champion", model)
             cand = servers.probe("candidate", model)
@@ -287,6 +304,8 @@ class LocalBackend:
             note = "rollback: Envoy is not running; 100/0 persisted for its next start"
         logger.info("%s", note)
         with self.lock.hold():
+            # Envoy died: it comes back at 100/0, the weights just persisted.
+            note = _with_note(self._revive_front_door(model), note)
             champ = self.servers.probe("champion", model)
             if self.front_door.running() and not champ.ready:
                 raise ServingError(
@@ -299,8 +318,29 @@ class LocalBackend:
             return self._status(model, note + "; candidate server stopped")
 
     def status(self, model: str) -> ServingStatus:
-        """Observed weights (Envoy admin), each arm's readiness and reported version, the endpoint."""
-        return self._status(model, None)
+        """Observed weights (Envoy admin), each arm's readiness and reported version, the endpoint
+        (after starting Envoy again if it died under a running stack)."""
+        try:
+            revived = self._revive_front_door(model)
+        except ServingError as exc:
+            revived = f"Envoy is not running and could not be started again: {exc}"
+        return self._status(model, revived)
+
+    def _revive_front_door(self, model: str) -> str | None:
+        """Start Envoy if it died while a model server of ours still runs (the stack is meant to be
+        up); a note saying so, or None when nothing was done."""
+        if self.front_door.running():
+            return None
+        if not any(self.servers.live_process(arm) is not None for arm in ARMS):
+            return None  # stopped by `down`, or never up: nothing to put a front door before
+        logger.warning("Envoy for %s is not running under a running stack: starting it again", self.state_dir)
+        self.front_door.ensure(lambda: self.servers.probe("candidate", model).ready)
+        weights = self.front_door.observed_weights()
+        served = percent(weights)
+        return (
+            f"Envoy was not running: started again with the persisted weights "
+            f"({served['champion']}/{served['candidate']})"
+        )
 
     # -- observation -----------------------------------------------------------------------------
 
@@ -338,3 +378,7 @@ class LocalBackend:
             detail="; ".join(notes) or None,
             shadow=shadow,
         )
+
+
+def _with_note(note: str | None, detail: str) -> str:
+    return detail if note is None else f"{note}; {detail}"

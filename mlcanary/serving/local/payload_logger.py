@@ -26,6 +26,10 @@ from mlcanary.telemetry.events import InferenceEvent
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_QUEUE = 10_000
+#: With the default backoff (0.1 s doubling, at most 2 s) 18 retries span about 30 s: an inference
+#: log restarting or briefly locked answers 503 meanwhile, and no event is lost.
+DEFAULT_MAX_RETRIES = 18
+DEFAULT_MAX_BACKOFF_S = 2.0
 
 
 class EventSink(Protocol):
@@ -73,11 +77,14 @@ class PayloadLogger:
     """Bounded, non-blocking sender of :class:`InferenceEvent` to a collector URL (an :class:`EventSink`).
 
     ``submit`` enqueues without blocking; a full queue (``max_queue`` events) or a closed logger
-    drops the event. The worker POSTs each event; a connection error, a timeout, a 429 or a 5xx is
-    retried at most ``max_retries`` times with backoff ``retry_backoff * 2**attempt`` seconds, then
-    the event is counted as failed; any other non-2xx answer fails at once (the collector rejected
-    it). Counters only grow, except ``pending``; ``enqueued`` - ``sent`` - ``failed`` is what is
-    queued, in flight, or was dropped at close. ``close`` drains the queue for up to ``timeout``
+    drops the event. The worker POSTs each event, one at a time and in order; a connection error, a
+    timeout, a 429 or a 5xx (the collector answers 503 while its database is unavailable) is
+    retried at most ``max_retries`` times with backoff ``min(retry_backoff * 2**attempt,
+    max_backoff)`` seconds, then the event is counted as failed; any other non-2xx answer fails at
+    once (the collector rejected it). Events submitted meanwhile wait in the queue, so an outage
+    shorter than the retry span loses nothing while the queue has room. Counters only grow, except
+    ``pending``; ``enqueued`` - ``sent`` - ``failed`` is what is queued, in flight, or was dropped
+    at close. ``close`` drains the queue for up to ``timeout``
     seconds, then drops what is left.
 
     The worker thread starts in the constructor and is a daemon, so a stuck collector cannot keep
@@ -90,8 +97,9 @@ class PayloadLogger:
         *,
         max_queue: int = DEFAULT_MAX_QUEUE,
         timeout: float = 5.0,
-        max_retries: int = 2,
+        max_retries: int = DEFAULT_MAX_RETRIES,
         retry_backoff: float = 0.1,
+        max_backoff: float = DEFAULT_MAX_BACKOFF_S,
         warn_interval: float = 10.0,
         client: httpx.Client | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -104,6 +112,7 @@ class PayloadLogger:
         self.max_queue = max_queue
         self._max_retries = max_retries
         self._retry_backoff = retry_backoff
+        self._max_backoff = max_backoff
         self._client = client or httpx.Client(timeout=timeout, trust_env=False)
         self._queue: deque[InferenceEvent] = deque()
         self._cond = threading.Condition()
@@ -195,7 +204,8 @@ class PayloadLogger:
         headers = event.to_headers()
         detail = ""
         for attempt in range(self._max_retries + 1):
-            if attempt and self._abort.wait(self._retry_backoff * 2 ** (attempt - 1)):
+            backoff = min(self._retry_backoff * 2 ** min(attempt - 1, 30), self._max_backoff)
+            if attempt and self._abort.wait(backoff):
                 return False, "logger closed during retry"
             try:
                 response = self._client.post(self.url, content=event.body, headers=headers)
