@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from http_inbox import Inbox, running_inbox
+from pg_server import postgres, postgres_url  # noqa: F401  (fixtures: a real PostgreSQL)
 
 from mlcanary.config import Settings, load_settings
 from mlcanary.registry.mlflow_registry import MlflowRegistry, registry_from_settings
