@@ -1,7 +1,11 @@
 """MLflow stopped during a monitor tick, a promote and a rollback; its backend store on PostgreSQL.
 
 One real ``mlflow server`` for the module, its backend store a database on a real PostgreSQL
-(``tests/pg_server.py``), stopped by the test at the exact step under test and started again. The
+(``tests/pg_server.py``), made unavailable by the test at the exact step under test and brought
+back: during the tick the server process itself is stopped and started again; during promote and
+rollback the TCP link in front of it is cut and restored (``tests/tcp_link.py``: refused connects
+and reset connections, what a client sees of a stopped server, without the tens of seconds a restart
+of ``mlflow server`` costs on 2 busy cores). The
 engine is the real one on our :class:`MlflowRegistry` (retrying by ``mlflow.retry``, here tightened to
 well under a second) and MLflow release evidence; the serving side is the in-memory serving backend
 (these tests are about the registry) whose hooks stop MLflow mid-action, and scripted traffic.
@@ -22,6 +26,7 @@ from pathlib import Path
 
 import pytest
 from pg_server import EmbeddedPostgres
+from tcp_link import TcpLink
 
 from mlcanary.config import Settings, load_settings
 from mlcanary.registry.evidence import MlflowEvidence
@@ -115,10 +120,18 @@ def mlflow_server(
 
 
 @pytest.fixture(scope="module")
-def settings(mlflow_server: MlflowServer) -> Settings:
+def link(mlflow_server: MlflowServer) -> Iterator[TcpLink]:
+    """Every client call to MLflow goes through this link."""
+    made = TcpLink(mlflow_server.port)
+    yield made
+    made.close()
+
+
+@pytest.fixture(scope="module")
+def settings(mlflow_server: MlflowServer, link: TcpLink) -> Settings:
     overrides = {
         "state_dir": str(mlflow_server.state_dir / "state"),
-        "mlflow.tracking_uri": mlflow_server.url,
+        "mlflow.tracking_uri": link.url,
         "model.name": "fraud-pg",
         "model.estimator": "logistic_regression",
         "data.synthetic.rows": 2000,
@@ -130,11 +143,13 @@ def settings(mlflow_server: MlflowServer) -> Settings:
 
 @pytest.fixture(scope="module")
 def registry(settings: Settings) -> MlflowRegistry:
-    """Two trained versions registered through our registry: v1 @champion, v2 @candidate."""
+    """A version trained and registered through our registry (@champion), and a second one from
+    the same files as @candidate."""
     registry = registry_from_settings(settings)
     assert registry.retry.attempts == 4
-    assert train(settings, registry).version.version == "1"
-    assert train(settings, registry).version.version == "2"
+    assert train(settings, registry).version == "1"
+    assert new_version(registry, "fraud-pg") == "2"
+    registry.set_alias("fraud-pg", CANDIDATE, "2")
     return registry
 
 
@@ -164,14 +179,14 @@ def engine_for(registry: MlflowRegistry, backend: FakeServingBackend, clock: Fak
 
 
 def ready_to_promote(engine: RolloutEngine, clock: FakeClock, model: str) -> ReleaseState:
-    """Tick a fresh release through its steps until the next tick would promote it."""
-    for _ in range(6):
-        clock.advance(timedelta(minutes=11))
-        state = engine.tick(model).release
-        last_step = state.step_index == len(POLICY.steps) - 1
-        if last_step and clock.now() - state.started_at >= timedelta(minutes=25):
-            return state
-    raise AssertionError("the release never reached its last step")
+    """Tick a fresh release to its last step; the tick after (11 minutes on) promotes it."""
+    clock.advance(timedelta(minutes=11))
+    assert engine.tick(model).release.traffic == 50
+    clock.advance(timedelta(minutes=11))
+    result = engine.tick(model)
+    assert result.decision is not None
+    assert result.decision.action == "hold"
+    return result.release
 
 
 def fails_within_the_retry_window(action: Callable[[], object]) -> RegistryUnavailableError:
@@ -220,6 +235,7 @@ def test_mlflow_on_postgres_round_trip_and_stopped_during_a_tick_promotes_nothin
     assert backend.served["fraud-pg"] == {"champion": "1", "candidate": "2"}, "served before confirming"
 
     mlflow_server.start()
+    assert len(mlflow_server.starts) == 2
     assert registry.aliases("fraud-pg") == {CHAMPION: "1", CANDIDATE: "2"}
     after = engine.active_release("fraud-pg")
     assert after is not None
@@ -241,8 +257,8 @@ def new_version(registry: MlflowRegistry, model: str) -> str:
     return str(made.version)
 
 
-def test_mlflow_stopped_during_promote_is_completed_by_the_next_tick(
-    mlflow_server: MlflowServer, registry: MlflowRegistry
+def test_mlflow_unreachable_during_promote_is_completed_by_the_next_tick(
+    link: TcpLink, registry: MlflowRegistry
 ) -> None:
     model = "fraud-pg"
     champion = registry.aliases(model)[CHAMPION]
@@ -252,11 +268,11 @@ def test_mlflow_stopped_during_promote_is_completed_by_the_next_tick(
     engine.start_canary(model, version)
 
     # Intent recorded, serving promoted, then MLflow is gone before the aliases move.
-    backend.before["promote"] = mlflow_server.stop
+    backend.before["promote"] = link.cut
     fails_within_the_retry_window(lambda: engine.promote(model, "promoted by hand"))
     assert backend.served[model] == {"champion": version, "candidate": None}
 
-    mlflow_server.start()
+    link.restore()
     assert phase_of(registry, model, version) == Phase.PROMOTING.value
     assert registry.aliases(model) == {CHAMPION: champion, CANDIDATE: version}
 
@@ -267,8 +283,8 @@ def test_mlflow_stopped_during_promote_is_completed_by_the_next_tick(
     assert registry.get_version(model, champion).tag("replaced_by") == version
 
 
-def test_mlflow_stopped_during_rollback_is_completed_by_the_next_tick(
-    mlflow_server: MlflowServer, registry: MlflowRegistry
+def test_mlflow_unreachable_during_rollback_is_completed_by_the_next_tick(
+    link: TcpLink, registry: MlflowRegistry
 ) -> None:
     model = "fraud-pg"
     champion = registry.aliases(model)[CHAMPION]
@@ -283,7 +299,7 @@ def test_mlflow_stopped_during_rollback_is_completed_by_the_next_tick(
     def stop_after_intent(name, v, values):  # type: ignore[no-untyped-def]
         original_set_tags(name, v, values)
         if values.get("mlcanary.phase") == Phase.ROLLING_BACK.value:
-            mlflow_server.stop()
+            link.cut()
 
     registry.set_tags = stop_after_intent  # type: ignore[method-assign]
     try:
@@ -291,7 +307,7 @@ def test_mlflow_stopped_during_rollback_is_completed_by_the_next_tick(
     finally:
         del registry.set_tags
     assert backend.served[model] == {"champion": champion, "candidate": None}
-    mlflow_server.start()
+    link.restore()
     assert phase_of(registry, model, version) == Phase.ROLLING_BACK.value
     result = engine.tick(model)
     assert result.note == "completed an interrupted rollback"
@@ -303,14 +319,13 @@ def test_mlflow_stopped_during_rollback_is_completed_by_the_next_tick(
     # at once; the next tick sees the candidate no longer served and rolls the release back.
     version = new_version(registry, model)
     engine.start_canary(model, version)
-    backend.before["rollback"] = mlflow_server.stop
+    backend.before["rollback"] = link.cut
     fails_within_the_retry_window(lambda: engine.rollback(model, "bad smell"))
     assert backend.served[model] == {"champion": champion, "candidate": None}
-    mlflow_server.start()
+    link.restore()
     assert phase_of(registry, model, version) == Phase.PROGRESSING.value
     clock.advance(timedelta(minutes=5))
     result = engine.tick(model)
     assert result.release.phase == Phase.ROLLED_BACK, result.release.reason
     assert registry.aliases(model) == {CHAMPION: champion}
     assert "availability" in (registry.get_version(model, version).tag("rejected") or "")
-    assert len(mlflow_server.starts) == 5
