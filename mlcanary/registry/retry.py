@@ -1,7 +1,7 @@
 """Retrying registry calls while MLflow is unreachable: bounded exponential backoff, then a clear error.
 
 Only transient failures are retried (:func:`is_transient`): a connection that fails or times out, and
-answers MLflow marks as the server's fault (HTTP 5xx) or rate limiting (429). A missing model, a bad
+answers MLflow marks as the server's fault (HTTP 5xx but 501) or rate limiting (429). A missing model, a bad
 argument or a permission problem fails at once. The calls retried are the registry's reads and its
 idempotent writes (aliases, tags): repeating one after an unclear outcome cannot change the result.
 
@@ -71,7 +71,7 @@ def is_transient(exc: BaseException) -> bool:
         if isinstance(current, _PERMANENT):
             return False
         status = _status_of(current)
-        if status is not None and (status >= 500 or status == 429):
+        if status is not None and ((status >= 500 and status != 501) or status == 429):
             # MLflow reports a failed connection as INTERNAL_ERROR (500) too.
             return True
         if isinstance(current, (ConnectionError, TimeoutError)) or _is_requests_io_error(current):
@@ -95,7 +95,10 @@ def call_with_retry(
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
     """``call()``, retried on transient failures by ``policy``; ``what`` and ``where`` name it in
-    the log and in the :class:`RegistryUnavailableError` raised when the attempts run out."""
+    the log and in the :class:`RegistryUnavailableError` raised when the attempts run out. With a
+    single attempt, ``call()``'s own error is raised unchanged."""
+    if policy.attempts == 1:
+        return call()  # no retry: the error as it is
     delays = policy.delays()
     started = time.monotonic()
     for attempt in range(policy.attempts):
