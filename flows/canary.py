@@ -14,7 +14,9 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger
 
 from mlcanary.config import Settings, load_settings
-from mlcanary.rollout.engine import NothingToDoError, RolloutEngine
+from mlcanary.rollout import tags
+from mlcanary.rollout.arms import CANDIDATE
+from mlcanary.rollout.engine import NothingToDoError, RolloutEngine, RolloutError
 from mlcanary.wiring import build_engine
 from tasks import rollout as steps
 from tasks.notifications import flow_notifier
@@ -53,11 +55,40 @@ def _active_models(engine: RolloutEngine) -> list[str]:
     return [name for name in engine.registry.list_models() if engine.active_release(name) is not None]
 
 
+def _unstarted_candidates(engine: RolloutEngine) -> list[tuple[str, str]]:
+    """(model, version) of each ``@candidate`` no release was ever started for: the start-canary run
+    its webhook should have caused never came (Prefect down for longer than MLflow retries)."""
+    found = []
+    for name in engine.registry.list_models():
+        candidate = engine.registry.version_for_alias(name, CANDIDATE)
+        if candidate is None or candidate.tag(tags.PHASE) or candidate.tag(tags.REJECTED):
+            continue
+        found.append((name, candidate.version))
+    return found
+
+
+def _start_missed(engine: RolloutEngine, logger: Any) -> list[dict[str, Any]]:
+    """Start the releases of :func:`_unstarted_candidates`; a refusal is logged, not raised."""
+    started = []
+    for name, version in _unstarted_candidates(engine):
+        logger.warning(
+            "%s v%s is @candidate but no canary was started for it: starting it now", name, version
+        )
+        try:
+            started.append(steps.release_summary(steps.start_release(engine, name, version)))
+        except RolloutError as exc:
+            logger.warning("%s v%s not started: %s", name, version, exc)
+    return started
+
+
 @flow(name="canary-monitor")
 def monitor(
     model: str | None = None, profile: Profile = "local", config_file: str | None = None
 ) -> list[dict[str, Any]]:
     """One monitor tick: measure both arms, judge, act, record. Schedule it through the window.
+
+    With no model, every model with a release in progress is ticked, and a ``@candidate`` that no
+    release was ever started for (its webhook's start-canary run never came) is started.
 
     Args:
         model: Registered model name; empty for every model with a release in progress.
@@ -68,9 +99,10 @@ def monitor(
     settings = settings_for(profile, config_file)
     engine = engine_for(settings)
     models = [model] if model else _active_models(engine)
-    if not models:
+    results: list[dict[str, Any]] = [] if model else _start_missed(engine, logger)
+    if not models and not results:
         logger.info("no release in progress")
-    results, failures = [], []
+    failures = []
     for name in models:
         try:
             result = steps.tick(engine, name)

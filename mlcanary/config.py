@@ -67,6 +67,25 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
+class MlflowRetrySettings(_Section):
+    """How registry calls ride out an MLflow that is down or failing (HTTP 5xx, 429, no connection):
+    ``attempts`` tries, waits doubling from ``first_delay_s`` up to ``max_delay_s``, then a clear
+    error (the release keeps its recorded phase and the next tick resumes it)."""
+
+    attempts: int = Field(5, ge=1, le=20, description="tries of one registry call in all (1: no retry)")
+    first_delay_s: float = Field(1.0, ge=0.0, le=60.0, description="wait before the first retry, seconds")
+    max_delay_s: float = Field(8.0, ge=0.0, le=600.0, description="longest wait between two tries, seconds")
+    request_timeout_s: int = Field(
+        30, ge=1, le=600, description="timeout of one HTTP request to an MLflow server, seconds"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MlflowRetrySettings:
+        if self.max_delay_s < self.first_delay_s:
+            raise ValueError("mlflow.retry.max_delay_s must be at least first_delay_s")
+        return self
+
+
 class MlflowSettings(_Section):
     """Where the MLflow tracking server and model registry live."""
 
@@ -85,6 +104,7 @@ class MlflowSettings(_Section):
         description="how sklearn models are saved: 'skops' (safe to load) or 'pickle' (model.pkl, which "
         "KServe's sklearn server and a stock MLServer can load)",
     )
+    retry: MlflowRetrySettings = Field(default_factory=MlflowRetrySettings)
 
 
 class SyntheticDataSettings(_Section):

@@ -2,7 +2,7 @@
 
 ``with embedded_postgres() as pg:`` runs ``initdb`` in a fresh temporary directory and starts
 PostgreSQL (about a second); ``pg.url("inference")`` is a SQLAlchemy URL over the server's Unix
-socket (it listens on no TCP port, so no port can clash), ``pg.create_database(name)`` creates a
+socket (``driver="asyncpg"`` for Prefect, ``driver=None`` for libpq) (it listens on no TCP port, so no port can clash), ``pg.create_database(name)`` creates a
 database and returns its URL, and ``pg.stop()`` / ``pg.start()`` take the server down and bring it
 back on the same data and socket (for fault injection). On exit the server is stopped and its
 directory removed.
@@ -31,16 +31,18 @@ class EmbeddedPostgres:
 
     def __init__(self, server: object) -> None:
         self._server = server
+        # Read once: postmaster.pid, where the wheel finds it, is gone while the server is stopped.
+        self.socket_dir = Path(server.get_postmaster_info().socket_dir)  # type: ignore[attr-defined]
 
     @property
     def pgdata(self) -> Path:
         return Path(self._server.pgdata)  # type: ignore[attr-defined]
 
-    def url(self, dbname: str = "postgres", driver: str = "psycopg") -> str:
-        """SQLAlchemy URL of database ``dbname`` (``postgresql+<driver>://``; empty driver: plain)."""
-        uri = self._server.get_uri(dbname)  # type: ignore[attr-defined]
-        scheme = f"postgresql+{driver}://" if driver else "postgresql://"
-        return uri.replace("postgresql://", scheme, 1)
+    def url(self, dbname: str = "postgres", driver: str | None = "psycopg") -> str:
+        """SQLAlchemy URL of database ``dbname``: ``postgresql+<driver>://`` (``asyncpg`` for
+        Prefect); ``driver=None``: a plain libpq ``postgresql://`` URL."""
+        scheme = f"postgresql+{driver}" if driver else "postgresql"
+        return f"{scheme}://postgres@/{dbname}?host={self.socket_dir}"
 
     def create_database(self, name: str | None = None) -> str:
         """Create database ``name`` (a fresh unique name when None) and return its URL."""

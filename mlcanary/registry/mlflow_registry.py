@@ -12,11 +12,15 @@ version under canary. Everything mlcanary records on a version is a tag named in
 
 from __future__ import annotations
 
+import functools
+import os
 import tempfile
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 from mlflow import MlflowClient
@@ -26,6 +30,7 @@ from mlflow.exceptions import MlflowException
 from mlcanary.config import Settings
 from mlcanary.data.model_inputs import InputSchema
 from mlcanary.registry.protocol import LoadedModel, NewVersion
+from mlcanary.registry.retry import NO_RETRY, RetryPolicy, call_with_retry
 from mlcanary.registry.signature import signature_for
 from mlcanary.rollout import tags
 from mlcanary.rollout.versions import (
@@ -44,8 +49,54 @@ def _is_not_found(exc: MlflowException) -> bool:
     return exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or "not found" in str(exc).lower()
 
 
+def redacted(uri: str) -> str:
+    """``uri`` without a password (a database URL may carry one); safe to log."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _retried(
+    method: Callable[Concatenate[MlflowRegistry, P], R],
+) -> Callable[Concatenate[MlflowRegistry, P], R]:
+    """Retry the whole call on transient failures by the registry's :class:`RetryPolicy`; the
+    registry calls it makes itself run once inside it (so retries never multiply)."""
+
+    @functools.wraps(method)
+    def wrapper(self: MlflowRegistry, *args: P.args, **kwargs: P.kwargs) -> R:
+        if self._in_call.active:
+            return method(self, *args, **kwargs)
+        self._in_call.active = True
+        try:
+            return call_with_retry(
+                self.retry,
+                f"{method.__name__}{args!r}",
+                lambda: method(self, *args, **kwargs),
+                where=f"MLflow at {redacted(self.registry_uri)}",
+            )
+        finally:
+            self._in_call.active = False
+
+    return wrapper
+
+
+class _CallDepth(threading.local):
+    active = False
+
+
 class MlflowRegistry:
-    """:class:`~mlcanary.registry.protocol.ModelRegistry` on an MLflow tracking server / registry."""
+    """:class:`~mlcanary.registry.protocol.ModelRegistry` on an MLflow tracking server / registry.
+
+    Every call but :meth:`register` is retried on transient failures by ``retry`` (see
+    :mod:`mlcanary.registry.retry`; default: no retry) and then raises
+    :class:`~mlcanary.rollout.versions.RegistryUnavailableError`. ``register`` is not: creating a
+    run or a version twice is not idempotent."""
 
     def __init__(
         self,
@@ -56,8 +107,11 @@ class MlflowRegistry:
         artifact_location: str | None = None,
         client: MlflowClient | None = None,
         serialization: str = "skops",
+        retry: RetryPolicy = NO_RETRY,
     ) -> None:
         self.serialization = serialization
+        self.retry = retry
+        self._in_call = _CallDepth()
         self.tracking_uri = tracking_uri
         self.registry_uri = registry_uri or tracking_uri
         self.experiment = experiment
@@ -66,6 +120,7 @@ class MlflowRegistry:
 
     # -- reading ---------------------------------------------------------------------------------
 
+    @_retried
     def model_exists(self, name: str) -> bool:
         try:
             self.client.get_registered_model(name)
@@ -75,9 +130,11 @@ class MlflowRegistry:
             raise RegistryError(f"cannot read model {name!r}: {exc.message}") from exc
         return True
 
+    @_retried
     def list_models(self) -> list[str]:
         return sorted(m.name for m in self.client.search_registered_models())
 
+    @_retried
     def aliases(self, name: str) -> dict[str, str]:
         try:
             model = self.client.get_registered_model(name)
@@ -100,6 +157,7 @@ class MlflowRegistry:
             aliases=tuple(sorted(a for a, v in aliases.items() if v == version)),
         )
 
+    @_retried
     def get_version(self, name: str, version: str) -> ModelVersionInfo:
         aliases = self.aliases(name)
         try:
@@ -110,10 +168,12 @@ class MlflowRegistry:
             raise RegistryError(f"cannot read {name!r} version {version!r}: {exc.message}") from exc
         return self._info(mv, aliases)
 
+    @_retried
     def version_for_alias(self, name: str, alias: str) -> ModelVersionInfo | None:
         version = self.aliases(name).get(alias)
         return None if version is None else self.get_version(name, version)
 
+    @_retried
     def list_versions(self, name: str) -> list[ModelVersionInfo]:
         aliases = self.aliases(name)
         found = self.client.search_model_versions(f"name = '{name}'")
@@ -121,15 +181,18 @@ class MlflowRegistry:
 
     # -- writing ---------------------------------------------------------------------------------
 
+    @_retried
     def set_alias(self, name: str, alias: str, version: str) -> None:
         self.get_version(name, version)
         self.client.set_registered_model_alias(name, alias, str(version))
 
+    @_retried
     def delete_alias(self, name: str, alias: str) -> None:
         if alias not in self.aliases(name):
             return
         self.client.delete_registered_model_alias(name, alias)
 
+    @_retried
     def set_tags(self, name: str, version: str, tags: Mapping[str, str]) -> None:
         self.get_version(name, version)
         for key, value in tags.items():
@@ -206,6 +269,7 @@ class MlflowRegistry:
 
     # -- loading ---------------------------------------------------------------------------------
 
+    @_retried
     def load_model(self, name: str, version: str) -> LoadedModel:
         from mlcanary.registry.model_loader import ModelLoadError, load_registered_model
 
@@ -222,6 +286,7 @@ class MlflowRegistry:
             scorer=scorer,
         )
 
+    @_retried
     def input_schema(self, name: str, version: str) -> InputSchema:
         """The inputs of ``name`` ``version`` from its signature (only its MLmodel file is read).
 
@@ -238,6 +303,7 @@ class MlflowRegistry:
         except ModelLoadError as exc:
             raise RegistryError(str(exc)) from exc
 
+    @_retried
     def load_reference(self, name: str, version: str) -> pd.DataFrame:
         info = self.get_version(name, version)
         if info.run_id is None:
@@ -248,14 +314,28 @@ class MlflowRegistry:
             return pd.read_parquet(local)
 
 
+def bound_mlflow_http_client(timeout_s: int) -> None:
+    """Make each of MLflow's HTTP requests one attempt of at most ``timeout_s`` seconds, unless the
+    environment already says otherwise: MLflow's client would otherwise retry a refused connection
+    7 times over ~4 minutes (and a hung one for 120 s each) inside every call we retry ourselves.
+    MLflow reads these variables at each request."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(timeout_s))
+
+
 def registry_from_settings(settings: Settings) -> MlflowRegistry:
-    """The MLflow registry the settings point at (creating the local state directory if needed)."""
+    """The MLflow registry the settings point at (creating the local state directory if needed),
+    retrying by ``mlflow.retry``."""
     if settings.tracking_uri.startswith("sqlite:") or settings.registry_uri.startswith("sqlite:"):
         settings.state_dir.mkdir(parents=True, exist_ok=True)
+    retry = settings.mlflow.retry
+    if settings.tracking_uri.startswith(("http:", "https:")):
+        bound_mlflow_http_client(retry.request_timeout_s)
     return MlflowRegistry(
         settings.tracking_uri,
         settings.registry_uri,
         experiment=settings.mlflow.experiment,
         artifact_location=settings.artifact_location,
         serialization=settings.mlflow.serialization,
+        retry=RetryPolicy(retry.attempts, retry.first_delay_s, retry.max_delay_s),
     )

@@ -28,6 +28,11 @@ class VersionNotFoundError(RegistryError):
     """The model exists but the version does not."""
 
 
+class RegistryUnavailableError(RegistryError):
+    """The registry could not be reached (or kept failing) through every retry; nothing after the
+    failed call was done, and the message names the call, the attempts and the last error."""
+
+
 class SignatureMissingError(RegistryError):
     """The version has no usable input signature; the message says how to fix it."""
 

@@ -102,3 +102,23 @@ def test_manual_rollback_and_nothing_to_promote(world: FakeWorld) -> None:
     assert state.is_failed()
     with pytest.raises(Exception, match="nothing to promote"):
         state.result()
+
+
+def test_monitor_starts_a_candidate_whose_start_canary_run_never_came(world: FakeWorld) -> None:
+    """The webhook's start-canary run was lost (Prefect down longer than MLflow retried): the next
+    scheduled monitor starts the release, once; a rejected candidate is left alone."""
+    world.registry.set_alias("fraud", CANDIDATE, "2")
+    (started,) = canary.monitor()
+    assert (started["candidate_version"], started["phase"]) == ("2", "progressing")
+    world.clock.advance(timedelta(minutes=11))
+    (ticked,) = canary.monitor()
+    assert ticked["action"] == "step_up"
+
+    world.registry.add_version("other")
+    world.registry.add_version("other")
+    world.registry.set_alias("other", CHAMPION, "1")
+    world.registry.set_tags("other", "2", {"mlcanary.rejected": "rolled back earlier"})
+    world.registry.set_alias("other", CANDIDATE, "2")
+    world.clock.advance(timedelta(minutes=11))
+    assert [r["model"] for r in canary.monitor()] == ["fraud"]
+    assert world.registry.get_version("other", "2").tag("phase") is None

@@ -24,6 +24,7 @@ import httpx
 import pytest
 import uvicorn
 from stack_helpers import REPO_ROOT, stack_settings
+from tcp_link import TcpLink
 
 from mlcanary.platform import (
     child_env,
@@ -182,3 +183,81 @@ def test_approval_event_starts_approve_release_and_deployments_go_to_a_kubernete
     for deployment in deployments:
         assert deployment["work_pool_name"] == "mlcanary-k8s", deployment["name"]
         assert deployment["job_variables"]["env"]["MLFLOW_DISABLE_TELEMETRY"] == "true"
+
+
+def _receiver(app: Any, port: int) -> tuple[uvicorn.Server, threading.Thread]:
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return server, thread
+
+
+def _wait_for(condition: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def _start_canary_runs_of(prefect_api: str, model: str, timeout_s: float) -> list[dict[str, Any]]:
+    """The start-canary runs for ``model``, waiting up to ``timeout_s`` for the first one."""
+    runs: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    while not runs and time.monotonic() < deadline:
+        runs = [r for r in _runs_of(prefect_api, "start-canary", 2) if r["parameters"].get("model") == model]
+    return runs
+
+
+def test_prefect_down_when_the_webhook_arrives(servers) -> None:  # type: ignore[no-untyped-def]
+    """The receiver's way to Prefect is cut (refused connects, as if the server were stopped): each
+    delivery is answered 503 with Retry-After 2 s and MLflow 3.17 retries it 3 times (its default
+    MLFLOW_WEBHOOK_REQUEST_MAX_RETRIES). Back within that window (~6 s): exactly one start-canary
+    run. Down for longer: MLflow gives up and the event is lost; no run follows, ever."""
+    tracking_uri, prefect_api, env = servers
+    deployed = httpx.post(f"{prefect_api}/deployments/filter", json={}, timeout=10).json()
+    if "start-canary" not in {d["name"] for d in deployed}:
+        _prefect(env, "work-pool", "create", "mlcanary-local", "--type", "process", "--overwrite")
+        _prefect(env, "--no-prompt", "deploy", "--all")
+    link = TcpLink(int(prefect_api.rsplit(":", 1)[1].split("/")[0]))
+    emitter = PrefectEventEmitter(f"{link.url}/api")
+    app = create_webhook_app(secret=SECRET, emit=emitter)
+    port = int(env["RECEIVER_PORT"])
+    server, thread = _receiver(app, port)
+    stats = app.state.stats
+    try:
+        register_webhook(tracking_uri, f"http://127.0.0.1:{port}/webhook", SECRET)
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        for model in ("fraud-long-outage", "fraud-short-outage"):
+            client.create_registered_model(model)
+            for _ in range(2):
+                client.create_model_version(model, source="s3://mlcanary-e2e/model")
+
+        # Down longer than MLflow's retries: 4 deliveries, all 503; then MLflow stops trying.
+        link.cut()
+        client.set_registered_model_alias("fraud-long-outage", "candidate", "2")
+        _wait_for(lambda: stats.emit_failures >= 4, 30, "MLflow's 4 deliveries")
+        time.sleep(4)  # longer than Retry-After: a 5th delivery would have come by now
+        assert stats.emit_failures == 4
+        assert stats.emitted == 0
+
+        # Down, then back within the window: a retry gets through.
+        client.set_registered_model_alias("fraud-short-outage", "candidate", "2")
+        _wait_for(lambda: stats.emit_failures >= 5, 30, "the first delivery answered 503")
+        link.restore()
+        _wait_for(lambda: stats.emitted == 1, 30, "a retried delivery emitted")
+        runs = _start_canary_runs_of(prefect_api, "fraud-short-outage", 60)
+        assert len(runs) == 1, "not exactly one start-canary run after Prefect came back"
+        assert runs[0]["parameters"]["version"] == "2"
+        # By now the lost event would have made its run too: none came.
+        assert _start_canary_runs_of(prefect_api, "fraud-long-outage", 2) == []
+        assert stats.duplicates == 0
+    finally:
+        link.close()
+        server.should_exit = True
+        thread.join(timeout=10)
+        emitter.close()
