@@ -389,6 +389,26 @@ class TelemetrySettings(_Section):
         return "prometheus" if self.prometheus.url and check in PROMETHEUS_CHECKS else "store"
 
 
+class LeaseSettings(_Section):
+    """The per-model lease every action on a release takes (docs/operations.md, "Two runs at once")."""
+
+    ttl: Duration = Field(
+        timedelta(minutes=2),
+        description="a lease expires this long after it was last renewed: a crashed run blocks its "
+        "model at most this long (a live run renews every third of it)",
+    )
+    max_hold: Duration = Field(
+        timedelta(hours=1),
+        description="a live run stops renewing after this long (then the lease lapses ttl later)",
+    )
+
+    @model_validator(mode="after")
+    def _bounded(self) -> LeaseSettings:
+        if self.ttl < timedelta(seconds=1) or self.max_hold < self.ttl:
+            raise ValueError("lease.ttl must be at least 1s and lease.max_hold at least lease.ttl")
+        return self
+
+
 class Settings(_Section):
     """The whole configuration of one mlcanary installation."""
 
@@ -401,6 +421,7 @@ class Settings(_Section):
     serving: ServingSettings = Field(default_factory=ServingSettings)
     kserve: KServeSettings = Field(default_factory=KServeSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    lease: LeaseSettings = Field(default_factory=LeaseSettings)
     rollout: RolloutPolicy = Field(
         default_factory=RolloutPolicy,
         description="the rollout policy: configs/rollout.yaml, then a profile's `rollout:` section",
