@@ -3,7 +3,9 @@
 Each builds the engine from the configuration (:func:`mlcanary.wiring.build_engine`) and runs one
 task. ``canary-monitor`` is meant to run on a schedule through the 24-48 h window; with no model
 given it ticks every model that has a release in progress, and one model's failure does not stop
-the others.
+the others. A run that finds another holding a model's lease (``mlcanary.rollout.lease``) does
+nothing for that model and returns ``{"model": ..., "yielded": "yielded: <holder> holds the lease
+... until ..."}`` instead of its summary.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from mlcanary.config import Settings, load_settings
 from mlcanary.rollout import tags
 from mlcanary.rollout.arms import CANDIDATE
 from mlcanary.rollout.engine import NothingToDoError, RolloutEngine, RolloutError
+from mlcanary.rollout.lease import LeaseHeldError
 from mlcanary.wiring import build_engine
 from tasks import rollout as steps
 from tasks.notifications import flow_notifier
@@ -32,7 +35,10 @@ def settings_for(profile: Profile, config_file: str | None) -> Settings:
 def engine_for(settings: Settings) -> RolloutEngine:
     """The engine the flows use (tests replace this to inject fakes); notifications go to the
     Apprise URLs and the Prefect notification block configured in the environment."""
-    return build_engine(settings, notifier=flow_notifier(settings))
+    from prefect.runtime import flow_run
+
+    runner = f"Prefect flow run {flow_run.name}" if flow_run.name else "Prefect flow"
+    return build_engine(settings, notifier=flow_notifier(settings), runner=runner)
 
 
 @flow(name="start-canary")
@@ -48,7 +54,16 @@ def start_canary(
         config_file: Path to a config YAML file; overrides the profile.
     """
     engine = engine_for(settings_for(profile, config_file))
-    return steps.release_summary(steps.start_release(engine, model, str(version)))
+    try:
+        return steps.release_summary(steps.start_release(engine, model, str(version)))
+    except LeaseHeldError as held:
+        return _yielded(model, held)
+
+
+def _yielded(model: str, held: LeaseHeldError) -> dict[str, Any]:
+    """What a run returns when another run held the model's lease: it did nothing."""
+    get_run_logger().warning(str(held))
+    return {"model": model, "yielded": str(held), "holder": held.holder}
 
 
 def _active_models(engine: RolloutEngine) -> list[str]:
@@ -76,7 +91,7 @@ def _start_missed(engine: RolloutEngine, logger: Any) -> list[dict[str, Any]]:
         )
         try:
             started.append(steps.release_summary(steps.start_release(engine, name, version)))
-        except RolloutError as exc:
+        except (RolloutError, LeaseHeldError) as exc:  # refused, or another run is starting it
             logger.warning("%s v%s not started: %s", name, version, exc)
     return started
 
@@ -108,6 +123,11 @@ def monitor(
             result = steps.tick(engine, name)
         except NothingToDoError as exc:
             logger.info(str(exc))
+            continue
+        except LeaseHeldError as held:
+            # Another run (a manual step, an overlapping schedule, another worker) is acting on it.
+            logger.info(str(held))
+            results.append({"model": name, "yielded": str(held), "holder": held.holder})
             continue
         except Exception as exc:
             # One model's failure must not stop the others' ticks; it is re-raised below.
@@ -142,7 +162,10 @@ def promote(
         config_file: Path to a config YAML file; overrides the profile.
     """
     engine = engine_for(settings_for(profile, config_file))
-    return steps.release_summary(steps.promote_release(engine, model, reason))
+    try:
+        return steps.release_summary(steps.promote_release(engine, model, reason))
+    except LeaseHeldError as held:
+        return _yielded(model, held)
 
 
 @flow(name="rollback")
@@ -161,4 +184,7 @@ def rollback(
         config_file: Path to a config YAML file; overrides the profile.
     """
     engine = engine_for(settings_for(profile, config_file))
-    return steps.release_summary(steps.rollback_release(engine, model, reason))
+    try:
+        return steps.release_summary(steps.rollback_release(engine, model, reason))
+    except LeaseHeldError as held:
+        return _yielded(model, held)

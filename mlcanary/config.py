@@ -427,6 +427,26 @@ class TelemetrySettings(_Section):
         return "prometheus" if self.prometheus.url and check in PROMETHEUS_CHECKS else "store"
 
 
+class LeaseSettings(_Section):
+    """The per-model lease every action on a release takes (docs/operations.md, "Two runs at once")."""
+
+    ttl: Duration = Field(
+        timedelta(minutes=2),
+        description="a lease expires this long after it was last renewed: a crashed run blocks its "
+        "model at most this long (a live run renews every third of it)",
+    )
+    max_hold: Duration = Field(
+        timedelta(hours=1),
+        description="a live run stops renewing after this long (then the lease lapses ttl later)",
+    )
+
+    @model_validator(mode="after")
+    def _bounded(self) -> LeaseSettings:
+        if self.ttl < timedelta(seconds=1) or self.max_hold < self.ttl:
+            raise ValueError("lease.ttl must be at least 1s and lease.max_hold at least lease.ttl")
+        return self
+
+
 class Settings(_Section):
     """The whole configuration of one mlcanary installation."""
 
@@ -439,6 +459,7 @@ class Settings(_Section):
     serving: ServingSettings = Field(default_factory=ServingSettings)
     kserve: KServeSettings = Field(default_factory=KServeSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    lease: LeaseSettings = Field(default_factory=LeaseSettings)
     rollout: RolloutPolicy = Field(
         default_factory=RolloutPolicy,
         description="the rollout policy: configs/rollout.yaml, then a profile's `rollout:` section",
@@ -481,6 +502,14 @@ def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, 
     return merged
 
 
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """PyYAML's error on one line: what is wrong and where (its own text spans several lines)."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
+
+
 def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str, Any], list[Path]]:
     """Read a profile file and the files it ``extends``; returns the merged mapping and the files."""
     if path.resolve() in {p.resolve() for p in chain}:
@@ -491,7 +520,7 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str, Any]
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     if loaded is None:
         loaded = {}
     if not isinstance(loaded, dict):

@@ -15,6 +15,7 @@ from mlcanary.registry.evidence import MlflowEvidence
 from mlcanary.registry.mlflow_registry import MlflowRegistry, registry_from_settings
 from mlcanary.registry.protocol import ModelRegistry
 from mlcanary.rollout.engine import RolloutEngine
+from mlcanary.rollout.lease import ReleaseLease
 from mlcanary.rollout.ports import (
     Clock,
     EvidenceRecorder,
@@ -151,6 +152,16 @@ def evidence_recorder(settings: Settings, registry: MlflowRegistry) -> MlflowEvi
     )
 
 
+def release_lease(settings: Settings, label: str = "mlcanary") -> ReleaseLease:
+    """The per-model lease in the inference-log database (``lease.ttl``, ``lease.max_hold``);
+    ``label`` says who holds it (shown to a run that yields)."""
+    from mlcanary.telemetry.lease import StoreLease
+
+    return StoreLease.from_url(
+        settings.store_url, label=label, ttl=settings.lease.ttl, max_hold=settings.lease.max_hold
+    )
+
+
 def build_engine(
     settings: Settings,
     *,
@@ -160,8 +171,11 @@ def build_engine(
     recorder: EvidenceRecorder | None = None,
     notifier: Notifier | None = None,
     gate: ReleaseGate | None = None,
+    lease: ReleaseLease | None = None,
+    runner: str = "mlcanary",
 ) -> RolloutEngine:
-    """A :class:`RolloutEngine` on the configured registry, backend, metrics and evidence store."""
+    """A :class:`RolloutEngine` on the configured registry, backend, metrics and evidence store,
+    under the lease of :func:`release_lease` (``runner`` names this run to one that yields)."""
     registry = registry_from_settings(settings)
     backend = backend or serving_backend(settings)
     evidence = MlflowEvidence(
@@ -176,6 +190,7 @@ def build_engine(
         policy=settings.rollout,
         clock=clock or SystemClock(),
         gate=gate or release_gate(settings, registry, backend),
+        lease=lease or release_lease(settings, runner),
         recorder=recorder or evidence,
         notifier=notifier
         or notifier_from_env(

@@ -6,6 +6,7 @@ from typing import Any
 
 from mlcanary.config import ConfigError
 from mlcanary.data.loader import DataError
+from mlcanary.rollout.lease import LeaseHeldError
 from mlcanary.rollout.versions import ModelNotFoundError, VersionNotFoundError
 from mlcanary.training import TrainingError
 
@@ -19,6 +20,8 @@ _PERMANENT: tuple[type[BaseException], ...] = (
     ValueError,
     TypeError,
     KeyError,
+    # Another run acts on the release: this one yields rather than acting late on stale input.
+    LeaseHeldError,
 )
 
 

@@ -2,7 +2,9 @@
 
 Every command loads the configuration once (``--profile`` / ``--config`` / ``MLCANARY_*``), turns
 known errors into one red line on stderr and a non-zero exit code (2 for configuration, 1 for the
-rest), and never prints a traceback for a user mistake.
+rest), and never prints a traceback for a user mistake. A run that yielded to another holding the
+model's lease prints ``yielded: ...`` and exits 1 (``step`` exits 0: a monitor tick that yields is
+normal).
 """
 
 from __future__ import annotations
@@ -81,7 +83,12 @@ def user_errors() -> Iterator[None]:
         yield
     except Exception as exc:
         from mlcanary.config import ConfigError
+        from mlcanary.rollout.lease import LeaseHeldError
 
+        if isinstance(exc, LeaseHeldError):
+            # Not an error of the user's: another run is acting on the release; this one did nothing.
+            err_console.print(str(exc), highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
         if isinstance(exc, ConfigError):
             raise fail(str(exc), 2) from None
         if isinstance(exc, _user_error_types()):

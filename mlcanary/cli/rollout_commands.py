@@ -27,7 +27,7 @@ def engine_for(settings: Settings) -> RolloutEngine:
     """The engine every rollout command drives (tests replace it to inject fakes)."""
     from mlcanary.wiring import build_engine
 
-    return build_engine(settings)
+    return build_engine(settings, runner="mlcanary command line")
 
 
 def print_decision(decision: Decision) -> None:
@@ -71,9 +71,16 @@ def step_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
 ) -> None:
     """Run one monitor tick now (measure, judge, act, record) and print the decision."""
+    from mlcanary.rollout.lease import LeaseHeldError
+
     with user_errors():
         settings = ctx.obj.settings()
-        result = engine_for(settings).tick(model or settings.model.name)
+        try:
+            result = engine_for(settings).tick(model or settings.model.name)
+        except LeaseHeldError as held:
+            # Another run is ticking or acting on this release: this tick yields, which is normal.
+            typer.echo(json.dumps({"yielded": str(held), "holder": held.holder}) if as_json else str(held))
+            return
     if as_json:
         payload = {"phase": result.release.phase.value, "note": result.note}
         payload["decision"] = result.decision.to_dict() if result.decision else None

@@ -6,7 +6,10 @@ action with several steps (promote, roll back) the engine writes the *intended* 
 (``promoting`` / ``rolling_back``); a run that finds a release in such a phase completes it. Every
 step is idempotent, so re-running after a crash at any point converges.
 
-Transitions are one small function per phase (:data:`PHASE_HANDLERS`).
+Transitions are one small function per phase (:data:`PHASE_HANDLERS`). Every public action
+(start, tick, promote, roll back, approve, reject) runs under the model's lease
+(:mod:`mlcanary.rollout.lease`): a run that finds another holding it raises ``LeaseHeldError`` and
+changes nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from datetime import datetime, timedelta
 from mlcanary.rollout import tags
 from mlcanary.rollout.arms import CANDIDATE, CHAMPION
 from mlcanary.rollout.decide import decide
+from mlcanary.rollout.lease import NoLease, ReleaseLease
 from mlcanary.rollout.measurements import Measurements
 from mlcanary.rollout.policy import RolloutPolicy
 from mlcanary.rollout.ports import (
@@ -76,6 +80,7 @@ class RolloutEngine:
         recorder: EvidenceRecorder | None = None,
         notifier: Notifier | None = None,
         gate: ReleaseGate | None = None,
+        lease: ReleaseLease | None = None,
     ) -> None:
         self.registry = registry
         self.backend = backend
@@ -85,6 +90,7 @@ class RolloutEngine:
         self.recorder = recorder or NullRecorder()
         self.notifier = notifier or NullNotifier()
         self.gate = gate
+        self.lease = lease or NoLease()
 
     # -- reading state ---------------------------------------------------------------------------
 
@@ -123,7 +129,12 @@ class RolloutEngine:
         champion, the champion itself, and a second release while one is in progress. Starting the
         release that is already running is a no-op that returns its state. With a release gate, a
         candidate the gate refuses raises ``CandidateRefusedError`` before any traffic moves.
+        Another run holding the model's lease: ``LeaseHeldError``, nothing changed.
         """
+        with self.lease.hold(model):
+            return self._start_canary(model, version)
+
+    def _start_canary(self, model: str, version: str) -> ReleaseState:
         if not self.registry.model_exists(model):
             raise RolloutError(f"model {model!r} is not registered")
         info = self.registry.get_version(model, version)
@@ -197,7 +208,12 @@ class RolloutEngine:
     # -- one tick ----------------------------------------------------------------------------------
 
     def tick(self, model: str) -> TickResult:
-        """One monitor tick for ``model``: resume an interrupted action or judge the release."""
+        """One monitor tick for ``model``: resume an interrupted action or judge the release
+        (``LeaseHeldError`` when another run holds the model's lease: this one yields)."""
+        with self.lease.hold(model):
+            return self._tick(model)
+
+    def _tick(self, model: str) -> TickResult:
         state = self.active_release(model)
         if state is None:
             raise NothingToDoError(f"{model}: no release in progress")
@@ -384,6 +400,10 @@ class RolloutEngine:
 
     def promote(self, model: str, reason: str = "promoted by hand") -> ReleaseState:
         """Promote the release in progress now, whatever the checks say."""
+        with self.lease.hold(model):
+            return self._promote_now(model, reason)
+
+    def _promote_now(self, model: str, reason: str) -> ReleaseState:
         state = self.active_release(model)
         if state is None:
             raise NothingToDoError(f"{model}: nothing to promote (no release in progress)")
@@ -405,18 +425,30 @@ class RolloutEngine:
 
     def approve(self, model: str, comment: str = "", approver: str = "") -> ReleaseState:
         """A human approved the release waiting for approval: promote it now."""
+        with self.lease.hold(model):
+            return self._approve_now(model, comment, approver)
+
+    def _approve_now(self, model: str, comment: str, approver: str) -> ReleaseState:
         state = self.awaiting_approval(model)
         with self._failure_notified(state, "approved promote"):
             return self._promote(state, _answer("approved", comment, approver))
 
     def reject(self, model: str, comment: str = "", approver: str = "") -> ReleaseState:
         """A human rejected the release waiting for approval: roll it back now."""
+        with self.lease.hold(model):
+            return self._reject_now(model, comment, approver)
+
+    def _reject_now(self, model: str, comment: str, approver: str) -> ReleaseState:
         state = self.awaiting_approval(model)
         with self._failure_notified(state, "rejected rollback"):
             return self._roll_back(state, _answer("rejected", comment, approver))
 
     def rollback(self, model: str, reason: str = "rolled back by hand") -> ReleaseState:
         """Roll the release in progress back now."""
+        with self.lease.hold(model):
+            return self._rollback_now(model, reason)
+
+    def _rollback_now(self, model: str, reason: str) -> ReleaseState:
         state = self.active_release(model)
         if state is None:
             raise NothingToDoError(f"{model}: nothing to roll back (no release in progress)")

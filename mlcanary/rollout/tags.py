@@ -105,30 +105,68 @@ def release_tags(state: ReleaseState) -> dict[str, str]:
     return tagged(values)
 
 
+class CorruptTagError(ValueError):
+    """A release tag holds a value the codec cannot read (edited by hand, or written by something
+    else). The message names the model, the version, the tag, its value and what it should be."""
+
+
 def release_from_tags(model: str, version: str, tags: Mapping[str, str]) -> ReleaseState | None:
-    """The state recorded on ``version`` of ``model``, or None if it never took part in a release."""
+    """The state recorded on ``version`` of ``model``, or None if it never took part in a release.
+
+    Raises :class:`CorruptTagError` (naming the tag) when a release tag cannot be read: a caller
+    must not act on a release it cannot read, and nothing is changed by reading.
+    """
 
     def tag(key: str) -> str | None:
         return tags.get(tag_name(key))
 
+    def read(key: str, parse: Any, expected: str, default: str | None = None) -> Any:
+        value = tag(key)
+        if value is None:
+            value = default
+        try:
+            return parse(value)
+        except (TypeError, ValueError, OverflowError):
+            raise CorruptTagError(
+                f"{model} v{version}: tag {tag_name(key)} is {value!r}, not {expected}; fix or delete "
+                "the tag in MLflow (nothing was changed)"
+            ) from None
+
     phase = tag(PHASE)
     if phase is None:
         return None
+    phases = ", ".join(p.value for p in Phase)
     approval = tag(APPROVAL_REQUESTED_AT)
+    when = "an ISO 8601 time"
+    started_at = read(STARTED_AT, _parse_time, when)
     return ReleaseState(
         model=model,
         candidate_version=version,
         champion_version=tag(CHAMPION_VERSION) or "",
-        phase=Phase(phase),
-        step_index=int(tag(STEP_INDEX) or 0),
-        traffic=int(tag(TRAFFIC) or 0),
-        started_at=_parse_time(tag(STARTED_AT)),
-        step_started_at=_parse_time(tag(STEP_STARTED_AT) or tag(STARTED_AT)),
-        ticks=int(tag(TICKS) or 0),
+        phase=read(PHASE, Phase, f"one of {phases}"),
+        step_index=read(STEP_INDEX, _count, "a whole number >= 0", "0"),
+        traffic=read(TRAFFIC, _percent, "a whole percent 0..100", "0"),
+        started_at=started_at,
+        step_started_at=read(STEP_STARTED_AT, _parse_time, when) if tag(STEP_STARTED_AT) else started_at,
+        ticks=read(TICKS, _count, "a whole number >= 0", "0"),
         release_run_id=tag(RELEASE_RUN_ID),
         reason=tag(REASON),
-        approval_requested_at=_parse_time(approval) if approval else None,
+        approval_requested_at=read(APPROVAL_REQUESTED_AT, _parse_time, when) if approval else None,
     )
+
+
+def _count(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(value)
+    return number
+
+
+def _percent(value: str) -> int:
+    number = int(value)
+    if not 0 <= number <= 100:
+        raise ValueError(value)
+    return number
 
 
 def decision_tag(decision: Decision) -> dict[str, str]:

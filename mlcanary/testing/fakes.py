@@ -19,6 +19,7 @@ import pandas as pd
 from mlcanary.registry.protocol import LoadedModel, NewVersion
 from mlcanary.rollout.arms import CHAMPION
 from mlcanary.rollout.engine import RolloutEngine
+from mlcanary.rollout.lease import ReleaseLease
 from mlcanary.rollout.measurements import ArmMetrics, Measurements, PairedScores, Percentiles
 from mlcanary.rollout.policy import RolloutPolicy
 from mlcanary.rollout.ports import Notifier
@@ -312,7 +313,8 @@ class FakeWorld:
 
     ``model`` is registered with versions 1 (``@champion``) and 2; a serving backend, a clock and
     steady traffic (``steady_traffic(candidate_error_rate)``, replaceable through :attr:`metrics`)
-    stand beside it. :meth:`make_engine` builds a :class:`RolloutEngine` on the current attributes
+    stand beside it, and no lease unless :attr:`lease` is set. :meth:`make_engine` builds a
+    :class:`RolloutEngine` on the current attributes
     each time it is called; it ignores its argument, so it can stand in for a factory that takes
     settings (``flows.canary.engine_for``).
     """
@@ -335,6 +337,7 @@ class FakeWorld:
         self.clock = FakeClock()
         self.metrics = steady_traffic(candidate_error_rate)
         self.notifier = notifier
+        self.lease: ReleaseLease | None = None
 
     def make_engine(self, _settings: object = None) -> RolloutEngine:
         return RolloutEngine(
@@ -344,6 +347,7 @@ class FakeWorld:
             policy=self.policy,
             clock=self.clock,
             notifier=self.notifier,
+            lease=self.lease,
         )
 
     def release(self, version: str = "2") -> ReleaseState | None:

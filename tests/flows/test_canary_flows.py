@@ -122,3 +122,20 @@ def test_monitor_starts_a_candidate_whose_start_canary_run_never_came(world: Fak
     world.clock.advance(timedelta(minutes=11))
     assert [r["model"] for r in canary.monitor()] == ["fraud"]
     assert world.registry.get_version("other", "2").tag("phase") is None
+
+
+def test_a_monitor_run_that_finds_the_lease_held_yields_and_changes_nothing(
+    world: FakeWorld, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    from mlcanary.telemetry.lease import StoreLease
+
+    canary.start_canary("fraud", "2")
+    world.lease = StoreLease.from_url(f"sqlite:///{tmp_path / 'inference.db'}")
+    world.lease.acquire("fraud", "mlcanary command line on host pid 7")  # type: ignore[attr-defined]
+    world.clock.advance(timedelta(minutes=5))
+    (result,) = canary.monitor("fraud")
+    assert result["yielded"].startswith("yielded: mlcanary command line on host pid 7 holds the lease")
+    assert result["holder"] == "mlcanary command line on host pid 7"
+    assert canary.promote("fraud")["yielded"].startswith("yielded: ")
+    assert world.release().ticks == 0  # type: ignore[union-attr]
+    assert world.release().phase == Phase.PROGRESSING  # type: ignore[union-attr]

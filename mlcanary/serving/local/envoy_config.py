@@ -162,6 +162,9 @@ class EnvoyLayout:
                 raise ValueError(f"{name} must be 0..65535 (0 = any free port), got {port}")
         if self.listener_port and self.listener_port == self.admin_port:
             raise ValueError(f"listener_port and admin_port are both {self.listener_port}")
+        if not _is_loopback(self.admin_host):
+            # The admin API changes weights and can stop Envoy: never beside the front door.
+            raise ValueError(f"admin_host must be a loopback address, got {self.admin_host!r}")
         for name in ("route_config_name", "stat_prefix"):
             if not _NAME_RE.match(getattr(self, name)):
                 raise ValueError(f"{name} must match {_NAME_RE.pattern}, got {getattr(self, name)!r}")
@@ -239,6 +242,15 @@ def _duration(seconds: float) -> str:
 
 def _socket_address(host: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _is_ip(host: str) -> bool:

@@ -75,6 +75,7 @@ from mlcanary.serving.local.inference_protocol import (
     BAD_REQUEST,
     CONTENT_TOO_LARGE,
     DEFAULT_MAX_INSTANCES,
+    UNPROCESSABLE,
     RequestError,
     decode_json,
     encode_json,
@@ -374,16 +375,13 @@ class _Server:
         served = self.served
         schema = served.model.inputs
         length = header_length(binary_header, len(body)) if protocol == "v2" else None
-        if length is not None:
-            payload = inline_binary_inputs(body, length)
-            logged_request: bytes | None = encode_json(payload)
-        else:
-            payload = decode_json(body)
-            logged_request = None
+        payload = inline_binary_inputs(body, length) if length is not None else decode_json(body)
         if protocol == "v1":
             decoded = parse_v1(payload, schema, max_instances=self.max_instances)
         else:
             decoded = parse_v2(payload, schema, max_instances=self.max_instances)
+        # A binary request is logged as the JSON request it stands for, once it is known to be valid.
+        logged_request = None if length is None else _logged_binary_request(payload)
         outputs, reading = self._predict(decoded)
         if protocol == "v1":
             result = v1_answer(
@@ -510,6 +508,15 @@ def is_shadow_host(host: str) -> bool:
     if re.fullmatch(r".*:[0-9]+", name):
         name = name.rpartition(":")[0]
     return name.endswith(SHADOW_HOST_SUFFIX)
+
+
+def _logged_binary_request(payload: dict[str, Any]) -> bytes:
+    """The JSON form of a binary request, for the payload log; its binary data may hold values JSON
+    cannot carry (NaN, infinities) in a tensor the model did not read: refused like a JSON ``NaN``."""
+    try:
+        return encode_json(payload)
+    except ValueError:
+        raise RequestError(UNPROCESSABLE, "the binary request holds NaN or infinite values") from None
 
 
 def _request_id(request: Request) -> str:
