@@ -1,9 +1,14 @@
-"""The one aggregation of the inference log: what each arm did over a window, summed in SQL.
+"""The full aggregation of the inference log: what each arm did over a window, summed in SQL.
 
 :func:`aggregate` runs one grouped ``SELECT`` over ``inference_log`` (outer-joined to ``feedback``)
 and returns an :class:`ArmAggregate` per arm. Everything is a count, sum or mean in portable SQL
-(SQLite and PostgreSQL), so the cost does not grow with traffic; only latency percentiles read
-latencies into Python, at most ``max_latency_rows`` of the most recent ones per arm.
+(SQLite and PostgreSQL), computed in the database, but **over every row of the window**: its cost
+grows linearly with the traffic in the window (about 6 s per million rows on SQLite). Latency
+percentiles read latencies into Python, at most ``max_latency_rows`` of the most recent ones per arm.
+
+The live canary's ticks read the running sums instead (:mod:`mlcanary.telemetry.incremental`,
+equal to this to float rounding and 1 % for percentiles); this full recomputation is their
+reference in tests and serves the shadow phase (:mod:`mlcanary.telemetry.shadow`).
 
 Two kinds of rows are counted, and every field says which:
 
@@ -17,10 +22,12 @@ chance to get its label yet, and counting it would bias every label metric towar
 more old traffic.
 
 The metrics source (:mod:`mlcanary.telemetry.metrics`) turns two of these — champion and candidate,
-each at its version — into the judge's measurements; nothing else sums the log.
+each at its version — into the judge's measurements.
 
-Adding a measurement is two lines: a field on :class:`ArmAggregate` and its SQL expression, under the
-same name, in :func:`_sums`.
+Adding a measurement: a field on :class:`ArmAggregate` and its SQL expression, under the same
+name, in :func:`_sums`; if it is a sum, also its name in
+:data:`~mlcanary.telemetry.rollup_tables.SUM_FIELDS` (a column of the running sums), else how
+:func:`~mlcanary.telemetry.incremental.incremental_aggregate` derives it.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -36,9 +43,10 @@ from sqlalchemy import ColumnElement, Table, and_, case, func, literal, or_, sel
 
 from mlcanary.rollout.measurements import ArmMetrics, LabelOutcomes, Percentiles
 from mlcanary.rollout.stats import LATENCY_FLOOR_MS, MeanSummary
+from mlcanary.telemetry.rollup_tables import SUM_FIELDS
 from mlcanary.telemetry.store import InferenceLogStore, feedback, inference_log
 
-__all__ = ["ArmAggregate", "aggregate", "arm_metrics"]
+__all__ = ["ArmAggregate", "aggregate", "arm_metrics", "stored_sums"]
 
 PROBABILITY_FLOOR = 1e-15
 """Probabilities are clipped here before taking logs (log loss), as scikit-learn does."""
@@ -185,6 +193,15 @@ def _sums(
         "log_loss_sum": sum_if(scored, log_loss),
         "log_loss_sq_sum": sum_if(scored, log_loss * log_loss),
     }
+
+
+def stored_sums(t: Table) -> dict[str, ColumnElement[Any]]:
+    """The sums the running totals keep (:data:`~mlcanary.telemetry.rollup_tables.SUM_FIELDS`): every
+    additive field of :func:`_sums` over all labels, plus the sum of probabilities (for the mean)."""
+    sums = _sums(t, datetime(1970, 1, 1, tzinfo=UTC), None, None)
+    kept = {name: sums[name] for name in SUM_FIELDS if name in sums}
+    kept["probability_sum"] = func.coalesce(func.sum(t.c.probability), 0.0)
+    return kept
 
 
 _FLOAT_FIELDS = frozenset(f.name for f in fields(ArmAggregate) if str(f.type).startswith("float"))

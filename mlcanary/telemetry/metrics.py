@@ -1,8 +1,10 @@
 """``MetricsSource`` over the inference-log store: both arms measured over the same window.
 
-Both arms come from the one aggregation of the log (:func:`mlcanary.telemetry.aggregate.aggregate`):
-counts, sums and means in SQL, so a tick costs the same at any traffic volume; only latency
-percentiles read latencies into Python, at most ``max_latency_rows`` of the most recent ones per arm.
+Both arms come from the log's running sums (:func:`mlcanary.telemetry.incremental.incremental_aggregate`):
+each tick folds in only what changed since the last one and reads a few hundred summary rows, so its
+cost does not grow with the window; latency percentiles come from log-spaced histograms (within 1 %
+of the exact ones). The shadow phase still aggregates its rows in SQL on every tick, reading at most
+``max_latency_rows`` latencies per arm for the percentiles.
 Rows are selected by model, arm *and* version, so traffic served before the release (or by another
 version on the same arm) never leaks in. Label outcomes cover only requests received before
 ``now − label_delay`` (:attr:`Measurements.label_cutoff`): younger ones have not had the time to get
@@ -34,7 +36,8 @@ from mlcanary.rollout.measurements import ArmMetrics, Measurements, ProxyErrorCo
 from mlcanary.rollout.model_outputs import ArmOutputs, unmeasured_metrics
 from mlcanary.rollout.policy import LABEL_METRICS
 from mlcanary.rollout.state import Phase, ReleaseState
-from mlcanary.telemetry.aggregate import ArmAggregate, aggregate, arm_metrics
+from mlcanary.telemetry.aggregate import ArmAggregate, arm_metrics
+from mlcanary.telemetry.incremental import incremental_aggregate
 from mlcanary.telemetry.shadow import measure_shadow
 from mlcanary.telemetry.store import InferenceLogStore
 
@@ -95,15 +98,14 @@ class StoreMetricsSource:
                     shadow = self._with_proxy_errors(shadow, self.proxy_errors)
                 return shadow
             # "Slow" means slower than the champion's P95 over the same window, for both arms.
-            found = aggregate(
+            found = incremental_aggregate(
                 self.store,
                 release.model,
                 release.started_at,
                 now,
-                versions=versions,
+                versions={arm: v or "" for arm, v in versions.items()},
                 window_start=window_start,
                 slow_reference="champion",
-                max_latency_rows=self.max_latency_rows,
                 label_cutoff=label_cutoff,
             )
         except SQLAlchemyError as exc:

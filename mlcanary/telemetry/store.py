@@ -48,6 +48,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
 
+from mlcanary.telemetry.rollup_tables import bucket_of, mark_changed, rollup_metadata
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -307,6 +309,7 @@ class InferenceLogStore:
         else:
             self._install_postgresql_lock_timeout(busy_timeout_ms)
         metadata.create_all(self._engine)
+        rollup_metadata.create_all(self._engine)
 
     def _install_postgresql_lock_timeout(self, busy_timeout_ms: int) -> None:
         @event.listens_for(self._engine, "connect")
@@ -371,11 +374,27 @@ class InferenceLogStore:
         """
         rows = list(rows)
         written = paired = 0
+        live = [row for row in rows if not row.shadow]
         with self._engine.begin() as connection:
+            # The running sums (mlcanary.telemetry.rollup) follow live rows: the buckets a row leaves
+            # (an earlier half moves it) and enters are marked in this same transaction.
+            changed = self._buckets_of(connection, sorted({row.request_id for row in live}))
+            changed |= {(row.model, bucket_of(row.received_at)) for row in live}
             for table, shadow in ((inference_log, False), (shadow_log, True)):
                 result = self._merge(connection, table, [row for row in rows if row.shadow == shadow])
                 written, paired = written + result.rows, paired + result.paired
+            mark_changed(connection, self._insert(), inference_log.name, changed)
         return WriteResult(rows=written, paired=paired)
+
+    @staticmethod
+    def _buckets_of(connection: Any, request_ids: Sequence[str]) -> set[tuple[str, int]]:
+        """``(model, 10-s bucket)`` of the live rows already logged under ``request_ids``."""
+        t = inference_log
+        found: set[tuple[str, int]] = set()
+        for chunk in _chunks(request_ids):
+            rows = connection.execute(select(t.c.model, t.c.received_at).where(t.c.request_id.in_(chunk)))
+            found |= {(model, bucket_of(received_at)) for model, received_at in rows}
+        return found
 
     def _merge(self, connection: Any, t: Table, rows: list[InferenceRow]) -> WriteResult:
         """Merge ``rows`` into the log table ``t`` within the caller's transaction."""
@@ -513,6 +532,9 @@ class InferenceLogStore:
         )
         with self._engine.begin() as connection:
             connection.execute(upsert, params)
+            # A label changes the label sums of its instance's bucket (late feedback included).
+            changed = self._buckets_of(connection, sorted({rid for rid, _ in by_key}))
+            mark_changed(connection, self._insert(), inference_log.name, changed)
         return len(params)
 
     # ---- reading -------------------------------------------------------------------------------

@@ -1,0 +1,297 @@
+"""Keeping the inference log's running sums up to date: recompute what changed, never the window.
+
+The tables and the change marks are in :mod:`mlcanary.telemetry.rollup_tables`. :func:`refresh`
+brings the sums of one model up to date; its cost is that of the rows in the marked 10-second
+buckets (the traffic and labels since the last refresh, plus the other rows of their buckets) and
+of re-adding the few coarser buckets above them, not that of the window:
+
+1. read the marks ``(bucket, generation)``; group them into runs of consecutive buckets;
+2. per run, one grouped ``SELECT`` over the log (outer-joined to ``feedback``) in the run's time
+   range gives each ``(arm, version, bucket)``'s sums and latency histogram;
+3. in one write transaction that first locks the model's ``rollup_state`` row (refreshes are
+   serialised): delete each mark *only if its generation is unchanged* — a write that committed
+   after step 1 bumped it and keeps its bucket marked for the next refresh — replace the rows of the
+   buckets whose marks were deleted, then re-add each coarser span's buckets above them from the
+   span below.
+
+A model without a ``rollup_state`` row (a new model, a database from before the running sums, or
+after :func:`rebuild`) first has every bucket of its log marked, so the sums are always recomputable
+from the log and never trusted blindly. Late labels need no special case: a label marks its
+instance's bucket, whose label sums are recomputed from ``feedback`` like any other change.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, ColumnElement, Table, and_, cast, delete, func, literal, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from mlcanary.rollout.stats import LATENCY_FLOOR_MS
+from mlcanary.telemetry.aggregate import stored_sums
+from mlcanary.telemetry.latency_histogram import LOG_GAMMA, LatencyHistogram
+from mlcanary.telemetry.rollup_tables import (
+    BUCKET_SECONDS,
+    FLOAT_FIELDS,
+    SPANS,
+    SUM_FIELDS,
+    rollup,
+    rollup_dirty,
+    rollup_state,
+)
+from mlcanary.telemetry.store import InferenceLogStore, feedback, inference_log
+
+__all__ = ["Sums", "compute_sums", "rebuild", "refresh"]
+
+#: The longest run of 10-s buckets recomputed by one query (bounds memory and lock time).
+_MAX_RUN = 360
+_CHUNK = 400
+
+Key = tuple[str, str, int]
+"""(arm, version, bucket) with '' for an unknown arm or version."""
+
+
+class Sums:
+    """One group's :data:`~mlcanary.telemetry.rollup_tables.SUM_FIELDS` and latency histogram."""
+
+    __slots__ = ("histogram", "values")
+
+    def __init__(self) -> None:
+        self.values: dict[str, float] = dict.fromkeys(SUM_FIELDS, 0)
+        self.histogram = LatencyHistogram()
+
+    def add(self, values: dict[str, Any], histogram: LatencyHistogram | None = None) -> None:
+        for name in SUM_FIELDS:
+            self.values[name] += values[name] or 0
+        if histogram is not None:
+            self.histogram.add(histogram)
+
+
+def _moment(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def bucket_expression(column: Any, dialect: str) -> ColumnElement[Any]:
+    """The 10-s bucket (epoch seconds) of a timestamp column, in SQL (must agree with ``bucket_of``)."""
+    if dialect == "sqlite":
+        # Stored as naive UTC text; strftime('%s') floors to whole seconds.
+        seconds = cast(func.strftime("%s", column), BigInteger)
+        return seconds // BUCKET_SECONDS * BUCKET_SECONDS
+    return cast(func.floor(func.extract("epoch", column) / BUCKET_SECONDS), BigInteger) * BUCKET_SECONDS
+
+
+def compute_sums(
+    connection: Any,
+    model: str,
+    since: datetime,
+    until: datetime,
+    *,
+    by_bucket: bool,
+    versions: dict[str, str] | None = None,
+    table: Table = inference_log,
+) -> dict[Key, Sums]:
+    """Sums and histograms of ``model``'s rows in ``[since, until)`` straight from the log, per
+    ``(arm, version, bucket)`` (bucket 0 unless ``by_bucket``); ``versions`` keeps those arms only."""
+    t, f = table, feedback
+    dialect = connection.dialect.name
+    scope = [t.c.model == model, t.c.received_at >= since, t.c.received_at < until]
+    if versions is not None:
+        scope.append(
+            func.coalesce(t.c.arm, "").in_(list(versions))
+            & func.coalesce(t.c.version, "").in_(list(versions.values()))
+        )
+    bucket = bucket_expression(t.c.received_at, dialect) if by_bucket else literal(0)
+    keys = [func.coalesce(t.c.arm, "").label("arm"), func.coalesce(t.c.version, "").label("version")]
+    sums = stored_sums(t)
+    joined = t.outerjoin(f, and_(f.c.request_id == t.c.request_id, f.c.instance_index == t.c.instance_index))
+    group = [keys[0], keys[1], bucket] if by_bucket else [keys[0], keys[1]]
+    stmt = (
+        select(*keys, bucket.label("bucket"), *(expr.label(name) for name, expr in sums.items()))
+        .select_from(joined)
+        .where(*scope)
+        .group_by(*group)
+    )
+    floored = func.greatest if dialect != "sqlite" else func.max
+    index = cast(func.floor(func.ln(floored(t.c.latency_ms, LATENCY_FLOOR_MS)) / LOG_GAMMA), BigInteger)
+    hist_stmt = (
+        select(*keys, bucket.label("bucket"), index.label("bin"), func.count().label("n"))
+        .where(*scope, t.c.instance_index == 0, t.c.latency_ms.is_not(None))
+        .group_by(*group, index)
+    )
+    found: dict[Key, Sums] = {}
+    for row in connection.execute(stmt).mappings():
+        key = (row["arm"], row["version"], int(row["bucket"]))
+        if versions is not None and versions.get(key[0]) != key[1]:
+            continue
+        found.setdefault(key, Sums()).add(dict(row))
+    for arm, version, bucket_start, bin_index, n in connection.execute(hist_stmt):
+        key = (arm, version, int(bucket_start))
+        if key in found:
+            found[key].histogram.add({int(bin_index): int(n)})
+    return found
+
+
+def _runs(buckets: Sequence[int], step: int, longest: int) -> Iterator[list[int]]:
+    """Consecutive buckets (``step`` apart) in runs of at most ``longest``."""
+    run: list[int] = []
+    for bucket in buckets:
+        if run and (bucket != run[-1] + step or len(run) >= longest):
+            yield run
+            run = []
+        run.append(bucket)
+    if run:
+        yield run
+
+
+def _insert(dialect: str) -> Any:
+    return sqlite.insert if dialect == "sqlite" else postgresql.insert
+
+
+def _lock_state(connection: Any, log: str, model: str) -> None:
+    stmt = _insert(connection.dialect.name)(rollup_state).values(
+        log=log, model=model, refreshed_at=time.time()
+    )
+    connection.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[rollup_state.c.log, rollup_state.c.model],
+            set_={"refreshed_at": stmt.excluded.refreshed_at},
+        )
+    )
+
+
+def _mark_all(store: InferenceLogStore, log: str, model: str, table: Table) -> None:
+    """Mark every bucket of ``model``'s log (and of its existing sums), then record the state row."""
+    with store.engine.begin() as connection:
+        _lock_state(connection, log, model)
+        dialect = connection.dialect.name
+        bucket = bucket_expression(table.c.received_at, dialect)
+        sources = [
+            select(literal(log), literal(model), bucket, literal(0)).where(table.c.model == model).distinct(),
+            select(literal(log), literal(model), rollup.c.bucket, literal(0))
+            .where(rollup.c.log == log, rollup.c.model == model, rollup.c.span == BUCKET_SECONDS)
+            .distinct(),
+        ]
+        columns = ["log", "model", "bucket", "generation"]
+        for source in sources:
+            stmt = _insert(dialect)(rollup_dirty).from_select(columns, source)
+            connection.execute(stmt.on_conflict_do_nothing())
+
+
+def _row(log: str, model: str, span: int, key: Key, sums: Sums) -> dict[str, Any]:
+    arm, version, bucket = key
+    row: dict[str, Any] = {"log": log, "model": model, "arm": arm, "version": version}
+    row.update(span=span, bucket=bucket, latency_histogram=sums.histogram.to_json())
+    for name in SUM_FIELDS:
+        row[name] = float(sums.values[name]) if name in FLOAT_FIELDS else int(sums.values[name])
+    return row
+
+
+def _replace(
+    connection: Any, log: str, model: str, span: int, buckets: set[int], rows: dict[Key, Sums]
+) -> None:
+    r = rollup
+    ordered = sorted(buckets)
+    for start in range(0, len(ordered), _CHUNK):
+        chunk = ordered[start : start + _CHUNK]
+        connection.execute(
+            delete(r).where(r.c.log == log, r.c.model == model, r.c.span == span, r.c.bucket.in_(chunk))
+        )
+    params = [_row(log, model, span, key, sums) for key, sums in sorted(rows.items()) if key[2] in buckets]
+    if params:
+        connection.execute(r.insert(), params)
+
+
+def _roll_up(connection: Any, log: str, model: str, changed: set[int]) -> None:
+    """Re-add every coarser bucket above the ``changed`` 10-s buckets from the span below it."""
+    r = rollup
+    for below, span in itertools.pairwise(SPANS):
+        parents = {bucket // span * span for bucket in changed}
+        sums: dict[Key, Sums] = {}
+        for run in _runs(sorted(parents), span, _MAX_RUN):
+            rows = connection.execute(
+                select(r).where(
+                    r.c.log == log,
+                    r.c.model == model,
+                    r.c.span == below,
+                    r.c.bucket >= run[0],
+                    r.c.bucket < run[-1] + span,
+                )
+            ).mappings()
+            for row in rows:
+                key = (row["arm"], row["version"], row["bucket"] // span * span)
+                sums.setdefault(key, Sums()).add(
+                    dict(row), LatencyHistogram.from_json(row["latency_histogram"])
+                )
+        _replace(connection, log, model, span, parents, sums)
+        changed = parents
+
+
+def refresh(store: InferenceLogStore, model: str, *, table: Table = inference_log) -> int:
+    """Bring ``model``'s running sums up to date with its log (see the module docstring); returns
+    how many 10-s buckets were recomputed. Raises SQLAlchemy's errors when the database fails."""
+    log = table.name
+    engine = store.engine
+    with engine.connect() as connection:
+        known = connection.execute(
+            select(rollup_state.c.log).where(rollup_state.c.log == log, rollup_state.c.model == model)
+        ).first()
+    if known is None:
+        _mark_all(store, log, model, table)
+    with engine.connect() as connection:
+        marks = dict(
+            connection.execute(
+                select(rollup_dirty.c.bucket, rollup_dirty.c.generation).where(
+                    rollup_dirty.c.log == log, rollup_dirty.c.model == model
+                )
+            ).all()
+        )
+    recomputed = 0
+    for run in _runs(sorted(marks), BUCKET_SECONDS, _MAX_RUN):
+        with engine.connect() as connection:
+            rows = compute_sums(
+                connection,
+                model,
+                _moment(run[0]),
+                _moment(run[-1] + BUCKET_SECONDS),
+                by_bucket=True,
+                table=table,
+            )
+        with engine.begin() as connection:
+            _lock_state(connection, log, model)
+            fresh: set[int] = set()
+            for bucket in run:
+                gone = connection.execute(
+                    delete(rollup_dirty).where(
+                        rollup_dirty.c.log == log,
+                        rollup_dirty.c.model == model,
+                        rollup_dirty.c.bucket == bucket,
+                        rollup_dirty.c.generation == marks[bucket],
+                    )
+                )
+                if gone.rowcount == 1:
+                    fresh.add(bucket)
+            _replace(connection, log, model, BUCKET_SECONDS, fresh, rows)
+            _roll_up(connection, log, model, fresh)
+        recomputed += len(fresh)
+    return recomputed
+
+
+def rebuild(store: InferenceLogStore, model: str | None = None, *, table: Table = inference_log) -> int:
+    """Recompute the running sums of ``model`` (every model when None) from the log; returns the
+    number of 10-s buckets recomputed. Safe while writers run: changes go on being marked."""
+    log = table.name
+    with store.engine.begin() as connection:
+        models = (
+            [model]
+            if model is not None
+            else sorted(connection.execute(select(table.c.model).distinct()).scalars().all())
+        )
+        for name in models:
+            connection.execute(
+                delete(rollup_state).where(rollup_state.c.log == log, rollup_state.c.model == name)
+            )
+    return sum(refresh(store, name, table=table) for name in models)

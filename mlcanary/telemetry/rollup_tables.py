@@ -1,0 +1,158 @@
+"""The tables of the inference log's running sums, and how a write marks what it changed.
+
+``rollup`` holds, per log table, model, arm, version and aligned time bucket, the sums
+:class:`~mlcanary.telemetry.aggregate.ArmAggregate` is made of (:data:`SUM_FIELDS`) and a latency
+histogram (:mod:`mlcanary.telemetry.latency_histogram`). Buckets come in :data:`SPANS` (10 s, 1 min,
+10 min, 1 h, 1 day, aligned to the Unix epoch): a bucket of one span is the sum of the buckets of the
+span below it, so any window is covered by a few dozen rows whatever its length.
+
+``rollup_dirty`` is the change log: every write to ``inference_log`` and every label upserts one row
+per 10-second bucket it touched (``generation`` + 1), **in the same transaction as the data**. So a
+bucket is marked exactly when its rows change, in commit order by construction: a transaction that
+commits late (concurrent writers, a long batch) carries its marks with it, and no high-water mark or
+safety margin is needed. :mod:`mlcanary.telemetry.rollup` recomputes marked buckets and removes a mark
+only if its generation is still the one it read.
+
+``rollup_state`` has one row per (log, model) whose sums exist; without it the sums are (re)built
+from the log first. Refreshes lock this row, so they are serialised on PostgreSQL as on SQLite.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, Float, Integer, MetaData, PrimaryKeyConstraint, String, Table, Text
+
+__all__ = [
+    "BUCKET_SECONDS",
+    "FLOAT_FIELDS",
+    "INT_FIELDS",
+    "LABEL_FIELDS",
+    "SPANS",
+    "SUM_FIELDS",
+    "bucket_of",
+    "mark_changed",
+    "rollup",
+    "rollup_dirty",
+    "rollup_metadata",
+    "rollup_state",
+]
+
+rollup_metadata = MetaData()
+
+BUCKET_SECONDS = 10
+"""The finest bucket: what a write marks and a refresh recomputes from the log."""
+SPANS: tuple[int, ...] = (BUCKET_SECONDS, 60, 600, 3600, 86400)
+"""Bucket lengths in seconds, each a multiple of the one before."""
+
+INT_FIELDS: tuple[str, ...] = (
+    "requests",
+    "responses",
+    "unpaired",
+    "errors_5xx",
+    "errors_4xx",
+    "latency_samples",
+    "instances",
+    "answered",
+    "predictions",
+    "positive_predictions",
+    "probabilities",
+    "true_positives",
+    "false_positives",
+    "false_negatives",
+    "true_negatives",
+    "scored",
+)
+FLOAT_FIELDS: tuple[str, ...] = (
+    "log_latency_sum",
+    "log_latency_sum_sq",
+    "probability_sum",
+    "brier_sum",
+    "brier_sq_sum",
+    "log_loss_sum",
+    "log_loss_sq_sum",
+)
+SUM_FIELDS: tuple[str, ...] = INT_FIELDS + FLOAT_FIELDS
+#: The sums of labelled instances (counted only before the label cutoff).
+LABEL_FIELDS: tuple[str, ...] = (
+    "true_positives",
+    "false_positives",
+    "false_negatives",
+    "true_negatives",
+    "scored",
+    "brier_sum",
+    "brier_sq_sum",
+    "log_loss_sum",
+    "log_loss_sq_sum",
+)
+
+rollup_dirty = Table(
+    "rollup_dirty",
+    rollup_metadata,
+    Column("log", String(32), nullable=False),
+    Column("model", String(255), nullable=False),
+    Column("bucket", BigInteger, nullable=False),
+    Column("generation", Integer, nullable=False),
+    PrimaryKeyConstraint("log", "model", "bucket", name="pk_rollup_dirty"),
+)
+
+rollup_state = Table(
+    "rollup_state",
+    rollup_metadata,
+    Column("log", String(32), nullable=False),
+    Column("model", String(255), nullable=False),
+    Column("refreshed_at", Float, nullable=True),
+    PrimaryKeyConstraint("log", "model", name="pk_rollup_state"),
+)
+
+rollup = Table(
+    "rollup",
+    rollup_metadata,
+    Column("log", String(32), nullable=False),
+    Column("model", String(255), nullable=False),
+    # '' stands for an unknown arm or version (a primary key has no NULLs).
+    Column("arm", String(32), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("span", Integer, nullable=False),
+    Column("bucket", BigInteger, nullable=False),
+    *(Column(name, BigInteger, nullable=False) for name in INT_FIELDS),
+    *(Column(name, Float, nullable=False) for name in FLOAT_FIELDS),
+    Column("latency_histogram", Text, nullable=False),
+    PrimaryKeyConstraint("log", "model", "arm", "version", "span", "bucket", name="pk_rollup"),
+)
+
+
+def epoch(moment: datetime) -> float:
+    """Seconds since the Unix epoch of an aware datetime (naive ones are taken as UTC)."""
+    return (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment).timestamp()
+
+
+def bucket_of(moment: datetime, span: int = BUCKET_SECONDS) -> int:
+    """Start (epoch seconds) of the ``span``-second bucket holding ``moment``."""
+    return math.floor(epoch(moment)) // span * span
+
+
+def mark_changed(
+    connection: Any, insert: Callable[[Table], Any], log: str, keys: Iterable[tuple[str, int]]
+) -> None:
+    """Mark ``(model, 10-s bucket)`` keys of ``log`` as changed, within the caller's transaction.
+
+    Keys go in sorted order, so concurrent writers lock marks in the same order (no deadlocks).
+    """
+    params = [
+        {"log": log, "model": model, "bucket": int(bucket), "generation": 0}
+        for model, bucket in sorted(set(keys))
+    ]
+    if not params:
+        return
+    stmt = insert(rollup_dirty)
+    connection.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[rollup_dirty.c.log, rollup_dirty.c.model, rollup_dirty.c.bucket],
+            set_={"generation": rollup_dirty.c.generation + 1},
+        ),
+        params,
+    )

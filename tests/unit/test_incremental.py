@@ -1,0 +1,214 @@
+"""The running sums equal the full recomputation of the log: random arrival orders, both halves of
+a request in either order, late labels, ticks in between and a restart (a new store object)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import fields
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from mlcanary.rollout.stats import LATENCY_FLOOR_MS
+from mlcanary.telemetry.aggregate import ArmAggregate, aggregate
+from mlcanary.telemetry.incremental import cover, incremental_aggregate
+from mlcanary.telemetry.latency_histogram import RELATIVE_ACCURACY, LatencyHistogram
+from mlcanary.telemetry.rollup import rebuild, refresh
+from mlcanary.telemetry.store import InferenceLogStore, InferenceRow
+
+T0 = datetime(2026, 2, 1, 9, 0, 3, 250_000, tzinfo=UTC)
+VERSIONS = {"champion": "1", "candidate": "2"}
+PERCENTILES = ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms")
+A = RELATIVE_ACCURACY
+
+
+def halves(rid: str, arm: str, version: str, at: float, latency: float, status: int, pred: int | None):
+    """The request and response halves of one single-instance inference."""
+    common = {"request_id": rid, "instance_index": 0, "model": "fraud", "arm": arm, "version": version}
+    request = InferenceRow(**common, received_at=T0 + timedelta(seconds=at), half="request", features=[1.0])
+    response = InferenceRow(
+        **common,
+        received_at=T0 + timedelta(seconds=at + latency / 1000),
+        half="response",
+        status_code=status,
+        latency_ms=latency,
+        prediction=pred,
+        probability=None if pred is None else (0.8 if pred else 0.3),
+    )
+    return request, response
+
+
+requests = st.lists(
+    st.tuples(
+        st.sampled_from([("champion", "1"), ("candidate", "2"), ("candidate", "7"), ("shadowless", "1")]),
+        st.floats(0, 3600),  # arrival, seconds after T0
+        st.one_of(st.floats(0.5, 400), st.floats(5_000, 30_000)),  # ms; slow ones cross buckets
+        st.sampled_from([200, 200, 200, 500, 404]),
+        st.sampled_from([0, 1, None]),
+        st.sampled_from([None, 0, 1]),  # a label, or none
+        st.booleans(),  # the label comes late: after a tick has summed its request
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+def assert_equal_to_full(store: InferenceLogStore, since: datetime, until: datetime, **kwargs) -> None:
+    ours = incremental_aggregate(
+        store, "fraud", since, until, versions=VERSIONS, slow_reference="champion", **kwargs
+    )
+    full = aggregate(store, "fraud", since, until, versions=VERSIONS, slow_reference=None, **kwargs)
+    assert set(ours) == set(full)
+    raw = {arm: _latencies(store, since, until, arm) for arm in full}
+    for arm, exact in full.items():
+        mine = ours[arm]
+        for f in fields(ArmAggregate):
+            if f.name in (*PERCENTILES, "slow"):
+                continue
+            a, b = getattr(mine, f.name), getattr(exact, f.name)
+            if isinstance(b, float):
+                assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9), (arm, f.name, a, b)
+            else:
+                assert a == b, (arm, f.name, a, b)
+        for name, q in zip(PERCENTILES, (50, 95, 99), strict=True):
+            value = getattr(mine, name)
+            if not raw[arm].size:
+                assert value is None
+                continue
+            truth = float(np.percentile(raw[arm], q))
+            assert abs(value - truth) <= A * truth * (1 + 1e-9), (arm, name, value, truth)
+    if "champion" in full and raw["champion"].size:
+        p95 = float(np.percentile(raw["champion"], 95))
+        for arm in full:
+            slow, values = ours[arm].slow, raw[arm]
+            assert np.sum(values > p95 * (1 + A) / (1 - A) * (1 + 1e-9)) <= slow
+            assert slow <= np.sum(values > p95 * (1 - A) / (1 + A) * (1 - 1e-9))
+
+
+def _latencies(store: InferenceLogStore, since: datetime, until: datetime, arm: str) -> np.ndarray:
+    frame = store.fetch("fraud", arm=arm, since=since, until=until)
+    frame = frame[(frame.version == VERSIONS[arm]) & (frame.instance_index == 0)]
+    return np.maximum(frame.latency_ms.dropna().to_numpy(dtype=float), LATENCY_FLOOR_MS)
+
+
+# No shrinking: a failure prints its (unshrunk) example at once instead of minutes later.
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    phases=(Phase.explicit, Phase.reuse, Phase.generate),
+)
+@given(
+    traffic=requests,
+    order=st.randoms(use_true_random=False),
+    ticks=st.lists(st.floats(0, 1), min_size=1, max_size=4),
+    release=st.floats(0, 1800),
+    tick_at=st.floats(1, 3700),
+    delay=st.floats(0, 1800),
+)
+def test_running_sums_equal_the_full_recomputation(
+    tmp_path_factory, traffic, order, ticks, release, tick_at, delay
+) -> None:
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'log.db'}"
+    events: list[list[InferenceRow] | tuple[str, int]] = []
+    late: list[tuple[str, int]] = []
+    for i, ((arm, version), at, latency, status, pred, label, is_late) in enumerate(traffic):
+        request, response = halves(
+            f"r{i}", arm, version, at, latency, status, pred if status == 200 else None
+        )
+        events += [[request], [response]]
+        if label is not None:
+            (late if is_late else events).append((f"r{i}", label))
+    order.shuffle(events)  # halves in either order, labels before or after their request
+    order.shuffle(late)
+    events += late  # late labels, after a tick (below) summed every request
+    since, now = T0 + timedelta(seconds=release), T0 + timedelta(seconds=tick_at)
+    kwargs = {"window_start": now - timedelta(seconds=900), "label_cutoff": now - timedelta(seconds=delay)}
+    store = InferenceLogStore(url)
+    # Ticks at random points of the stream, and one once every request is in.
+    stops = {int(f * (len(events) - 1)) for f in ticks} | {len(events) - len(late) - 1}
+    for step, event in enumerate(events):
+        if isinstance(event, tuple):
+            store.record_feedback(event[0], event[1])
+        else:
+            store.write_rows(event)
+        if step in stops:  # a tick in the middle of the stream folds in what arrived so far
+            assert_equal_to_full(store, since, now, **kwargs)
+    store.close()
+    restarted = InferenceLogStore(url)  # a new process: only the persisted sums and marks
+    try:
+        assert_equal_to_full(restarted, since, now, **kwargs)
+        rebuild(restarted, "fraud")
+        assert_equal_to_full(restarted, since, now, **kwargs)
+    finally:
+        restarted.close()
+
+
+def test_a_refresh_recomputes_only_the_buckets_that_changed(tmp_path: Path) -> None:
+    with InferenceLogStore(f"sqlite:///{tmp_path / 'log.db'}") as store:
+        for i in range(30):
+            store.write_rows(list(halves(f"r{i}", "champion", "1", i * 60.0, 5.0, 200, 1)))
+        assert refresh(store, "fraud") == 30  # first refresh: every bucket of the log
+        assert refresh(store, "fraud") == 0
+        store.write_rows(list(halves("new", "champion", "1", 5.0, 5.0, 200, 1)))
+        store.record_feedback("r20", 1)  # a late label for an old request
+        assert refresh(store, "fraud") == 2
+
+
+def test_a_mark_written_after_the_read_survives_the_refresh(tmp_path: Path) -> None:
+    """A write that commits between a refresh's read and its write keeps its bucket marked."""
+    from sqlalchemy import select, update
+
+    from mlcanary.telemetry.rollup_tables import rollup_dirty
+
+    with InferenceLogStore(f"sqlite:///{tmp_path / 'log.db'}") as store:
+        store.write_rows(list(halves("a", "champion", "1", 1.0, 5.0, 200, 1)))
+        refresh(store, "fraud")
+        store.write_rows(list(halves("b", "champion", "1", 2.0, 5.0, 200, 1)))
+        import mlcanary.telemetry.rollup as rollup_module
+
+        original = rollup_module.compute_sums
+
+        def racing(*args, **kwargs):
+            found = original(*args, **kwargs)
+            with store.engine.begin() as connection:  # a concurrent writer commits here
+                connection.execute(update(rollup_dirty).values(generation=rollup_dirty.c.generation + 1))
+            return found
+
+        rollup_module.compute_sums = racing
+        try:
+            assert refresh(store, "fraud") == 0
+        finally:
+            rollup_module.compute_sums = original
+        with store.engine.connect() as connection:
+            assert connection.execute(select(rollup_dirty.c.bucket)).all()
+        assert refresh(store, "fraud") == 1
+
+
+@given(st.integers(0, 10_000), st.integers(0, 20_000))
+def test_cover_is_exact_and_short(start: int, length: int) -> None:
+    start, end = start * 10, (start + length) * 10
+    pieces = cover(start, end)
+    at = start
+    for span, bucket in pieces:
+        assert bucket == at
+        assert bucket % span == 0
+        at += span
+    assert at == end
+    assert len(pieces) <= 2 * (5 + 9 + 5 + 23) + (end - start) // 86400 + 1
+
+
+@given(st.lists(st.floats(1e-3, 1e5), min_size=1, max_size=300), st.floats(0, 100))
+def test_histogram_percentiles_are_within_the_stated_accuracy(values: list[float], q: float) -> None:
+    from collections import Counter
+
+    from mlcanary.telemetry.latency_histogram import LOG_GAMMA
+
+    histogram = LatencyHistogram()
+    histogram.add(Counter(math.floor(math.log(v) / LOG_GAMMA) for v in values))
+    (estimate,) = histogram.percentiles([q]) or [math.nan]
+    truth = float(np.percentile(values, q))
+    assert abs(estimate - truth) <= A * truth * (1 + 1e-9)
