@@ -119,6 +119,15 @@ def run(args: argparse.Namespace, plan: Plan) -> Results:
             with cpu_phase("Envoy hop", cpu):
                 results.hop = asyncio.run(sequential([direct, via_ours, via_minimal], bodies, plan.hop))
                 results.load["Envoy hop"] = _load()
+            ready = "/v2/health/ready"
+            cheap = [
+                Target("direct", ours_port, ready, method="GET"),
+                Target("our Envoy", envoy_port, ready, method="GET"),
+                Target("minimal Envoy", minimal_port, ready, method="GET"),
+            ]
+            say(f"Envoy hop to a cheap upstream route ({plan.hop} requests per path, interleaved)")
+            with cpu_phase("Envoy hop (readiness)", cpu):
+                results.hop_ready = asyncio.run(sequential(cheap, bodies, plan.hop))
             hop_verdict = Verdict()
             for samples in results.hop.values():
                 hop_verdict.add(check("ours", samples, truth))

@@ -22,9 +22,12 @@ class Target:
     path: str
     headers: tuple[tuple[str, str], ...] = ()
     host: str = "127.0.0.1"
+    method: str = "POST"
 
     def request(self, body: bytes) -> bytes:
-        lines = [f"POST {self.path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
+        if self.method == "GET":
+            body = b""
+        lines = [f"{self.method} {self.path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
         lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
         lines += [f"{key}: {value}" for key, value in self.headers]
         return ("\r\n".join(lines) + "\r\n\r\n").encode() + body

@@ -7,6 +7,7 @@ Endpoints:
   ``GET /v2/models/{name}[/versions/{v}]/ready``, ``POST /v2/models/{name}[/versions/{v}]/infer``
 * ``GET /metrics/payload-logger``: the event sink's counters as JSON (``{"enabled": false}`` without one)
 * ``GET /metrics/batching``: the micro-batcher's counters (model calls, requests, rows, retries)
+  and the pid of the worker process that answered
 
 Every error is JSON ``{"error": "..."}``. Status codes: 400 malformed request, 413 body larger than
 ``max_body_bytes`` (Content-Length checked first, then the bytes actually read) or more than
@@ -42,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import re
 import time
 import uuid
@@ -227,6 +229,7 @@ class _Server:
                 **dataclasses.asdict(self.batcher.stats),
                 "max_batch_rows": config.max_batch_rows,
                 "max_wait_ms": config.max_wait_ms,
+                "pid": os.getpid(),
             },
         )
 

@@ -29,7 +29,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from mlcanary.registry.model_loader import ModelLoadError
 from mlcanary.rollout.model_outputs import OutputNames
@@ -51,11 +51,13 @@ __all__ = [
     "EXIT_LOAD_FAILED",
     "LOAD_FAILED_PREFIX",
     "SHADOW_HOST_SUFFIX",
+    "ServeOptions",
     "ServedModel",
     "create_app",
     "is_shadow_host",
     "main",
     "placeholder_request",
+    "serve",
 ]
 
 logger = logging.getLogger(__name__)
@@ -140,37 +142,75 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{LOAD_FAILED_PREFIX} {args.name} v{args.version}: {reason}", file=sys.stderr, flush=True)
         return EXIT_LOAD_FAILED
     served = replace(served, outputs=outputs)
+    options = ServeOptions(
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        collector_url=args.collector_url,
+        max_body_bytes=args.max_body_bytes,
+        max_instances=args.max_instances,
+        batching=args.batching,
+        log_level=args.log_level,
+    )
+    return serve(served, options)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How :func:`serve` runs: where it listens, how many worker processes, where events go."""
+
+    host: str
+    port: int
+    workers: int = 1
+    collector_url: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_instances: int = DEFAULT_MAX_INSTANCES
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    log_level: str = "info"
+
+
+def serve(served: ServedModel, options: ServeOptions) -> int:
+    """Serve ``served`` until SIGTERM/SIGINT with ``options.workers`` processes on one socket.
+
+    Returns 0 after a graceful shutdown, 1 if the port cannot be bound.
+    """
     try:
-        listener = socket.create_server((args.host, args.port), backlog=2048)
+        listener = socket.create_server((options.host, options.port), backlog=2048)
     except OSError as exc:
-        print(f"mlcanary: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr, flush=True)
+        print(f"mlcanary: cannot listen on {options.host}:{options.port}: {exc}", file=sys.stderr, flush=True)
         return 1
     logger.info(
         "serving %s v%s as %s on http://%s:%d (%d worker(s))",
         served.name,
         served.version,
         served.arm,
-        args.host,
-        args.port,
-        args.workers,
+        options.host,
+        options.port,
+        options.workers,
     )
-    children = _fork_workers(args.workers - 1, lambda: _serve(args, served, listener))
+    # uvicorn re-raises the signal that stopped it once it has shut down gracefully; this handler
+    # turns it into an orderly exit, so the parent still stops and reaps its workers.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_on_signal)
+    children = _fork_workers(options.workers - 1, lambda: _serve(served, options, listener))
     try:
-        _serve(args, served, listener)
+        _serve(served, options, listener)
     finally:
         _stop_workers(children)
     return 0
 
 
-def _fork_workers(count: int, serve: Callable[[], None]) -> list[int]:
-    """Fork ``count`` workers that run ``serve()`` and exit; returns their pids."""
+def _fork_workers(count: int, run: Callable[[], None]) -> list[int]:
+    """Fork ``count`` workers that call ``run()`` and exit; returns their pids."""
     children: list[int] = []
     for _ in range(count):
         pid = os.fork()
         if pid == 0:  # the worker: its own event loop, batcher and payload logger
             code = 0
             try:
-                serve()
+                run()
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 0
             except BaseException:
                 logger.exception("model-server worker %d failed", os.getpid())
                 code = 1
@@ -179,6 +219,10 @@ def _fork_workers(count: int, serve: Callable[[], None]) -> list[int]:
                 os._exit(code)
         children.append(pid)
     return children
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _stop_workers(children: list[int]) -> None:
@@ -190,26 +234,22 @@ def _stop_workers(children: list[int]) -> None:
             os.waitpid(pid, 0)
 
 
-def _serve(args: argparse.Namespace, served: ServedModel, listener: socket.socket) -> None:
+def _serve(served: ServedModel, options: ServeOptions, listener: socket.socket) -> None:
     import uvicorn
 
     sink: EventSink | None = None
-    if args.collector_url:
-        sink = PayloadLogger(args.collector_url)  # per process: its thread starts after the fork
+    if options.collector_url:
+        sink = PayloadLogger(options.collector_url)  # per process: its thread starts after the fork
     app = create_app(
         served,
         sink=sink,
-        max_body_bytes=args.max_body_bytes,
-        max_instances=args.max_instances,
-        batching=args.batching,
+        max_body_bytes=options.max_body_bytes,
+        max_instances=options.max_instances,
+        batching=options.batching,
     )
     # uvicorn turns SIGTERM into a graceful shutdown, which runs the lifespan that closes the sink.
     config = uvicorn.Config(
-        app,
-        access_log=False,
-        log_level=args.log_level,
-        lifespan="on",
-        timeout_graceful_shutdown=10,
+        app, access_log=False, log_level=options.log_level, lifespan="on", timeout_graceful_shutdown=10
     )
     uvicorn.Server(config).run(sockets=[listener])
 
