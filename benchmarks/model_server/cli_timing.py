@@ -10,6 +10,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -22,26 +23,24 @@ class CliTiming:
 
 def command_names() -> list[tuple[str, ...]]:
     """Every command and sub-command of the CLI (read from the typer app, not by running it)."""
-    import click
     import typer.main
 
     from mlcanary.cli.main import app
 
-    root = typer.main.get_command(app)
     found: list[tuple[str, ...]] = []
 
-    def walk(group: click.Group, prefix: tuple[str, ...]) -> None:
-        ctx = click.Context(group)
+    def walk(group: Any, prefix: tuple[str, ...]) -> None:
+        # typer ships its own copy of click: duck-type the group rather than isinstance-check it.
+        ctx = group.context_class(group)
         for name in group.list_commands(ctx):
             command = group.get_command(ctx, name)
-            if command is None or command.hidden:
+            if command is None or getattr(command, "hidden", False):
                 continue
             found.append((*prefix, name))
-            if isinstance(command, click.Group):
+            if hasattr(command, "list_commands"):
                 walk(command, (*prefix, name))
 
-    assert isinstance(root, click.Group)
-    walk(root, ())
+    walk(typer.main.get_command(app), ())
     return found
 
 
