@@ -32,6 +32,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import orjson
 import pandas as pd
 
 from mlcanary.data.schema import FeatureSpec
@@ -65,7 +67,7 @@ V2_DATATYPE_OF_DTYPE: dict[str, str] = {
 }
 """The datatype a V2 input should declare for each feature dtype (reported in model metadata)."""
 
-_PANDAS_DTYPE = {"double": "float64", "long": "int64", "boolean": "bool", "string": "object"}
+_NUMPY_DTYPE: dict[str, Any] = {"double": np.float64, "long": np.int64, "boolean": np.bool_, "string": object}
 
 
 class RequestError(Exception):
@@ -89,8 +91,14 @@ def decode_json(body: bytes) -> Any:
     """Decode a request body; raise a 400 :class:`RequestError` if it is empty or not JSON.
 
     ``NaN``/``Infinity`` literals decode to floats here and are rejected (422) where they are used,
-    so the message can name the field.
+    so the message can name the field. orjson decodes; what it refuses (those literals, integers
+    beyond 64 bits, invalid JSON) is decoded again by the standard library, which accepts the
+    first two and words the error for the third.
     """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
     if not body.strip():
         raise RequestError(BAD_REQUEST, "request body is empty; expected a JSON object")
     try:
@@ -102,8 +110,25 @@ def decode_json(body: bytes) -> Any:
 
 
 def encode_json(payload: Any) -> bytes:
-    """Compact JSON bytes; raises ``ValueError`` on NaN/Infinity rather than emitting invalid JSON."""
-    return json.dumps(payload, allow_nan=False, separators=(",", ":")).encode()
+    """Compact JSON bytes (NumPy arrays and scalars allowed); raises ``ValueError`` on NaN/Infinity
+    rather than emitting invalid JSON."""
+    encoded = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+    # orjson writes a non-finite float as null: only then is the payload walked to find one.
+    if b"null" in encoded and _has_non_finite(payload):
+        raise ValueError("Out of range float values are not JSON compliant")
+    return encoded
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_non_finite(item) for item in value)
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+        return not bool(np.isfinite(value).all())
+    return False
 
 
 def parse_v1_request(
@@ -119,6 +144,20 @@ def parse_v1_request(
     values in feature order. Other top-level keys are ignored. Features named in ``optional`` (not
     required by the model's signature) may be null.
     """
+    return frame_of(
+        features, parse_v1_columns(payload, features, max_instances=max_instances, optional=optional)
+    )
+
+
+def parse_v1_columns(
+    payload: Any,
+    features: Sequence[FeatureSpec],
+    *,
+    max_instances: int = DEFAULT_MAX_INSTANCES,
+    optional: frozenset[str] = frozenset(),
+) -> list[list[Any]]:
+    """The checked values of a V1 body (as :func:`parse_v1_request`), one list per feature in order:
+    what the model server batches before it builds one frame for several requests."""
     if not isinstance(payload, dict):
         raise RequestError(BAD_REQUEST, f"request body must be a JSON object, got {_json_type(payload)}")
     if "instances" not in payload:
@@ -159,7 +198,7 @@ def parse_v1_request(
                 f"instances[{i}] must be an object of features or a list of values, "
                 f"got {_json_type(instance)}",
             )
-    return frame_of(features, columns)
+    return columns
 
 
 def parse_v2_request(
@@ -348,17 +387,20 @@ def _check_count(count: int, max_instances: int) -> None:
 
 
 def frame_of(features: Sequence[FeatureSpec], columns: list[list[Any]]) -> pd.DataFrame:
-    """A frame with one typed column per feature (nulls kept: NaN for doubles, None otherwise)."""
+    """A frame with one typed column per feature (nulls kept: NaN for doubles, None otherwise).
 
-    def series(spec: FeatureSpec, column: list[Any]) -> pd.Series:
-        dtype = _PANDAS_DTYPE[spec.dtype]
+    Built from one NumPy array per column without copying: several times faster than a Series per
+    column, which matters when a single-row request is scored.
+    """
+    arrays = {}
+    for spec, column in zip(features, columns, strict=True):
+        dtype = _NUMPY_DTYPE[spec.dtype]
         if spec.dtype != "double" and any(value is None for value in column):
-            dtype = "object"
-        return pd.Series(column, dtype=dtype)
-
-    return pd.DataFrame(
-        {spec.name: series(spec, column) for spec, column in zip(features, columns, strict=True)}
-    )
+            dtype = object
+        array = np.empty(len(column), dtype=dtype)
+        array[:] = column
+        arrays[spec.name] = array
+    return pd.DataFrame(arrays, copy=False)
 
 
 def coerce_value(value: Any, spec: FeatureSpec, where: str, optional: frozenset[str] = frozenset()) -> Any:

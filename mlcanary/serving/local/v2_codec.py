@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from mlcanary.data.model_inputs import InputSchema, TensorInput
+from mlcanary.data.schema import FeatureSpec
 from mlcanary.serving.local.inference_protocol import (
     BAD_REQUEST,
     UNPROCESSABLE,
@@ -32,7 +33,7 @@ from mlcanary.serving.local.inference_protocol import (
     RequestError,
     coerce_value,
     frame_of,
-    parse_v1_request,
+    parse_v1_columns,
     parse_v2_request,
 )
 
@@ -49,14 +50,57 @@ _CONTENT_TYPES = ("pd", "np")
 
 
 @dataclass(frozen=True)
-class DecodedRequest:
-    """A request ready for the model: ``data`` (a DataFrame or an array), its row count, the
-    client's V2 ``id`` and the output names it asked for (None: all)."""
+class ColumnValues:
+    """The checked values of a column-based request, one list per feature in signature order, not
+    yet a DataFrame: the model server builds one frame for a whole batch of requests
+    (:func:`model_input`)."""
 
-    data: pd.DataFrame | np.ndarray
+    features: tuple[FeatureSpec, ...]
+    columns: list[list[Any]]
+
+
+ModelData = pd.DataFrame | np.ndarray | ColumnValues
+
+
+@dataclass(frozen=True)
+class DecodedRequest:
+    """A request ready for the model: ``data`` (a DataFrame, an array or :class:`ColumnValues`; pass
+    it through :func:`model_input`), its row count, the client's V2 ``id`` and the output names it
+    asked for (None: all)."""
+
+    data: ModelData
     rows: int
     id: str | None = None
     outputs: tuple[str, ...] | None = None
+
+
+def model_input(parts: Sequence[ModelData]) -> pd.DataFrame | np.ndarray:
+    """One model input holding the rows of ``parts`` in order (decoded for the same schema).
+
+    Column values are concatenated before one frame is built; arrays are concatenated; frames
+    (V2 requests) are concatenated with a fresh index.
+    """
+    if not parts:
+        raise ValueError("model_input needs at least one part")
+    first = parts[0]
+    if all(isinstance(part, ColumnValues) for part in parts):
+        assert isinstance(first, ColumnValues)
+        if len(parts) == 1:
+            return frame_of(first.features, first.columns)
+        merged: list[list[Any]] = [[] for _ in first.features]
+        for part in parts:
+            assert isinstance(part, ColumnValues)
+            for into, column in zip(merged, part.columns, strict=True):
+                into.extend(column)
+        return frame_of(first.features, merged)
+    if all(isinstance(part, np.ndarray) for part in parts):
+        return first if len(parts) == 1 else np.concatenate(parts)  # type: ignore[return-value,arg-type]
+    frames = [
+        frame_of(part.features, part.columns) if isinstance(part, ColumnValues) else part for part in parts
+    ]
+    if len(frames) == 1:
+        return frames[0]
+    return pd.concat(frames, ignore_index=True)
 
 
 def _json_kind(value: Any) -> str:
@@ -120,10 +164,10 @@ def parse_v2(payload: Any, schema: InputSchema, *, max_instances: int) -> Decode
 def parse_v1(payload: Any, schema: InputSchema, *, max_instances: int) -> DecodedRequest:
     """Decode a V1 ``instances`` request for ``schema``."""
     if schema.kind == "columns":
-        frame = parse_v1_request(
+        columns = parse_v1_columns(
             payload, schema.columns, max_instances=max_instances, optional=schema.optional
         )
-        return DecodedRequest(frame, len(frame))
+        return DecodedRequest(ColumnValues(schema.columns, columns), len(columns[0]))
     assert schema.tensor is not None
     if (
         not isinstance(payload, dict)

@@ -1,0 +1,72 @@
+"""Wall time of CLI commands as a user runs them: ``mlcanary --help``, every ``--help``, ``status``."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class CliTiming:
+    argv: tuple[str, ...]
+    seconds: float  # median of the runs
+    runs: int
+    ok: bool
+
+
+def command_names() -> list[tuple[str, ...]]:
+    """Every command and sub-command of the CLI (read from the typer app, not by running it)."""
+    import typer.main
+
+    from mlcanary.cli.main import app
+
+    found: list[tuple[str, ...]] = []
+
+    def walk(group: Any, prefix: tuple[str, ...]) -> None:
+        # typer ships its own copy of click: duck-type the group rather than isinstance-check it.
+        ctx = group.context_class(group)
+        for name in group.list_commands(ctx):
+            command = group.get_command(ctx, name)
+            if command is None or getattr(command, "hidden", False):
+                continue
+            found.append((*prefix, name))
+            if hasattr(command, "list_commands"):
+                walk(command, (*prefix, name))
+
+    walk(typer.main.get_command(app), ())
+    return found
+
+
+def time_command(args: tuple[str, ...], env: Mapping[str, str], cwd: Path, runs: int) -> CliTiming:
+    binary = str(Path(sys.executable).with_name("mlcanary"))
+    times = []
+    ok = True
+    for _ in range(runs):
+        started = time.perf_counter()
+        done = subprocess.run(
+            [binary, *args], env=dict(env), cwd=cwd, capture_output=True, timeout=120, check=False
+        )
+        times.append(time.perf_counter() - started)
+        ok = ok and done.returncode == 0
+    return CliTiming(("mlcanary", *args), statistics.median(times), runs, ok)
+
+
+def cli_timings(state_dir: Path, model: str, runs: int, all_help: bool) -> list[CliTiming]:
+    env = {**os.environ, "MLCANARY_STATE_DIR": str(state_dir)}
+    cwd = state_dir.parent
+    # Once unmeasured, so every command starts from a warm page cache and compiled bytecode.
+    time_command(("--help",), env, cwd, 1)
+    time_command(("status", model), env, cwd, 1)
+    results = [time_command(("--help",), env, cwd, runs)]
+    if all_help:
+        results += [time_command((*names, "--help"), env, cwd, 1) for names in command_names()]
+    results.append(time_command(("status", model), env, cwd, runs))
+    results.append(time_command(("status", model, "--json"), env, cwd, runs))
+    return results

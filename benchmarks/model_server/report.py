@@ -1,0 +1,196 @@
+"""The report: goals beside our figure, the reference's figure from the same run, and the ratio."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from benchmarks.model_server.checks import Verdict
+from benchmarks.model_server.cli_timing import CliTiming
+from benchmarks.model_server.http_client import Samples
+from benchmarks.model_server.plan import Plan
+from benchmarks.serving.cpu import CpuShare
+from benchmarks.serving.measure import fmt, pct, signed
+
+HELP_GOAL_S = 0.5
+STATUS_GOAL_S = 2.0
+HOP_MARGIN_MS = 0.1
+
+
+@dataclass
+class Results:
+    facts: dict[str, str]
+    plan: Plan
+    load_before: str
+    sequential: dict[str, Samples] = field(default_factory=dict)
+    closed: dict[int, dict[str, Samples]] = field(default_factory=dict)
+    hop: dict[str, Samples] = field(default_factory=dict)
+    hop_ready: dict[str, Samples] = field(default_factory=dict)
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+    cli: list[CliTiming] = field(default_factory=list)
+    load: dict[str, str] = field(default_factory=dict)
+    cpu: dict[str, CpuShare] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+
+def _rate(samples: Samples) -> float:
+    return len(samples.latencies_ms) / samples.seconds if samples.seconds else float("nan")
+
+
+def _met(ok: bool) -> str:
+    return "**met**" if ok else "**missed**"
+
+
+def _header(results: Results) -> list[str]:
+    rows = ["| | |", "| --- | --- |", *[f"| {key} | {value} |" for key, value in results.facts.items()]]
+    rows.append(f"| load average before the run (1 / 5 min) | {results.load_before} |")
+    rows.append(
+        "| load average after each phase (1 / 5 min) | "
+        + " · ".join(f"{phase} {value}" for phase, value in results.load.items())
+        + " |"
+    )
+    shares = " · ".join(f"{name} {share.others / share.seconds:.0%}" for name, share in results.cpu.items())
+    rows.append(f"| CPU used by other processes during each phase (share of one core) | {shares} |")
+    rows.append(f"| benchmark wall time | {results.elapsed_s:.0f} s (training and process starts included) |")
+    return ["### Run", "", *rows, ""]
+
+
+def _servers(results: Results) -> list[str]:
+    lines = [
+        "### 1. Our model server beside KServe's Python model server",
+        "",
+        "Same MLflow version, one process each, V1 single-row requests from the same client. "
+        "Ratio = ours / KServe's (for throughput higher is better, for latency lower is better).",
+        "",
+        "| goal | ours | KServe | ratio | |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    seq = results.sequential
+    for q, label in ((50, "P50"), (99, "P99")):
+        ours, ref = pct(seq["ours"].latencies_ms, q), pct(seq["kserve"].latencies_ms, q)
+        lines.append(
+            f"| {label} at 1 connection no worse than KServe's | {fmt(ours)} ms | {fmt(ref)} ms | "
+            f"{ours / ref:.2f}× | {_met(ours <= ref)} |"
+        )
+    for connections, level in results.closed.items():
+        ours, ref = _rate(level["ours"]), _rate(level["kserve"])
+        lines.append(
+            f"| throughput at {connections} connections ≥ 1.5× KServe's | {ours:,.0f} req/s | "
+            f"{ref:,.0f} req/s | {ours / ref:.2f}× | {_met(ours >= 1.5 * ref)} |"
+        )
+    checked = {name: v for name, v in results.verdicts.items() if name in ("ours", "kserve")}
+    ok = all(v.wrong == 0 for v in checked.values())
+    lines.append(
+        "| every answer identical to a direct `predict_proba` of the same row | "
+        + " | ".join(f"{v.checked - v.wrong:,} of {v.checked:,}" for v in checked.values())
+        + f" | | {_met(ok)} |"
+    )
+    lines += [
+        "",
+        "| server | connections | requests | non-200 | req/s | P50 ms | P95 ms | P99 ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    levels: list[tuple[int, dict[str, Samples]]] = [(1, seq), *results.closed.items()]
+    for connections, level in levels:
+        for name in ("ours", "kserve"):
+            s = level[name]
+            bad = sum(1 for status in s.statuses if status != 200)
+            rate = fmt(_rate(s), 0) if s.seconds else "—"
+            lines.append(
+                f"| {name} | {connections} | {len(s.latencies_ms):,} | {bad} | {rate} | "
+                f"{fmt(pct(s.latencies_ms, 50))} | {fmt(pct(s.latencies_ms, 95))} | "
+                f"{fmt(pct(s.latencies_ms, 99))} |"
+            )
+    for name, verdict in checked.items():
+        if verdict.first_problem:
+            lines.append(f"\nFirst wrong answer from {name}: `{verdict.first_problem}`")
+    return [*lines, ""]
+
+
+def _hop_table(hop: dict[str, Samples]) -> tuple[list[str], dict[str, tuple[float, float]]]:
+    direct = hop["direct"].latencies_ms
+    lines = [
+        "| path | requests | non-200 | P50 ms | P99 ms | added P50 ms | added P99 ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    added: dict[str, tuple[float, float]] = {}
+    for name, samples in hop.items():
+        values = samples.latencies_ms
+        bad = sum(1 for status in samples.statuses if status != 200)
+        p50, p99 = pct(values, 50), pct(values, 99)
+        added[name] = (p50 - pct(direct, 50), p99 - pct(direct, 99))
+        cells = ("", "") if name == "direct" else (signed(added[name][0]), signed(added[name][1]))
+        lines.append(
+            f"| {name} | {len(values):,} | {bad} | {fmt(p50)} | {fmt(p99)} | {cells[0]} | {cells[1]} |"
+        )
+    return lines, added
+
+
+def _hop(results: Results) -> list[str]:
+    lines = [
+        "### 2. The Envoy hop beside a minimal Envoy",
+        "",
+        "Our model server called directly, through our Envoy (the local stack's bootstrap and routes, "
+        "100 % to the champion, both access logs on) and through a minimal Envoy (one static route and "
+        "cluster, no access log, no runtime, no admin), the three paths interleaved request by request "
+        "over one keep-alive connection each, from the same client. First the front door as users "
+        "see it (single-row `:predict`), then the same three paths to the server's readiness route "
+        "(`GET /v2/health/ready`, well under a millisecond), where the proxy's own cost is not "
+        "buried under the model's jitter.",
+        "",
+        "**Single-row predictions**",
+        "",
+    ]
+    table, predict = _hop_table(results.hop)
+    lines += [*table, ""]
+    rows: list[tuple[str, dict[str, tuple[float, float]]]] = [("predict", predict)]
+    if results.hop_ready:
+        table, ready = _hop_table(results.hop_ready)
+        lines += ["**Readiness route (the proxy's own cost)**", "", *table, ""]
+        rows.append(("readiness", ready))
+    lines += [
+        "| goal | requests | ours | minimal Envoy | difference | |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
+    ]
+    for what, added in rows:
+        ours, ref = added["our Envoy"], added["minimal Envoy"]
+        for i, label in enumerate(("P50", "P99")):
+            diff = ours[i] - ref[i]
+            lines.append(
+                f"| hop within +{HOP_MARGIN_MS} ms of a minimal Envoy at {label} | {what} | "
+                f"{signed(ours[i])} ms | {signed(ref[i])} ms | {signed(diff)} ms | "
+                f"{_met(diff <= HOP_MARGIN_MS)} |"
+            )
+    verdict = results.verdicts.get("hop")
+    if verdict is not None:
+        lines.append(
+            f"\nPrediction answers checked on the three paths: {verdict.checked - verdict.wrong:,} of "
+            f"{verdict.checked:,} identical to a direct `predict_proba`."
+        )
+    return [*lines, ""]
+
+
+def _cli(results: Results) -> list[str]:
+    if not results.cli:
+        return []
+    lines = [
+        "### 3. The CLI",
+        "",
+        "Wall time of the command as a user runs it (a fresh process; the median of the runs), "
+        "against the state directory of this run (MLflow on SQLite; no stack running).",
+        "",
+        "| command | runs | seconds | goal | |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    for timing in results.cli:
+        goal = STATUS_GOAL_S if timing.argv[1] == "status" else HELP_GOAL_S
+        note = "" if timing.ok else " (exit status ≠ 0)"
+        lines.append(
+            f"| `{' '.join(timing.argv)}` | {timing.runs} | {timing.seconds:.2f} | < {goal:g} s | "
+            f"{_met(timing.seconds < goal)}{note} |"
+        )
+    return [*lines, ""]
+
+
+def render(results: Results) -> str:
+    lines = [*_header(results), *_servers(results), *_hop(results), *_cli(results)]
+    return "\n".join(lines).rstrip() + "\n"
