@@ -2,9 +2,10 @@
 
 ``with embedded_postgres() as pg:`` runs ``initdb`` in a fresh temporary directory and starts
 PostgreSQL (about a second); ``pg.url("inference")`` is a SQLAlchemy URL over the server's Unix
-socket (``driver="asyncpg"`` for Prefect, ``driver=None`` for libpq) (it listens on no TCP port, so no port can clash), ``pg.create_database(name)`` creates a
-database and returns its URL, and ``pg.stop()`` / ``pg.start()`` take the server down and bring it
-back on the same data and socket (for fault injection). On exit the server is stopped and its
+socket (it listens on no TCP port, so no port can clash; ``driver="asyncpg"`` for Prefect,
+``driver=None`` for libpq), ``pg.create_database(name)`` creates a database and returns its URL,
+and ``pg.stop()`` / ``pg.start()`` take the server down and bring it back on the same data and
+socket (for fault injection). On exit the server is stopped and its
 directory removed.
 
 The wheel runs the server as a system user of its own when the tests run as root (it creates the
