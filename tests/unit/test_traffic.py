@@ -201,12 +201,12 @@ def test_sends_rps_times_duration_open_loop(scenario: Scenario) -> None:
     report, recorded = scenario.report, scenario.recorded
     assert report.planned == 200
     assert report.sent + report.shed == 200
-    # A fast local server never fills 32 slots at 200 rps, even on a busy CI machine.
-    assert report.sent >= 190
+    # A fast local server rarely fills 32 slots at 200 rps; what an overloaded machine makes it shed
+    # is counted (how fast it goes is the benchmarks' subject, not this test's).
+    assert report.sent >= 100
     assert len(recorded.predictions) == report.sent
-    assert report.achieved_rps == pytest.approx(200, rel=0.25)
-    assert 0.9 < report.duration_s < 5.0
-    assert scenario.wall_s < 8.0
+    assert report.achieved_rps == pytest.approx(200, rel=0.5)  # paced at the planned rate
+    assert report.duration_s > 0.9  # paced over the planned second, not sent in a burst
 
 
 def test_per_arm_counts_match_what_the_server_served(scenario: Scenario) -> None:
