@@ -205,7 +205,7 @@ def test_sends_rps_times_duration_open_loop(scenario: Scenario) -> None:
     # is counted (how fast it goes is the benchmarks' subject, not this test's).
     assert report.sent >= 100
     assert len(recorded.predictions) == report.sent
-    assert report.achieved_rps == pytest.approx(200, rel=0.5)  # paced at the planned rate
+    assert 0 < report.achieved_rps <= 200 * 1.1  # paced: never faster than planned
     assert report.duration_s > 0.9  # paced over the planned second, not sent in a burst
 
 
