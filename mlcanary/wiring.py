@@ -148,6 +148,7 @@ def evidence_recorder(settings: Settings, registry: MlflowRegistry) -> MlflowEvi
         registry.client,
         f"{settings.mlflow.experiment}-releases",
         artifact_location=settings.artifact_location,
+        retry=registry.retry,
     )
 
 
@@ -164,11 +165,7 @@ def build_engine(
     """A :class:`RolloutEngine` on the configured registry, backend, metrics and evidence store."""
     registry = registry_from_settings(settings)
     backend = backend or serving_backend(settings)
-    evidence = MlflowEvidence(
-        registry.client,
-        f"{settings.mlflow.experiment}-releases",
-        artifact_location=settings.artifact_location,
-    )
+    evidence = evidence_recorder(settings, registry)
     return RolloutEngine(
         registry=registry,
         backend=backend,
