@@ -149,6 +149,7 @@ def evidence_recorder(settings: Settings, registry: MlflowRegistry) -> MlflowEvi
         registry.client,
         f"{settings.mlflow.experiment}-releases",
         artifact_location=settings.artifact_location,
+        retry=registry.retry,
     )
 
 
@@ -178,11 +179,7 @@ def build_engine(
     under the lease of :func:`release_lease` (``runner`` names this run to one that yields)."""
     registry = registry_from_settings(settings)
     backend = backend or serving_backend(settings)
-    evidence = MlflowEvidence(
-        registry.client,
-        f"{settings.mlflow.experiment}-releases",
-        artifact_location=settings.artifact_location,
-    )
+    evidence = evidence_recorder(settings, registry)
     return RolloutEngine(
         registry=registry,
         backend=backend,

@@ -13,15 +13,19 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
+from mlcanary.registry.retry import NO_RETRY, RetryPolicy, call_with_retry
 from mlcanary.rollout import tags
 from mlcanary.rollout.measurements import ArmMetrics, Measurements
 from mlcanary.rollout.state import Decision, ReleaseState
 
+T = TypeVar("T")
 ACTION_CODES = {"hold": 0, "step_up": 1, "await_approval": 3, "promote": 2, "rollback": -1}
 
 
@@ -66,11 +70,21 @@ class MlflowEvidence:
     """``EvidenceRecorder`` writing to an MLflow tracking server (see the module docstring)."""
 
     def __init__(
-        self, client: MlflowClient, experiment: str, *, artifact_location: str | None = None
+        self,
+        client: MlflowClient,
+        experiment: str,
+        *,
+        artifact_location: str | None = None,
+        retry: RetryPolicy = NO_RETRY,
     ) -> None:
         self.client = client
         self.experiment = experiment
         self.artifact_location = artifact_location
+        self.retry = retry
+
+    def _retried(self, what: str, call: Callable[[], T]) -> T:
+        """``call`` retried like the registry's calls (every write here is safe to repeat)."""
+        return call_with_retry(self.retry, f"release evidence: {what}", call, where="MLflow")
 
     def _experiment_id(self) -> str:
         found = self.client.get_experiment_by_name(self.experiment)
@@ -79,6 +93,9 @@ class MlflowEvidence:
         return self.client.create_experiment(self.experiment, artifact_location=self.artifact_location)
 
     def begin(self, release: ReleaseState) -> str | None:
+        return self._retried("begin", lambda: self._begin(release))
+
+    def _begin(self, release: ReleaseState) -> str | None:
         run = self.client.create_run(
             self._experiment_id(),
             run_name=f"release-{release.model}-v{release.candidate_version}",
@@ -93,9 +110,11 @@ class MlflowEvidence:
             self.client.log_artifact(run_id, str(path), folder)
 
     def record_tick(self, release: ReleaseState, measurements: Measurements, decision: Decision) -> None:
-        if not release.release_run_id:
-            return
-        run_id = release.release_run_id
+        if release.release_run_id:
+            self._retried("record_tick", lambda: self._record_tick(release, measurements, decision))
+
+    def _record_tick(self, release: ReleaseState, measurements: Measurements, decision: Decision) -> None:
+        run_id = str(release.release_run_id)
         stamp = int(decision.at.timestamp() * 1000)
         metrics = [
             Metric(k, v, stamp, release.ticks) for k, v in tick_metrics(measurements, decision).items()
@@ -106,13 +125,16 @@ class MlflowEvidence:
 
     def attach_report(self, release: ReleaseState, name: str, html: str) -> None:
         """Store a report (e.g. Evidently HTML) under ``reports/`` of the release run."""
-        if release.release_run_id:
-            self._artifact(release.release_run_id, name, html, "reports")
+        run_id = release.release_run_id
+        if run_id:
+            self._retried("attach_report", lambda: self._artifact(run_id, name, html, "reports"))
 
     def finish(self, release: ReleaseState) -> None:
-        if not release.release_run_id:
-            return
-        run_id = release.release_run_id
+        if release.release_run_id:
+            self._retried("finish", lambda: self._finish(release))
+
+    def _finish(self, release: ReleaseState) -> None:
+        run_id = str(release.release_run_id)
         self.client.set_tag(run_id, tags.tag_name(tags.RUN_PHASE), release.phase.value)
         self.client.set_tag(
             run_id, tags.tag_name(tags.RUN_OUTCOME_REASON), (release.reason or "")[: tags.MAX_TAG_VALUE]

@@ -174,7 +174,7 @@ def engine_for(registry: MlflowRegistry, backend: FakeServingBackend, clock: Fak
         metrics=steady_traffic(0.01),
         policy=POLICY,
         clock=clock,
-        recorder=MlflowEvidence(registry.client, "fraud-pg-releases"),
+        recorder=MlflowEvidence(registry.client, "fraud-pg-releases", retry=registry.retry),
     )
 
 

@@ -69,7 +69,7 @@ def test_start_canary_and_a_monitor_tick_run_on_a_prefect_server_backed_by_postg
     prefect_on_postgres: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import psycopg
-    from prefect.logging.handlers import APILogHandler
+    from prefect.logging.handlers import APILogWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     api_url, database_url = prefect_on_postgres
@@ -79,7 +79,7 @@ def test_start_canary_and_a_monitor_tick_run_on_a_prefect_server_backed_by_postg
         started = canary.start_canary("fraud", "2")
         world.clock.advance(timedelta(minutes=11))
         (ticked,) = canary.monitor("fraud")
-        APILogHandler.flush()  # the runs' logs reach the server before it stops
+        APILogWorker.drain_all(timeout=10)  # the runs' logs reach the server before it stops
     assert started["phase"] == "progressing"
     assert ticked["action"] == "step_up"
     assert ticked["traffic"] == 50

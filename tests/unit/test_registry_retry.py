@@ -10,6 +10,7 @@ import requests
 from mlflow.exceptions import MlflowException, RestException
 
 from mlcanary.config import ConfigError, load_settings
+from mlcanary.registry.evidence import MlflowEvidence
 from mlcanary.registry.mlflow_registry import MlflowRegistry, bound_mlflow_http_client, redacted
 from mlcanary.registry.retry import RetryPolicy, call_with_retry, is_transient
 from mlcanary.rollout.versions import ModelNotFoundError, RegistryError, RegistryUnavailableError
@@ -182,3 +183,34 @@ def test_retry_settings_are_validated() -> None:
         load_settings(
             "local", env={}, overrides={"mlflow.retry.first_delay_s": 5, "mlflow.retry.max_delay_s": 1}
         )
+
+
+class FlakyRunClient:
+    """The run calls ``MlflowEvidence.finish`` makes; ``set_tag`` fails its first call."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        self.calls.append("set_tag")
+        if self.calls.count("set_tag") == 1:
+            raise DOWN
+
+    def log_artifact(self, run_id: str, path: str, folder: str | None) -> None:
+        self.calls.append("log_artifact")
+
+    def set_terminated(self, run_id: str, status: str, end_time: int) -> None:
+        self.calls.append(f"set_terminated:{status}")
+
+
+def test_release_evidence_is_retried_like_the_registry() -> None:
+    from datetime import UTC, datetime
+
+    from mlcanary.rollout.state import Phase, ReleaseState
+
+    now = datetime.now(UTC)
+    release = ReleaseState("m", "2", "1", Phase.PROMOTED, 1, 100, now, now, ticks=3, release_run_id="r1")
+    client = FlakyRunClient()
+    evidence = MlflowEvidence(client, "m-releases", retry=RetryPolicy(3, 0.0, 0.0))  # type: ignore[arg-type]
+    evidence.finish(release)
+    assert client.calls == ["set_tag", "set_tag", "set_tag", "log_artifact", "set_terminated:FINISHED"]
