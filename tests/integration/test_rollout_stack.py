@@ -137,7 +137,7 @@ def test_envoy_killed_mid_release_is_restarted_by_the_next_tick_with_the_persist
     registry = registry_from_settings(settings)
     engine = build_engine(settings)
     candidate = train(settings, registry)
-    with stack.background_traffic(interval_s=0.02) as replies:
+    with stack.background_traffic(interval_s=0.02, deadline_s=600) as replies:
         engine.start_canary(model, candidate.version)
         assert engine.backend.status(model).traffic == {"champion": 50, "candidate": 50}
         killed = recorded_pids(stack.state_dir)["envoy"]
@@ -181,7 +181,7 @@ def test_a_crash_looping_candidate_is_rolled_back_and_clients_see_only_its_share
     assert isinstance(backend, LocalBackend)
     candidate = train(settings, registry)
     crashes = 0
-    with stack.background_traffic(interval_s=0.01) as replies:
+    with stack.background_traffic(interval_s=0.01, deadline_s=600) as replies:
         engine.start_canary(model, candidate.version)
         first = len(replies)
         state = engine.active_release(model)
@@ -210,12 +210,9 @@ def test_a_crash_looping_candidate_is_rolled_back_and_clients_see_only_its_share
     window = replies[first:last]
     errors = [reply for reply in window if reply.status != 200]
     print(f"\n{crashes} crashes, {len(window)} requests in the detection window, {len(errors)} failed")
-    assert all(reply.status == 503 and reply.arm != "champion" for reply in errors), count_by(
-        errors, "status"
-    )
-    assert all(
-        reply.arm == "champion" for reply in window if reply.status == 200 and reply.arm != "candidate"
-    )
+    # Every failure is Envoy's 503 for the candidate's share: none came from the champion.
+    assert all(reply.status == 503 for reply in errors), count_by(errors, "status")
+    assert all(reply.arm != "champion" for reply in errors)
     # Failures are at most the candidate's share of requests (binomial, 3 standard deviations).
     p, n = share / 100, len(window)
     assert len(errors) <= p * n + 3 * math.sqrt(n * p * (1 - p)), (len(errors), n)
