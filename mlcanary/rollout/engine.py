@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from mlcanary.rollout import tags
 from mlcanary.rollout.arms import CANDIDATE, CHAMPION
 from mlcanary.rollout.decide import decide
-from mlcanary.rollout.lease import NoLease, ReleaseLease
+from mlcanary.rollout.lease import LeaseUnavailableError, NoLease, ReleaseLease
 from mlcanary.rollout.measurements import Measurements
 from mlcanary.rollout.policy import RolloutPolicy
 from mlcanary.rollout.ports import (
@@ -468,8 +468,13 @@ class RolloutEngine:
             return self._roll_back(state, _answer("rejected", comment, approver))
 
     def rollback(self, model: str, reason: str = "rolled back by hand") -> ReleaseState:
-        """Roll the release in progress back now."""
-        with self.lease.hold(model):
+        """Roll the release in progress back now (without the lease if its store is unreachable:
+        moving traffic off a bad candidate must not wait for a database)."""
+        try:
+            with self.lease.hold(model):
+                return self._rollback_now(model, reason)
+        except LeaseUnavailableError as exc:
+            logger.warning("%s; rolling back without it", exc)
             return self._rollback_now(model, reason)
 
     def _rollback_now(self, model: str, reason: str) -> ReleaseState:
