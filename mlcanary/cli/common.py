@@ -49,6 +49,7 @@ def _user_error_types() -> tuple[type[Exception], ...]:
     from mlcanary.data.loader import DataError
     from mlcanary.platform.errors import PlatformError
     from mlcanary.rollout.engine import RolloutError
+    from mlcanary.rollout.lease import LeaseUnavailableError
     from mlcanary.rollout.serving import ServingError
     from mlcanary.rollout.versions import RegistryError
     from mlcanary.runtime.processes import ProcessError
@@ -66,6 +67,7 @@ def _user_error_types() -> tuple[type[Exception], ...]:
         ProcessError,
         PlatformError,
         NotImplementedError,
+        LeaseUnavailableError,
     )
 
 

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from mlcanary.rollout import tags
 from mlcanary.rollout.arms import CANDIDATE, CHAMPION
 from mlcanary.rollout.decide import decide
-from mlcanary.rollout.lease import NoLease, ReleaseLease
+from mlcanary.rollout.lease import LeaseUnavailableError, NoLease, ReleaseLease
 from mlcanary.rollout.measurements import Measurements
 from mlcanary.rollout.policy import RolloutPolicy
 from mlcanary.rollout.ports import (
@@ -255,6 +255,12 @@ class RolloutEngine:
         return TickResult(state, None, note="deployed")
 
     def _handle_progressing(self, state: ReleaseState) -> TickResult:
+        withdrawn = self._withdrawn(state)
+        if withdrawn is not None:
+            # A rollback moves the traffic before it writes its intent: one that crashed in between
+            # left a ready candidate at 0 % in serving. Finish it rather than judge (or step back up).
+            rolled_back = self._roll_back(state, withdrawn)
+            return TickResult(rolled_back, None, note="completed an interrupted rollback")
         now = self.clock.now()
         window_start = _window_start(state, now, self.policy.tick_interval)
         measurements = self.metrics.measure(state, window_start=window_start, now=now)
@@ -268,6 +274,24 @@ class RolloutEngine:
         state = actions[decision.action](self, state, decision)
         self.recorder.record_tick(state, measurements, decision)
         return TickResult(state, decision)
+
+    def _withdrawn(self, state: ReleaseState) -> str | None:
+        """Why the release must be finished as a rollback when serving shows the candidate at 0 %
+        while the release has it at a canary step (None otherwise, or when serving cannot say)."""
+        if state.phase not in (Phase.PROGRESSING, Phase.AWAITING_APPROVAL) or state.traffic <= 0:
+            return None
+        try:
+            observed = self.backend.status(state.model)
+        except Exception:  # unreachable serving: the tick reports it through the availability check
+            return None
+        arm = observed.arms.get(CANDIDATE)
+        # A candidate that is not ready gets no traffic either: that is the availability check's.
+        if observed.traffic is None or observed.traffic.get(CANDIDATE, 0) > 0 or arm is None or not arm.ready:
+            return None
+        return (
+            f"serving sends the candidate 0 % while the release had it at {state.traffic} %: a rollback "
+            f"was interrupted after moving the traffic ({state.reason or 'no reason recorded'})"
+        )
 
     def _moved_on(self, judged: ReleaseState) -> ReleaseState | None:
         """The release as it is now if another run changed it while this tick measured (a manual
@@ -444,8 +468,13 @@ class RolloutEngine:
             return self._roll_back(state, _answer("rejected", comment, approver))
 
     def rollback(self, model: str, reason: str = "rolled back by hand") -> ReleaseState:
-        """Roll the release in progress back now."""
-        with self.lease.hold(model):
+        """Roll the release in progress back now (without the lease if its store is unreachable:
+        moving traffic off a bad candidate must not wait for a database)."""
+        try:
+            with self.lease.hold(model):
+                return self._rollback_now(model, reason)
+        except LeaseUnavailableError as exc:
+            logger.warning("%s; rolling back without it", exc)
             return self._rollback_now(model, reason)
 
     def _rollback_now(self, model: str, reason: str) -> ReleaseState:

@@ -34,14 +34,21 @@ class LeaseHeldError(Exception):
         super().__init__(f"yielded: {holder} holds the lease on {model} until {until:%Y-%m-%d %H:%M:%S} UTC")
 
 
+class LeaseUnavailableError(Exception):
+    """The lease's store cannot be reached, so whether another run acts is unknown. Every action
+    but a roll back stops here (nothing was done); a roll back goes on without the lease, since
+    moving traffic off a bad candidate must not wait for a database."""
+
+
 class ReleaseLease(Protocol):
     """A per-model lease every runner of the engine sees.
 
     ``hold(model)`` is a context manager: on entry it takes the lease (atomically: of two callers at
     once exactly one gets it) or raises :class:`LeaseHeldError` naming the current holder and when
-    its lease ends; while the block runs the lease stays held (renewed if the block is long, up to a
-    bound); on exit, normal or by an exception, it is released. A holder that dies without exiting
-    the block loses the lease when it expires.
+    its lease ends (:class:`LeaseUnavailableError` when its store cannot be reached); while the
+    block runs the lease stays held (renewed if the block is long, up to a bound); on exit, normal
+    or by an exception, it is released. A holder that dies without exiting the block loses the
+    lease when it expires.
     """
 
     def hold(self, model: str) -> AbstractContextManager[None]: ...

@@ -30,8 +30,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Column, Engine, MetaData, String, Table, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 
-from mlcanary.rollout.lease import LeaseHeldError
+from mlcanary.rollout.lease import LeaseHeldError, LeaseUnavailableError
 from mlcanary.telemetry.store import MAX_MODEL_LENGTH, InferenceLogStore, UTCDateTime
 
 logger = logging.getLogger(__name__)
@@ -141,7 +142,13 @@ class StoreLease:
     def hold(self, model: str) -> Iterator[None]:
         """Hold the lease on ``model`` for the block (see :class:`ReleaseLease`)."""
         holder = holder_name(self.label)
-        self.acquire(model, holder)
+        try:
+            self.acquire(model, holder)
+        except SQLAlchemyError as exc:
+            raise LeaseUnavailableError(
+                f"the release lease of {model} cannot be taken ({type(exc).__name__} on "
+                f"{self._engine.url.render_as_string(hide_password=True)}); nothing was done"
+            ) from None
         stop = threading.Event()
         renewer = threading.Thread(
             target=self._keep_renewed, args=(model, holder, stop), name=f"lease-{model}", daemon=True

@@ -311,4 +311,5 @@ def test_the_flows_engine_gets_the_flow_notifier(monkeypatch: pytest.MonkeyPatch
 
     canary.engine_for(settings)
 
-    assert seen == {"settings": settings, "notifier": chosen}
+    # The lease names the run to one that yields (outside a flow run: "Prefect flow").
+    assert seen == {"settings": settings, "notifier": chosen, "runner": "Prefect flow"}

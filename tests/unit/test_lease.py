@@ -276,3 +276,36 @@ def test_a_manual_action_yields_with_exit_1_and_changes_nothing(held_world: Fake
     assert "Traceback" not in result.output
     assert held_world.release().phase == Phase.PROGRESSING  # type: ignore[union-attr]
     assert held_world.registry.aliases("fraud") == {CHAMPION: "1", CANDIDATE: "2"}
+
+
+def test_an_unreachable_lease_store_stops_every_action_but_a_rollback(
+    monkeypatch: pytest.MonkeyPatch, db: str
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    world = FakeWorld(POLICY)
+    world.registry.set_alias("fraud", CANDIDATE, "2")
+    world.make_engine().start_canary("fraud", "2")
+    lease = StoreLease.from_url(db)
+
+    def unreachable(model: str, holder: str) -> datetime:
+        raise OperationalError("INSERT ...", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(lease, "acquire", unreachable)
+    world.lease = lease
+    monkeypatch.setattr(rollout_commands, "engine_for", world.make_engine)
+    world.clock.advance(TICK)
+    for command in ("step", "promote"):
+        result = runner.invoke(app, [command, "fraud"])
+        assert result.exit_code == 1, result.output
+        assert (
+            "error: the release lease of fraud cannot be taken (OperationalError on sqlite:///"
+            in result.output
+        )
+        assert "nothing was done" in result.output
+    assert world.release().phase == Phase.PROGRESSING  # type: ignore[union-attr]
+    assert world.release().ticks == 0  # type: ignore[union-attr]
+    result = runner.invoke(app, ["rollback", "fraud"])
+    assert result.exit_code == 0, result.output
+    assert world.release().phase == Phase.ROLLED_BACK  # type: ignore[union-attr]
+    assert world.backend.status("fraud").traffic == {"champion": 100, "candidate": 0}
