@@ -10,12 +10,11 @@ from typing import Any
 import pytest
 from http_inbox import Inbox, running_inbox
 from pg_server import EmbeddedPostgres, embedded_postgres
-from sqlalchemy import create_engine
+from sqlalchemy import MetaData, create_engine
 
 from mlcanary.config import Settings, load_settings
 from mlcanary.registry.mlflow_registry import MlflowRegistry, registry_from_settings
 from mlcanary.runtime.env import quiet_defaults
-from mlcanary.telemetry.store import metadata as store_tables
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _names = itertools.count(1)
@@ -84,7 +83,10 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     # Dropping the tables is ten times cheaper than a database per test.
     engine = create_engine(url)
     try:
-        store_tables.drop_all(engine)
+        # Every table there, not only the log's: running sums and leases live beside it.
+        existing = MetaData()
+        existing.reflect(engine)
+        existing.drop_all(engine)
     finally:
         engine.dispose()
     return url
