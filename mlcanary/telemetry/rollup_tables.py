@@ -24,7 +24,18 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Float, Integer, MetaData, PrimaryKeyConstraint, String, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+)
 
 __all__ = [
     "BUCKET_SECONDS",
@@ -122,6 +133,8 @@ rollup = Table(
     *(Column(name, Float, nullable=False) for name in FLOAT_FIELDS),
     Column("latency_histogram", Text, nullable=False),
     PrimaryKeyConstraint("log", "model", "arm", "version", "span", "bucket", name="pk_rollup"),
+    # Refreshes and reads select buckets of one span across arms and versions.
+    Index("ix_rollup_span_bucket", "log", "model", "span", "bucket"),
 )
 
 
