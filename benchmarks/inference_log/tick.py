@@ -3,8 +3,8 @@
 For each database and window size: a 48-hour window of ``n`` logged requests (80 % champion,
 20 % candidate, 30 % labelled) is generated in SQL, the running sums are built once
 (:func:`~mlcanary.telemetry.rollup.rebuild`), then each round writes the next 15 minutes of traffic
-(1,000 requests through :meth:`InferenceLogStore.write_rows`, as the collector does) and 200 late
-labels of older requests, and times one measurement (``StoreMetricsSource.measure``, which folds
+(1,000 requests through :meth:`InferenceLogStore.write_rows`, as the collector does) and 300
+labels arriving a day late (for requests of the same quarter-hour the day before), and times one measurement (``StoreMetricsSource.measure``, which folds
 them in and reads the sums). The reference is the full recomputation over the same window
 (:func:`~mlcanary.telemetry.aggregate.aggregate`, what every tick ran before), timed once, and its
 sums are compared with the tick's.
@@ -31,7 +31,7 @@ from mlcanary.telemetry.store import Feedback, InferenceLogStore, InferenceRow
 WINDOW = timedelta(hours=48)
 TICK = timedelta(minutes=15)
 NEW_PER_TICK = 1_000
-LATE_LABELS_PER_TICK = 200
+LATE_LABELS_PER_TICK = 300
 END = datetime(2026, 3, 3, 12, 0, 0, 123_456, tzinfo=UTC)
 VERSIONS = {"champion": "1", "candidate": "2"}
 
@@ -133,7 +133,13 @@ def _new_traffic(store: InferenceLogStore, round_index: int, n: int, rng: random
         )
     for start in range(0, len(rows), 100):
         store.write_rows(rows[start : start + 100])
-    late = [Feedback(f"b{rng.randrange(n)}", rng.randrange(2)) for _ in range(LATE_LABELS_PER_TICK)]
+    # Labels arrive a day late: for requests of the same 15 minutes one day earlier.
+    per_tick = n * TICK / WINDOW
+    first = int(n / 2 + round_index * per_tick)
+    late = [
+        Feedback(f"b{rng.randrange(first, first + max(1, int(per_tick)))}", rng.randrange(2))
+        for _ in range(LATE_LABELS_PER_TICK)
+    ]
     store.record_feedback_many(late, now=now)
     return now
 

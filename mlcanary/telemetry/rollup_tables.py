@@ -19,6 +19,7 @@ from the log first. Refreshes lock this row, so they are serialised on PostgreSQ
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -159,13 +160,15 @@ def mark_changed(
         {"log": log, "model": model, "bucket": int(bucket), "generation": 0}
         for model, bucket in sorted(set(keys))
     ]
-    if not params:
-        return
+    if params:
+        connection.execute(_mark_statement(insert), params)
+
+
+@functools.lru_cache(maxsize=4)
+def _mark_statement(insert: Callable[[Table], Any]) -> Any:
+    """The marks' upsert, built once per dialect (it runs in every write)."""
     stmt = insert(rollup_dirty)
-    connection.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[rollup_dirty.c.log, rollup_dirty.c.model, rollup_dirty.c.bucket],
-            set_={"generation": rollup_dirty.c.generation + 1},
-        ),
-        params,
+    return stmt.on_conflict_do_update(
+        index_elements=[rollup_dirty.c.log, rollup_dirty.c.model, rollup_dirty.c.bucket],
+        set_={"generation": rollup_dirty.c.generation + 1},
     )
