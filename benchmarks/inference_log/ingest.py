@@ -22,12 +22,14 @@ from datetime import UTC, datetime
 import httpx
 from sqlalchemy import func, select
 
-from mlcanary.testing.ports import free_ports
 from mlcanary.serving.local.payload_logger import PayloadLogger
 from mlcanary.telemetry.events import CE_TYPE_REQUEST, CE_TYPE_RESPONSE, InferenceEvent
 from mlcanary.telemetry.store import InferenceLogStore, inference_log
+from mlcanary.testing.ports import free_ports
 
 FEATURES = [round(0.1 * i, 1) for i in range(30)]
+#: Events kept queued per logger: enough to never idle it, few enough to drain at once at the end.
+_MAX_PENDING = 200
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ def _events(arm: str, version: str, i: int) -> list[InferenceEvent]:
 def _feed(sink: PayloadLogger, arm: str, version: str, stop: threading.Event) -> None:
     i = 0
     while not stop.is_set():
-        if sink.stats()["pending"] > sink.max_queue // 2:
+        if sink.stats()["pending"] > _MAX_PENDING:
             time.sleep(0.001)
             continue
         for event in _events(arm, version, i):

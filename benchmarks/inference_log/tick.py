@@ -4,7 +4,8 @@ For each database and window size: a 48-hour window of ``n`` logged requests (80
 20 % candidate, 30 % labelled) is generated in SQL, the running sums are built once
 (:func:`~mlcanary.telemetry.rollup.rebuild`), then each round writes the next 15 minutes of traffic
 (1,000 requests through :meth:`InferenceLogStore.write_rows`, as the collector does) and 300
-labels arriving a day late (for requests of the same quarter-hour the day before), and times one measurement (``StoreMetricsSource.measure``, which folds
+labels arriving a day late (for requests of the same quarter-hour the day before), and times one
+measurement (``StoreMetricsSource.measure``, which folds
 them in and reads the sums). The reference is the full recomputation over the same window
 (:func:`~mlcanary.telemetry.aggregate.aggregate`, what every tick ran before), timed once, and its
 sums are compared with the tick's.
@@ -79,7 +80,8 @@ def _generate_sql(dialect: str) -> tuple[str, str]:
     latency = "exp(2.3 + 0.45 * sqrt(-2 * ln(u1)) * cos(6.283185307 * u2))"
     insert_log = (
         f"INSERT INTO inference_log ({columns}) SELECT {rid}, 0, ts, ts, ts, ts, 'fraud', "
-        "CASE WHEN i % 5 = 0 THEN 'candidate' ELSE 'champion' END, CASE WHEN i % 5 = 0 THEN '2' ELSE '1' END, "
+        "CASE WHEN i % 5 = 0 THEN 'candidate' ELSE 'champion' END, "
+        "CASE WHEN i % 5 = 0 THEN '2' ELSE '1' END, "
         "'v1', CASE WHEN u3 < 0.01 THEN 500 ELSE 200 END, "
         f"{latency}, CASE WHEN u3 < 0.01 THEN NULL WHEN u3 >= 0.6 THEN 1 ELSE 0 END, "
         "CASE WHEN u3 < 0.01 THEN NULL ELSE u3 END "
