@@ -16,7 +16,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: help demo platform test test-fast lint format lock bootstrap clean bench bench-judge bench-quick
+.PHONY: help demo platform test test-fast lint format lock bootstrap clean bench bench-judge bench-quick bench-log
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -55,6 +55,10 @@ bench: $(STAMP) ## Every benchmark: serving on the real local stack, then the ju
 	$(BIN)/python -m benchmarks.serving --out docs/benchmarks.md --wait-idle 120
 	$(BIN)/python -m benchmarks.judge --out docs/benchmarks.md
 	$(BIN)/python -m benchmarks.judge --only shadow --runs 40 --out docs/benchmarks.md
+	$(BIN)/python -m benchmarks.inference_log --out docs/benchmarks.md
+
+bench-log: $(STAMP) ## The monitor's tick over a 48 h window and the collector's ingest, SQLite and PostgreSQL (ROWS=1000000; the goal's size is 10000000)
+	$(BIN)/python -m benchmarks.inference_log --rows $(or $(ROWS),1000000) --out docs/benchmarks.md
 
 bench-judge: $(STAMP) ## The judge under the shipped policy vs Flagger/Kayenta-style rules, and its shadow phase (~7 min); rewrites their blocks of docs/benchmarks.md
 	$(BIN)/python -m benchmarks.judge --out docs/benchmarks.md
