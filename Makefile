@@ -16,7 +16,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: help demo platform test test-fast lint format lock bootstrap clean bench bench-model-server bench-judge bench-quick
+.PHONY: help demo platform test test-slow test-fast lint format lock bootstrap clean bench bench-model-server bench-judge bench-quick bench-log
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -52,13 +52,18 @@ test-fast: $(STAMP) ## Unit tests only
 	$(BIN)/pytest -m "not integration and not flows and not slow"
 
 # `make bench` fits in 10 minutes on 2 cores: the model-server benchmark at full size, the stack's
-# serving benchmark in its quick form, and the judge with fewer simulated releases per cell than
-# the published tables (`make bench-judge` runs those sizes, about half an hour).
-bench: $(STAMP) ## Every benchmark in ≤ 10 min: model server vs KServe, Envoy, CLI, the stack, the judge (fewer runs); rewrites docs/benchmarks.md
+# serving benchmark in its quick form, the judge with fewer simulated releases per cell than the
+# published tables (`make bench-judge` runs those sizes, about half an hour), and the inference log
+# at 300k rows (`make bench-log` runs larger windows).
+bench: $(STAMP) ## Every benchmark in ≤ 10 min: model server vs KServe, Envoy, CLI, the stack, the judge (fewer runs), the inference log; rewrites docs/benchmarks.md
 	$(BIN)/python -m benchmarks.model_server --out docs/benchmarks.md
 	$(BIN)/python -m benchmarks.serving --quick --out docs/benchmarks.md --wait-idle 30 --pin-candidate
 	$(BIN)/python -m benchmarks.judge --runs 12 --good-runs 6 --aa-runs 24 --out docs/benchmarks.md
 	$(BIN)/python -m benchmarks.judge --only shadow --runs 8 --out docs/benchmarks.md
+	$(BIN)/python -m benchmarks.inference_log --out docs/benchmarks.md
+
+bench-log: $(STAMP) ## The monitor's tick over a 48 h window and the collector's ingest, SQLite and PostgreSQL (ROWS=1000000; the goal's size is 10000000)
+	$(BIN)/python -m benchmarks.inference_log --rows $(or $(ROWS),1000000) --out docs/benchmarks.md
 
 bench-model-server: $(STAMP) ## Our model server beside KServe's, our Envoy beside a minimal one, CLI times (~3 min); rewrites its block of docs/benchmarks.md
 	$(BIN)/python -m benchmarks.model_server --out docs/benchmarks.md

@@ -11,8 +11,9 @@ of re-adding the few coarser buckets above them, not that of the window:
 3. in one write transaction that first locks the model's ``rollup_state`` row (refreshes are
    serialised): delete each mark *only if its generation is unchanged* — a write that committed
    after step 1 bumped it and keeps its bucket marked for the next refresh — replace the rows of the
-   buckets whose marks were deleted, then re-add each coarser span's buckets above them from the
-   span below.
+   buckets whose marks were deleted, and add the difference (new − old) to each coarser bucket above
+   them. Counts and histograms stay exact; float sums collect rounding of the order of 1e-16 per
+   change (a :func:`rebuild` resets it).
 
 A model without a ``rollup_state`` row (a new model, a database from before the running sums, or
 after :func:`rebuild`) first has every bucket of its log marked, so the sums are always recomputable
@@ -22,13 +23,28 @@ instance's bucket, whose label sums are recomputed from ``feedback`` like any ot
 
 from __future__ import annotations
 
-import itertools
+import functools
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Table, and_, cast, delete, func, literal, select
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Dialect,
+    Table,
+    TextClause,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    func,
+    literal,
+    literal_column,
+    select,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mlcanary.rollout.stats import LATENCY_FLOOR_MS
@@ -43,12 +59,15 @@ from mlcanary.telemetry.rollup_tables import (
     rollup_dirty,
     rollup_state,
 )
-from mlcanary.telemetry.store import InferenceLogStore, feedback, inference_log
+from mlcanary.telemetry.store import InferenceLogStore, UTCDateTime, feedback, inference_log
 
 __all__ = ["Sums", "compute_sums", "rebuild", "refresh"]
 
-#: The longest run of 10-s buckets recomputed by one query (bounds memory and lock time).
-_MAX_RUN = 360
+#: Marks folded in per write transaction (bounds memory and how long refreshes hold the lock).
+_MARKS_PER_WRITE = 2_000
+#: Marked buckets closer than this share one query of the log; a query spans at most an hour.
+_RUN_GAP_S = 60
+_RUN_LONGEST_S = 3_600
 _CHUNK = 400
 
 Key = tuple[str, str, int]
@@ -64,11 +83,18 @@ class Sums:
         self.values: dict[str, float] = dict.fromkeys(SUM_FIELDS, 0)
         self.histogram = LatencyHistogram()
 
-    def add(self, values: dict[str, Any], histogram: LatencyHistogram | None = None) -> None:
+    def add(self, values: dict[str, Any], histogram: LatencyHistogram | None = None, sign: int = 1) -> None:
         for name in SUM_FIELDS:
-            self.values[name] += values[name] or 0
+            self.values[name] += sign * (values[name] or 0)
         if histogram is not None:
-            self.histogram.add(histogram)
+            self.histogram.add({i: sign * c for i, c in histogram.counts.items()})
+
+    def add_sums(self, other: Sums, sign: int = 1) -> None:
+        self.add(other.values, other.histogram, sign)
+
+    @property
+    def empty(self) -> bool:
+        return not self.values["instances"] and not any(self.histogram.counts.values())
 
 
 def _moment(seconds: int) -> datetime:
@@ -84,6 +110,50 @@ def bucket_expression(column: Any, dialect: str) -> ColumnElement[Any]:
     return cast(func.floor(func.extract("epoch", column) / BUCKET_SECONDS), BigInteger) * BUCKET_SECONDS
 
 
+@functools.lru_cache(maxsize=64)
+def _statements(
+    dialect: Dialect, table: Table, by_bucket: bool, versions: tuple[tuple[str, str], ...] | None
+) -> tuple[TextClause, TextClause]:
+    """The two queries of :func:`compute_sums`, compiled once to SQL text with ``:model``,
+    ``:since`` and ``:until`` left as parameters (rebuilding and re-keying the expression tree on
+    every call cost more than running the query on a small bucket)."""
+    t, f = table, feedback
+    name = dialect.name
+    scope = [
+        t.c.model == literal_column(":model"),
+        t.c.received_at >= literal_column(":since"),
+        t.c.received_at < literal_column(":until"),
+    ]
+    if versions is not None:
+        scope.append(func.coalesce(t.c.arm, "").in_([arm for arm, _ in versions]))
+        scope.append(func.coalesce(t.c.version, "").in_([version for _, version in versions]))
+    bucket = bucket_expression(t.c.received_at, name) if by_bucket else literal(0)
+    keys = [func.coalesce(t.c.arm, "").label("arm"), func.coalesce(t.c.version, "").label("version")]
+    sums = stored_sums(t)
+    joined = t.outerjoin(f, and_(f.c.request_id == t.c.request_id, f.c.instance_index == t.c.instance_index))
+    group = [keys[0], keys[1], bucket] if by_bucket else [keys[0], keys[1]]
+    stmt = (
+        select(*keys, bucket.label("bucket"), *(expr.label(n) for n, expr in sums.items()))
+        .select_from(joined)
+        .where(*scope)
+        .group_by(*group)
+    )
+    floored = func.greatest if name != "sqlite" else func.max
+    index = cast(func.floor(func.ln(floored(t.c.latency_ms, LATENCY_FLOOR_MS)) / LOG_GAMMA), BigInteger)
+    hist_stmt = (
+        select(*keys, bucket.label("bucket"), index.label("bin"), func.count().label("n"))
+        .where(*scope, t.c.instance_index == 0, t.c.latency_ms.is_not(None))
+        .group_by(*group, index)
+    )
+    params = (bindparam("since", type_=UTCDateTime()), bindparam("until", type_=UTCDateTime()))
+
+    def compiled(statement: Any) -> TextClause:
+        sql = str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+        return text(sql).bindparams(*params)
+
+    return compiled(stmt), compiled(hist_stmt)
+
+
 def compute_sums(
     connection: Any,
     model: str,
@@ -96,50 +166,28 @@ def compute_sums(
 ) -> dict[Key, Sums]:
     """Sums and histograms of ``model``'s rows in ``[since, until)`` straight from the log, per
     ``(arm, version, bucket)`` (bucket 0 unless ``by_bucket``); ``versions`` keeps those arms only."""
-    t, f = table, feedback
-    dialect = connection.dialect.name
-    scope = [t.c.model == model, t.c.received_at >= since, t.c.received_at < until]
-    if versions is not None:
-        scope.append(
-            func.coalesce(t.c.arm, "").in_(list(versions))
-            & func.coalesce(t.c.version, "").in_(list(versions.values()))
-        )
-    bucket = bucket_expression(t.c.received_at, dialect) if by_bucket else literal(0)
-    keys = [func.coalesce(t.c.arm, "").label("arm"), func.coalesce(t.c.version, "").label("version")]
-    sums = stored_sums(t)
-    joined = t.outerjoin(f, and_(f.c.request_id == t.c.request_id, f.c.instance_index == t.c.instance_index))
-    group = [keys[0], keys[1], bucket] if by_bucket else [keys[0], keys[1]]
-    stmt = (
-        select(*keys, bucket.label("bucket"), *(expr.label(name) for name, expr in sums.items()))
-        .select_from(joined)
-        .where(*scope)
-        .group_by(*group)
-    )
-    floored = func.greatest if dialect != "sqlite" else func.max
-    index = cast(func.floor(func.ln(floored(t.c.latency_ms, LATENCY_FLOOR_MS)) / LOG_GAMMA), BigInteger)
-    hist_stmt = (
-        select(*keys, bucket.label("bucket"), index.label("bin"), func.count().label("n"))
-        .where(*scope, t.c.instance_index == 0, t.c.latency_ms.is_not(None))
-        .group_by(*group, index)
-    )
+    key_versions = tuple(sorted(versions.items())) if versions is not None else None
+    sums_sql, hist_sql = _statements(connection.dialect, table, by_bucket, key_versions)
+    params = {"model": model, "since": since, "until": until}
     found: dict[Key, Sums] = {}
-    for row in connection.execute(stmt).mappings():
+    for row in connection.execute(sums_sql, params).mappings():
         key = (row["arm"], row["version"], int(row["bucket"]))
         if versions is not None and versions.get(key[0]) != key[1]:
             continue
         found.setdefault(key, Sums()).add(dict(row))
-    for arm, version, bucket_start, bin_index, n in connection.execute(hist_stmt):
+    for arm, version, bucket_start, bin_index, n in connection.execute(hist_sql, params):
         key = (arm, version, int(bucket_start))
         if key in found:
             found[key].histogram.add({int(bin_index): int(n)})
     return found
 
 
-def _runs(buckets: Sequence[int], step: int, longest: int) -> Iterator[list[int]]:
-    """Consecutive buckets (``step`` apart) in runs of at most ``longest``."""
+def _runs(buckets: Sequence[int], *, gap: int, longest: int) -> Iterator[list[int]]:
+    """Sorted buckets in runs: a new run starts after a gap over ``gap`` seconds or once a run
+    would span ``longest`` seconds (so one query reads a bounded stretch of the log)."""
     run: list[int] = []
     for bucket in buckets:
-        if run and (bucket != run[-1] + step or len(run) >= longest):
+        if run and (bucket - run[-1] > gap or bucket - run[0] >= longest):
             yield run
             run = []
         run.append(bucket)
@@ -205,29 +253,59 @@ def _replace(
         connection.execute(r.insert(), params)
 
 
-def _roll_up(connection: Any, log: str, model: str, changed: set[int]) -> None:
-    """Re-add every coarser bucket above the ``changed`` 10-s buckets from the span below it."""
+def _read(connection: Any, log: str, model: str, span: int, buckets: Sequence[int]) -> dict[Key, Sums]:
+    """The stored rows of ``span``-second ``buckets`` (every arm and version)."""
     r = rollup
-    for below, span in itertools.pairwise(SPANS):
-        parents = {bucket // span * span for bucket in changed}
-        sums: dict[Key, Sums] = {}
-        for run in _runs(sorted(parents), span, _MAX_RUN):
-            rows = connection.execute(
-                select(r).where(
-                    r.c.log == log,
-                    r.c.model == model,
-                    r.c.span == below,
-                    r.c.bucket >= run[0],
-                    r.c.bucket < run[-1] + span,
-                )
-            ).mappings()
-            for row in rows:
-                key = (row["arm"], row["version"], row["bucket"] // span * span)
-                sums.setdefault(key, Sums()).add(
-                    dict(row), LatencyHistogram.from_json(row["latency_histogram"])
-                )
-        _replace(connection, log, model, span, parents, sums)
-        changed = parents
+    found: dict[Key, Sums] = {}
+    for start in range(0, len(buckets), _CHUNK):
+        chunk = list(buckets[start : start + _CHUNK])
+        rows = connection.execute(
+            select(r).where(r.c.log == log, r.c.model == model, r.c.span == span, r.c.bucket.in_(chunk))
+        ).mappings()
+        for row in rows:
+            key = (row["arm"], row["version"], row["bucket"])
+            found.setdefault(key, Sums()).add(dict(row), LatencyHistogram.from_json(row["latency_histogram"]))
+    return found
+
+
+def _fold_in(connection: Any, log: str, model: str, fresh: set[int], computed: dict[Key, Sums]) -> None:
+    """Replace the ``fresh`` 10-s buckets with their ``computed`` sums and add the difference to
+    every coarser bucket above them (reading only those ancestors, never their siblings)."""
+    old = _read(connection, log, model, BUCKET_SECONDS, sorted(fresh))
+    _replace(connection, log, model, BUCKET_SECONDS, fresh, computed)
+    delta: dict[Key, Sums] = {}
+    for sign, source in ((-1, old), (1, computed)):
+        for key, sums in source.items():
+            if key[2] in fresh:
+                delta.setdefault(key, Sums()).add_sums(sums, sign)
+    for span in SPANS[1:]:
+        moved: dict[Key, Sums] = {}
+        for (arm, version, bucket), sums in delta.items():
+            moved.setdefault((arm, version, bucket // span * span), Sums()).add_sums(sums)
+        parents = sorted({key[2] for key in moved})
+        stored = _read(connection, log, model, span, parents)
+        for key, sums in moved.items():
+            stored.setdefault(key, Sums()).add_sums(sums)
+        kept = {key: sums for key, sums in stored.items() if not sums.empty}
+        _replace(connection, log, model, span, set(parents), kept)
+        delta = moved
+
+
+def _take_marks(connection: Any, log: str, model: str, read: dict[int, int]) -> set[int]:
+    """Delete the marks still at the generation read (locking them first on PostgreSQL, so a writer
+    cannot bump one in between); returns their buckets. Marks bumped since stay for next time."""
+    d = rollup_dirty
+    fresh: set[int] = set()
+    buckets = sorted(read)
+    for start in range(0, len(buckets), _CHUNK):
+        chunk = buckets[start : start + _CHUNK]
+        scope = [d.c.log == log, d.c.model == model, d.c.bucket.in_(chunk)]
+        current = connection.execute(select(d.c.bucket, d.c.generation).where(*scope).with_for_update())
+        same = [bucket for bucket, generation in current if read.get(bucket) == generation]
+        if same:
+            connection.execute(delete(d).where(d.c.log == log, d.c.model == model, d.c.bucket.in_(same)))
+        fresh.update(same)
+    return fresh
 
 
 def refresh(store: InferenceLogStore, model: str, *, table: Table = inference_log) -> int:
@@ -250,32 +328,18 @@ def refresh(store: InferenceLogStore, model: str, *, table: Table = inference_lo
             ).all()
         )
     recomputed = 0
-    for run in _runs(sorted(marks), BUCKET_SECONDS, _MAX_RUN):
+    ordered = sorted(marks)
+    for start in range(0, len(ordered), _MARKS_PER_WRITE):
+        chunk = ordered[start : start + _MARKS_PER_WRITE]
+        rows: dict[Key, Sums] = {}
         with engine.connect() as connection:
-            rows = compute_sums(
-                connection,
-                model,
-                _moment(run[0]),
-                _moment(run[-1] + BUCKET_SECONDS),
-                by_bucket=True,
-                table=table,
-            )
+            for run in _runs(chunk, gap=_RUN_GAP_S, longest=_RUN_LONGEST_S):
+                since, until = _moment(run[0]), _moment(run[-1] + BUCKET_SECONDS)
+                rows.update(compute_sums(connection, model, since, until, by_bucket=True, table=table))
         with engine.begin() as connection:
             _lock_state(connection, log, model)
-            fresh: set[int] = set()
-            for bucket in run:
-                gone = connection.execute(
-                    delete(rollup_dirty).where(
-                        rollup_dirty.c.log == log,
-                        rollup_dirty.c.model == model,
-                        rollup_dirty.c.bucket == bucket,
-                        rollup_dirty.c.generation == marks[bucket],
-                    )
-                )
-                if gone.rowcount == 1:
-                    fresh.add(bucket)
-            _replace(connection, log, model, BUCKET_SECONDS, fresh, rows)
-            _roll_up(connection, log, model, fresh)
+            fresh = _take_marks(connection, log, model, {bucket: marks[bucket] for bucket in chunk})
+            _fold_in(connection, log, model, fresh, rows)
         recomputed += len(fresh)
     return recomputed
 

@@ -19,12 +19,24 @@ from the log first. Refreshes lock this row, so they are serialised on PostgreSQ
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Float, Integer, MetaData, PrimaryKeyConstraint, String, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+)
 
 __all__ = [
     "BUCKET_SECONDS",
@@ -122,6 +134,8 @@ rollup = Table(
     *(Column(name, Float, nullable=False) for name in FLOAT_FIELDS),
     Column("latency_histogram", Text, nullable=False),
     PrimaryKeyConstraint("log", "model", "arm", "version", "span", "bucket", name="pk_rollup"),
+    # Refreshes and reads select buckets of one span across arms and versions.
+    Index("ix_rollup_span_bucket", "log", "model", "span", "bucket"),
 )
 
 
@@ -146,13 +160,15 @@ def mark_changed(
         {"log": log, "model": model, "bucket": int(bucket), "generation": 0}
         for model, bucket in sorted(set(keys))
     ]
-    if not params:
-        return
+    if params:
+        connection.execute(_mark_statement(insert), params)
+
+
+@functools.lru_cache(maxsize=4)
+def _mark_statement(insert: Callable[[Table], Any]) -> Any:
+    """The marks' upsert, built once per dialect (it runs in every write)."""
     stmt = insert(rollup_dirty)
-    connection.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[rollup_dirty.c.log, rollup_dirty.c.model, rollup_dirty.c.bucket],
-            set_={"generation": rollup_dirty.c.generation + 1},
-        ),
-        params,
+    return stmt.on_conflict_do_update(
+        index_elements=[rollup_dirty.c.log, rollup_dirty.c.model, rollup_dirty.c.bucket],
+        set_={"generation": rollup_dirty.c.generation + 1},
     )

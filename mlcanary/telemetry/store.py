@@ -14,7 +14,7 @@ stays a row with ``status_code`` NULL and no prediction.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +35,7 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    bindparam,
     case,
     create_engine,
     event,
@@ -293,6 +294,7 @@ class InferenceLogStore:
         if backend not in ("sqlite", "postgresql"):
             raise ValueError(f"unsupported database {backend!r} in {url!r}: use sqlite:/// or postgresql://")
         self._dialect = backend
+        self._statements: dict[str, Any] = {}
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
         if backend == "sqlite":
             database = parsed.database
@@ -386,15 +388,28 @@ class InferenceLogStore:
             mark_changed(connection, self._insert(), inference_log.name, changed)
         return WriteResult(rows=written, paired=paired)
 
-    @staticmethod
-    def _buckets_of(connection: Any, request_ids: Sequence[str]) -> set[tuple[str, int]]:
+    def _buckets_of(self, connection: Any, request_ids: Sequence[str]) -> set[tuple[str, int]]:
         """``(model, 10-s bucket)`` of the live rows already logged under ``request_ids``."""
         t = inference_log
+        stmt = self._statement(
+            "buckets_of",
+            lambda: select(t.c.model, t.c.received_at).where(
+                t.c.request_id.in_(bindparam("ids", expanding=True))
+            ),
+        )
         found: set[tuple[str, int]] = set()
         for chunk in _chunks(request_ids):
-            rows = connection.execute(select(t.c.model, t.c.received_at).where(t.c.request_id.in_(chunk)))
+            rows = connection.execute(stmt, {"ids": list(chunk)})
             found |= {(model, bucket_of(received_at)) for model, received_at in rows}
         return found
+
+    def _statement(self, key: str, build: Callable[[], Any]) -> Any:
+        """A statement built once per store: re-building and re-keying SQLAlchemy expressions cost
+        more than executing them on one event (the collector's hot path)."""
+        stmt = self._statements.get(key)
+        if stmt is None:
+            stmt = self._statements[key] = build()
+        return stmt
 
     def _merge(self, connection: Any, t: Table, rows: list[InferenceRow]) -> WriteResult:
         """Merge ``rows`` into the log table ``t`` within the caller's transaction."""
@@ -414,6 +429,32 @@ class InferenceLogStore:
         # PostgreSQL), and index 0 first serialises the two halves of one request.
         batches = [[layer[key].to_params() for key in sorted(layer)] for layer in layers]
         request_ids = sorted({key[0] for layer in layers for key in layer})
+        upsert = self._statement(f"upsert:{t.name}", lambda: self._upsert(t))
+        for params in batches:
+            connection.execute(upsert, params)
+        paired = 0
+        propagate = self._statement(
+            f"propagate:{t.name}", lambda: self._propagate_response(t, bindparam("ids", expanding=True))
+        )
+        count = self._statement(
+            f"paired:{t.name}",
+            lambda: (
+                select(func.count())
+                .select_from(t)
+                .where(
+                    t.c.request_id.in_(bindparam("ids", expanding=True)),
+                    t.c.request_received_at.is_not(None),
+                    t.c.response_received_at.is_not(None),
+                )
+            ),
+        )
+        for chunk in _chunks(request_ids):
+            connection.execute(propagate, {"ids": list(chunk)})
+            paired += connection.execute(count, {"ids": list(chunk)}).scalar_one()
+        return WriteResult(rows=sum(len(params) for params in batches), paired=int(paired))
+
+    def _upsert(self, t: Table) -> Any:
+        """INSERT ... ON CONFLICT merging a partial row into the stored one (see InferenceRow)."""
         stmt = self._insert()(t)
         new = stmt.excluded
 
@@ -447,24 +488,10 @@ class InferenceLogStore:
                 "probability": newer("probability"),
             },
         )
-        for params in batches:
-            connection.execute(upsert, params)
-        paired = 0
-        for chunk in _chunks(request_ids):
-            connection.execute(self._propagate_response(t, chunk))
-            paired += connection.execute(
-                select(func.count())
-                .select_from(t)
-                .where(
-                    t.c.request_id.in_(chunk),
-                    t.c.request_received_at.is_not(None),
-                    t.c.response_received_at.is_not(None),
-                )
-            ).scalar_one()
-        return WriteResult(rows=sum(len(params) for params in batches), paired=int(paired))
+        return upsert
 
     @staticmethod
-    def _propagate_response(t: Table, request_ids: Sequence[str]) -> Any:
+    def _propagate_response(t: Table, request_ids: Any) -> Any:
         head = t.alias("head")
 
         def from_head(name: str) -> Any:

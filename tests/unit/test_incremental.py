@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -94,6 +95,7 @@ def _latencies(store: InferenceLogStore, since: datetime, until: datetime, arm: 
     return np.maximum(frame.latency_ms.dropna().to_numpy(dtype=float), LATENCY_FLOOR_MS)
 
 
+@pytest.mark.slow
 # No shrinking: a failure prints its (unshrunk) example at once instead of minutes later.
 @settings(
     max_examples=20,

@@ -1,0 +1,155 @@
+"""The collector's sustained ingest over HTTP, fed by the model servers' real payload logger.
+
+The collector runs as the local stack runs it (``python -m mlcanary.telemetry.collector``, its own
+process) on a fresh database. Two :class:`~mlcanary.serving.local.payload_logger.PayloadLogger`\\ s —
+one per arm, as the two model servers have — are fed the request and response events of
+single-instance V1 predictions as fast as they deliver them (a producer tops each queue up, so
+nothing is dropped for a full queue) for ``seconds``; then the loggers drain and close. The rate is
+acknowledged events per second (two per request). Then the count is reconciled: every acknowledged
+request and response event must be a half of a row in the database.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import httpx
+from sqlalchemy import func, select
+
+from mlcanary.serving.local.payload_logger import PayloadLogger
+from mlcanary.telemetry.events import CE_TYPE_REQUEST, CE_TYPE_RESPONSE, InferenceEvent
+from mlcanary.telemetry.store import InferenceLogStore, inference_log
+from mlcanary.testing.ports import free_ports
+
+FEATURES = [round(0.1 * i, 1) for i in range(30)]
+#: Events kept queued per logger: enough to never idle it, few enough to drain at once at the end.
+_MAX_PENDING = 200
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """One database's ingest run."""
+
+    backend: str
+    seconds: float
+    events_acked: int
+    requests_acked: int
+    events_per_s: float
+    requests_per_s: float
+    rows_with_request: int
+    rows_with_response: int
+    failed: int
+    dropped: int
+
+    @property
+    def lost(self) -> int:
+        """Acknowledged halves missing from the database."""
+        return self.events_acked - self.rows_with_request - self.rows_with_response
+
+
+def _events(arm: str, version: str, i: int) -> list[InferenceEvent]:
+    common = {"ce_id": f"{arm}-{i}", "source": f"http://bench/{arm}", "model": "fraud", "arm": arm}
+    now = datetime.now(UTC)
+    request = InferenceEvent(
+        ce_type=CE_TYPE_REQUEST,
+        time=now,
+        body=json.dumps({"instances": [FEATURES]}).encode(),
+        version=version,
+        **common,
+    )
+    response = InferenceEvent(
+        ce_type=CE_TYPE_RESPONSE,
+        time=now,
+        body=json.dumps({"predictions": [i % 2]}).encode(),
+        version=version,
+        latency_ms=3.0,
+        status=200,
+        **common,
+    )
+    return [request, response]
+
+
+def _feed(sink: PayloadLogger, arm: str, version: str, stop: threading.Event) -> None:
+    i = 0
+    while not stop.is_set():
+        if sink.stats()["pending"] > _MAX_PENDING:
+            time.sleep(0.001)
+            continue
+        for event in _events(arm, version, i):
+            sink.submit(event)
+        i += 1
+
+
+def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the collector exited with {process.returncode}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("the collector did not become healthy")
+
+
+def run_ingest(backend: str, db_url: str, seconds: float, progress) -> IngestResult:
+    """Measure the collector on ``db_url`` for ``seconds`` (see the module docstring)."""
+    InferenceLogStore(db_url).close()  # tables exist before the clock starts
+    (port,) = free_ports(1)
+    url = f"http://127.0.0.1:{port}"
+    argv = [sys.executable, "-m", "mlcanary.telemetry.collector", "--host", "127.0.0.1", "--port", str(port)]
+    process = subprocess.Popen([*argv, "--db-url", db_url, "--log-level", "warning"])
+    try:
+        _wait_healthy(url, process)
+        loggers = {arm: PayloadLogger(f"{url}/events") for arm in ("champion", "candidate")}
+        stop = threading.Event()
+        feeders = [
+            threading.Thread(target=_feed, args=(sink, arm, v, stop), daemon=True)
+            for (arm, sink), v in zip(loggers.items(), ("1", "2"), strict=True)
+        ]
+        started = time.perf_counter()
+        for feeder in feeders:
+            feeder.start()
+        time.sleep(seconds)
+        stop.set()
+        for feeder in feeders:
+            feeder.join()
+        for sink in loggers.values():
+            sink.close(timeout=120)
+        elapsed = time.perf_counter() - started
+        stats = [sink.stats() for sink in loggers.values()]
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    sent = sum(s["sent"] for s in stats)
+    with InferenceLogStore(db_url) as store, store.engine.connect() as connection:
+        t = inference_log
+        with_request, with_response = connection.execute(
+            select(func.count(t.c.request_received_at), func.count(t.c.response_received_at))
+        ).one()
+    result = IngestResult(
+        backend=backend,
+        seconds=elapsed,
+        events_acked=sent,
+        requests_acked=sent // 2,
+        events_per_s=sent / elapsed,
+        requests_per_s=sent / 2 / elapsed,
+        rows_with_request=int(with_request),
+        rows_with_response=int(with_response),
+        failed=sum(s["failed"] for s in stats),
+        dropped=sum(s["dropped"] for s in stats),
+    )
+    progress(f"ingest {backend}: {result.events_per_s:,.0f} events/s, lost {result.lost}")
+    return result

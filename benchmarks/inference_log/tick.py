@@ -1,0 +1,219 @@
+"""One monitor tick over a large window: the running sums against the full recomputation.
+
+For each database and window size: a 48-hour window of ``n`` logged requests (80 % champion,
+20 % candidate, 30 % labelled) is generated in SQL, the running sums are built once
+(:func:`~mlcanary.telemetry.rollup.rebuild`), then each round writes the next 15 minutes of traffic
+(1,000 requests through :meth:`InferenceLogStore.write_rows`, as the collector does) and 300
+labels arriving a day late (for requests of the same quarter-hour the day before), and times one
+measurement (``StoreMetricsSource.measure``, which folds
+them in and reads the sums). The reference is the full recomputation over the same window
+(:func:`~mlcanary.telemetry.aggregate.aggregate`, what every tick ran before), timed once, and its
+sums are compared with the tick's.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import text
+
+from mlcanary.rollout.state import Phase, ReleaseState
+from mlcanary.telemetry.aggregate import aggregate
+from mlcanary.telemetry.incremental import incremental_aggregate
+from mlcanary.telemetry.metrics import StoreMetricsSource
+from mlcanary.telemetry.rollup import rebuild
+from mlcanary.telemetry.rollup_tables import SUM_FIELDS
+from mlcanary.telemetry.store import Feedback, InferenceLogStore, InferenceRow
+
+WINDOW = timedelta(hours=48)
+TICK = timedelta(minutes=15)
+NEW_PER_TICK = 1_000
+LATE_LABELS_PER_TICK = 300
+END = datetime(2026, 3, 3, 12, 0, 0, 123_456, tzinfo=UTC)
+VERSIONS = {"champion": "1", "candidate": "2"}
+
+
+@dataclass(frozen=True)
+class TickResult:
+    """One (database, window size) cell: seconds for each phase, and whether the sums matched."""
+
+    backend: str
+    rows: int
+    generate_s: float
+    build_s: float
+    tick_s: float
+    ticks: list[float]
+    full_s: float
+    equal: bool
+
+
+def _generate_sql(dialect: str) -> tuple[str, str]:
+    """INSERT statements for ``:n`` requests ending at ``:end`` (epoch µs), and 30 % of their labels."""
+    columns = (
+        "request_id, instance_index, received_at, request_received_at, response_received_at, event_time, "
+        "model, arm, version, protocol, status_code, latency_ms, prediction, probability"
+    )
+    if dialect == "sqlite":
+        # Times as SQLAlchemy stores them on SQLite: naive UTC text with microseconds.
+        ts = "strftime('%Y-%m-%d %H:%M:%S', m / 1000000, 'unixepoch') || printf('.%06d', m % 1000000)"
+        u = "((abs(random()) % 999999) + 1) / 1000000.0"
+        source = (
+            "WITH RECURSIVE seq(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM seq WHERE i < :n - 1) "
+            "SELECT i, ts, u1, u2, u3 FROM (SELECT i, "
+            f"{ts} AS ts, {u} AS u1, {u} AS u2, {u} AS u3 FROM "
+            "(SELECT i, :end - :span + i * (:span / :n) AS m FROM seq))"
+        )
+        rid = "'b' || i"
+        label = "abs(random()) % 2"
+    else:
+        ts = "to_timestamp((:end - :span + i * (:span / :n)) / 1000000.0)"
+        source = (
+            f"SELECT i, {ts} AS ts, 1 - random() AS u1, random() AS u2, random() AS u3 "
+            "FROM generate_series(0, :n - 1) AS i"
+        )
+        rid = "'b' || i"
+        label = "floor(random() * 2)::int"
+    latency = "exp(2.3 + 0.45 * sqrt(-2 * ln(u1)) * cos(6.283185307 * u2))"
+    insert_log = (
+        f"INSERT INTO inference_log ({columns}) SELECT {rid}, 0, ts, ts, ts, ts, 'fraud', "
+        "CASE WHEN i % 5 = 0 THEN 'candidate' ELSE 'champion' END, "
+        "CASE WHEN i % 5 = 0 THEN '2' ELSE '1' END, "
+        "'v1', CASE WHEN u3 < 0.01 THEN 500 ELSE 200 END, "
+        f"{latency}, CASE WHEN u3 < 0.01 THEN NULL WHEN u3 >= 0.6 THEN 1 ELSE 0 END, "
+        "CASE WHEN u3 < 0.01 THEN NULL ELSE u3 END "
+        f"FROM ({source}) AS generated"
+    )
+    insert_labels = (
+        f"INSERT INTO feedback (request_id, instance_index, label, received_at) SELECT {rid}, 0, {label}, ts "
+        f"FROM ({source}) AS generated WHERE i % 10 < 3"
+    )
+    return insert_log, insert_labels
+
+
+def generate(store: InferenceLogStore, n: int) -> None:
+    """Bulk-insert ``n`` requests spread over the 48 hours before :data:`END`, in SQL."""
+    insert_log, insert_labels = _generate_sql(store.engine.dialect.name)
+    params = {
+        "n": n,
+        "end": int(END.timestamp() * 1_000_000),
+        "span": int(WINDOW.total_seconds() * 1_000_000),
+    }
+    with store.engine.begin() as connection:
+        connection.execute(text(insert_log), params)
+        connection.execute(text(insert_labels), params)
+    if store.engine.dialect.name == "postgresql":
+        with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text("VACUUM ANALYZE"))
+
+
+def _new_traffic(store: InferenceLogStore, round_index: int, n: int, rng: random.Random) -> datetime:
+    """The next tick's traffic (through the store's write path) and late labels; returns the tick time."""
+    now = END + TICK * (round_index + 1)
+    rows = []
+    for k in range(NEW_PER_TICK):
+        at = now - TICK + TICK * (k / NEW_PER_TICK)
+        arm = "candidate" if k % 5 == 0 else "champion"
+        p = rng.random()
+        rows.append(
+            InferenceRow(
+                request_id=f"t{round_index}-{k}",
+                instance_index=0,
+                model="fraud",
+                received_at=at,
+                arm=arm,
+                version=VERSIONS[arm],
+                protocol="v1",
+                status_code=200,
+                latency_ms=rng.lognormvariate(2.3, 0.45),
+                prediction=int(p >= 0.6),
+                probability=p,
+            )
+        )
+    for start in range(0, len(rows), 100):
+        store.write_rows(rows[start : start + 100])
+    # Labels arrive a day late: for requests of the same 15 minutes one day earlier.
+    per_tick = n * TICK / WINDOW
+    first = int(n / 2 + round_index * per_tick)
+    late = [
+        Feedback(f"b{rng.randrange(first, first + max(1, int(per_tick)))}", rng.randrange(2))
+        for _ in range(LATE_LABELS_PER_TICK)
+    ]
+    store.record_feedback_many(late, now=now)
+    return now
+
+
+def _release() -> ReleaseState:
+    return ReleaseState(
+        model="fraud",
+        champion_version="1",
+        candidate_version="2",
+        phase=Phase.PROGRESSING,
+        step_index=0,
+        traffic=20,
+        started_at=END - WINDOW,
+        step_started_at=END - WINDOW,
+    )
+
+
+def _sums_equal(store: InferenceLogStore, now: datetime, full_s: list[float]) -> bool:
+    kwargs = {"versions": VERSIONS, "window_start": now - TICK, "label_cutoff": now - timedelta(hours=1)}
+    started = time.perf_counter()
+    full = aggregate(
+        store, "fraud", END - WINDOW, now, slow_reference="champion", max_latency_rows=50_000, **kwargs
+    )
+    full_s.append(time.perf_counter() - started)
+    ours = incremental_aggregate(store, "fraud", END - WINDOW, now, **kwargs)
+    names = [f.name for f in fields(full["champion"]) if f.name in SUM_FIELDS or f.name.startswith("window_")]
+    for arm in VERSIONS:
+        for name in names:
+            a, b = getattr(ours[arm], name), getattr(full[arm], name)
+            if abs(a - b) > 1e-9 * max(1.0, abs(b)):
+                return False
+    return True
+
+
+def run_tick(backend: str, url: str, n: int, rounds: int, progress) -> TickResult:
+    """Generate, build, tick ``rounds`` times and recompute once, on a fresh database at ``url``."""
+    rng = random.Random(n)
+    with InferenceLogStore(url) as store:
+        started = time.perf_counter()
+        generate(store, n)
+        generated = time.perf_counter() - started
+        progress(f"{backend} n={n:,}: generated in {generated:.1f} s; building the running sums")
+        started = time.perf_counter()
+        rebuild(store, "fraud")
+        built = time.perf_counter() - started
+        source = StoreMetricsSource(store, label_delay=timedelta(hours=1))
+        ticks = []
+        now = END
+        for r in range(rounds):
+            now = _new_traffic(store, r, n, rng)
+            started = time.perf_counter()
+            source.measure(_release(), window_start=now - TICK, now=now)
+            ticks.append(time.perf_counter() - started)
+        progress(
+            f"{backend} n={n:,}: ticks {', '.join(f'{t * 1000:.0f}' for t in ticks)} ms; full recomputation"
+        )
+        full_s: list[float] = []
+        equal = _sums_equal(store, now, full_s)
+    if url.startswith("postgresql"):
+        _drop_all(url)
+    return TickResult(backend, n, generated, built, statistics.median(ticks), ticks, full_s[0], equal)
+
+
+def _drop_all(url: str) -> None:
+    from sqlalchemy import create_engine
+
+    from mlcanary.telemetry.rollup_tables import rollup_metadata
+    from mlcanary.telemetry.store import metadata
+
+    engine = create_engine(url)
+    try:
+        metadata.drop_all(engine)
+        rollup_metadata.drop_all(engine)
+    finally:
+        engine.dispose()

