@@ -45,8 +45,11 @@ platform: $(STAMP) ## MLflow + Prefect servers, worker, webhook receiver, stack 
 # are set up once); TEST_WORKERS=0 runs them in this process.
 TEST_WORKERS ?= auto
 
-test: $(STAMP) ## Every test suite: unit, flows and integration (real Envoy, MLflow, Prefect, the demo end to end)
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --durations=30
+test: $(STAMP) ## The test suites (unit, flows, integration with real processes), within 15 min on 2 cores
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not long" --durations=30
+
+test-long: $(STAMP) ## The long runs CI adds: the demo end to end, the platform, a crash at every step, Prefect on PostgreSQL, the model-server smoke
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m long --durations=15
 
 test-fast: $(STAMP) ## Unit tests only
 	$(BIN)/pytest -m "not integration and not flows and not slow"

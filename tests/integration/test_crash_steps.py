@@ -30,7 +30,7 @@ from mlcanary.serving.local.backend import LocalBackend
 from mlcanary.training import train
 from mlcanary.wiring import metrics_source
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 POLICY = {
     "rollout.steps": [50],

@@ -20,7 +20,7 @@ from mlcanary.serving.local.stack import stack_status
 from mlcanary.testing.ports import free_port_env
 from mlcanary.views.console import CAPTURED_WIDTH
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.long]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Distinctive values the run must never write anywhere (issue 14, item 10).

@@ -15,7 +15,7 @@ from benchmarks.model_server.__main__ import run
 from benchmarks.model_server.plan import SMOKE
 from benchmarks.model_server.report import render
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.long]
 
 
 def test_the_smoke_run_checks_every_answer_and_reports_every_goal() -> None:

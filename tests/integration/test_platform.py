@@ -22,7 +22,7 @@ from mlcanary.serving.local.backend import LocalBackend
 from mlcanary.serving.local.stack import stack_status
 from mlcanary.testing.ports import free_ports
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.long, pytest.mark.timeout(1200)]
 
 
 def _pgid(pid: int) -> int | None:

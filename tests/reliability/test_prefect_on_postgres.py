@@ -25,7 +25,7 @@ from mlcanary.runtime.processes import start_process, wait_for_http
 from mlcanary.testing.fakes import FakeWorld
 from mlcanary.testing.ports import free_ports
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.long]
 
 BIN = Path(__import__("sys").executable).parent
 POLICY = RolloutPolicy(
