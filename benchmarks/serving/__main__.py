@@ -14,7 +14,7 @@ from pathlib import Path
 
 import benchmarks.serving as package
 from benchmarks.serving.client import Traffic, client_process
-from benchmarks.serving.cpu import CpuShare, cpu_phase, pin_candidate, wait_idle
+from benchmarks.serving.cpu import CpuShare, cpu_phase, pin_candidate, stack_pids, wait_idle
 from benchmarks.serving.flips import FlipOutcome, analyse_flips, atomic_write_ms, do_flips, report_flips
 from benchmarks.serving.hop import bench_hop, report_hop
 from benchmarks.serving.machine import machine_facts
@@ -77,7 +77,9 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
                 say(f"pinned: {pinned}")
             say(f"mirroring ({plan.mirror_requests} requests per share, blocks of {plan.mirror_block})")
             with cpu_phase("mirroring", cpu):
-                mirror = bench_mirror(backend, model, info.front_door_url, path, bodies, plan)
+                mirror = bench_mirror(
+                    backend, model, info.front_door_url, path, bodies, plan, pids=stack_pids(state_dir)
+                )
             cores = os.cpu_count() or 1
             mirror_lines = [
                 *report_header(facts, time.perf_counter() - started, cpu),

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import httpx
 
+from benchmarks.serving.cpu import tree_cpu
 from benchmarks.serving.measure import fmt, pct, say, signed
 from benchmarks.serving.plan import Plan
 from mlcanary.serving.headers import ARM_SERVED_HEADER, SERVER_LATENCY_HEADER
@@ -30,14 +31,24 @@ class MirrorArm:
     server_ms: list[float] = field(default_factory=list)
     mirrored: int = 0
     failed: int = 0
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    """CPU seconds each process used during this share's blocks (``client`` is this process)."""
 
 
 def bench_mirror(
-    backend: LocalBackend, model: str, front_door: str, path: str, bodies: Sequence[bytes], plan: Plan
+    backend: LocalBackend,
+    model: str,
+    front_door: str,
+    path: str,
+    bodies: Sequence[bytes],
+    plan: Plan,
+    pids: Mapping[str, int] | None = None,
 ) -> list[MirrorArm]:
     """Sequential keep-alive requests through the weighted route (every answer from the champion),
     in blocks of ``plan.mirror_block`` per share, the shares rotating so that each sees the same
-    machine state; the share is switched with the backend's own calls between blocks."""
+    machine state; the share is switched with the backend's own calls between blocks. With ``pids``
+    (pidfile name → pid), the CPU each of those processes used during each share's blocks is kept."""
+    processes = dict(pids or {})
     arms = {share: MirrorArm(share) for share in SHARES}
     headers = {"content-type": "application/json"}
     blocks = plan.mirror_requests // plan.mirror_block
@@ -56,6 +67,7 @@ def bench_mirror(
                 backend.set_traffic(model, 0)
             arm = arms[share]
             before = backend.envoy.stats().candidate.rq_total
+            cpu_before = _cpu(processes)
             for i in range(plan.mirror_block):
                 body = bodies[(block * plan.mirror_block + i) % len(bodies)]
                 t0 = time.perf_counter_ns()
@@ -73,8 +85,39 @@ def bench_mirror(
                     arm.server_ms.append(float(response.headers.get(SERVER_LATENCY_HEADER)))
             time.sleep(0.2)  # let the last mirrored copies land before counting them
             arm.mirrored += backend.envoy.stats().candidate.rq_total - before
+            for name, used in _cpu(processes).items():
+                arm.cpu_s[name] = arm.cpu_s.get(name, 0.0) + used - cpu_before.get(name, 0.0)
     backend.set_traffic(model, 0)
     return [arms[share] for share in SHARES]
+
+
+def _cpu(processes: Mapping[str, int]) -> dict[str, float]:
+    """CPU seconds so far of each process (and its descendants), and of this one as ``client``."""
+    used = {name: tree_cpu(pid) for name, pid in processes.items()}
+    used["client"] = time.process_time()
+    return used
+
+
+def _cpu_rows(arms: Sequence[MirrorArm]) -> list[str]:
+    names = [
+        n for n in ("client", "envoy", "model-champion", "model-candidate", "collector") if n in arms[0].cpu_s
+    ]
+    if not names or len(names) == 1:
+        return []
+    rows = [
+        "CPU used per user request during each share's blocks (ms of CPU, from `/proc`; the "
+        "candidate's and the collector's include the copies' work):",
+        "",
+        "| mirrored to the candidate | " + " | ".join(names) + " |",
+        "| --- | " + " | ".join("---:" for _ in names) + " |",
+    ]
+    for arm in arms:
+        n = max(len(arm.client_ms), 1)
+        label = "none" if not arm.share else f"{arm.share:.0%}"
+        rows.append(
+            f"| {label} | " + " | ".join(f"{arm.cpu_s.get(x, 0.0) * 1000 / n:.2f}" for x in names) + " |"
+        )
+    return [*rows, ""]
 
 
 def report_mirror(arms: Sequence[MirrorArm], cores: int, pinned: str | None = None) -> list[str]:
@@ -107,6 +150,7 @@ def report_mirror(arms: Sequence[MirrorArm], cores: int, pinned: str | None = No
         "",
         *rows,
         "",
+        *_cpu_rows(arms),
         f"Non-200 (or not-champion) replies: {failed}. Envoy sends the copy without waiting for it, so "
         "what mirroring adds to the user's path is the machine's. "
         + (
