@@ -75,10 +75,21 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
                 pinned = pin_candidate(state_dir)
                 facts["cores (mirroring)"] = pinned or "not pinned: a single core"
                 say(f"pinned: {pinned}")
+            if args.no_log:
+                facts["payload log (mirroring)"] = (
+                    "off for the measured requests and their copies (`--no-log`)"
+                )
             say(f"mirroring ({plan.mirror_requests} requests per share, blocks of {plan.mirror_block})")
             with cpu_phase("mirroring", cpu):
                 mirror = bench_mirror(
-                    backend, model, info.front_door_url, path, bodies, plan, pids=stack_pids(state_dir)
+                    backend,
+                    model,
+                    info.front_door_url,
+                    path,
+                    bodies,
+                    plan,
+                    pids=stack_pids(state_dir),
+                    log=not args.no_log,
                 )
             cores = os.cpu_count() or 1
             mirror_lines = [
@@ -163,6 +174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="mirroring with the cluster's layout: the candidate's server and the collector on the last "
         "CPU, the user's path (client, Envoy, champion) on the others",
+    )
+    parser.add_argument(
+        "--no-log",
+        action="store_true",
+        help="mirroring with the payload log off for its requests (a diagnostic: what the log costs)",
     )
     args = parser.parse_args(argv)
     quiet_defaults()

@@ -13,7 +13,7 @@ import httpx
 from benchmarks.serving.cpu import tree_cpu
 from benchmarks.serving.measure import fmt, pct, say, signed
 from benchmarks.serving.plan import Plan
-from mlcanary.serving.headers import ARM_SERVED_HEADER, SERVER_LATENCY_HEADER
+from mlcanary.serving.headers import ARM_SERVED_HEADER, NO_LOG_HEADER, SERVER_LATENCY_HEADER
 from mlcanary.serving.local.backend import LocalBackend
 
 MIRROR_MARKERS = ("<!-- bench:mirror:start -->", "<!-- bench:mirror:end -->")
@@ -43,14 +43,18 @@ def bench_mirror(
     bodies: Sequence[bytes],
     plan: Plan,
     pids: Mapping[str, int] | None = None,
+    log: bool = True,
 ) -> list[MirrorArm]:
     """Sequential keep-alive requests through the weighted route (every answer from the champion),
     in blocks of ``plan.mirror_block`` per share, the shares rotating so that each sees the same
     machine state; the share is switched with the backend's own calls between blocks. With ``pids``
-    (pidfile name → pid), the CPU each of those processes used during each share's blocks is kept."""
+    (pidfile name → pid), the CPU each of those processes used during each share's blocks is kept.
+    ``log=False`` marks every request not to be logged (a diagnostic: the payload log's share)."""
     processes = dict(pids or {})
     arms = {share: MirrorArm(share) for share in SHARES}
     headers = {"content-type": "application/json"}
+    if not log:
+        headers[NO_LOG_HEADER] = "1"
     blocks = plan.mirror_requests // plan.mirror_block
     deadline = time.monotonic() + 300.0
     with httpx.Client(base_url=front_door, timeout=10.0, trust_env=False) as client:
