@@ -346,7 +346,7 @@ def _v2_column(
     data = tensor["data"]
     if not isinstance(data, list):
         raise RequestError(BAD_REQUEST, f"{where}.data must be a list, got {_json_type(data)}")
-    values = _flatten(data)
+    values = flatten(data)
     if len(values) != rows:
         raise RequestError(
             BAD_REQUEST, f"{where}.data has {len(values)} values but shape {shape} needs {rows}"
@@ -363,7 +363,8 @@ def _v2_column(
     return column
 
 
-def _flatten(data: list[Any]) -> list[Any]:
+def flatten(data: list[Any]) -> list[Any]:
+    """The values of a nested list, row-major (``data`` itself when it is flat already)."""
     if not any(isinstance(item, list) for item in data):
         return data
     flat: list[Any] = []

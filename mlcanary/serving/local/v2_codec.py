@@ -32,6 +32,7 @@ from mlcanary.serving.local.inference_protocol import (
     V2_DATATYPES,
     RequestError,
     coerce_value,
+    flatten,
     frame_of,
     parse_v1_columns,
     parse_v2_request,
@@ -203,7 +204,7 @@ def _check_tensor(tensor: Any, where: str) -> tuple[str, list[int], list[Any]]:
         )
     if not isinstance(data, list):
         raise RequestError(BAD_REQUEST, f"{where}.data must be a list, got {_json_kind(data)}")
-    flat = _flatten(data)
+    flat = flatten(data)
     if len(flat) != int(np.prod(shape)):
         raise RequestError(
             BAD_REQUEST, f"{where}.data has {len(flat)} values but shape {shape} needs {int(np.prod(shape))}"
@@ -302,20 +303,6 @@ def _to_array(instances: list[Any], spec: TensorInput, where: str) -> np.ndarray
     array = _typed_array(nested.ravel().tolist(), spec, where).reshape(nested.shape)
     _check_shape(array, spec, where)
     return array
-
-
-def _flatten(data: list[Any]) -> list[Any]:
-    flat: list[Any] = []
-    stack: list[Any] = [iter(data)]
-    while stack:
-        for item in stack[-1]:
-            if isinstance(item, list):
-                stack.append(iter(item))
-                break
-            flat.append(item)
-        else:
-            stack.pop()
-    return flat
 
 
 # -- answers ---------------------------------------------------------------------------------------
