@@ -5,6 +5,7 @@ checks call, with the threshold explained in words."""
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -13,6 +14,7 @@ from mlcanary.rollout.stats.summaries import (
     DEFAULT_ALPHA,
     DEFAULT_MIN_SAMPLES,
     LIMIT_EFFECT,
+    BatchComparison,
     ComparisonResult,
     Direction,
     MeanSummary,
@@ -44,6 +46,21 @@ def _threshold_text(opts: Options, margin: float, pass_margin: float, log_scale:
     if opts.pass_tolerance == 0 and opts.pass_relative_tolerance == 0:
         text += " (tolerance 0: any significant harm fails; only a significant improvement passes)"
     return text
+
+
+def _batch_fields(batch: BatchComparison, opts: Options) -> dict[str, Any]:
+    """The fields of a :class:`ComparisonResult` read the same way from any one-row batch
+    comparison: the verdict, the estimate and its confidence sequence, the p-value, the pass bound
+    and alpha."""
+    return {
+        "verdict": str(batch.verdicts),
+        "estimate": float(batch.estimate),
+        "ci_low": float(batch.ci_low),
+        "ci_high": float(batch.ci_high),
+        "p_value": float(batch.p_value),
+        "pass_bound": float(batch.pass_bound),
+        "alpha": opts.alpha,
+    }
 
 
 def compare(
@@ -148,11 +165,7 @@ def compare(
     )
     margin, pass_margin = float(batch.margin), float(batch.pass_margin)
     return ComparisonResult(
-        verdict=str(batch.verdicts),  # type: ignore[arg-type]
-        estimate=float(batch.estimate),
-        ci_low=float(batch.ci_low),
-        ci_high=float(batch.ci_high),
-        p_value=float(batch.p_value),
+        **_batch_fields(batch, opts),
         n_champion=champion.n,
         n_candidate=candidate.n,
         test=f"mixture-SPRT confidence sequence on the {kind}",
@@ -160,9 +173,7 @@ def compare(
         margin=margin,
         champion_value=float(values[0]),
         candidate_value=float(values[1]),
-        alpha=opts.alpha,
         pass_margin=pass_margin,
-        pass_bound=float(batch.pass_bound),
     )
 
 
@@ -210,21 +221,15 @@ def compare_with_limit(
     )
     side = "below" if direction == "decrease_is_bad" else "above"
     return ComparisonResult(
-        verdict=str(batch.verdicts),  # type: ignore[arg-type]
-        estimate=float(batch.estimate),
-        ci_low=float(batch.ci_low),
-        ci_high=float(batch.ci_high),
-        p_value=float(batch.p_value),
+        **_batch_fields(batch, opts),
         n_champion=0,
         n_candidate=observed.n,
         pass_margin=0.0,
-        pass_bound=float(batch.pass_bound),
         test="mixture-SPRT confidence sequence on one proportion against a fixed limit",
         threshold=f"fail if the rate is confidently {side} {bound:g}",
         margin=0.0,
         champion_value=bound,
         candidate_value=observed.rate,
-        alpha=opts.alpha,
     )
 
 
@@ -282,11 +287,7 @@ def compare_paired(
         bounded=False,
     )
     return ComparisonResult(
-        verdict=str(batch.verdicts),  # type: ignore[arg-type]
-        estimate=float(batch.estimate),
-        ci_low=float(batch.ci_low),
-        ci_high=float(batch.ci_high),
-        p_value=float(batch.p_value),
+        **_batch_fields(batch, opts),
         n_champion=differences.n,
         n_candidate=differences.n,
         test="mixture-SPRT confidence sequence on the mean of paired differences",
@@ -294,7 +295,5 @@ def compare_paired(
         margin=float(batch.margin),
         champion_value=0.0,
         candidate_value=differences.mean,
-        alpha=opts.alpha,
         pass_margin=float(batch.pass_margin),
-        pass_bound=float(batch.pass_bound),
     )
