@@ -120,6 +120,12 @@ def _finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _finite_values(result: list[dict[str, Any]]) -> list[float]:
+    """The finite sample values of an instant vector (NaN and missing values left out)."""
+    found = (_finite((series.get("value") or [None, None])[1]) for series in result)
+    return [value for value in found if value is not None]
+
+
 def _duration(seconds: float) -> str:
     return f"{max(math.ceil(seconds), 1)}s"
 
@@ -191,8 +197,7 @@ class PrometheusMetricsSource:
             at,
             services="|".join(re.escape(s) for s in services),
         )
-        values = [v for v in (_finite((s.get("value") or [None, None])[1]) for s in result) if v is not None]
-        return round(sum(values))
+        return round(sum(_finite_values(result)))
 
     # -- one arm ---------------------------------------------------------------------------------
 
@@ -230,9 +235,7 @@ class PrometheusMetricsSource:
         values = []
         for q in QUANTILES:
             result = self._run(self.settings.quantile_query, workloads, seconds, at, quantile=q)
-            finite = [
-                v for v in (_finite((s.get("value") or [None, None])[1]) for s in result) if v is not None
-            ]
+            finite = _finite_values(result)
             if len(finite) != 1:
                 return None  # NaN, empty or ambiguous: no data
             values.append(finite[0])
