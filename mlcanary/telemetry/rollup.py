@@ -11,7 +11,8 @@ of re-adding the few coarser buckets above them, not that of the window:
 3. in one write transaction that first locks the model's ``rollup_state`` row (refreshes are
    serialised): delete each mark *only if its generation is unchanged* — a write that committed
    after step 1 bumped it and keeps its bucket marked for the next refresh — replace the rows of the
-   buckets whose marks were deleted, and add the difference (new − old) to each coarser bucket above
+   buckets still marked (bumped or not: the sums are then at least as new as step 2's reading, what
+   a tick right after needs), and add the difference (new − old) to each coarser bucket above
    them. Counts and histograms stay exact; float sums collect rounding of the order of 1e-16 per
    change (a :func:`rebuild` resets it).
 
@@ -293,19 +294,22 @@ def _fold_in(connection: Any, log: str, model: str, fresh: set[int], computed: d
 
 def _take_marks(connection: Any, log: str, model: str, read: dict[int, int]) -> set[int]:
     """Delete the marks still at the generation read (locking them first on PostgreSQL, so a writer
-    cannot bump one in between); returns their buckets. Marks bumped since stay for next time."""
+    cannot bump one in between); returns the buckets still marked when this transaction began,
+    which the caller folds in. A mark bumped since stays for the next refresh — its bucket is folded
+    in anyway, from this refresh's reading, so a tick never reads sums older than that reading. A
+    mark that is gone was folded in by a concurrent refresh from a newer reading: left alone."""
     d = rollup_dirty
-    fresh: set[int] = set()
+    present: set[int] = set()
     buckets = sorted(read)
     for start in range(0, len(buckets), _CHUNK):
         chunk = buckets[start : start + _CHUNK]
         scope = [d.c.log == log, d.c.model == model, d.c.bucket.in_(chunk)]
-        current = connection.execute(select(d.c.bucket, d.c.generation).where(*scope).with_for_update())
+        current = connection.execute(select(d.c.bucket, d.c.generation).where(*scope).with_for_update()).all()
         same = [bucket for bucket, generation in current if read.get(bucket) == generation]
         if same:
             connection.execute(delete(d).where(d.c.log == log, d.c.model == model, d.c.bucket.in_(same)))
-        fresh.update(same)
-    return fresh
+        present.update(bucket for bucket, _generation in current)
+    return present
 
 
 def refresh(store: InferenceLogStore, model: str, *, table: Table = inference_log) -> int:
@@ -338,9 +342,9 @@ def refresh(store: InferenceLogStore, model: str, *, table: Table = inference_lo
                 rows.update(compute_sums(connection, model, since, until, by_bucket=True, table=table))
         with engine.begin() as connection:
             _lock_state(connection, log, model)
-            fresh = _take_marks(connection, log, model, {bucket: marks[bucket] for bucket in chunk})
-            _fold_in(connection, log, model, fresh, rows)
-        recomputed += len(fresh)
+            marked = _take_marks(connection, log, model, {bucket: marks[bucket] for bucket in chunk})
+            _fold_in(connection, log, model, marked, rows)
+        recomputed += len(marked)
     return recomputed
 
 

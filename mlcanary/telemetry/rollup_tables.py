@@ -7,11 +7,13 @@ histogram (:mod:`mlcanary.telemetry.latency_histogram`). Buckets come in :data:`
 span below it, so any window is covered by a few dozen rows whatever its length.
 
 ``rollup_dirty`` is the change log: every write to ``inference_log`` and every label upserts one row
-per 10-second bucket it touched (``generation`` + 1), **in the same transaction as the data**. So a
+per 10-second bucket it touched (a new random ``generation``), **in the same transaction as the data**. So a
 bucket is marked exactly when its rows change, in commit order by construction: a transaction that
 commits late (concurrent writers, a long batch) carries its marks with it, and no high-water mark or
 safety margin is needed. :mod:`mlcanary.telemetry.rollup` recomputes marked buckets and removes a mark
-only if its generation is still the one it read.
+only if its generation is still the one it read. Generations are random rather than counted so that a
+mark deleted by one refresh and created again by a write cannot look unchanged to another refresh
+that read the first one (a counter would restart at the same value).
 
 ``rollup_state`` has one row per (log, model) whose sums exist; without it the sums are (re)built
 from the log first. Refreshes lock this row, so they are serialised on PostgreSQL as on SQLite.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
+import secrets
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -101,6 +104,9 @@ LABEL_FIELDS: tuple[str, ...] = (
     "log_loss_sq_sum",
 )
 
+#: Generations fit a 32-bit INTEGER column (0 is what a full rebuild's marks carry).
+_GENERATIONS = 2**31 - 2
+
 rollup_dirty = Table(
     "rollup_dirty",
     rollup_metadata,
@@ -156,8 +162,9 @@ def mark_changed(
 
     Keys go in sorted order, so concurrent writers lock marks in the same order (no deadlocks).
     """
+    generation = secrets.randbelow(_GENERATIONS) + 1
     params = [
-        {"log": log, "model": model, "bucket": int(bucket), "generation": 0}
+        {"log": log, "model": model, "bucket": int(bucket), "generation": generation}
         for model, bucket in sorted(set(keys))
     ]
     if params:
@@ -170,5 +177,5 @@ def _mark_statement(insert: Callable[[Table], Any]) -> Any:
     stmt = insert(rollup_dirty)
     return stmt.on_conflict_do_update(
         index_elements=[rollup_dirty.c.log, rollup_dirty.c.model, rollup_dirty.c.bucket],
-        set_={"generation": rollup_dirty.c.generation + 1},
+        set_={"generation": stmt.excluded.generation},
     )

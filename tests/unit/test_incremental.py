@@ -12,12 +12,15 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 
+import mlcanary.telemetry.rollup as rollup_module
 from mlcanary.rollout.stats import LATENCY_FLOOR_MS
 from mlcanary.telemetry.aggregate import ArmAggregate, aggregate
 from mlcanary.telemetry.incremental import cover, incremental_aggregate
 from mlcanary.telemetry.latency_histogram import RELATIVE_ACCURACY, LatencyHistogram
 from mlcanary.telemetry.rollup import rebuild, refresh
+from mlcanary.telemetry.rollup_tables import BUCKET_SECONDS, rollup, rollup_dirty
 from mlcanary.telemetry.store import InferenceLogStore, InferenceRow
 
 T0 = datetime(2026, 2, 1, 9, 0, 3, 250_000, tzinfo=UTC)
@@ -160,34 +163,64 @@ def test_a_refresh_recomputes_only_the_buckets_that_changed(tmp_path: Path) -> N
         assert refresh(store, "fraud") == 2
 
 
-def test_a_mark_written_after_the_read_survives_the_refresh(tmp_path: Path) -> None:
-    """A write that commits between a refresh's read and its write keeps its bucket marked."""
-    from sqlalchemy import select, update
-
-    from mlcanary.telemetry.rollup_tables import rollup_dirty
-
+def test_a_write_between_a_refreshs_read_and_its_write_stays_marked_and_is_read_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bucket of a write that commits while a refresh computes is folded in from the refresh's
+    reading (a tick right after counts every row committed before it) and stays marked (the next
+    refresh adds the late write)."""
     with InferenceLogStore(f"sqlite:///{tmp_path / 'log.db'}") as store:
         store.write_rows(list(halves("a", "champion", "1", 1.0, 5.0, 200, 1)))
         refresh(store, "fraud")
         store.write_rows(list(halves("b", "champion", "1", 2.0, 5.0, 200, 1)))
-        import mlcanary.telemetry.rollup as rollup_module
-
         original = rollup_module.compute_sums
 
         def racing(*args, **kwargs):
             found = original(*args, **kwargs)
-            with store.engine.begin() as connection:  # a concurrent writer commits here
-                connection.execute(update(rollup_dirty).values(generation=rollup_dirty.c.generation + 1))
+            store.write_rows(list(halves("c", "champion", "1", 3.0, 5.0, 200, 1)))  # commits here
             return found
 
-        rollup_module.compute_sums = racing
-        try:
-            assert refresh(store, "fraud") == 0
-        finally:
-            rollup_module.compute_sums = original
-        with store.engine.connect() as connection:
-            assert connection.execute(select(rollup_dirty.c.bucket)).all()
+        monkeypatch.setattr(rollup_module, "compute_sums", racing)
         assert refresh(store, "fraud") == 1
+        monkeypatch.setattr(rollup_module, "compute_sums", original)
+        with store.engine.connect() as connection:
+            assert len(connection.execute(select(rollup_dirty.c.bucket)).all()) == 1
+            stored = connection.execute(
+                select(rollup.c.responses).where(rollup.c.span == BUCKET_SECONDS, rollup.c.arm == "champion")
+            ).scalar_one()
+        assert stored == 2  # a and b: what was committed before the refresh read the log
+        assert refresh(store, "fraud") == 1
+        assert_equal_to_full(store, T0, T0 + timedelta(seconds=60))
+        with store.engine.connect() as connection:
+            assert connection.execute(select(rollup_dirty.c.bucket)).all() == []
+
+
+def test_a_mark_a_concurrent_refresh_took_is_not_folded_in_from_an_older_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two refreshes overlap: the later one folds in and removes the mark, a write marks the bucket
+    again; the earlier one, reading from before either, must not take that new mark for its own."""
+    with InferenceLogStore(f"sqlite:///{tmp_path / 'log.db'}") as store:
+        store.write_rows(list(halves("a", "champion", "1", 1.0, 5.0, 200, 1)))
+        refresh(store, "fraud")
+        store.write_rows(list(halves("b", "champion", "1", 2.0, 5.0, 200, 1)))
+        original = rollup_module.compute_sums
+        calls = {"n": 0}
+
+        def overtaken(*args, **kwargs):
+            found = original(*args, **kwargs)
+            calls["n"] += 1
+            if calls["n"] == 1:  # the first refresh's reading is done; another one overtakes it
+                refresh(store, "fraud")
+                store.write_rows(list(halves("c", "champion", "1", 3.0, 5.0, 200, 1)))
+            return found
+
+        monkeypatch.setattr(rollup_module, "compute_sums", overtaken)
+        refresh(store, "fraud")
+        monkeypatch.setattr(rollup_module, "compute_sums", original)
+        with store.engine.connect() as connection:
+            assert len(connection.execute(select(rollup_dirty.c.bucket)).all()) == 1, "c's mark was lost"
+        assert_equal_to_full(store, T0, T0 + timedelta(seconds=60))
 
 
 @given(st.integers(0, 10_000), st.integers(0, 20_000))
