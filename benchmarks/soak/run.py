@@ -1,0 +1,156 @@
+"""One soak from start to end: train, bring the stack up, traffic + release + memory samples for
+the whole duration, then read every counter and reconcile. The stack is always taken down."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from benchmarks.serving.cpu import CpuShare, cpu_phase, stack_pids
+from benchmarks.serving.measure import say
+from benchmarks.serving.setup import bench_settings
+from benchmarks.soak import counters
+from benchmarks.soak.client import ClientResult, soak_client
+from benchmarks.soak.memory import MemorySampler
+from benchmarks.soak.plan import SoakPlan
+from benchmarks.soak.reconcile import Counts, Reconciliation, reconcile
+from benchmarks.soak.release import ReleaseLog, drive_release, register_turning_candidate
+
+if TYPE_CHECKING:
+    from mlcanary.config import Settings
+
+CLIENT = "client (load generator)"
+DRIVER = "soak driver (rollout engine)"
+LOGGER_WARNINGS = {
+    "dropped": "payload logger dropped",
+    "failed": "payload logger failed to deliver",
+    "undelivered": "undelivered event",
+}
+
+
+@dataclass
+class SoakResult:
+    """Everything the report shows."""
+
+    plan: SoakPlan
+    versions: tuple[str, str]
+    client: ClientResult
+    release: ReleaseLog
+    reconciliation: Reconciliation
+    counts: Counts
+    memory: dict[str, list[tuple[float, int]]]
+    cpu: dict[str, CpuShare]
+    candidate_log_warnings: Mapping[str, int] = field(default_factory=dict)
+    facts: dict[str, str] = field(default_factory=dict)
+
+
+def _drained_logger(url: str, timeout_s: float = 30.0) -> dict[str, int] | None:
+    """The champion's payload-logger counters once its queue has drained."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        stats = counters.payload_logger(url)
+        if stats is None:
+            return None
+        if stats["pending"] == 0 and stats["sent"] + stats["failed"] == stats["enqueued"]:
+            return {**stats, "final": 1}
+        if time.monotonic() > deadline:
+            return stats
+        time.sleep(0.5)
+
+
+def soak_settings(plan: SoakPlan, work_dir: Path, rows: int = 2000, estimator: str | None = None) -> Settings:
+    """The stack's settings: state (MLflow, inference log, logs) under ``work_dir``, free ports,
+    the plan's policy."""
+    return bench_settings(work_dir / "state", rows, estimator, plan.overrides())
+
+
+def run_soak(plan: SoakPlan, settings: Settings, work_dir: Path) -> SoakResult:
+    """Run the soak of ``plan`` on a stack of ``settings`` (see :func:`soak_settings`)."""
+    from mlcanary.registry.mlflow_registry import registry_from_settings
+    from mlcanary.serving.local.envoy import EnvoyLayout
+    from mlcanary.serving.local.stack import down, up
+    from mlcanary.training import train
+
+    state_dir = settings.state_dir
+    model = settings.model.name
+    rows = settings.data.synthetic.rows
+    say(f"training @champion ({settings.model.estimator}, {rows} rows) in {state_dir}")
+    champion = train(settings, registry_from_settings(settings)).version
+    candidate = register_turning_candidate(settings, champion, plan.healthy_calls)
+    serving = settings.serving
+    candidate_url = serving.url(serving.candidate_port)
+    last_candidate: dict[str, dict[str, int] | None] = {"stats": None}
+
+    def poll_candidate() -> None:
+        stats = counters.payload_logger(candidate_url)
+        if stats is not None:
+            last_candidate["stats"] = stats
+
+    cpu: dict[str, CpuShare] = {}
+    try:
+        say("bringing the local stack up (collector, Envoy, champion)")
+        info = up(settings, with_candidate=False)
+        sampler: MemorySampler | None = None
+        with (
+            cpu_phase("soak", cpu),
+            soak_client(
+                work_dir / "client",
+                {
+                    "url": info.front_door_url,
+                    "collector_url": serving.collector_url,
+                    "model": model,
+                    "rate": plan.rate,
+                    "duration_s": plan.duration_s,
+                    "seed": plan.seed,
+                },
+            ) as client_run,
+        ):
+            t0 = time.monotonic()
+            sampler = MemorySampler(
+                lambda: {**stack_pids(state_dir), CLIENT: client_run.pid, DRIVER: os.getpid()},
+                interval_s=plan.sample_s,
+            )
+            sampler.start()
+            say(f"soak: {plan.rate:g} requests/s for {plan.minutes:g} min; release of v{candidate}")
+            try:
+                release = drive_release(settings, plan, candidate, t0, poll_candidate)
+                say("waiting for the client to drain")
+                client = client_run.wait()
+            finally:
+                sampler.stop()
+        say("reading every counter")
+        store_rows, halves, labels = counters.store_counts(info.store_url, client.run_id)
+        loggers = {"champion": _drained_logger(info.champion_url)}
+        final_candidate = counters.payload_logger(candidate_url)
+        loggers["candidate"] = {**final_candidate, "final": 1} if final_candidate else last_candidate["stats"]
+        counts = Counts(
+            run_id=client.run_id,
+            records=client.records,
+            client=client.report,
+            access_log=counters.access_log(EnvoyLayout.from_settings(settings).access_log_path),
+            envoy_stats=counters.envoy_stats(info.envoy_admin_url),
+            store_rows=store_rows,
+            store_halves=halves,
+            labels_stored=labels,
+            collector=counters.collector_stats(serving.collector_url),
+            loggers=loggers,
+        )
+        warnings = counters.log_warnings(state_dir / "logs" / "model-candidate.log", LOGGER_WARNINGS)
+    finally:
+        say("taking the stack down")
+        down(settings)
+    return SoakResult(
+        plan=plan,
+        versions=(champion, candidate),
+        client=client,
+        release=release,
+        reconciliation=reconcile(counts),
+        counts=counts,
+        memory=sampler.samples if sampler else {},
+        cpu=cpu,
+        candidate_log_warnings=warnings,
+    )
