@@ -335,6 +335,9 @@ async def test_predictor_failure_is_500_json_and_logged(
         assert response.status_code == 500
         assert fragment in response.json()["error"]
         assert [e.status for e in sink.events] == [None, 500]
+        # The request event carries the body as received (a failure must not empty it: the
+        # collector would refuse the event and the row would lose its features).
+        assert json.loads(sink.events[0].body) == {"instances": fitted.records(2)}
         assert (await client.get("/v2/health/live")).status_code == 200
 
 
