@@ -56,8 +56,9 @@ class MemorySampler:
     _thread: threading.Thread | None = None
     _t0: float = 0.0
 
-    def start(self) -> None:
-        self._t0 = time.monotonic()
+    def start(self, t0: float | None = None) -> None:
+        """Sample from now on; times are seconds after ``t0`` (monotonic; default now)."""
+        self._t0 = time.monotonic() if t0 is None else t0
         self.sample()
         self._thread = threading.Thread(target=self._run, name="soak-memory", daemon=True)
         self._thread.start()
@@ -99,15 +100,17 @@ class MemoryTrend:
         return self.slope_mib_per_min <= FLAT_MIB_PER_MIN
 
 
-def memory_trend(name: str, samples: Sequence[tuple[float, int]], warmup_s: float) -> MemoryTrend:
+def memory_trend(
+    name: str, samples: Sequence[tuple[float, int]], warmup_s: float, ready_s: float = 0.0
+) -> MemoryTrend:
     """The trend of ``samples`` (seconds since the start, RSS bytes); the slope is fitted to the
-    samples at or after ``warmup_s`` (after the process's own first sample, for a process that
-    started late)."""
+    samples from ``warmup_s`` after the process was ready (``ready_s``, e.g. a model server started
+    mid-soak, which loads its model first) or after its own first sample, whichever is later."""
     if not samples:
         raise ValueError(f"no memory samples for {name}")
     t = np.array([s[0] for s in samples], dtype=float)
     mib = np.array([s[1] for s in samples], dtype=float) / MIB
-    settled = t >= t[0] + warmup_s
+    settled = t >= max(t[0], ready_s) + warmup_s
     slope = None
     if np.count_nonzero(settled) >= MIN_FIT_SAMPLES and np.ptp(t[settled]) > 0:
         slope = float(np.polyfit(t[settled] / 60.0, mib[settled], 1)[0])

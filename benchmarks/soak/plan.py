@@ -18,8 +18,9 @@ FAILURE_SHARE: Final = 0.3
 class SoakPlan:
     """A soak of ``minutes`` at ``rate`` requests/s, and the release it drives meanwhile.
 
-    Timeline as fractions of the duration D: the canary starts at ``start_at`` (5 %), each step
-    bakes ``bake`` before the engine may step up (25 %, then 50 %), the candidate turns bad about
+    Timeline as fractions of the duration D: the canary starts at ``start_at`` (at 5 % of the
+    traffic), each step bakes ``bake`` before the engine may step up (25 %, then 50 %), the
+    candidate turns bad about
     ``bad_after`` into its last step (``healthy_calls`` model calls after it started), and the engine
     must have rolled it back by ``rollback_deadline``; if it has not, the soak rolls back by hand
     (and says so). The rest of the soak runs on the champion alone.
@@ -30,7 +31,7 @@ class SoakPlan:
     tick_s: int = 0
     """Seconds between the engine's ticks; 0: D / 40, within [1, 5]."""
     sample_s: float = 2.0
-    start_at: float = 0.1
+    start_at: float = 0.05
     bake: float = 0.2
     bad_after: float = 0.1
     rollback_deadline: float = 0.85

@@ -16,7 +16,10 @@ _MARK = {True: "✓", False: "✗", None: "—"}
 
 def trends(result: SoakResult) -> list[MemoryTrend]:
     warmup = result.plan.warmup_s
-    return [memory_trend(name, samples, warmup) for name, samples in sorted(result.memory.items())]
+    return [
+        memory_trend(name, samples, warmup, result.ready_s.get(name, 0.0))
+        for name, samples in sorted(result.memory.items())
+    ]
 
 
 def memory_flat(result: SoakResult) -> bool:

@@ -44,6 +44,8 @@ class SoakResult:
     counts: Counts
     memory: dict[str, list[tuple[float, int]]]
     cpu: dict[str, CpuShare]
+    ready_s: Mapping[str, float] = field(default_factory=dict)
+    """Seconds after the memory sampler's start when a process started late was ready."""
     candidate_log_warnings: Mapping[str, int] = field(default_factory=dict)
     facts: dict[str, str] = field(default_factory=dict)
 
@@ -114,7 +116,7 @@ def run_soak(plan: SoakPlan, settings: Settings, work_dir: Path) -> SoakResult:
                 lambda: {**stack_pids(state_dir), CLIENT: client_run.pid, DRIVER: os.getpid()},
                 interval_s=plan.sample_s,
             )
-            sampler.start()
+            sampler.start(t0)
             say(f"soak: {plan.rate:g} requests/s for {plan.minutes:g} min; release of v{candidate}")
             try:
                 release = drive_release(settings, plan, candidate, t0, poll_candidate)
@@ -152,5 +154,13 @@ def run_soak(plan: SoakPlan, settings: Settings, work_dir: Path) -> SoakResult:
         counts=counts,
         memory=sampler.samples if sampler else {},
         cpu=cpu,
+        ready_s=_ready_s(release, t0),
         candidate_log_warnings=warnings,
     )
+
+
+def _ready_s(release: ReleaseLog, t0: float) -> dict[str, float]:
+    """The candidate's server was ready when the canary started (its second phase)."""
+    if len(release.phases) < 2:
+        return {}
+    return {"model-candidate": release.phases[1][0] / 1e9 - t0}
