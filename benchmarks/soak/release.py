@@ -76,9 +76,10 @@ def drive_release(
     t0: float,
     poll: Callable[[], None],
 ) -> ReleaseLog:
-    """Start the canary at ``plan.start_at``, tick every ``plan.tick_interval_s`` until the release ends,
-    roll back by hand if the engine has not by ``plan.rollback_deadline``, then wait for the end of
-    the soak. ``poll`` is called about every second (the candidate's payload-logger counters)."""
+    """Start the canary at ``plan.start_at``, tick every ``plan.tick_interval_s`` until the release
+    ends, roll back by hand if the engine has not by ``plan.rollback_deadline`` (or by the end of a
+    soak too short for the timeline), then wait for the end of the soak. ``poll`` is called about
+    every second (the candidate's payload-logger counters)."""
     from mlcanary.wiring import build_engine
 
     engine = build_engine(settings, runner="soak")
@@ -124,6 +125,11 @@ def drive_release(
             log.phases.append((time.monotonic_ns(), f"after the {state.phase.value.replace('_', ' ')}"))
             say(f"release {state.phase.value}: {state.reason}")
             break
+    if not state.phase.terminal:  # a soak too short for the timeline still ends the release
+        state = engine.rollback(model, "soak: over before the release ended")
+        log.rolled_back_by_hand = True
+        note("rollback (by hand)", 0, state.reason or "")
+        log.phases.append((time.monotonic_ns(), "after the rollback (by hand)"))
     log.outcome = f"{state.phase.value}: {state.reason}"
     _sleep_until(end, poll)
     return log

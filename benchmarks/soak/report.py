@@ -64,6 +64,27 @@ def _release(result: SoakResult) -> list[str]:
     return lines
 
 
+def _per_arm(result: SoakResult) -> list[str]:
+    """The run's requests per arm as the client, Envoy and the inference log counted them."""
+    counts = result.counts
+    prefix = f"{counts.run_id}-"
+    rows = [
+        "| arm | client: answered by its server | of which 5xx | Envoy access log | inference-log rows |",
+        "|---|--:|--:|--:|--:|",
+    ]
+    for arm in ("champion", "candidate"):
+        served = [r for r in counts.records if r.server_arm == arm]
+        envoy = sum(
+            1
+            for line in counts.access_log
+            if line.get("upstream_cluster") == arm and str(line.get("request_id") or "").startswith(prefix)
+        )
+        stored = sum(1 for row in counts.store_rows.values() if row.arm == arm)
+        errors = sum(1 for r in served if r.status >= 500)
+        rows.append(f"| {arm} | {len(served):,} | {errors:,} | {envoy:,} | {stored:,} |")
+    return rows
+
+
 def _reconciliation(result: SoakResult) -> list[str]:
     rows = ["| equation | expected | observed | | note |", "|---|--:|--:|:-:|---|"]
     for line in result.reconciliation.lines:
@@ -143,6 +164,8 @@ def render(result: SoakResult, elapsed_s: float) -> str:
         "Transport errors and shed requests have no answer and no time: they count in the verdict above.",
         "",
         "### Reconciliation",
+        "",
+        *_per_arm(result),
         "",
         *_reconciliation(result),
         "",
