@@ -20,6 +20,13 @@ if TYPE_CHECKING:
     from mlcanary.config import Settings
 
 
+_AFTER = {
+    "rolled_back": "after the rollback",
+    "promoted": "after the promotion",
+    "failed": "after the failure",
+}
+
+
 def register_turning_candidate(settings: Settings, champion: str, healthy_calls: int) -> str:
     """Register the champion's model behind :class:`models.faults.FaultyModel`: healthy for its
     first ``healthy_calls`` model calls, then failing ``FAILURE_SHARE`` of them; set ``@candidate``."""
@@ -122,7 +129,7 @@ def drive_release(
                 log.phases.append((time.monotonic_ns(), f"canary {state.traffic} %"))
                 say(f"stepped up to {state.traffic} %")
         if state.phase.terminal:
-            log.phases.append((time.monotonic_ns(), f"after the {state.phase.value.replace('_', ' ')}"))
+            log.phases.append((time.monotonic_ns(), _AFTER.get(state.phase.value, state.phase.value)))
             say(f"release {state.phase.value}: {state.reason}")
             break
     if not state.phase.terminal:  # a soak too short for the timeline still ends the release

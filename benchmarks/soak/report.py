@@ -143,7 +143,7 @@ def render(result: SoakResult, elapsed_s: float) -> str:
         f"from the inference log, and labels acknowledged but not stored)"
         + (f": {', '.join(rec.lost_ids)}" if rec.lost_ids else "")
         + f"; every count reconciled: {'yes' if all(line.ok for line in rec.lines) else '**no**'}.",
-        f"- **Memory flat: {'yes' if memory_flat(result) else '**no**'}** (flat = RSS slope after a "
+        f"- **Memory flat: {'yes' if memory_flat(result) else 'no'}** (flat = RSS slope after a "
         f"{plan.warmup_s:.0f}-s warm-up ≤ {FLAT_MIB_PER_MIN} MiB/min, fitted to samples every "
         f"{plan.sample_s:g} s).",
     ]
