@@ -105,13 +105,16 @@ def _reconciliation(result: SoakResult) -> list[str]:
             f"{stats['failed']:,} | {stats['pending']:,} | {when} |"
         )
     warned = ", ".join(f"{n} {k}" for k, n in result.candidate_log_warnings.items() if n) or "none"
+    peaks = ", ".join(f"{arm} {n:,}" for arm, n in result.peak_pending.items())
+    caught = "not within the wait" if result.catch_up_s is None else f"{result.catch_up_s:.0f} s"
     return [
         *rows,
         "",
         *loggers,
         "",
         f"Payload-logger warnings in the candidate server's log (drops, failed or undelivered events at its "
-        f"stop): {warned}.",
+        f"stop): {warned}. Largest backlog seen in the payload loggers' queues (events): {peaks}; every "
+        f"live queue was delivered {caught} after the client's end (counters read after that).",
     ]
 
 

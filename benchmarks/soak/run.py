@@ -47,21 +47,52 @@ class SoakResult:
     ready_s: Mapping[str, float] = field(default_factory=dict)
     """Seconds after the memory sampler's start when a process started late was ready."""
     candidate_log_warnings: Mapping[str, int] = field(default_factory=dict)
+    peak_pending: Mapping[str, int] = field(default_factory=dict)
+    """The largest payload-logger backlog (queued events) seen per arm during the soak."""
+    catch_up_s: float | None = None
+    """Seconds after the client's end until every live payload logger had delivered its queue."""
     facts: dict[str, str] = field(default_factory=dict)
 
 
-def _drained_logger(url: str, timeout_s: float = 30.0) -> dict[str, int] | None:
-    """The champion's payload-logger counters once its queue has drained."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        stats = counters.payload_logger(url)
-        if stats is None:
-            return None
-        if stats["pending"] == 0 and stats["sent"] + stats["failed"] == stats["enqueued"]:
-            return {**stats, "final": 1}
-        if time.monotonic() > deadline:
-            return stats
-        time.sleep(0.5)
+#: Longest wait, after the last answer, for the payload loggers to deliver their queues.
+DRAIN_WAIT_S = 600.0
+
+
+class LoggerWatch:
+    """The model servers' payload-logger counters, read about every second: the last reading per
+    arm (a retired server's counters go with it) and the largest backlog (``pending``) seen."""
+
+    def __init__(self, urls: Mapping[str, str]) -> None:
+        self.urls = urls
+        self.last: dict[str, dict[str, int]] = {}
+        self.peak_pending: dict[str, int] = dict.fromkeys(urls, 0)
+
+    def poll(self) -> None:
+        for arm, url in self.urls.items():
+            stats = counters.payload_logger(url)
+            if stats is not None:
+                self.last[arm] = stats
+                self.peak_pending[arm] = max(self.peak_pending[arm], stats["pending"])
+
+    def drain(self, timeout_s: float = DRAIN_WAIT_S) -> float | None:
+        """Wait until every live logger has delivered (or failed) all it enqueued; seconds it
+        took, None if ``timeout_s`` passed first. The live loggers' last readings are then final."""
+        started = time.monotonic()
+        while True:
+            live = {arm: counters.payload_logger(url) for arm, url in self.urls.items()}
+            live = {arm: stats for arm, stats in live.items() if stats is not None}
+            self.last.update(live)
+            if all(_drained(stats) for stats in live.values()):
+                for arm in live:
+                    self.last[arm] = {**live[arm], "final": 1}
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout_s:
+                return None
+            time.sleep(0.5)
+
+
+def _drained(stats: Mapping[str, int]) -> bool:
+    return stats["pending"] == 0 and stats["sent"] + stats["failed"] + stats["dropped"] >= stats["enqueued"]
 
 
 def soak_settings(plan: SoakPlan, work_dir: Path, rows: int = 2000, estimator: str | None = None) -> Settings:
@@ -84,13 +115,9 @@ def run_soak(plan: SoakPlan, settings: Settings, work_dir: Path) -> SoakResult:
     champion = train(settings, registry_from_settings(settings)).version
     candidate = register_turning_candidate(settings, champion, plan.healthy_calls)
     serving = settings.serving
-    candidate_url = serving.url(serving.candidate_port)
-    last_candidate: dict[str, dict[str, int] | None] = {"stats": None}
-
-    def poll_candidate() -> None:
-        stats = counters.payload_logger(candidate_url)
-        if stats is not None:
-            last_candidate["stats"] = stats
+    watch = LoggerWatch(
+        {arm: serving.url(getattr(serving, f"{arm}_port")) for arm in ("champion", "candidate")}
+    )
 
     cpu: dict[str, CpuShare] = {}
     try:
@@ -119,16 +146,15 @@ def run_soak(plan: SoakPlan, settings: Settings, work_dir: Path) -> SoakResult:
             sampler.start(t0)
             say(f"soak: {plan.rate:g} requests/s for {plan.minutes:g} min; release of v{candidate}")
             try:
-                release = drive_release(settings, plan, candidate, t0, poll_candidate)
+                release = drive_release(settings, plan, candidate, t0, watch.poll)
                 say("waiting for the client to drain")
                 client = client_run.wait()
             finally:
                 sampler.stop()
+        say("waiting for the payload loggers to deliver their queues")
+        catch_up_s = watch.drain()
         say("reading every counter")
         store_rows, halves, labels = counters.store_counts(info.store_url, client.run_id)
-        loggers = {"champion": _drained_logger(info.champion_url)}
-        final_candidate = counters.payload_logger(candidate_url)
-        loggers["candidate"] = {**final_candidate, "final": 1} if final_candidate else last_candidate["stats"]
         counts = Counts(
             run_id=client.run_id,
             records=client.records,
@@ -139,7 +165,7 @@ def run_soak(plan: SoakPlan, settings: Settings, work_dir: Path) -> SoakResult:
             store_halves=halves,
             labels_stored=labels,
             collector=counters.collector_stats(serving.collector_url),
-            loggers=loggers,
+            loggers={arm: watch.last.get(arm) for arm in watch.urls},
         )
         warnings = counters.log_warnings(state_dir / "logs" / "model-candidate.log", LOGGER_WARNINGS)
     finally:
@@ -156,6 +182,8 @@ def run_soak(plan: SoakPlan, settings: Settings, work_dir: Path) -> SoakResult:
         cpu=cpu,
         ready_s=_ready_s(release, t0),
         candidate_log_warnings=warnings,
+        peak_pending=watch.peak_pending,
+        catch_up_s=catch_up_s,
     )
 
 

@@ -75,7 +75,7 @@ from mlcanary.serving.local.inference_protocol import (
     encode_json,
 )
 from mlcanary.serving.local.micro_batcher import BatchingConfig, MicroBatcher
-from mlcanary.serving.local.payload_logger import EventSink
+from mlcanary.serving.local.payload_logger import DRAIN_ON_STOP_S, EventSink
 from mlcanary.serving.local.scoring import (
     Answer,
     PredictorError,
@@ -114,7 +114,7 @@ def create_app(
     sink: EventSink | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_instances: int = DEFAULT_MAX_INSTANCES,
-    shutdown_timeout: float = 5.0,
+    shutdown_timeout: float = DRAIN_ON_STOP_S,
     batching: BatchingConfig | None = None,
 ) -> Starlette:
     """ASGI app serving ``served`` over KServe V1 and V2, logging inference events to ``sink``.

@@ -42,7 +42,7 @@ from mlcanary.serving.local.inference_app import (
 )
 from mlcanary.serving.local.inference_protocol import DEFAULT_MAX_INSTANCES
 from mlcanary.serving.local.micro_batcher import DEFAULT_MAX_BATCH_ROWS, DEFAULT_MAX_WAIT_MS, BatchingConfig
-from mlcanary.serving.local.payload_logger import EventSink, PayloadLogger
+from mlcanary.serving.local.payload_logger import UVICORN_GRACEFUL_S, EventSink, PayloadLogger
 from mlcanary.serving.local.served_model import ServedModel, placeholder_request
 
 __all__ = [
@@ -249,7 +249,11 @@ def _serve(served: ServedModel, options: ServeOptions, listener: socket.socket) 
     )
     # uvicorn turns SIGTERM into a graceful shutdown, which runs the lifespan that closes the sink.
     config = uvicorn.Config(
-        app, access_log=False, log_level=options.log_level, lifespan="on", timeout_graceful_shutdown=10
+        app,
+        access_log=False,
+        log_level=options.log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=UVICORN_GRACEFUL_S,
     )
     uvicorn.Server(config).run(sockets=[listener])
 
