@@ -16,8 +16,6 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger
 
 from mlcanary.config import Settings, load_settings
-from mlcanary.rollout import tags
-from mlcanary.rollout.arms import CANDIDATE
 from mlcanary.rollout.engine import NothingToDoError, RolloutEngine, RolloutError
 from mlcanary.rollout.lease import LeaseHeldError
 from mlcanary.wiring import build_engine
@@ -72,13 +70,13 @@ def _active_models(engine: RolloutEngine) -> list[str]:
 
 def _unstarted_candidates(engine: RolloutEngine) -> list[tuple[str, str]]:
     """(model, version) of each ``@candidate`` no release was ever started for: the start-canary run
-    its webhook should have caused never came (Prefect down for longer than MLflow retries)."""
+    its webhook should have caused never came (Prefect down for longer than MLflow retries), or
+    crashed after setting the alias and before writing the release's first tag."""
     found = []
     for name in engine.registry.list_models():
-        candidate = engine.registry.version_for_alias(name, CANDIDATE)
-        if candidate is None or candidate.tag(tags.PHASE) or candidate.tag(tags.REJECTED):
-            continue
-        found.append((name, candidate.version))
+        version = engine.unstarted_candidate(name)
+        if version is not None:
+            found.append((name, version))
     return found
 
 

@@ -113,6 +113,15 @@ class RolloutEngine:
                 return state
         return None
 
+    def unstarted_candidate(self, model: str) -> str | None:
+        """The version holding ``@candidate`` that no release was ever started for (no release tags,
+        not rejected), or None: its start never came (the webhook's run was lost) or crashed after
+        setting the alias and before writing the release's first tag."""
+        candidate = self.registry.version_for_alias(model, CANDIDATE)
+        if candidate is None or candidate.tag(tags.PHASE) or candidate.tag(tags.REJECTED):
+            return None
+        return candidate.version
+
     def _persist(self, state: ReleaseState, decision: Decision | None = None) -> ReleaseState:
         values = tags.release_tags(state)
         if decision is not None:
@@ -209,17 +218,28 @@ class RolloutEngine:
 
     def tick(self, model: str) -> TickResult:
         """One monitor tick for ``model``: resume an interrupted action or judge the release
-        (``LeaseHeldError`` when another run holds the model's lease: this one yields)."""
+        (``LeaseHeldError`` when another run holds the model's lease: this one yields). With no
+        release in progress but an :meth:`unstarted_candidate`, the tick starts its release."""
         with self.lease.hold(model):
             return self._tick(model)
 
     def _tick(self, model: str) -> TickResult:
         state = self.active_release(model)
         if state is None:
-            raise NothingToDoError(f"{model}: no release in progress")
+            return self._start_unstarted(model)
         # On failure the release keeps its phase (the next tick retries); a human hears about it now.
         with self._failure_notified(state, "tick"):
             return PHASE_HANDLERS[state.phase](self, state)
+
+    def _start_unstarted(self, model: str) -> TickResult:
+        """Start the release of ``@candidate`` whose start never came or crashed before writing
+        anything but the alias; ``NothingToDoError`` when there is none."""
+        version = self.unstarted_candidate(model)
+        if version is None:
+            raise NothingToDoError(f"{model}: no release in progress")
+        logger.warning("%s v%s is @candidate but no release was started for it: starting it", model, version)
+        state = self._start_canary(model, version)
+        return TickResult(state, None, note=f"started the release of @candidate v{version}")
 
     @contextmanager
     def _failure_notified(self, state: ReleaseState, what: str) -> Iterator[None]:
