@@ -139,9 +139,23 @@ def monitor(
                 # The approve-release deployment's trigger starts the paused approval run.
                 steps.emit_approval_requested(result.release, profile, config_file)
         results.append(summary)
+    _write_pending_evidence(engine, logger)
     if failures:
         raise RuntimeError("monitor tick failed for " + "; ".join(failures))
     return results
+
+
+def _write_pending_evidence(engine: RolloutEngine, logger: Any) -> None:
+    """Write the release evidence kept while MLflow was away, also of releases that ended since
+    (no tick of theirs would); a failure here never fails the monitor (it stays kept)."""
+    try:
+        written = engine.write_pending_evidence()
+    except Exception as exc:
+        logger.warning("kept release evidence not written: %s", exc)
+        return
+    for name, count in written.items():
+        if count:
+            logger.info("wrote %d kept evidence entries of %s to MLflow", count, name)
 
 
 @flow(name="promote")
