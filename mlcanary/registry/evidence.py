@@ -21,6 +21,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -210,7 +211,7 @@ class MlflowEvidence:
         for entry_id, text in self.outbox.pending(model):
             try:
                 entry = json.loads(text)
-                self._retried(f"kept {entry['op']}", lambda entry=entry: self._write(entry))
+                self._retried(f"kept {entry['op']}", partial(self._write, entry))
             except RegistryUnavailableError:
                 raise
             except Exception as exc:
