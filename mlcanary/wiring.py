@@ -144,12 +144,16 @@ def release_gate(settings: Settings, registry: ModelRegistry, backend: ServingBa
 
 
 def evidence_recorder(settings: Settings, registry: MlflowRegistry) -> MlflowEvidence:
-    """Release evidence in the experiment ``<mlflow.experiment>-releases`` of the same MLflow."""
+    """Release evidence in the experiment ``<mlflow.experiment>-releases`` of the same MLflow;
+    what MLflow cannot take yet waits in the inference-log database (``telemetry.store_url``)."""
+    from mlcanary.telemetry.evidence_outbox import StoreEvidenceOutbox
+
     return MlflowEvidence(
         registry.client,
         f"{settings.mlflow.experiment}-releases",
         artifact_location=settings.artifact_location,
         retry=registry.retry,
+        outbox=StoreEvidenceOutbox.from_url(settings.store_url),
     )
 
 
