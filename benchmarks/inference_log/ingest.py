@@ -4,7 +4,8 @@ The collector runs as the local stack runs it (``python -m mlcanary.telemetry.co
 process) on a fresh database. Two :class:`~mlcanary.serving.local.payload_logger.PayloadLogger`\\ s —
 one per arm, as the two model servers have — are fed the request and response events of
 single-instance V1 predictions as fast as they deliver them (a producer tops each queue up, so
-nothing is dropped for a full queue) for ``seconds``; then the loggers drain and close. The rate is
+nothing is dropped for a full queue) for ``seconds``; then the loggers drain and close. The loggers
+run with their defaults: CloudEvents batches, one collector transaction per batch. The rate is
 acknowledged events per second (two per request). Then the count is reconciled: every acknowledged
 request and response event must be a half of a row in the database.
 """
@@ -22,14 +23,14 @@ from datetime import UTC, datetime
 import httpx
 from sqlalchemy import func, select
 
-from mlcanary.serving.local.payload_logger import PayloadLogger
+from mlcanary.serving.local.payload_logger import DEFAULT_MAX_BATCH, PayloadLogger
 from mlcanary.telemetry.events import CE_TYPE_REQUEST, CE_TYPE_RESPONSE, InferenceEvent
 from mlcanary.telemetry.store import InferenceLogStore, inference_log
 from mlcanary.testing.ports import free_ports
 
 FEATURES = [round(0.1 * i, 1) for i in range(30)]
 #: Events kept queued per logger: enough to never idle it, few enough to drain at once at the end.
-_MAX_PENDING = 200
+_MAX_PENDING = 4 * DEFAULT_MAX_BATCH
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class IngestResult:
     rows_with_response: int
     failed: int
     dropped: int
+    posts: int
 
     @property
     def lost(self) -> int:
@@ -150,6 +152,7 @@ def run_ingest(backend: str, db_url: str, seconds: float, progress) -> IngestRes
         rows_with_response=int(with_response),
         failed=sum(s["failed"] for s in stats),
         dropped=sum(s["dropped"] for s in stats),
+        posts=sum(s["posts"] for s in stats),
     )
     progress(f"ingest {backend}: {result.events_per_s:,.0f} events/s, lost {result.lost}")
     return result

@@ -37,3 +37,4 @@ def test_ingest_loses_no_acknowledged_event(urls: dict[str, str], backend: str, 
     assert result.events_acked > 0
     assert result.lost == 0
     assert result.failed == 0
+    assert 0 < result.posts < result.events_acked, "the payload loggers batch their events"
