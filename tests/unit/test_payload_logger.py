@@ -19,8 +19,9 @@ import pandas as pd
 import pytest
 
 from mlcanary.data.schema import FeatureSpec
+from mlcanary.serving.local import model_server
 from mlcanary.serving.local.model_server import ServedModel, create_app
-from mlcanary.serving.local.payload_logger import PayloadLogger
+from mlcanary.serving.local.payload_logger import DEFAULT_LINGER_S, DEFAULT_MAX_BATCH, PayloadLogger
 from mlcanary.telemetry.cloudevents_ingest import event_from_structured
 from mlcanary.telemetry.events import (
     BATCH_CONTENT_TYPE,
@@ -465,3 +466,26 @@ def test_model_server_events_reach_the_collector(collector: Collector) -> None:
         ("fraud", "champion", "3", "mlcanary/local/fraud/champion/v3")
     }
     assert all(e.latency_ms is not None and e.latency_ms >= 0 for e in events if not e.is_request)
+
+
+def test_model_server_flags_size_the_loggers_batches(capsys: pytest.CaptureFixture[str]) -> None:
+    base = [
+        "--name",
+        "m",
+        "--version",
+        "1",
+        "--arm",
+        "champion",
+        "--port",
+        "1",
+        "--tracking-uri",
+        "sqlite://",
+    ]
+    parsed = model_server._parse_args(base)
+    assert (parsed.log_batch_events, parsed.log_linger_ms) == (DEFAULT_MAX_BATCH, DEFAULT_LINGER_S * 1000)
+    parsed = model_server._parse_args([*base, "--log-batch-events", "1", "--log-linger-ms", "0"])
+    assert (parsed.log_batch_events, parsed.log_linger_ms) == (1, 0.0)
+    for bad in (["--log-batch-events", "0"], ["--log-linger-ms", "-1"], ["--log-linger-ms", "nan"]):
+        with pytest.raises(SystemExit):
+            model_server._parse_args([*base, *bad])
+        assert bad[0] in capsys.readouterr().err
