@@ -108,14 +108,16 @@ def ingest_markdown(results: list[IngestResult], served: float | None) -> list[s
         f"{DEFAULT_LINGER_S * 1000:.0f} ms linger); the collector commits each batch in one transaction.",
         "",
         "| database | seconds | events acknowledged | POSTs | events per POST | **requests/s ingested** | "
-        "lost (acked, not stored) | dropped / failed by the loggers |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "lost (acked, not stored) | dropped / failed by the loggers | logger CPU per event: batched / "
+        "one per POST (µs) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         per_post = r.events_acked / r.posts if r.posts else 0.0
         lines.append(
             f"| {r.backend} | {r.seconds:.1f} | {r.events_acked:,} | {r.posts:,} | {per_post:.0f} | "
-            f"**{r.requests_per_s:,.0f}** | {r.lost} | {r.dropped} / {r.failed} |"
+            f"**{r.requests_per_s:,.0f}** | {r.lost} | {r.dropped} / {r.failed} | "
+            f"{r.sender_cpu_us_batched:.0f} / {r.sender_cpu_us_single:.0f} |"
         )
     lines += ["", GOAL_HEAD, GOAL_RULE]
     for r in results:
