@@ -200,12 +200,13 @@ def test_delivers_queued_events_as_one_batch_over_one_connection(collector: Coll
     sender = PayloadLogger(collector.url, linger_s=WAIT)  # the batch closes when full (4) or at close
     events = [make_event(1), make_event(1, response=True), make_event(2), make_event(2, response=True)]
     events.append(InferenceEvent(**{**make_event(3).__dict__, "body": b"\xff not json"}))
+    events.append(InferenceEvent(**{**make_event(4).__dict__, "shadow": True}))
     assert all(sender.submit(event) for event in events)
     sender.close(timeout=WAIT)
 
     assert sender.stats() == {
-        "enqueued": 5,
-        "sent": 5,
+        "enqueued": 6,
+        "sent": 6,
         "dropped": 0,
         "failed": 0,
         "posts": 1,
@@ -216,7 +217,8 @@ def test_delivers_queued_events_as_one_batch_over_one_connection(collector: Coll
     assert rest == []
     assert headers["content-type"] == BATCH_CONTENT_TYPE
     documents = json.loads(body)
-    assert [doc["id"] for doc in documents] == ["req-1", "req-1", "req-2", "req-2", "req-3"]
+    assert [doc["id"] for doc in documents] == ["req-1", "req-1", "req-2", "req-2", "req-3", "req-4"]
+    assert documents[-1]["mlcanaryshadow"] == "true"
     response = documents[1]
     assert response["type"] == CE_TYPE_RESPONSE
     assert response["source"] == "mlcanary/local/fraud/candidate/v7"
