@@ -491,3 +491,17 @@ def test_model_server_flags_size_the_loggers_batches(capsys: pytest.CaptureFixtu
         with pytest.raises(SystemExit):
             model_server._parse_args([*base, *bad])
         assert bad[0] in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("option", "fragment"),
+    [
+        ({"max_batch": 0}, "max_batch"),
+        ({"max_batch_bytes": 0}, "max_batch_bytes"),
+        ({"linger_s": -0.1}, "linger_s"),
+        ({"max_queue": 0}, "max_queue"),
+    ],
+)
+def test_nonsense_batch_settings_are_refused(option: dict[str, float], fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        PayloadLogger("http://collector/", **option)  # type: ignore[arg-type]
