@@ -10,7 +10,9 @@ array of events in CloudEvents' JSON format. The collector stores a batch this w
   must not cost the release the evidence of the rest of its batch. Each rejection names the
   event's position in the array, its id and why;
 * the rows of all valid events are merged in **one** ``write_rows`` transaction (the rollup marks
-  included), so a batch costs one commit, and either all of them are committed or none;
+  included), so a batch costs one commit, and either all of them are committed or none; the request
+  and response halves of an instance that are both in the batch are folded into one row first
+  (:func:`combine_halves`, by the store's own merge rules), so the store writes each row once;
 * if the database refuses that transaction for its values (``DataError``/``IntegrityError``,
   which re-sending cannot fix), each event is written alone so that only the ones it refuses are
   rejected;
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -130,13 +132,69 @@ def parse_batch(
     return parsed, rejected
 
 
+#: Columns the store keeps from the first half that has them, and from the last one.
+_FIRST_WINS = ("model", "source", "protocol")
+_LAST_WINS = ("arm", "version", "status_code", "latency_ms", "features", "prediction", "probability")
+
+
+def combine_halves(rows: list[InferenceRow]) -> list[InferenceRow]:
+    """The same rows with every request half and response half of one instance that arrived
+    together (same key, same ``received_at``) folded into one ``"both"`` row, by the store's own
+    merge rules (:class:`~mlcanary.telemetry.store.InferenceRow`): writing the result leaves the
+    log exactly as writing ``rows`` in order would, with half the rows to write when a batch holds
+    both halves of its requests. Rows that cannot be folded (another arrival time, a half without
+    ``event_time``) are kept as they are, in order, for the store to merge."""
+    result: list[InferenceRow] = []
+    latest: dict[tuple[bool, str, int], int] = {}
+    for row in rows:
+        key = (row.shadow, row.request_id, row.instance_index)
+        position = latest.get(key)
+        if position is not None and _foldable(result[position], row):
+            result[position] = _fold(result[position], row)
+            continue
+        latest[key] = len(result)
+        result.append(row)
+    return result
+
+
+def _foldable(earlier: InferenceRow, later: InferenceRow) -> bool:
+    return (
+        earlier.received_at == later.received_at
+        and earlier.event_time is not None
+        and later.event_time is not None
+    )
+
+
+def _carries_request(row: InferenceRow) -> bool:
+    return row.half in ("request", "both")
+
+
+def _fold(earlier: InferenceRow, later: InferenceRow) -> InferenceRow:
+    """``later`` merged into ``earlier`` as the store's upsert would (see :func:`combine_halves`)."""
+    halves = {earlier.half, later.half}
+    values: dict[str, Any] = {
+        name: _first(getattr(earlier, name), getattr(later, name)) for name in _FIRST_WINS
+    }
+    values |= {name: _first(getattr(later, name), getattr(earlier, name)) for name in _LAST_WINS}
+    # A request's time is the moment of inference: the last request half's wins, else the first.
+    values["event_time"] = later.event_time if _carries_request(later) else earlier.event_time
+    values["half"] = halves.pop() if len(halves) == 1 else "both"
+    return replace(earlier, **values)
+
+
+def _first(value: Any, fallback: Any) -> Any:
+    return fallback if value is None else value
+
+
 def write_batch(store: InferenceLogStore, parsed: list[ParsedEvent]) -> BatchOutcome:
     """Merge the rows of ``parsed`` in one transaction (see the module docstring for what happens
-    when the database refuses it). Raises SQLAlchemy's error when the database is unavailable."""
+    when the database refuses it), each instance's two halves folded into one row when both are
+    in the batch (:func:`combine_halves`). Raises SQLAlchemy's error when the database is
+    unavailable."""
     if not parsed:
         return BatchOutcome()
     try:
-        result = store.write_rows([row for item in parsed for row in item.rows])
+        result = store.write_rows(combine_halves([row for item in parsed for row in item.rows]))
     except (DataError, IntegrityError):
         return _write_one_by_one(store, parsed)
     return BatchOutcome(stored=[item.event for item in parsed], rows=result.rows, paired=result.paired)
@@ -194,6 +252,7 @@ __all__ = [
     "BatchOutcome",
     "ParsedEvent",
     "Rejection",
+    "combine_halves",
     "decode_batch",
     "ingest_batch",
     "parse_batch",

@@ -21,12 +21,15 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 import uvicorn
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from mlcanary.serving.local.payload_logger import PayloadLogger
 from mlcanary.telemetry.aggregate import aggregate
-from mlcanary.telemetry.batch_ingest import decode_batch, parse_batch
+from mlcanary.telemetry.batch_ingest import combine_halves, decode_batch, parse_batch
+from mlcanary.telemetry.cloudevents_ingest import rows_from_event
 from mlcanary.telemetry.collector import create_collector_app
 from mlcanary.telemetry.events import (
     BATCH_CONTENT_TYPE,
@@ -38,7 +41,7 @@ from mlcanary.telemetry.events import (
 )
 from mlcanary.telemetry.incremental import incremental_aggregate
 from mlcanary.telemetry.rollup_tables import rollup_dirty
-from mlcanary.telemetry.store import InferenceLogStore, InferenceRow, WriteResult, inference_log
+from mlcanary.telemetry.store import InferenceLogStore, InferenceRow, WriteResult, inference_log, shadow_log
 from mlcanary.testing.ports import free_ports
 
 MODEL = "fraud"
@@ -187,7 +190,8 @@ def test_a_batch_is_stored_paired_in_one_transaction_with_its_rollup_marks(colle
     stats = send(collector, pairs("trip", 20, instances=2))
 
     assert (stats["sent"], stats["failed"], stats["posts"]) == (40, 0, 1)
-    assert collector.store.calls[calls_before:] == [80], "one write_rows (one transaction) for the batch"
+    # One write_rows (one transaction) for the batch; each instance's two halves folded into one row.
+    assert collector.store.calls[calls_before:] == [40]
     rows = stored(collector.store, "trip-")
     assert rows == [(f"trip-{i:03d}", k, 200, 0.75, True) for i in range(20) for k in range(2)]
     after = collector.stats()
@@ -216,7 +220,7 @@ def test_a_bad_event_is_named_and_the_rest_of_its_batch_stored(collector: Collec
     assert {key: answer[key] for key in ("events", "stored", "rows", "paired")} == {
         "events": 4,
         "stored": 2,
-        "rows": 2,
+        "rows": 1,
         "paired": 1,
     }
     assert [(r["index"], r["id"]) for r in answer["rejected"]] == [(1, "bad-001"), (2, None)]
@@ -311,3 +315,72 @@ def test_parse_batch_reads_structured_data_and_base64_alike() -> None:
     assert rejected == []
     assert parsed[0].event == base, "data_base64 gives the payload back byte for byte"
     assert [item.rows[0].features for item in parsed] == [{"amount": 12.5}, {"amount": 12.5}]
+
+
+# -- folding a request and its response into one row ------------------------------------------------
+
+T1, T2 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC), datetime(2026, 1, 1, 12, 0, 7, tzinfo=UTC)
+_rows = st.builds(
+    InferenceRow,
+    request_id=st.sampled_from(["a", "b"]),
+    instance_index=st.sampled_from([0, 1]),
+    model=st.sampled_from(["m", "n"]),
+    received_at=st.sampled_from([T1, T1, T2]),
+    half=st.sampled_from(["request", "response", "both"]),
+    shadow=st.booleans(),
+    event_time=st.none() | st.sampled_from([T1, T2, T1 - timedelta(seconds=3)]),
+    arm=st.none() | st.sampled_from(["champion", "candidate"]),
+    version=st.none() | st.sampled_from(["1", "2"]),
+    source=st.none() | st.sampled_from(["s1", "s2"]),
+    protocol=st.none() | st.sampled_from(["v1", "v2"]),
+    status_code=st.none() | st.sampled_from([200, 503]),
+    latency_ms=st.none() | st.sampled_from([1.5, 9.0]),
+    features=st.none() | st.sampled_from([{"x": 1}, [2.0, 3.0]]),
+    prediction=st.none() | st.sampled_from([0, 1]),
+    probability=st.none() | st.sampled_from([0.25, 0.75]),
+)
+
+
+def _tables(store: InferenceLogStore) -> list[tuple[object, ...]]:
+    found: list[tuple[object, ...]] = []
+    with store.engine.connect() as connection:
+        for table in (inference_log, shadow_log):
+            query = select(table).order_by(table.c.request_id, table.c.instance_index)
+            found += [(table.name, *row) for row in connection.execute(query)]
+    return found
+
+
+@pytest.fixture(scope="module")
+def two_logs() -> Iterator[tuple[InferenceLogStore, InferenceLogStore]]:
+    with InferenceLogStore("sqlite://") as in_order, InferenceLogStore("sqlite://") as folded:
+        yield in_order, folded
+
+
+@settings(max_examples=60, deadline=None)
+@given(stored=st.lists(_rows, max_size=3), batch=st.lists(_rows, min_size=1, max_size=6))
+def test_folded_halves_leave_the_log_as_writing_them_in_order_would(
+    two_logs: tuple[InferenceLogStore, InferenceLogStore],
+    stored: list[InferenceRow],
+    batch: list[InferenceRow],
+) -> None:
+    in_order, folded = two_logs
+    for store in (in_order, folded):
+        with store.engine.begin() as connection:
+            for table in (inference_log, shadow_log):
+                connection.execute(table.delete())
+        store.write_rows(stored)
+    expected = in_order.write_rows(batch)
+    result = folded.write_rows(combine_halves(batch))
+    assert _tables(folded) == _tables(in_order)
+    assert result.paired == expected.paired
+    assert result.rows <= expected.rows
+
+
+def test_a_batch_with_both_halves_writes_each_row_once() -> None:
+    request, response = (event("f-000", response=r, instances=3) for r in (False, True))
+    rows = [row for item in (request, response) for row in rows_from_event(item, received_at=T1)]
+    folded = combine_halves(rows)
+    assert [(row.instance_index, row.half) for row in folded] == [(0, "both"), (1, "both"), (2, "both")]
+    assert folded[2].features == {"amount": 12.5}
+    assert (folded[2].probability, folded[2].status_code) == (0.75, 200)
+    assert folded[0].event_time == request.time, "the request's time is the moment of inference"
