@@ -7,25 +7,22 @@ by passing it in, which is how tests swap in the fakes of :mod:`mlcanary.testing
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from mlcanary.config import ConfigError, Settings
-from mlcanary.notify.apprise import notifier_from_env
-from mlcanary.notify.message import mlflow_run_link
-from mlcanary.registry.evidence import MlflowEvidence
-from mlcanary.registry.mlflow_registry import MlflowRegistry, registry_from_settings
-from mlcanary.registry.protocol import ModelRegistry
-from mlcanary.rollout.engine import RolloutEngine
-from mlcanary.rollout.lease import ReleaseLease
-from mlcanary.rollout.ports import (
-    Clock,
-    EvidenceRecorder,
-    MetricsSource,
-    Notifier,
-    ReleaseGate,
-    SystemClock,
-)
-from mlcanary.rollout.serving import ServingBackend
-from mlcanary.signals.reference import ReferenceConfig
+from mlcanary.signals.reference_source import ReferenceConfig
+
+if TYPE_CHECKING:
+    from mlcanary.registry.evidence import MlflowEvidence
+    from mlcanary.registry.mlflow_registry import MlflowRegistry
+    from mlcanary.registry.protocol import ModelRegistry
+    from mlcanary.rollout.engine import RolloutEngine
+    from mlcanary.rollout.lease import ReleaseLease
+    from mlcanary.rollout.ports import Clock, EvidenceRecorder, MetricsSource, Notifier, ReleaseGate
+    from mlcanary.rollout.serving import ServingBackend
+
+# The adapters are imported where they are built: `mlcanary status` needs only `serving_backend`
+# and `reference_config`, and must not pay for MLflow, pandas or the engine.
 
 
 def reference_config(settings: Settings) -> ReferenceConfig:
@@ -129,6 +126,8 @@ def release_gate(settings: Settings, registry: ModelRegistry, backend: ServingBa
     from mlcanary.telemetry.store import InferenceLogStore
 
     store = InferenceLogStore(settings.store_url)
+    from mlcanary.rollout.ports import SystemClock
+
     clock = SystemClock()
 
     def rows(model: str, champion: str):  # type: ignore[no-untyped-def]
@@ -145,6 +144,8 @@ def release_gate(settings: Settings, registry: ModelRegistry, backend: ServingBa
 
 def evidence_recorder(settings: Settings, registry: MlflowRegistry) -> MlflowEvidence:
     """Release evidence in the experiment ``<mlflow.experiment>-releases`` of the same MLflow."""
+    from mlcanary.registry.evidence import MlflowEvidence
+
     return MlflowEvidence(
         registry.client,
         f"{settings.mlflow.experiment}-releases",
@@ -177,6 +178,12 @@ def build_engine(
 ) -> RolloutEngine:
     """A :class:`RolloutEngine` on the configured registry, backend, metrics and evidence store,
     under the lease of :func:`release_lease` (``runner`` names this run to one that yields)."""
+    from mlcanary.notify.apprise import notifier_from_env
+    from mlcanary.notify.message import mlflow_run_link
+    from mlcanary.registry.mlflow_registry import registry_from_settings
+    from mlcanary.rollout.engine import RolloutEngine
+    from mlcanary.rollout.ports import SystemClock
+
     registry = registry_from_settings(settings)
     backend = backend or serving_backend(settings)
     evidence = evidence_recorder(settings, registry)

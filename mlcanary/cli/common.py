@@ -9,6 +9,7 @@ normal).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,31 +45,30 @@ class CliState:
         return load_settings(profile, config_file=self.config_file, overrides=overrides)
 
 
-def _user_error_types() -> tuple[type[Exception], ...]:
-    """Errors that are the user's to read, not tracebacks (imported here: some modules are heavy)."""
-    from mlcanary.data.loader import DataError
-    from mlcanary.platform.errors import PlatformError
-    from mlcanary.rollout.engine import RolloutError
-    from mlcanary.rollout.lease import LeaseUnavailableError
-    from mlcanary.rollout.serving import ServingError
-    from mlcanary.rollout.versions import RegistryError
-    from mlcanary.runtime.processes import ProcessError
-    from mlcanary.serving.local.stack import StackError
-    from mlcanary.training import TrainingError
+_USER_ERRORS = (
+    ("mlcanary.data.loader", "DataError"),
+    ("mlcanary.rollout.versions", "RegistryError"),
+    ("mlcanary.training", "TrainingError"),
+    ("mlcanary.rollout.engine", "RolloutError"),
+    ("mlcanary.rollout.serving", "ServingError"),
+    ("mlcanary.serving.local.stack", "StackError"),
+    ("mlcanary.runtime.processes", "ProcessError"),
+    ("mlcanary.platform.errors", "PlatformError"),
+    ("mlcanary.rollout.lease", "LeaseUnavailableError"),
+)
+"""Errors that are the user's to read, not tracebacks, by module and name."""
 
-    return (
-        DataError,
-        RegistryError,
-        TrainingError,
-        ValueError,
-        RolloutError,
-        ServingError,
-        StackError,
-        ProcessError,
-        PlatformError,
-        NotImplementedError,
-        LeaseUnavailableError,
-    )
+
+def _user_error_types() -> tuple[type[Exception], ...]:
+    """The user errors of :data:`_USER_ERRORS` whose modules are loaded, with ``ValueError`` and
+    ``NotImplementedError``: an error of a module never imported cannot have been raised, and
+    importing one to find out would load scikit-learn or MLflow into ``status``."""
+    found: list[type[Exception]] = [ValueError, NotImplementedError]
+    for module, name in _USER_ERRORS:
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            found.append(getattr(loaded, name))
+    return tuple(found)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
