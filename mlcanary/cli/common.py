@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 if TYPE_CHECKING:
     from mlcanary.config import Settings
@@ -43,6 +44,45 @@ class CliState:
 
         profile = self.profile or (None if self.config_file else default_profile)
         return load_settings(profile, config_file=self.config_file, overrides=overrides)
+
+
+class _PlainValue:
+    """Converts an option's value as typer's pydantic adapter would for a plain ``kind`` (a string,
+    a path, a whole number, a flag), without pydantic; the ``coerce`` of typer's runtime
+    parameters."""
+
+    def __init__(self, kind: type) -> None:
+        self.kind = kind
+
+    def coerce(self, value: Any, param: Any = None, ctx: Any = None) -> Any:
+        if value is None or isinstance(value, self.kind):
+            return value
+        try:
+            return self.kind(value)
+        except (TypeError, ValueError):
+            message = f"{value!r} is not a valid {self.kind.__name__}."
+            raise typer.BadParameter(message, ctx=ctx, param=param) from None
+
+
+_PLAIN_KINDS = (str, Path, int, bool)
+
+
+class LightGroup(TyperGroup):
+    """A command group whose own options (the global ones, ``--help``) are converted without
+    pydantic. Before a sub-command runs or shows its ``--help``, typer converts the group's options
+    through pydantic ``TypeAdapter``s it builds on first use: importing pydantic and building them
+    is about a third of a sub-command's ``--help`` time, and a string, a path, a number or a flag
+    needs neither. Options of other types keep typer's conversion; with a typer that no longer
+    has ``_runtime_param`` typer's conversion applies to all (``tests/unit/test_cli_imports.py``
+    then names pydantic)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        for param in self.get_params(ctx):  # with --help, which click adds there
+            descriptor = getattr(param, "type_descriptor", None)
+            kind = getattr(descriptor, "annotation", None)
+            if kind in _PLAIN_KINDS and getattr(param, "_runtime_param", False) is None:
+                param._runtime_param = _PlainValue(kind)  # type: ignore[attr-defined]
+        return super().parse_args(ctx, args)
 
 
 _USER_ERRORS = (

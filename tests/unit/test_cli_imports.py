@@ -1,7 +1,8 @@
 """`mlcanary --help` and every command's `--help` answer without loading the heavy libraries: only
-typer and rich (and mlcanary's CLI modules; typer itself loads pydantic for its parameter types);
-the configuration, numpy, MLflow, SQLAlchemy… load in the command that needs them. Checked in a
-fresh interpreter (what a user's shell starts)."""
+typer and rich (and mlcanary's CLI modules; the groups' own options are converted without the
+pydantic adapters typer would build, see `LightGroup`); the configuration, pydantic, numpy, MLflow,
+SQLAlchemy… load in the command that needs them. `status` loads neither MLflow, pandas nor
+scikit-learn. Checked in a fresh interpreter (what a user's shell starts)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import sys
 from pathlib import Path
 
 HEAVY = (
+    "pydantic",
+    "pydantic_core",
     "mlflow",
     "pandas",
     "sklearn",
