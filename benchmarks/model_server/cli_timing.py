@@ -5,11 +5,15 @@ removed from its environment so an unmeasured first run caches the bytecode, as 
 user's first call. A machine whose environment forbids writing bytecode pays for compiling every
 module on every call; :func:`cli_timings` also times ``--help`` and ``status`` that way (no
 bytecode at all: an empty ``PYTHONPYCACHEPREFIX`` and ``PYTHONDONTWRITEBYTECODE=1``), shown apart.
+Each run's CPU time (user + system, from ``getrusage``) is recorded beside its wall time: on a
+shared machine the wall time grows with the load average, the CPU time much less, and on an idle
+one the two are close (a CLI call is one thread that does not wait).
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -24,10 +28,11 @@ from typing import Any
 @dataclass(frozen=True)
 class CliTiming:
     argv: tuple[str, ...]
-    seconds: float  # median of the runs
+    seconds: float  # median wall time of the runs
     runs: int
     ok: bool
     bytecode: bool = True  # False: every module compiled from source on each run
+    cpu_seconds: float = 0.0  # median CPU time (user + system) of the runs: what load inflates least
 
 
 def command_names() -> list[tuple[str, ...]]:
@@ -57,16 +62,21 @@ def time_command(
     args: tuple[str, ...], env: Mapping[str, str], cwd: Path, runs: int, *, bytecode: bool = True
 ) -> CliTiming:
     binary = str(Path(sys.executable).with_name("mlcanary"))
-    times = []
+    times, cpu = [], []
     ok = True
     for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         done = subprocess.run(
             [binary, *args], env=dict(env), cwd=cwd, capture_output=True, timeout=120, check=False
         )
         times.append(time.perf_counter() - started)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
         ok = ok and done.returncode == 0
-    return CliTiming(("mlcanary", *args), statistics.median(times), runs, ok, bytecode)
+    return CliTiming(
+        ("mlcanary", *args), statistics.median(times), runs, ok, bytecode, statistics.median(cpu)
+    )
 
 
 def cli_timings(state_dir: Path, model: str, runs: int, all_help: bool) -> list[CliTiming]:
