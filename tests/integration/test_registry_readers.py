@@ -5,7 +5,8 @@ One real ``mlflow server`` on a SQLite file for the module, filled through ``Mlf
 aliases, a second model). Each reader (SQLAlchemy over the file, REST against the server) must
 return what :class:`MlflowRegistry` returns on the same file, call by call, error by error;
 ``status`` (text and ``--json``) must print the same through each; and a fresh interpreter running
-``status`` must not load MLflow, pandas, scikit-learn or Evidently.
+``status`` must not load MLflow, pandas, scikit-learn or Evidently. The SQL reader is compared the
+same way on MLflow's store in a real PostgreSQL.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from pg_server import EmbeddedPostgres
 from typer.testing import CliRunner
 
 from mlcanary.cli.main import app
@@ -339,3 +342,24 @@ def test_settings_pick_the_reader(store: Store) -> None:
     with read_only.registry_reader(settings, env={}) as registry:
         assert isinstance(registry, RestRegistryReader)
         assert registry.aliases(MODEL) == {"champion": "1", "candidate": "3"}
+
+
+@pytest.fixture(scope="module")
+def postgres_store(postgres: EmbeddedPostgres) -> str:
+    """The same registry in MLflow's SQL store on a real PostgreSQL (filled by MlflowClient)."""
+    url = postgres.create_database(f"mlflow_readers_{uuid.uuid4().hex[:8]}")
+    _fill(MlflowClient(tracking_uri=url, registry_uri=url))
+    return url
+
+
+def test_the_sql_reader_on_postgresql_returns_what_mlflows_client_returns(postgres_store: str) -> None:
+    reference = MlflowRegistry(postgres_store)
+    with SqlRegistryReader(postgres_store) as reader:
+        for name in (MODEL, OTHER):
+            assert reader.aliases(name) == reference.aliases(name)
+            assert reader.list_versions(name) == reference.list_versions(name)
+        assert [v.version for v in reader.list_versions(MODEL)] == ["1", "3", "4"]
+        assert read_status(reader, MODEL).model_dump() == read_status(reference, MODEL).model_dump()
+        assert reader.model_exists("no-such-model") is False
+        with pytest.raises(VersionNotFoundError, match="has no version '2'"):
+            reader.get_version(MODEL, "2")
