@@ -308,6 +308,25 @@ def test_a_server_that_does_not_answer_is_transient_then_unavailable() -> None:
             call_with_retry(retry, "aliases", lambda: reader.aliases(MODEL), sleep=lambda _s: None)
 
 
+def test_status_with_mlflow_unreachable_retries_then_says_so_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dead = f"http://127.0.0.1:{free_ports(1)[0]}"
+    for key, value in {
+        "MLCANARY_STATE_DIR": str(tmp_path / "state"),
+        "MLCANARY_MLFLOW__TRACKING_URI": dead,
+        "MLCANARY_MLFLOW__RETRY__ATTEMPTS": "3",
+        "MLCANARY_MLFLOW__RETRY__FIRST_DELAY_S": "0.05",
+        "MLCANARY_MLFLOW__RETRY__MAX_DELAY_S": "0.05",
+    }.items():
+        monkeypatch.setenv(key, value)
+    result = CliRunner().invoke(app, ["status", MODEL])
+    assert result.exit_code == 1
+    assert f"MLflow at {dead} is unavailable" in result.output
+    assert "failed 3 times" in result.output
+    assert "Traceback" not in result.output
+
+
 @pytest.mark.parametrize(
     ("uri", "env", "kind"),
     [
