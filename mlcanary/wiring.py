@@ -122,12 +122,11 @@ def release_gate(settings: Settings, registry: ModelRegistry, backend: ServingBa
 
     if not isinstance(backend, LocalBackend):
         return SignatureGate(registry)
+    from mlcanary.rollout.ports import SystemClock
     from mlcanary.signals.reference import reference_rows
     from mlcanary.telemetry.store import InferenceLogStore
 
     store = InferenceLogStore(settings.store_url)
-    from mlcanary.rollout.ports import SystemClock
-
     clock = SystemClock()
 
     def rows(model: str, champion: str):  # type: ignore[no-untyped-def]
@@ -143,14 +142,17 @@ def release_gate(settings: Settings, registry: ModelRegistry, backend: ServingBa
 
 
 def evidence_recorder(settings: Settings, registry: MlflowRegistry) -> MlflowEvidence:
-    """Release evidence in the experiment ``<mlflow.experiment>-releases`` of the same MLflow."""
+    """Release evidence in the experiment ``<mlflow.experiment>-releases`` of the same MLflow;
+    what MLflow cannot take yet waits in the inference-log database (``telemetry.store_url``)."""
     from mlcanary.registry.evidence import MlflowEvidence
+    from mlcanary.telemetry.evidence_outbox import StoreEvidenceOutbox
 
     return MlflowEvidence(
         registry.client,
         f"{settings.mlflow.experiment}-releases",
         artifact_location=settings.artifact_location,
         retry=registry.retry,
+        outbox=StoreEvidenceOutbox.from_url(settings.store_url),
     )
 
 
