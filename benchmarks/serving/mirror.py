@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from benchmarks.serving.cpu import tree_cpu
+from benchmarks.serving.cpu import tree_cpu, tree_waited
 from benchmarks.serving.measure import fmt, pct, say, signed
 from benchmarks.serving.plan import Plan
 from mlcanary.serving.headers import ARM_SERVED_HEADER, NO_LOG_HEADER, SERVER_LATENCY_HEADER
@@ -33,6 +33,8 @@ class MirrorArm:
     failed: int = 0
     cpu_s: dict[str, float] = field(default_factory=dict)
     """CPU seconds each process used during this share's blocks (``client`` is this process)."""
+    waited_s: dict[str, float] = field(default_factory=dict)
+    """Seconds each stack process was ready to run but waited for a CPU during those blocks."""
 
 
 def bench_mirror(
@@ -71,7 +73,7 @@ def bench_mirror(
                 backend.set_traffic(model, 0)
             arm = arms[share]
             before = backend.envoy.stats().candidate.rq_total
-            cpu_before = _cpu(processes)
+            cpu_before, waited_before = _cpu(processes), _waited(processes)
             for i in range(plan.mirror_block):
                 body = bodies[(block * plan.mirror_block + i) % len(bodies)]
                 t0 = time.perf_counter_ns()
@@ -91,6 +93,8 @@ def bench_mirror(
             arm.mirrored += backend.envoy.stats().candidate.rq_total - before
             for name, used in _cpu(processes).items():
                 arm.cpu_s[name] = arm.cpu_s.get(name, 0.0) + used - cpu_before.get(name, 0.0)
+            for name, waited in _waited(processes).items():
+                arm.waited_s[name] = arm.waited_s.get(name, 0.0) + waited - waited_before.get(name, 0.0)
     backend.set_traffic(model, 0)
     return [arms[share] for share in SHARES]
 
@@ -102,15 +106,20 @@ def _cpu(processes: Mapping[str, int]) -> dict[str, float]:
     return used
 
 
-def _cpu_rows(arms: Sequence[MirrorArm]) -> list[str]:
-    names = [
-        n for n in ("client", "envoy", "model-champion", "model-candidate", "collector") if n in arms[0].cpu_s
-    ]
+def _waited(processes: Mapping[str, int]) -> dict[str, float]:
+    """Seconds so far each process (and its descendants) waited for a CPU while ready to run."""
+    return {name: tree_waited(pid) for name, pid in processes.items()}
+
+
+_PROCESSES = ("client", "envoy", "model-champion", "model-candidate", "collector")
+
+
+def _per_request_rows(arms: Sequence[MirrorArm], what: str, intro: str) -> list[str]:
+    names = [n for n in _PROCESSES if n in getattr(arms[0], what)]
     if len(names) < 2:  # without the stack's processes there is nothing to compare
         return []
     rows = [
-        "CPU used per user request during each share's blocks (ms of CPU, from `/proc`; the "
-        "candidate's and the collector's include the copies' work):",
+        intro,
         "",
         "| mirrored to the candidate | " + " | ".join(names) + " |",
         "| --- | " + " | ".join("---:" for _ in names) + " |",
@@ -118,10 +127,28 @@ def _cpu_rows(arms: Sequence[MirrorArm]) -> list[str]:
     for arm in arms:
         n = max(len(arm.client_ms), 1)
         label = "none" if not arm.share else f"{arm.share:.0%}"
-        rows.append(
-            f"| {label} | " + " | ".join(f"{arm.cpu_s.get(x, 0.0) * 1000 / n:.2f}" for x in names) + " |"
-        )
+        values = getattr(arm, what)
+        cells = " | ".join(f"{values.get(x, 0.0) * 1000 / n:.2f}" for x in names)
+        rows.append(f"| {label} | {cells} |")
     return [*rows, ""]
+
+
+def _cpu_rows(arms: Sequence[MirrorArm]) -> list[str]:
+    return [
+        *_per_request_rows(
+            arms,
+            "cpu_s",
+            "CPU used per user request during each share's blocks (ms of CPU, from `/proc`; the "
+            "candidate's and the collector's include the copies' work):",
+        ),
+        *_per_request_rows(
+            arms,
+            "waited_s",
+            "Time each process was ready to run but waited for a CPU, per user request (ms, the "
+            "run-queue delay of `/proc/<pid>/task/*/schedstat`): what the champion waits here is "
+            "added to the user's latency without showing as its CPU.",
+        ),
+    ]
 
 
 def report_mirror(arms: Sequence[MirrorArm], cores: int, pinned: str | None = None) -> list[str]:
