@@ -145,18 +145,24 @@ def core_split(
     return split
 
 
-def tree_waited(pid: int) -> float:
-    """Seconds the threads of ``pid`` and its descendants spent ready to run but waiting for a CPU
-    (the run-queue delay of ``/proc/<pid>/task/<tid>/schedstat``; exited threads drop out)."""
-    total = 0
+def tree_waited(pid: int) -> dict[int, float]:
+    """Thread id → seconds it was ready to run but waited for a CPU, for every thread of ``pid``
+    and its descendants (the run-queue delay of ``/proc/<pid>/task/<tid>/schedstat``). Compare two
+    readings thread by thread (:func:`waited_between`): a thread that exited takes its count along."""
+    found: dict[int, float] = {}
     for member in (pid, *(child for child, _ in descendants(pid))):
         for task in _tasks(member):
             try:
                 with open(f"/proc/{member}/task/{task}/schedstat", encoding="ascii") as handle:
-                    total += int(handle.read().split()[1])
+                    found[task] = int(handle.read().split()[1]) / 1e9
             except (OSError, IndexError, ValueError):
                 continue
-    return total / 1e9
+    return found
+
+
+def waited_between(before: Mapping[int, float], after: Mapping[int, float]) -> float:
+    """Seconds waited between two :func:`tree_waited` readings, by the threads present in both."""
+    return sum(max(0.0, after[tid] - before[tid]) for tid in after.keys() & before.keys())
 
 
 def pin_candidate(state_dir: Path) -> str | None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from benchmarks.serving.cpu import tree_cpu, tree_waited
+from benchmarks.serving.cpu import tree_cpu, tree_waited, waited_between
 from benchmarks.serving.measure import fmt, pct, say, signed
 from benchmarks.serving.plan import Plan
 from mlcanary.serving.headers import ARM_SERVED_HEADER, NO_LOG_HEADER, SERVER_LATENCY_HEADER
@@ -46,14 +46,16 @@ def bench_mirror(
     plan: Plan,
     pids: Mapping[str, int] | None = None,
     log: bool = True,
+    shares: Sequence[float] = SHARES,
 ) -> list[MirrorArm]:
     """Sequential keep-alive requests through the weighted route (every answer from the champion),
     in blocks of ``plan.mirror_block`` per share, the shares rotating so that each sees the same
     machine state; the share is switched with the backend's own calls between blocks. With ``pids``
     (pidfile name → pid), the CPU each of those processes used during each share's blocks is kept.
-    ``log=False`` marks every request not to be logged (a diagnostic: the payload log's share)."""
+    ``log=False`` marks every request not to be logged (a diagnostic: the payload log's share).
+    ``shares`` are the shares compared (the first one the baseline)."""
     processes = dict(pids or {})
-    arms = {share: MirrorArm(share) for share in SHARES}
+    arms = {share: MirrorArm(share) for share in shares}
     headers = {"content-type": "application/json"}
     if not log:
         headers[NO_LOG_HEADER] = "1"
@@ -62,11 +64,11 @@ def bench_mirror(
     with httpx.Client(base_url=front_door, timeout=10.0, trust_env=False) as client:
         for _ in range(plan.mirror_warmup):
             client.post(path, content=bodies[0], headers=headers)
-        for block in range(blocks * len(SHARES)):
+        for block in range(blocks * len(shares)):
             if time.monotonic() > deadline:
                 say("mirroring: time bound reached, reporting what was measured")
                 break
-            share = SHARES[(block + block // len(SHARES)) % len(SHARES)]
+            share = shares[(block + block // len(shares)) % len(shares)]
             if share:
                 backend.set_shadow(model, share)
             else:
@@ -94,9 +96,10 @@ def bench_mirror(
             for name, used in _cpu(processes).items():
                 arm.cpu_s[name] = arm.cpu_s.get(name, 0.0) + used - cpu_before.get(name, 0.0)
             for name, waited in _waited(processes).items():
-                arm.waited_s[name] = arm.waited_s.get(name, 0.0) + waited - waited_before.get(name, 0.0)
+                since = waited_between(waited_before.get(name, {}), waited)
+                arm.waited_s[name] = arm.waited_s.get(name, 0.0) + since
     backend.set_traffic(model, 0)
-    return [arms[share] for share in SHARES]
+    return [arms[share] for share in shares]
 
 
 def _cpu(processes: Mapping[str, int]) -> dict[str, float]:
@@ -106,22 +109,22 @@ def _cpu(processes: Mapping[str, int]) -> dict[str, float]:
     return used
 
 
-def _waited(processes: Mapping[str, int]) -> dict[str, float]:
-    """Seconds so far each process (and its descendants) waited for a CPU while ready to run."""
+def _waited(processes: Mapping[str, int]) -> dict[str, dict[int, float]]:
+    """Per thread, seconds so far each process (and its descendants) waited for a CPU while ready."""
     return {name: tree_waited(pid) for name, pid in processes.items()}
 
 
-_PROCESSES = ("client", "envoy", "model-champion", "model-candidate", "collector")
+_PROCESSES = ("client", "envoy", "model-champion", "model-candidate", "sink", "collector")
 
 
-def _per_request_rows(arms: Sequence[MirrorArm], what: str, intro: str) -> list[str]:
+def _per_request_rows(arms: Sequence[MirrorArm], what: str, intro: str, target: str) -> list[str]:
     names = [n for n in _PROCESSES if n in getattr(arms[0], what)]
     if len(names) < 2:  # without the stack's processes there is nothing to compare
         return []
     rows = [
         intro,
         "",
-        "| mirrored to the candidate | " + " | ".join(names) + " |",
+        f"| mirrored to the {target} | " + " | ".join(names) + " |",
         "| --- | " + " | ".join("---:" for _ in names) + " |",
     ]
     for arm in arms:
@@ -133,13 +136,14 @@ def _per_request_rows(arms: Sequence[MirrorArm], what: str, intro: str) -> list[
     return [*rows, ""]
 
 
-def _cpu_rows(arms: Sequence[MirrorArm]) -> list[str]:
+def _cpu_rows(arms: Sequence[MirrorArm], target: str = "candidate") -> list[str]:
     return [
         *_per_request_rows(
             arms,
             "cpu_s",
             "CPU used per user request during each share's blocks (ms of CPU, from `/proc`; the "
-            "candidate's and the collector's include the copies' work):",
+            f"{target}'s and the collector's include the copies' work):",
+            target,
         ),
         *_per_request_rows(
             arms,
@@ -147,13 +151,14 @@ def _cpu_rows(arms: Sequence[MirrorArm]) -> list[str]:
             "Time each process was ready to run but waited for a CPU, per user request (ms, the "
             "run-queue delay of `/proc/<pid>/task/*/schedstat`): what the champion waits here is "
             "added to the user's latency without showing as its CPU.",
+            target,
         ),
     ]
 
 
-def report_mirror(arms: Sequence[MirrorArm], cores: int, pinned: str | None = None) -> list[str]:
+def _latency_rows(arms: Sequence[MirrorArm], target: str) -> list[str]:
     rows = [
-        "| mirrored to the candidate | requests | candidate got | P50 ms | P95 ms | P99 ms | "
+        f"| mirrored to the {target} | requests | {target} got | P50 ms | P95 ms | P99 ms | "
         "champion server-side P50 / P99 ms |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -169,6 +174,28 @@ def report_mirror(arms: Sequence[MirrorArm], cores: int, pinned: str | None = No
         delta = [pct(arm.client_ms, q) - pct(base.client_ms, q) for q in (50, 95, 99)]
         added = " | ".join(f"**{signed(d)}**" for d in delta)
         rows.append(f"| **added by mirroring {arm.share:.0%}** | | | {added} | |")
+    return [*rows, ""]
+
+
+def report_sink(arms: Sequence[MirrorArm]) -> list[str]:
+    """The part of the report measured with the candidate replaced by the sink (``--sink``)."""
+    return [
+        "#### The copy itself: mirroring to a server that answers at once",
+        "",
+        "The same rotation (nothing mirrored, 100 % mirrored) after the candidate's model server is "
+        "replaced, on its port and core, by `benchmarks/serving/sink.py`, which answers each copy at "
+        "once without a model. What mirroring still adds here is what the user's path pays for the "
+        "copy itself (Envoy copying the request, sending it and reading the discarded answer), as "
+        "on a cluster where the candidate computes in its own pods.",
+        "",
+        *_latency_rows(arms, "sink"),
+        *_cpu_rows(arms, "sink"),
+        f"Non-200 (or not-champion) replies: {sum(arm.failed for arm in arms)}.",
+        "",
+    ]
+
+
+def report_mirror(arms: Sequence[MirrorArm], cores: int, pinned: str | None = None) -> list[str]:
     failed = sum(arm.failed for arm in arms)
     return [
         "### 6. Latency mirroring adds to the user's path (the shadow phase)",
@@ -179,14 +206,14 @@ def report_mirror(arms: Sequence[MirrorArm], cores: int, pinned: str | None = No
         "rotate, so every share sees the same machine state. *candidate got* is what Envoy's candidate "
         "cluster counted during those blocks: the mirrored copies, whose answers Envoy discards.",
         "",
-        *rows,
-        "",
+        *_latency_rows(arms, "candidate"),
         *_cpu_rows(arms),
         f"Non-200 (or not-champion) replies: {failed}. Envoy sends the copy without waiting for it, so "
         "what mirroring adds to the user's path is the machine's. "
         + (
             f"Here the cores were split as in a cluster ({pinned}): what is left is Envoy's own "
-            "cost of copying, plus whatever other processes on the machine did."
+            "cost of copying, plus what the candidate's work displaces onto the user's core (other "
+            "processes on a shared machine; the run-queue table)."
             if pinned
             else f"Here both model servers, Envoy, the collector and the client share {cores} cores, and "
             "the candidate computing each copy at the same moment as the champion computes the "

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from benchmarks.serving.cpu import core_split, machine_busy_seconds, split_cores, tree_waited
+from benchmarks.serving.cpu import core_split, machine_busy_seconds, split_cores, tree_waited, waited_between
 
 # client 100 started the whole stack, as the benchmark does; 401 is a forked model-server worker.
 TREE = {100: [200, 300, 400, 500], 200: [201], 400: [401], 500: [501]}
@@ -102,6 +102,16 @@ def test_split_cores_pins_real_children_of_the_client_to_their_sides(family: tup
     assert os.sched_getaffinity(0) == set(cpus)  # the caller itself is left alone
 
 
-def test_tree_waited_reads_the_run_queue_delay_of_a_live_process() -> None:
-    assert tree_waited(os.getpid()) >= 0.0
-    assert tree_waited(2**22 + 12345) == 0.0  # no such process: nothing waited
+def test_tree_waited_reads_every_thread_of_a_live_process() -> None:
+    waited = tree_waited(os.getpid())
+
+    assert os.getpid() in waited  # the main thread's id is the pid
+    assert all(seconds >= 0.0 for seconds in waited.values())
+    assert tree_waited(2**22 + 12345) == {}  # no such process
+
+
+def test_waited_between_counts_only_threads_present_in_both_readings() -> None:
+    before = {1: 1.0, 2: 5.0, 3: 2.0}
+    after = {1: 1.5, 3: 2.25, 4: 9.0}  # thread 2 exited, thread 4 started
+
+    assert waited_between(before, after) == pytest.approx(0.75)
