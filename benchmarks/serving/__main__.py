@@ -14,7 +14,7 @@ from pathlib import Path
 
 import benchmarks.serving as package
 from benchmarks.serving.client import Traffic, client_process
-from benchmarks.serving.cpu import CpuShare, cpu_phase, pin_candidate, stack_pids, wait_idle
+from benchmarks.serving.cpu import CpuShare, cpu_phase, pin_candidate, stack_pids, unpin, wait_idle
 from benchmarks.serving.flips import FlipOutcome, analyse_flips, atomic_write_ms, do_flips, report_flips
 from benchmarks.serving.hop import bench_hop, report_hop
 from benchmarks.serving.machine import machine_facts
@@ -122,6 +122,8 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
             mirror_report = "\n".join(mirror_lines).rstrip() + "\n"
             if args.only == "mirror":
                 return "", mirror_report
+            if pinned:
+                unpin(state_dir)
             write_ms = atomic_write_ms(state_dir / "fsync-probe")
             say(f"Envoy hop latency ({plan.hop_requests} requests each way)")
             with cpu_phase("hop latency", cpu):

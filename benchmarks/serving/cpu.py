@@ -194,6 +194,18 @@ def split_cores(client: int, stack: Mapping[str, int]) -> str | None:
     )
 
 
+def unpin(state_dir: Path) -> None:
+    """Undo :func:`pin_candidate`: this process, its descendants and the stack back on every CPU
+    (the benchmark's later phases measure the stack sharing the machine)."""
+    every = set(range(os.cpu_count() or 1))
+    children = _children_map()
+    queue = [os.getpid(), *stack_pids(state_dir).values()]
+    while queue:
+        pid = queue.pop()
+        pin_tasks(pid, every)
+        queue.extend(children.get(pid, []))
+
+
 def pin_tasks(pid: int, cpus: set[int]) -> None:
     """Pin every thread of ``pid`` to ``cpus`` (affinity is per thread; uvicorn's and Envoy's
     already run); a process or thread that is gone is skipped."""
