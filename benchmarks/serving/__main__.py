@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
                         log=not args.no_log,
                         shares=(0.0, 1.0),
                     )
-                sink_lines = report_sink(sink)
+                sink_lines = report_sink(sink, pinned is not None)
             cores = os.cpu_count() or 1
             mirror_lines = [
                 *report_header(facts, time.perf_counter() - started, cpu),

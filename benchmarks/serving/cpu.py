@@ -52,6 +52,18 @@ def machine_busy_seconds(stat: str | None = None) -> float:
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
+def core_busy_seconds(cpus: Iterable[int]) -> float:
+    """CPU seconds the CPUs ``cpus`` spent busy so far (the ``cpuN`` lines of ``/proc/stat``, counted
+    as :func:`machine_busy_seconds` counts the machine); 0.0 where ``/proc/stat`` cannot be read."""
+    wanted = {f"cpu{n}" for n in cpus}
+    try:
+        with open("/proc/stat", encoding="ascii") as handle:
+            lines = [line for line in handle if line.split(" ", 1)[0] in wanted]
+    except OSError:
+        return 0.0
+    return sum(machine_busy_seconds("cpu " + line.split(" ", 1)[1]) for line in lines)
+
+
 @contextlib.contextmanager
 def cpu_phase(name: str, record: dict[str, CpuShare]) -> Iterator[None]:
     """Record in ``record[name]`` how the machine's CPU was used while the body ran.

@@ -4,13 +4,14 @@ mirror, with 10 % and with 100 % of them mirrored to the candidate, in interleav
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import httpx
 
-from benchmarks.serving.cpu import tree_cpu, tree_waited, waited_between
+from benchmarks.serving.cpu import core_busy_seconds, tree_cpu, tree_waited, waited_between
 from benchmarks.serving.measure import fmt, pct, say, signed
 from benchmarks.serving.plan import Plan
 from mlcanary.serving.headers import ARM_SERVED_HEADER, NO_LOG_HEADER, SERVER_LATENCY_HEADER
@@ -35,6 +36,8 @@ class MirrorArm:
     """CPU seconds each process used during this share's blocks (``client`` is this process)."""
     waited_s: dict[str, float] = field(default_factory=dict)
     """Seconds each stack process was ready to run but waited for a CPU during those blocks."""
+    path_busy_s: float = 0.0
+    """CPU seconds the CPUs this process may run on (the user's path, when pinned) were busy."""
 
 
 def bench_mirror(
@@ -60,6 +63,7 @@ def bench_mirror(
     if not log:
         headers[NO_LOG_HEADER] = "1"
     blocks = plan.mirror_requests // plan.mirror_block
+    path_cpus = os.sched_getaffinity(0)
     deadline = time.monotonic() + 300.0
     with httpx.Client(base_url=front_door, timeout=10.0, trust_env=False) as client:
         for _ in range(plan.mirror_warmup):
@@ -76,6 +80,7 @@ def bench_mirror(
             arm = arms[share]
             before = backend.envoy.stats().candidate.rq_total
             cpu_before, waited_before = _cpu(processes), _waited(processes)
+            busy_before = core_busy_seconds(path_cpus)
             for i in range(plan.mirror_block):
                 body = bodies[(block * plan.mirror_block + i) % len(bodies)]
                 t0 = time.perf_counter_ns()
@@ -95,6 +100,7 @@ def bench_mirror(
             arm.mirrored += backend.envoy.stats().candidate.rq_total - before
             for name, used in _cpu(processes).items():
                 arm.cpu_s[name] = arm.cpu_s.get(name, 0.0) + used - cpu_before.get(name, 0.0)
+            arm.path_busy_s += core_busy_seconds(path_cpus) - busy_before
             for name, waited in _waited(processes).items():
                 since = waited_between(waited_before.get(name, {}), waited)
                 arm.waited_s[name] = arm.waited_s.get(name, 0.0) + since
@@ -134,6 +140,25 @@ def _per_request_rows(arms: Sequence[MirrorArm], what: str, intro: str, target: 
         cells = " | ".join(f"{values.get(x, 0.0) * 1000 / n:.2f}" for x in names)
         rows.append(f"| {label} | {cells} |")
     return [*rows, ""]
+
+
+def _displaced(arms: Sequence[MirrorArm], pinned: bool) -> list[str]:
+    """Other processes' CPU on the user's core(s), per user request: the cores' busy time minus
+    what the user's path (client, Envoy, champion; pinned there) used."""
+    path = ("client", "envoy", "model-champion")
+    if not pinned or not all(name in arms[0].cpu_s for name in path):
+        return []
+    cells = []
+    for arm in arms:
+        n = max(len(arm.client_ms), 1)
+        others = max(0.0, arm.path_busy_s - sum(arm.cpu_s[name] for name in path))
+        label = "nothing mirrored" if not arm.share else f"{arm.share:.0%}"
+        cells.append(f"{label} {others * 1000 / n:.2f} ms")
+    return [
+        "CPU of other processes on the user's core, per user request (the core's busy time from "
+        "`/proc/stat` minus what the client, Envoy and the champion used there): " + " · ".join(cells) + ".",
+        "",
+    ]
 
 
 def _cpu_rows(arms: Sequence[MirrorArm], target: str = "candidate") -> list[str]:
@@ -177,7 +202,7 @@ def _latency_rows(arms: Sequence[MirrorArm], target: str) -> list[str]:
     return [*rows, ""]
 
 
-def report_sink(arms: Sequence[MirrorArm]) -> list[str]:
+def report_sink(arms: Sequence[MirrorArm], pinned: bool = True) -> list[str]:
     """The part of the report measured with the candidate replaced by the sink (``--sink``)."""
     return [
         "#### The copy itself: mirroring to a server that answers at once",
@@ -190,6 +215,7 @@ def report_sink(arms: Sequence[MirrorArm]) -> list[str]:
         "",
         *_latency_rows(arms, "sink"),
         *_cpu_rows(arms, "sink"),
+        *_displaced(arms, pinned),
         f"Non-200 (or not-champion) replies: {sum(arm.failed for arm in arms)}.",
         "",
     ]
@@ -208,6 +234,7 @@ def report_mirror(arms: Sequence[MirrorArm], cores: int, pinned: str | None = No
         "",
         *_latency_rows(arms, "candidate"),
         *_cpu_rows(arms),
+        *_displaced(arms, pinned is not None),
         f"Non-200 (or not-champion) replies: {failed}. Envoy sends the copy without waiting for it, so "
         "what mirroring adds to the user's path is the machine's. "
         + (

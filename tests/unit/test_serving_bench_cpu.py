@@ -14,7 +14,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from benchmarks.serving.cpu import core_split, machine_busy_seconds, split_cores, tree_waited, waited_between
+from benchmarks.serving.cpu import (
+    core_busy_seconds,
+    core_split,
+    machine_busy_seconds,
+    split_cores,
+    tree_waited,
+    waited_between,
+)
 
 # client 100 started the whole stack, as the benchmark does; 401 is a forked model-server worker.
 TREE = {100: [200, 300, 400, 500], 200: [201], 400: [401], 500: [501]}
@@ -115,3 +122,12 @@ def test_waited_between_counts_only_threads_present_in_both_readings() -> None:
     after = {1: 1.5, 3: 2.25, 4: 9.0}  # thread 2 exited, thread 4 started
 
     assert waited_between(before, after) == pytest.approx(0.75)
+
+
+def test_core_busy_seconds_of_every_cpu_adds_up_to_the_machine() -> None:
+    every = sorted(os.sched_getaffinity(0) | {0})
+    cores = core_busy_seconds(range(os.cpu_count() or 1))
+
+    assert cores == pytest.approx(machine_busy_seconds(), abs=1.0)
+    assert 0.0 < core_busy_seconds(every[:1]) <= cores
+    assert core_busy_seconds([]) == 0.0
