@@ -14,16 +14,17 @@ from pathlib import Path
 
 import benchmarks.serving as package
 from benchmarks.serving.client import Traffic, client_process
-from benchmarks.serving.cpu import CpuShare, cpu_phase, pin_candidate, stack_pids, wait_idle
+from benchmarks.serving.cpu import CpuShare, cpu_phase, pin_candidate, stack_pids, unpin, wait_idle
 from benchmarks.serving.flips import FlipOutcome, analyse_flips, atomic_write_ms, do_flips, report_flips
 from benchmarks.serving.hop import bench_hop, report_hop
 from benchmarks.serving.machine import machine_facts
 from benchmarks.serving.measure import say
-from benchmarks.serving.mirror import MIRROR_MARKERS, bench_mirror, report_mirror
+from benchmarks.serving.mirror import MIRROR_MARKERS, bench_mirror, report_mirror, report_sink
 from benchmarks.serving.plan import FULL, QUICK, SERVING_MARKERS
 from benchmarks.serving.report import replace_block, report_header
 from benchmarks.serving.rollbacks import bench_rollbacks, report_rollbacks
 from benchmarks.serving.setup import bench_settings, instances, predict_bodies, train_versions
+from benchmarks.serving.sink import sink_for_candidate
 from benchmarks.serving.throughput import bench_throughput, report_throughput
 from mlcanary.runtime.env import quiet_defaults
 
@@ -91,14 +92,38 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
                     pids=stack_pids(state_dir),
                     log=not args.no_log,
                 )
+            sink_lines: list[str] = []
+            if args.sink:
+                say("mirroring to a sink in place of the candidate")
+                port = settings.serving.candidate_port
+                with (
+                    sink_for_candidate(state_dir, port, model, versions[1]) as sink_pid,
+                    cpu_phase("mirroring to the sink", cpu),
+                ):
+                    pids = {**stack_pids(state_dir), "sink": sink_pid}
+                    sink = bench_mirror(
+                        backend,
+                        model,
+                        info.front_door_url,
+                        path,
+                        bodies,
+                        plan,
+                        pids=pids,
+                        log=not args.no_log,
+                        shares=(0.0, 1.0),
+                    )
+                sink_lines = report_sink(sink, pinned is not None)
             cores = os.cpu_count() or 1
             mirror_lines = [
                 *report_header(facts, time.perf_counter() - started, cpu),
                 *report_mirror(mirror, cores, pinned),
+                *sink_lines,
             ]
             mirror_report = "\n".join(mirror_lines).rstrip() + "\n"
             if args.only == "mirror":
                 return "", mirror_report
+            if pinned:
+                unpin(state_dir)
             write_ms = atomic_write_ms(state_dir / "fsync-probe")
             say(f"Envoy hop latency ({plan.hop_requests} requests each way)")
             with cpu_phase("hop latency", cpu):
@@ -180,7 +205,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="mirroring with the payload log off for its requests (a diagnostic: what the log costs)",
     )
+    parser.add_argument(
+        "--sink",
+        action="store_true",
+        help="with --only mirror: then replace the candidate by a server answering at once and "
+        "measure again (what the user's path pays for the copy itself)",
+    )
     args = parser.parse_args(argv)
+    if args.sink and args.only != "mirror":
+        parser.error("--sink stops the candidate: use it with --only mirror")
     quiet_defaults()
     if args.omp_threads is not None:
         if args.omp_threads < 1:

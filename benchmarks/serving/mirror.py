@@ -4,13 +4,14 @@ mirror, with 10 % and with 100 % of them mirrored to the candidate, in interleav
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import httpx
 
-from benchmarks.serving.cpu import tree_cpu
+from benchmarks.serving.cpu import core_busy_seconds, tree_cpu, tree_waited, waited_between
 from benchmarks.serving.measure import fmt, pct, say, signed
 from benchmarks.serving.plan import Plan
 from mlcanary.serving.headers import ARM_SERVED_HEADER, NO_LOG_HEADER, SERVER_LATENCY_HEADER
@@ -33,6 +34,10 @@ class MirrorArm:
     failed: int = 0
     cpu_s: dict[str, float] = field(default_factory=dict)
     """CPU seconds each process used during this share's blocks (``client`` is this process)."""
+    waited_s: dict[str, float] = field(default_factory=dict)
+    """Seconds each stack process was ready to run but waited for a CPU during those blocks."""
+    path_busy_s: float = 0.0
+    """CPU seconds the CPUs this process may run on (the user's path, when pinned) were busy."""
 
 
 def bench_mirror(
@@ -44,34 +49,38 @@ def bench_mirror(
     plan: Plan,
     pids: Mapping[str, int] | None = None,
     log: bool = True,
+    shares: Sequence[float] = SHARES,
 ) -> list[MirrorArm]:
     """Sequential keep-alive requests through the weighted route (every answer from the champion),
     in blocks of ``plan.mirror_block`` per share, the shares rotating so that each sees the same
     machine state; the share is switched with the backend's own calls between blocks. With ``pids``
     (pidfile name → pid), the CPU each of those processes used during each share's blocks is kept.
-    ``log=False`` marks every request not to be logged (a diagnostic: the payload log's share)."""
+    ``log=False`` marks every request not to be logged (a diagnostic: the payload log's share).
+    ``shares`` are the shares compared (the first one the baseline)."""
     processes = dict(pids or {})
-    arms = {share: MirrorArm(share) for share in SHARES}
+    arms = {share: MirrorArm(share) for share in shares}
     headers = {"content-type": "application/json"}
     if not log:
         headers[NO_LOG_HEADER] = "1"
     blocks = plan.mirror_requests // plan.mirror_block
+    path_cpus = os.sched_getaffinity(0)
     deadline = time.monotonic() + 300.0
     with httpx.Client(base_url=front_door, timeout=10.0, trust_env=False) as client:
         for _ in range(plan.mirror_warmup):
             client.post(path, content=bodies[0], headers=headers)
-        for block in range(blocks * len(SHARES)):
+        for block in range(blocks * len(shares)):
             if time.monotonic() > deadline:
                 say("mirroring: time bound reached, reporting what was measured")
                 break
-            share = SHARES[(block + block // len(SHARES)) % len(SHARES)]
+            share = shares[(block + block // len(shares)) % len(shares)]
             if share:
                 backend.set_shadow(model, share)
             else:
                 backend.set_traffic(model, 0)
             arm = arms[share]
             before = backend.envoy.stats().candidate.rq_total
-            cpu_before = _cpu(processes)
+            cpu_before, waited_before = _cpu(processes), _waited(processes)
+            busy_before = core_busy_seconds(path_cpus)
             for i in range(plan.mirror_block):
                 body = bodies[(block * plan.mirror_block + i) % len(bodies)]
                 t0 = time.perf_counter_ns()
@@ -91,8 +100,12 @@ def bench_mirror(
             arm.mirrored += backend.envoy.stats().candidate.rq_total - before
             for name, used in _cpu(processes).items():
                 arm.cpu_s[name] = arm.cpu_s.get(name, 0.0) + used - cpu_before.get(name, 0.0)
+            arm.path_busy_s += core_busy_seconds(path_cpus) - busy_before
+            for name, waited in _waited(processes).items():
+                since = waited_between(waited_before.get(name, {}), waited)
+                arm.waited_s[name] = arm.waited_s.get(name, 0.0) + since
     backend.set_traffic(model, 0)
-    return [arms[share] for share in SHARES]
+    return [arms[share] for share in shares]
 
 
 def _cpu(processes: Mapping[str, int]) -> dict[str, float]:
@@ -102,31 +115,75 @@ def _cpu(processes: Mapping[str, int]) -> dict[str, float]:
     return used
 
 
-def _cpu_rows(arms: Sequence[MirrorArm]) -> list[str]:
-    names = [
-        n for n in ("client", "envoy", "model-champion", "model-candidate", "collector") if n in arms[0].cpu_s
-    ]
+def _waited(processes: Mapping[str, int]) -> dict[str, dict[int, float]]:
+    """Per thread, seconds so far each process (and its descendants) waited for a CPU while ready."""
+    return {name: tree_waited(pid) for name, pid in processes.items()}
+
+
+_PROCESSES = ("client", "envoy", "model-champion", "model-candidate", "sink", "collector")
+
+
+def _per_request_rows(arms: Sequence[MirrorArm], what: str, intro: str, target: str) -> list[str]:
+    names = [n for n in _PROCESSES if n in getattr(arms[0], what)]
     if len(names) < 2:  # without the stack's processes there is nothing to compare
         return []
     rows = [
-        "CPU used per user request during each share's blocks (ms of CPU, from `/proc`; the "
-        "candidate's and the collector's include the copies' work):",
+        intro,
         "",
-        "| mirrored to the candidate | " + " | ".join(names) + " |",
+        f"| mirrored to the {target} | " + " | ".join(names) + " |",
         "| --- | " + " | ".join("---:" for _ in names) + " |",
     ]
     for arm in arms:
         n = max(len(arm.client_ms), 1)
         label = "none" if not arm.share else f"{arm.share:.0%}"
-        rows.append(
-            f"| {label} | " + " | ".join(f"{arm.cpu_s.get(x, 0.0) * 1000 / n:.2f}" for x in names) + " |"
-        )
+        values = getattr(arm, what)
+        cells = " | ".join(f"{values.get(x, 0.0) * 1000 / n:.2f}" for x in names)
+        rows.append(f"| {label} | {cells} |")
     return [*rows, ""]
 
 
-def report_mirror(arms: Sequence[MirrorArm], cores: int, pinned: str | None = None) -> list[str]:
+def _displaced(arms: Sequence[MirrorArm], pinned: bool) -> list[str]:
+    """Other processes' CPU on the user's core(s), per user request: the cores' busy time minus
+    what the user's path (client, Envoy, champion; pinned there) used."""
+    path = ("client", "envoy", "model-champion")
+    if not pinned or not all(name in arms[0].cpu_s for name in path):
+        return []
+    cells = []
+    for arm in arms:
+        n = max(len(arm.client_ms), 1)
+        others = max(0.0, arm.path_busy_s - sum(arm.cpu_s[name] for name in path))
+        label = "nothing mirrored" if not arm.share else f"{arm.share:.0%}"
+        cells.append(f"{label} {others * 1000 / n:.2f} ms")
+    return [
+        "CPU of other processes on the user's core, per user request (the core's busy time from "
+        "`/proc/stat` minus what the client, Envoy and the champion used there): " + " · ".join(cells) + ".",
+        "",
+    ]
+
+
+def _cpu_rows(arms: Sequence[MirrorArm], target: str = "candidate") -> list[str]:
+    return [
+        *_per_request_rows(
+            arms,
+            "cpu_s",
+            "CPU used per user request during each share's blocks (ms of CPU, from `/proc`; the "
+            f"{target}'s and the collector's include the copies' work):",
+            target,
+        ),
+        *_per_request_rows(
+            arms,
+            "waited_s",
+            "Time each process was ready to run but waited for a CPU, per user request (ms, the "
+            "run-queue delay of `/proc/<pid>/task/*/schedstat`): what the champion waits here is "
+            "added to the user's latency without showing as its CPU.",
+            target,
+        ),
+    ]
+
+
+def _latency_rows(arms: Sequence[MirrorArm], target: str) -> list[str]:
     rows = [
-        "| mirrored to the candidate | requests | candidate got | P50 ms | P95 ms | P99 ms | "
+        f"| mirrored to the {target} | requests | {target} got | P50 ms | P95 ms | P99 ms | "
         "champion server-side P50 / P99 ms |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -142,6 +199,29 @@ def report_mirror(arms: Sequence[MirrorArm], cores: int, pinned: str | None = No
         delta = [pct(arm.client_ms, q) - pct(base.client_ms, q) for q in (50, 95, 99)]
         added = " | ".join(f"**{signed(d)}**" for d in delta)
         rows.append(f"| **added by mirroring {arm.share:.0%}** | | | {added} | |")
+    return [*rows, ""]
+
+
+def report_sink(arms: Sequence[MirrorArm], pinned: bool = True) -> list[str]:
+    """The part of the report measured with the candidate replaced by the sink (``--sink``)."""
+    return [
+        "#### The copy itself: mirroring to a server that answers at once",
+        "",
+        "The same rotation (nothing mirrored, 100 % mirrored) after the candidate's model server is "
+        "replaced, on its port and core, by `benchmarks/serving/sink.py`, which answers each copy at "
+        "once without a model. What mirroring still adds here is what the user's path pays for the "
+        "copy itself (Envoy copying the request, sending it and reading the discarded answer), as "
+        "on a cluster where the candidate computes in its own pods.",
+        "",
+        *_latency_rows(arms, "sink"),
+        *_cpu_rows(arms, "sink"),
+        *_displaced(arms, pinned),
+        f"Non-200 (or not-champion) replies: {sum(arm.failed for arm in arms)}.",
+        "",
+    ]
+
+
+def report_mirror(arms: Sequence[MirrorArm], cores: int, pinned: str | None = None) -> list[str]:
     failed = sum(arm.failed for arm in arms)
     return [
         "### 6. Latency mirroring adds to the user's path (the shadow phase)",
@@ -152,14 +232,15 @@ def report_mirror(arms: Sequence[MirrorArm], cores: int, pinned: str | None = No
         "rotate, so every share sees the same machine state. *candidate got* is what Envoy's candidate "
         "cluster counted during those blocks: the mirrored copies, whose answers Envoy discards.",
         "",
-        *rows,
-        "",
+        *_latency_rows(arms, "candidate"),
         *_cpu_rows(arms),
+        *_displaced(arms, pinned is not None),
         f"Non-200 (or not-champion) replies: {failed}. Envoy sends the copy without waiting for it, so "
         "what mirroring adds to the user's path is the machine's. "
         + (
             f"Here the cores were split as in a cluster ({pinned}): what is left is Envoy's own "
-            "cost of copying, plus whatever other processes on the machine did."
+            "cost of copying, plus what the candidate's work displaces onto the user's core (other "
+            "processes on a shared machine; the run-queue table)."
             if pinned
             else f"Here both model servers, Envoy, the collector and the client share {cores} cores, and "
             "the candidate computing each copy at the same moment as the champion computes the "
