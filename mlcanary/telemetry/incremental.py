@@ -30,7 +30,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select, union_all
 
 from mlcanary.telemetry.aggregate import ArmAggregate
 from mlcanary.telemetry.latency_histogram import LatencyHistogram
@@ -105,11 +105,21 @@ class _Reader:
             columns = [r.c.arm, r.c.version, *(r.c[name] for name in SUM_FIELDS)]
             if histograms:
                 columns.append(r.c.latency_histogram)
-            stmt = select(*columns).where(
-                r.c.log == inference_log.name,
-                r.c.model == self.model,
-                r.c.arm.in_(list(self.versions)),
-                or_(*(and_(r.c.span == span, r.c.bucket.in_(b)) for span, b in by_span.items())),
+            # One exact primary-key lookup per (arm, span): an OR of spans made PostgreSQL filter
+            # every rollup row of the model (cost growing with the window's buckets).
+            stmt = union_all(
+                *(
+                    select(*columns).where(
+                        r.c.log == inference_log.name,
+                        r.c.model == self.model,
+                        r.c.arm == arm,
+                        r.c.version == version,
+                        r.c.span == span,
+                        r.c.bucket.in_(buckets),
+                    )
+                    for arm, version in self.versions.items()
+                    for span, buckets in by_span.items()
+                )
             )
             for row in self.connection.execute(stmt).mappings():
                 if self.versions.get(row["arm"]) != row["version"]:
