@@ -85,10 +85,13 @@ class Sums:
         self.histogram = LatencyHistogram()
 
     def add(self, values: dict[str, Any], histogram: LatencyHistogram | None = None, sign: int = 1) -> None:
+        mine = self.values
         for name in SUM_FIELDS:
-            self.values[name] += sign * (values[name] or 0)
+            value = values[name]
+            if value:
+                mine[name] += sign * value
         if histogram is not None:
-            self.histogram.add({i: sign * c for i, c in histogram.counts.items()})
+            self.histogram.add_scaled(histogram, sign)
 
     def add_sums(self, other: Sums, sign: int = 1) -> None:
         self.add(other.values, other.histogram, sign)
@@ -176,10 +179,17 @@ def compute_sums(
         if versions is not None and versions.get(key[0]) != key[1]:
             continue
         found.setdefault(key, Sums()).add(dict(row))
-    for arm, version, bucket_start, bin_index, n in connection.execute(hist_sql, params):
+    # One row per (key, latency bin): thousands per refresh, so counted in place.
+    counts: dict[int, int] | None = None
+    last: Key | None = None
+    for arm, version, bucket_start, bin_index, n in connection.execute(hist_sql, params).all():
         key = (arm, version, int(bucket_start))
-        if key in found:
-            found[key].histogram.add({int(bin_index): int(n)})
+        if key != last:
+            last = key
+            counts = found[key].histogram.counts if key in found else None
+        if counts is not None:
+            index = int(bin_index)
+            counts[index] = counts.get(index, 0) + int(n)
     return found
 
 

@@ -247,3 +247,13 @@ def test_histogram_percentiles_are_within_the_stated_accuracy(values: list[float
     (estimate,) = histogram.percentiles([q]) or [math.nan]
     truth = float(np.percentile(values, q))
     assert abs(estimate - truth) <= A * truth * (1 + 1e-9)
+
+
+@given(st.dictionaries(st.integers(-500, 500), st.integers(1, 1_000)), st.sampled_from([1, -1]))
+def test_adding_a_scaled_histogram_is_adding_its_counts(counts: dict[int, int], sign: int) -> None:
+    base = LatencyHistogram({0: 7, 3: 1})
+    expected = dict(base.counts)
+    for index, count in counts.items():
+        expected[index] = expected.get(index, 0) + sign * count
+    base.add_scaled(LatencyHistogram(dict(counts)), sign)
+    assert base.counts == expected
