@@ -21,8 +21,9 @@ from pathlib import Path
 
 from benchmarks.inference_log.ingest import IngestResult, run_ingest
 from benchmarks.inference_log.postgres import postgres_url
-from benchmarks.inference_log.tick import TickResult, run_tick
+from benchmarks.inference_log.tick import WINDOW, TickResult, run_tick
 from benchmarks.serving.report import replace_block
+from mlcanary.telemetry.rollup_tables import BUCKET_SECONDS
 
 MARKERS = ("<!-- bench:inference-log:start -->", "<!-- bench:inference-log:end -->")
 TICK_GOAL_S = 1.0
@@ -58,18 +59,20 @@ def tick_markdown(results: list[TickResult], small: int, large: int) -> list[str
         "### Monitor tick over the release window (item 3)",
         "",
         f"Window: 48 h, {small:,} and {large:,} logged requests; each tick adds 1,000 requests and 300 "
-        "labels a day late; tick = `StoreMetricsSource.measure` (median of the rounds). "
-        "Reference: the full recomputation over the same window (`aggregate()`, what every tick ran before).",
+        "labels a day late; tick = folding them in (`refresh`, also shown apart) + "
+        "`StoreMetricsSource.measure` (median of the rounds). Reference: the full recomputation over the "
+        "same window (`aggregate()`, what every tick ran before). Load: the machine's 1-minute load average after the ticks.",
         "",
-        "| database | requests in window | generate (s) | build sums once (s) | **tick (ms)** | "
-        "full recomputation (ms) | speed-up | sums equal |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| database | requests in window | requests per 10-s bucket | generate (s) | build sums once (s) | "
+        "**tick (ms)** | of which folding in (ms) | full recomputation (ms) | speed-up | sums equal | load |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
     ]
     for r in results:
         lines.append(
-            f"| {r.backend} | {r.rows:,} | {r.generate_s:.1f} | {r.build_s:.1f} | "
-            f"**{r.tick_s * 1000:.0f}** | "
-            f"{r.full_s * 1000:.0f} | {r.full_s / r.tick_s:.1f}× | {'yes' if r.equal else '**no**'} |"
+            f"| {r.backend} | {r.rows:,} | {r.rows * BUCKET_SECONDS / WINDOW.total_seconds():,.1f} | "
+            f"{r.generate_s:.1f} | {r.build_s:.1f} | **{r.tick_s * 1000:.0f}** | {r.refresh_s * 1000:.0f} | "
+            f"{r.full_s * 1000:.0f} | {r.full_s / r.tick_s:.1f}× | {'yes' if r.equal else '**no**'} | "
+            f"{r.load:.1f} |"
         )
     lines += [
         "",
@@ -156,8 +159,12 @@ def main(argv: list[str] | None = None) -> int:
                 url = urls.get(backend) or f"sqlite:///{tmp}/ingest.db"
                 ingests.append(run_ingest(backend, url, args.ingest_seconds, _progress))
     command = "python -m benchmarks.inference_log " + " ".join(argv if argv is not None else sys.argv[1:])
+    title = {
+        "tick": "the monitor's tick",
+        "ingest": "the collector's ingest",
+    }.get(args.only or "", "the monitor's tick and the collector's ingest")
     lines = [
-        "## Inference log: the monitor's tick and the collector's ingest",
+        f"## Inference log: {title}",
         "",
         f"Command: `{command.strip()}`. Machine: {_machine()} (other engineers share it: compare ratios).",
         "",
