@@ -61,7 +61,8 @@ def tick_markdown(results: list[TickResult], small: int, large: int) -> list[str
         f"Window: 48 h, {small:,} and {large:,} logged requests; each tick adds 1,000 requests and 300 "
         "labels a day late; tick = folding them in (`refresh`, also shown apart) + "
         "`StoreMetricsSource.measure` (median of the rounds). Reference: the full recomputation over the "
-        "same window (`aggregate()`, what every tick ran before). Load: the machine's 1-minute load average after the ticks.",
+        "same window (`aggregate()`, what every tick ran before). Load: the machine's 1-minute load "
+        "average after the ticks.",
         "",
         "| database | requests in window | requests per 10-s bucket | generate (s) | build sums once (s) | "
         "**tick (ms)** | of which folding in (ms) | full recomputation (ms) | speed-up | sums equal | load |",
