@@ -93,9 +93,11 @@ def _generate_sql(dialect: str) -> tuple[str, str]:
         "CASE WHEN u3 < 0.01 THEN NULL ELSE u3 END "
         f"FROM ({source}) AS generated"
     )
+    # Labels for requests b0, b1, b2, b10, …: read back from the log rather than generated again.
+    number = "CAST(substr(request_id, 2) AS BIGINT)"
     insert_labels = (
-        f"INSERT INTO feedback (request_id, instance_index, label, received_at) SELECT {rid}, 0, {label}, ts "
-        f"FROM ({source}) AS generated WHERE i % 10 < 3"
+        "INSERT INTO feedback (request_id, instance_index, label, received_at) "
+        f"SELECT request_id, 0, {label}, received_at FROM inference_log WHERE {number} % 10 < 3"
     )
     return insert_log, insert_labels
 
