@@ -45,6 +45,7 @@ from sqlalchemy import (
     literal_column,
     select,
     text,
+    true,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -133,8 +134,24 @@ def _statements(
         scope.append(func.coalesce(t.c.version, "").in_([version for _, version in versions]))
     bucket = bucket_expression(t.c.received_at, name) if by_bucket else literal(0)
     keys = [func.coalesce(t.c.arm, "").label("arm"), func.coalesce(t.c.version, "").label("version")]
-    sums = stored_sums(t)
-    joined = t.outerjoin(f, and_(f.c.request_id == t.c.request_id, f.c.instance_index == t.c.instance_index))
+    if name == "postgresql":
+        # Each row's label by its primary key (LIMIT keeps the lookup from being flattened into a
+        # join): a plain outer join let PostgreSQL hash every label of the log — a cost growing with
+        # the window — to label the few thousand rows of some buckets.
+        label = (
+            select(f.c.label)
+            .where(f.c.request_id == t.c.request_id, f.c.instance_index == t.c.instance_index)
+            .limit(1)
+            .lateral("labelled")
+        )
+        sums = stored_sums(t, label.c.label)
+        joined = t.outerjoin(label, true())
+    else:
+        # SQLite joins by nested loops, through feedback's primary key.
+        sums = stored_sums(t)
+        joined = t.outerjoin(
+            f, and_(f.c.request_id == t.c.request_id, f.c.instance_index == t.c.instance_index)
+        )
     group = [keys[0], keys[1], bucket] if by_bucket else [keys[0], keys[1]]
     stmt = (
         select(*keys, bucket.label("bucket"), *(expr.label(n) for n, expr in sums.items()))
