@@ -109,8 +109,10 @@ def _moment(seconds: int) -> datetime:
 def bucket_expression(column: Any, dialect: str) -> ColumnElement[Any]:
     """The 10-s bucket (epoch seconds) of a timestamp column, in SQL (must agree with ``bucket_of``)."""
     if dialect == "sqlite":
-        # Stored as naive UTC text; strftime('%s') floors to whole seconds.
-        seconds = cast(func.strftime("%s", column), BigInteger)
+        # Stored as naive UTC text 'YYYY-MM-DD HH:MM:SS.ffffff'. SQLite parses fractions to the
+        # millisecond, rounding: 09.9996 became 10 and its row fell into the next bucket while the
+        # text comparisons of a time range kept it in this one. Only the whole seconds are parsed.
+        seconds = cast(func.strftime("%s", func.substr(column, 1, 19)), BigInteger)
         return seconds // BUCKET_SECONDS * BUCKET_SECONDS
     return cast(func.floor(func.extract("epoch", column) / BUCKET_SECONDS), BigInteger) * BUCKET_SECONDS
 
