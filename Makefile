@@ -16,7 +16,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: help demo platform test test-slow test-fast lint format lock bootstrap clean bench bench-model-server bench-judge bench-quick bench-log
+.PHONY: help demo platform test test-slow test-fast lint format lock bootstrap clean bench bench-model-server bench-cli bench-judge bench-quick bench-log
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -48,7 +48,7 @@ TEST_WORKERS ?= auto
 test: $(STAMP) ## The test suites (unit, flows, integration with real processes), within 15 min on 2 cores
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not long" --durations=30
 
-test-long: $(STAMP) ## The long runs CI adds: the demo end to end, the platform, a crash at every step, Prefect on PostgreSQL, the model-server smoke
+test-long: $(STAMP) ## The long runs CI adds: the demo end to end, the platform, a crash at every step, Prefect on PostgreSQL, the model-server smoke beside KServe
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m long --durations=15
 
 test-fast: $(STAMP) ## Unit tests only
@@ -70,6 +70,9 @@ bench-log: $(STAMP) ## The monitor's tick over a 48 h window and the collector's
 
 bench-model-server: $(STAMP) ## Our model server beside KServe's, our Envoy beside a minimal one, CLI times (~3 min); rewrites its block of docs/benchmarks.md
 	$(BIN)/python -m benchmarks.model_server --out docs/benchmarks.md
+
+bench-cli: $(STAMP) ## The CLI's answer times alone (--help of every command, status; ~1 min); rewrites its block of docs/benchmarks.md
+	$(BIN)/python -m benchmarks.model_server --only cli --out docs/benchmarks.md
 
 bench-judge: $(STAMP) ## The judge at the published sizes vs Flagger/Kayenta-style rules, and its shadow phase (~30 min); rewrites their blocks of docs/benchmarks.md
 	$(BIN)/python -m benchmarks.judge --out docs/benchmarks.md

@@ -9,6 +9,12 @@ reject rolls back; when the window ends unanswered a monitor tick applies
 ``approval.on_timeout``. The monitor keeps judging the release during the wait, so a critical
 failure still rolls it back; an answer that arrives after that finds nothing to approve and says so.
 The flow can also be run by hand from the UI for a release that waits.
+
+Another run holding the model's lease when the answer (or the end of the window) comes is met as
+the monitor meets it: this run changes nothing, logs ``yielded: <holder> holds the lease ...`` and
+ends normally, returning ``{"model", "answer", "yielded", "holder"}``; the release keeps waiting.
+An answer that yielded was not applied: give it again (run ``approve-release`` again, or
+``mlcanary approve`` / ``reject``) once the holder is done.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from flows import canary
 from flows.canary import Profile
 from mlcanary.notify.message import mlflow_run_link
 from mlcanary.rollout.engine import NothingToDoError, RolloutEngine
+from mlcanary.rollout.lease import LeaseHeldError
 from mlcanary.rollout.state import ReleaseState
 from tasks import rollout as steps
 
@@ -122,7 +129,15 @@ def approve_release(model: str, profile: Profile = "local", config_file: str | N
         # The monitor ended the release while the form was open (e.g. a critical check failed).
         logger.warning("%s arrived too late: %s", choice, exc)
         return {"model": model, "answer": choice, "note": str(exc)}
+    except LeaseHeldError as held:
+        logger.warning("%s not applied, give it again once that run is done: %s", choice, held)
+        return _yielded(model, choice, held)
     return {**steps.release_summary(state), "answer": choice}
+
+
+def _yielded(model: str, answer: str, held: LeaseHeldError) -> dict[str, Any]:
+    """What the run returns when another run held the model's lease: it did nothing."""
+    return {"model": model, "answer": answer, "yielded": str(held), "holder": held.holder}
 
 
 def _running_again() -> None:
@@ -145,4 +160,8 @@ def _apply_timeout(engine: RolloutEngine, model: str) -> dict[str, Any]:
         result = steps.tick(engine, model)
     except NothingToDoError as exc:
         return {"model": model, "answer": "timeout", "note": str(exc)}
+    except LeaseHeldError as held:
+        # The holder is most likely the monitor's tick, which applies the same timeout itself.
+        get_run_logger().info(str(held))
+        return _yielded(model, "timeout", held)
     return {**steps.release_summary(result.release), "answer": "timeout"}

@@ -16,8 +16,6 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger
 
 from mlcanary.config import Settings, load_settings
-from mlcanary.rollout import tags
-from mlcanary.rollout.arms import CANDIDATE
 from mlcanary.rollout.engine import NothingToDoError, RolloutEngine, RolloutError
 from mlcanary.rollout.lease import LeaseHeldError
 from mlcanary.wiring import build_engine
@@ -72,13 +70,13 @@ def _active_models(engine: RolloutEngine) -> list[str]:
 
 def _unstarted_candidates(engine: RolloutEngine) -> list[tuple[str, str]]:
     """(model, version) of each ``@candidate`` no release was ever started for: the start-canary run
-    its webhook should have caused never came (Prefect down for longer than MLflow retries)."""
+    its webhook should have caused never came (Prefect down for longer than MLflow retries), or
+    crashed after setting the alias and before writing the release's first tag."""
     found = []
     for name in engine.registry.list_models():
-        candidate = engine.registry.version_for_alias(name, CANDIDATE)
-        if candidate is None or candidate.tag(tags.PHASE) or candidate.tag(tags.REJECTED):
-            continue
-        found.append((name, candidate.version))
+        version = engine.unstarted_candidate(name)
+        if version is not None:
+            found.append((name, version))
     return found
 
 
@@ -141,9 +139,23 @@ def monitor(
                 # The approve-release deployment's trigger starts the paused approval run.
                 steps.emit_approval_requested(result.release, profile, config_file)
         results.append(summary)
+    _write_pending_evidence(engine, logger)
     if failures:
         raise RuntimeError("monitor tick failed for " + "; ".join(failures))
     return results
+
+
+def _write_pending_evidence(engine: RolloutEngine, logger: Any) -> None:
+    """Write the release evidence kept while MLflow was away, also of releases that ended since
+    (no tick of theirs would); a failure here never fails the monitor (it stays kept)."""
+    try:
+        written = engine.write_pending_evidence()
+    except Exception as exc:
+        logger.warning("kept release evidence not written: %s", exc)
+        return
+    for name, count in written.items():
+        if count:
+            logger.info("wrote %d kept evidence entries of %s to MLflow", count, name)
 
 
 @flow(name="promote")

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from mlcanary.rollout.model_outputs import OutputNames
+from mlcanary.rollout.output_names import OutputNames
 from mlcanary.rollout.policy import Duration, MetricName, RolloutPolicy
 
 ENV_PREFIX = "MLCANARY_"

@@ -7,25 +7,22 @@ by passing it in, which is how tests swap in the fakes of :mod:`mlcanary.testing
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from mlcanary.config import ConfigError, Settings
-from mlcanary.notify.apprise import notifier_from_env
-from mlcanary.notify.message import mlflow_run_link
-from mlcanary.registry.evidence import MlflowEvidence
-from mlcanary.registry.mlflow_registry import MlflowRegistry, registry_from_settings
-from mlcanary.registry.protocol import ModelRegistry
-from mlcanary.rollout.engine import RolloutEngine
-from mlcanary.rollout.lease import ReleaseLease
-from mlcanary.rollout.ports import (
-    Clock,
-    EvidenceRecorder,
-    MetricsSource,
-    Notifier,
-    ReleaseGate,
-    SystemClock,
-)
-from mlcanary.rollout.serving import ServingBackend
-from mlcanary.signals.reference import ReferenceConfig
+from mlcanary.signals.reference_source import ReferenceConfig
+
+if TYPE_CHECKING:
+    from mlcanary.registry.evidence import MlflowEvidence
+    from mlcanary.registry.mlflow_registry import MlflowRegistry
+    from mlcanary.registry.protocol import ModelRegistry
+    from mlcanary.rollout.engine import RolloutEngine
+    from mlcanary.rollout.lease import ReleaseLease
+    from mlcanary.rollout.ports import Clock, EvidenceRecorder, MetricsSource, Notifier, ReleaseGate
+    from mlcanary.rollout.serving import ServingBackend
+
+# The adapters are imported where they are built: `mlcanary status` needs only `serving_backend`
+# and `reference_config`, and must not pay for MLflow, pandas or the engine.
 
 
 def reference_config(settings: Settings) -> ReferenceConfig:
@@ -125,6 +122,7 @@ def release_gate(settings: Settings, registry: ModelRegistry, backend: ServingBa
 
     if not isinstance(backend, LocalBackend):
         return SignatureGate(registry)
+    from mlcanary.rollout.ports import SystemClock
     from mlcanary.signals.reference import reference_rows
     from mlcanary.telemetry.store import InferenceLogStore
 
@@ -144,12 +142,17 @@ def release_gate(settings: Settings, registry: ModelRegistry, backend: ServingBa
 
 
 def evidence_recorder(settings: Settings, registry: MlflowRegistry) -> MlflowEvidence:
-    """Release evidence in the experiment ``<mlflow.experiment>-releases`` of the same MLflow."""
+    """Release evidence in the experiment ``<mlflow.experiment>-releases`` of the same MLflow;
+    what MLflow cannot take yet waits in the inference-log database (``telemetry.store_url``)."""
+    from mlcanary.registry.evidence import MlflowEvidence
+    from mlcanary.telemetry.evidence_outbox import StoreEvidenceOutbox
+
     return MlflowEvidence(
         registry.client,
         f"{settings.mlflow.experiment}-releases",
         artifact_location=settings.artifact_location,
         retry=registry.retry,
+        outbox=StoreEvidenceOutbox.from_url(settings.store_url),
     )
 
 
@@ -177,6 +180,12 @@ def build_engine(
 ) -> RolloutEngine:
     """A :class:`RolloutEngine` on the configured registry, backend, metrics and evidence store,
     under the lease of :func:`release_lease` (``runner`` names this run to one that yields)."""
+    from mlcanary.notify.apprise import notifier_from_env
+    from mlcanary.notify.message import mlflow_run_link
+    from mlcanary.registry.mlflow_registry import registry_from_settings
+    from mlcanary.rollout.engine import RolloutEngine
+    from mlcanary.rollout.ports import SystemClock
+
     registry = registry_from_settings(settings)
     backend = backend or serving_backend(settings)
     evidence = evidence_recorder(settings, registry)

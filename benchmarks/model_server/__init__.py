@@ -13,8 +13,12 @@ One run, on free ports of 127.0.0.1, in a temporary state directory:
 5. puts our Envoy (as the local stack renders it, 100 % to the champion) and a minimal Envoy (one
    static route and cluster, no access log) in front of our model server and measures the hop,
    the three paths interleaved request by request;
-6. times the CLI: ``mlcanary --help``, every command's ``--help`` and ``mlcanary status``;
-7. prints the report (``report.py``) and, with ``--out``, rewrites its block of docs/benchmarks.md.
+6. times the CLI: ``mlcanary --help``, every command's ``--help`` and ``mlcanary status``
+   (``cli_timing.py``; bytecode cached as in a user's shell, and for reference without any);
+7. prints the report (``report.py``) and, with ``--out``, rewrites its blocks of docs/benchmarks.md
+   (``bench:model-server`` for 1-5, ``bench:cli`` for 6).
 
+``--only cli`` trains one version and times the CLI alone (``make bench-cli``, about a minute);
+``--smoke`` and ``--micro`` (no KServe, seconds) are the checks the test suites run.
 Exits 1 if any answer differed from the direct prediction.
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MARKERS = ("<!-- bench:model-server:start -->", "<!-- bench:model-server:end -->")
+CLI_MARKERS = ("<!-- bench:cli:start -->", "<!-- bench:cli:end -->")
 
 
 @dataclass(frozen=True)
@@ -19,8 +20,15 @@ class Plan:
     hop: int  # requests per path (direct, our Envoy, minimal Envoy)
     cli_runs: int  # runs per timed CLI command (0: none)
     all_help: bool  # time every command's --help
+    kserve: bool = True  # start KServe's server beside ours (the micro smoke does not)
+    estimator: str | None = None  # None: the `local` profile's
 
 
 FULL = Plan("full", 2000, 500, 1500, (8, 32), 3, 4.0, 1500, 3, True)
 QUICK = Plan("quick", 2000, 500, 400, (8, 32), 2, 2.0, 400, 1, False)
 SMOKE = Plan("smoke", 600, 50, 20, (8,), 1, 0.5, 20, 0, False)
+MICRO = Plan("micro", 400, 20, 10, (4,), 1, 0.3, 10, 0, False, kserve=False)
+"""Seconds, for ``make test``: our server and both Envoys on a small model, every answer checked;
+no KServe (its start alone takes tens of seconds; the ``long`` smoke runs it)."""
+CLI_ONLY = Plan("cli", 600, 0, 0, (), 0, 0.0, 0, 5, True)
+"""``--only cli``: a registered version to run ``status`` against, then the CLI timed alone."""

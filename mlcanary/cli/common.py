@@ -9,6 +9,7 @@ normal).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 if TYPE_CHECKING:
     from mlcanary.config import Settings
@@ -44,31 +46,69 @@ class CliState:
         return load_settings(profile, config_file=self.config_file, overrides=overrides)
 
 
-def _user_error_types() -> tuple[type[Exception], ...]:
-    """Errors that are the user's to read, not tracebacks (imported here: some modules are heavy)."""
-    from mlcanary.data.loader import DataError
-    from mlcanary.platform.errors import PlatformError
-    from mlcanary.rollout.engine import RolloutError
-    from mlcanary.rollout.lease import LeaseUnavailableError
-    from mlcanary.rollout.serving import ServingError
-    from mlcanary.rollout.versions import RegistryError
-    from mlcanary.runtime.processes import ProcessError
-    from mlcanary.serving.local.stack import StackError
-    from mlcanary.training import TrainingError
+class _PlainValue:
+    """Converts an option's value as typer's pydantic adapter would for a plain ``kind`` (a string,
+    a path, a whole number, a flag), without pydantic; the ``coerce`` of typer's runtime
+    parameters."""
 
-    return (
-        DataError,
-        RegistryError,
-        TrainingError,
-        ValueError,
-        RolloutError,
-        ServingError,
-        StackError,
-        ProcessError,
-        PlatformError,
-        NotImplementedError,
-        LeaseUnavailableError,
-    )
+    def __init__(self, kind: type) -> None:
+        self.kind = kind
+
+    def coerce(self, value: Any, param: Any = None, ctx: Any = None) -> Any:
+        if value is None or isinstance(value, self.kind):
+            return value
+        try:
+            return self.kind(value)
+        except (TypeError, ValueError):
+            message = f"{value!r} is not a valid {self.kind.__name__}."
+            raise typer.BadParameter(message, ctx=ctx, param=param) from None
+
+
+_PLAIN_KINDS = (str, Path, int, bool)
+
+
+class LightGroup(TyperGroup):
+    """A command group whose own options (the global ones, ``--help``) are converted without
+    pydantic. Before a sub-command runs or shows its ``--help``, typer converts the group's options
+    through pydantic ``TypeAdapter``s it builds on first use: importing pydantic and building them
+    is about a third of a sub-command's ``--help`` time, and a string, a path, a number or a flag
+    needs neither. Options of other types keep typer's conversion; with a typer that no longer
+    has ``_runtime_param`` typer's conversion applies to all (``tests/unit/test_cli_imports.py``
+    then names pydantic)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        for param in self.get_params(ctx):  # with --help, which click adds there
+            descriptor = getattr(param, "type_descriptor", None)
+            kind = getattr(descriptor, "annotation", None)
+            if kind in _PLAIN_KINDS and getattr(param, "_runtime_param", False) is None:
+                param._runtime_param = _PlainValue(kind)  # type: ignore[attr-defined]
+        return super().parse_args(ctx, args)
+
+
+_USER_ERRORS = (
+    ("mlcanary.data.loader", "DataError"),
+    ("mlcanary.rollout.versions", "RegistryError"),
+    ("mlcanary.training", "TrainingError"),
+    ("mlcanary.rollout.engine", "RolloutError"),
+    ("mlcanary.rollout.serving", "ServingError"),
+    ("mlcanary.serving.local.stack", "StackError"),
+    ("mlcanary.runtime.processes", "ProcessError"),
+    ("mlcanary.platform.errors", "PlatformError"),
+    ("mlcanary.rollout.lease", "LeaseUnavailableError"),
+)
+"""Errors that are the user's to read, not tracebacks, by module and name."""
+
+
+def _user_error_types() -> tuple[type[Exception], ...]:
+    """The user errors of :data:`_USER_ERRORS` whose modules are loaded, with ``ValueError`` and
+    ``NotImplementedError``: an error of a module never imported cannot have been raised, and
+    importing one to find out would load scikit-learn or MLflow into ``status``."""
+    found: list[type[Exception]] = [ValueError, NotImplementedError]
+    for module, name in _USER_ERRORS:
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            found.append(getattr(loaded, name))
+    return tuple(found)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

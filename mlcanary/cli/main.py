@@ -21,12 +21,13 @@ from typing import Annotated
 import typer
 
 from mlcanary.cli import demo_command, registry_commands, rollout_commands, stack_commands
-from mlcanary.cli.common import CliState, console, err_console
+from mlcanary.cli.common import CliState, LightGroup, console, err_console
 from mlcanary.cli.webhook_commands import webhook_app
 from mlcanary.runtime.env import QUIET_ENV, quiet_defaults
 from mlcanary.views.console import fit_captured_output
 
 app = typer.Typer(
+    cls=LightGroup,
     name="mlcanary",
     help="Canary releases for ML models: train, split traffic, judge both arms, promote or roll back.",
     no_args_is_help=True,

@@ -14,7 +14,7 @@ from mlcanary.cli.common import console, user_errors
 if TYPE_CHECKING:
     from mlcanary.config import Settings
     from mlcanary.rollout.status import ReleaseStatus, Traffic
-    from mlcanary.rollout.versions import VersionRegistry
+    from mlcanary.rollout.versions import VersionReader
     from mlcanary.training import TrainingOutcome
 
 
@@ -109,12 +109,12 @@ def _observed_traffic(settings: Settings, model: str) -> tuple[Traffic | None, f
     return traffic, observed.shadow
 
 
-def _drift_reference(settings: Settings, registry: VersionRegistry, name: str) -> str | None:
+def _drift_reference(settings: Settings, registry: VersionReader, name: str) -> str | None:
     """Which drift reference the current (or next) release of ``name`` uses."""
     from mlcanary.rollout import tags
     from mlcanary.rollout.arms import CANDIDATE, CHAMPION
     from mlcanary.rollout.versions import RegistryError
-    from mlcanary.signals.reference import describe_reference
+    from mlcanary.signals.reference_source import describe_reference
     from mlcanary.wiring import reference_config
 
     try:
@@ -154,21 +154,23 @@ def status_command(
     ] = False,
 ) -> None:
     """Show a model's champion, candidate, phase, observed traffic and last decision."""
-    from mlcanary.registry.mlflow_registry import registry_from_settings
+    # The registry is read without MLflow's client (REST or SQL, see registry/read_only.py): status
+    # answers in well under 2 s, where importing mlflow alone takes several.
+    from mlcanary.registry.read_only import registry_reader
     from mlcanary.rollout.status import read_status
 
     with user_errors():
         settings = ctx.obj.settings()
         name = model or settings.model.name
-        registry = registry_from_settings(settings)
-        traffic, mirrored = _observed_traffic(settings, name)
-        status = read_status(
-            registry,
-            name,
-            traffic=traffic,
-            mirrored_share=mirrored,
-            drift_reference=_drift_reference(settings, registry, name),
-        )
+        with registry_reader(settings) as registry:
+            traffic, mirrored = _observed_traffic(settings, name)
+            status = read_status(
+                registry,
+                name,
+                traffic=traffic,
+                mirrored_share=mirrored,
+                drift_reference=_drift_reference(settings, registry, name),
+            )
     if as_json:
         typer.echo(status.model_dump_json())
         return

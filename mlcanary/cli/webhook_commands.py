@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
-from mlcanary.cli.common import console, fail, user_errors
+from mlcanary.cli.common import LightGroup, console, fail, user_errors
 
 webhook_app = typer.Typer(
+    cls=LightGroup,
     help="The MLflow registry webhook receiver: @candidate set in MLflow → a Prefect event.",
     no_args_is_help=False,
 )

@@ -51,6 +51,12 @@ class TickRecorder:
     def finish(self, release: ReleaseState) -> None:
         self.inner.finish(release)
 
+    def flush(self, model: str) -> int:
+        return self.inner.flush(model)
+
+    def pending_models(self) -> list[str]:
+        return self.inner.pending_models()
+
     def attach_report(self, release: ReleaseState, name: str, html: str) -> None:
         attach = getattr(self.inner, "attach_report", None)
         if attach is not None:

@@ -6,25 +6,36 @@ the MLflow UI charts them over the window) and the decision, with every check, a
 ``decisions/tick-NNNNN.json``; reports (e.g. Evidently HTML) go under ``reports/``. Every call is
 safe to repeat: a metric logged twice at the same step is the same point, artifacts are
 overwritten.
+
+Nothing is lost while MLflow is away. Each write (a tick's evidence, a report, a release's outcome)
+is one JSON entry; one that still fails after the retries is kept in an :class:`EvidenceOutbox`
+(the inference-log database, :mod:`mlcanary.telemetry.evidence_outbox`) instead of failing the tick
+whose outcome was already persisted, and every later call for the same model first writes what
+was kept, oldest first (:meth:`MlflowEvidence.flush`). Without an outbox a write that fails raises.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric
+from sqlalchemy.exc import SQLAlchemyError
 
 from mlcanary.registry.retry import NO_RETRY, RetryPolicy, call_with_retry
 from mlcanary.rollout import tags
 from mlcanary.rollout.measurements import ArmMetrics, Measurements
 from mlcanary.rollout.state import Decision, ReleaseState
+from mlcanary.rollout.versions import RegistryUnavailableError
 
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
 ACTION_CODES = {"hold": 0, "step_up": 1, "await_approval": 3, "promote": 2, "rollback": -1}
 
@@ -66,6 +77,19 @@ def tick_metrics(measurements: Measurements, decision: Decision) -> dict[str, fl
     return metrics
 
 
+class EvidenceOutbox(Protocol):
+    """Where writes MLflow could not take yet wait, per model, in the order they were added; every
+    runner of the engine must see the same outbox. ``remove`` of an id already removed is a no-op."""
+
+    def add(self, model: str, entry: str) -> None: ...
+
+    def pending(self, model: str) -> list[tuple[int, str]]: ...
+
+    def remove(self, entry_id: int) -> None: ...
+
+    def models(self) -> list[str]: ...
+
+
 class MlflowEvidence:
     """``EvidenceRecorder`` writing to an MLflow tracking server (see the module docstring)."""
 
@@ -76,11 +100,13 @@ class MlflowEvidence:
         *,
         artifact_location: str | None = None,
         retry: RetryPolicy = NO_RETRY,
+        outbox: EvidenceOutbox | None = None,
     ) -> None:
         self.client = client
         self.experiment = experiment
         self.artifact_location = artifact_location
         self.retry = retry
+        self.outbox = outbox
 
     def _retried(self, what: str, call: Callable[[], T]) -> T:
         """``call`` retried like the registry's calls (every write here is safe to repeat)."""
@@ -93,6 +119,7 @@ class MlflowEvidence:
         return self.client.create_experiment(self.experiment, artifact_location=self.artifact_location)
 
     def begin(self, release: ReleaseState) -> str | None:
+        self._flush_quietly(release.model)
         return self._retried("begin", lambda: self._begin(release))
 
     def _begin(self, release: ReleaseState) -> str | None:
@@ -103,43 +130,138 @@ class MlflowEvidence:
         )
         return run.info.run_id
 
+    def record_tick(self, release: ReleaseState, measurements: Measurements, decision: Decision) -> None:
+        if not release.release_run_id:
+            return
+        stamp, step = int(decision.at.timestamp() * 1000), release.ticks
+        entry = {
+            "op": "tick",
+            "run_id": release.release_run_id,
+            "metrics": [[k, v, stamp, step] for k, v in tick_metrics(measurements, decision).items()],
+            "phase": release.phase.value,
+            "artifact": f"tick-{release.ticks:05d}.json",
+            "decision": decision.to_json(),
+        }
+        self._deliver(release.model, entry)
+
+    def attach_report(self, release: ReleaseState, name: str, html: str) -> None:
+        """Store a report (e.g. Evidently HTML) under ``reports/`` of the release run."""
+        if release.release_run_id:
+            entry = {"op": "report", "run_id": release.release_run_id, "name": name, "html": html}
+            self._deliver(release.model, entry)
+
+    def finish(self, release: ReleaseState) -> None:
+        if not release.release_run_id:
+            return
+        summary = {"phase": release.phase.value, "reason": release.reason, "ticks": release.ticks}
+        entry = {
+            "op": "finish",
+            "run_id": release.release_run_id,
+            "phase": release.phase.value,
+            "reason": (release.reason or "")[: tags.MAX_TAG_VALUE],
+            "outcome": json.dumps(summary),
+            "status": "FINISHED" if release.phase.value == "promoted" else "KILLED",
+            "end_time": int(time.time() * 1000),
+        }
+        self._deliver(release.model, entry)
+
+    # -- writing, and keeping what MLflow cannot take yet -----------------------------------------
+
+    def _deliver(self, model: str, entry: dict[str, Any]) -> None:
+        """Write ``entry`` after what was kept for ``model``; keep it too if MLflow stays away."""
+        if self.outbox is None:
+            self._retried(entry["op"], lambda: self._write(entry))
+            return
+        try:
+            self.flush(model)
+            self._retried(entry["op"], lambda: self._write(entry))
+        except RegistryUnavailableError as unavailable:
+            self._keep(model, entry, unavailable)
+        except SQLAlchemyError as exc:
+            # The outbox cannot be read: this write must not wait for it (what it holds, if
+            # anything, is written later, after this one).
+            logger.warning("kept evidence of %s cannot be read (%s): writing this one now", model, exc)
+            try:
+                self._retried(entry["op"], lambda: self._write(entry))
+            except RegistryUnavailableError as unavailable:
+                self._keep(model, entry, unavailable)
+
+    def _keep(self, model: str, entry: dict[str, Any], unavailable: RegistryUnavailableError) -> None:
+        assert self.outbox is not None
+        try:
+            self.outbox.add(model, json.dumps(entry))
+        except Exception as exc:
+            logger.error("could not keep the %s evidence of %s either: %s", entry["op"], model, exc)
+            raise unavailable from exc
+        logger.warning(
+            "%s; the %s evidence of %s (run %s) is kept and written once MLflow answers",
+            unavailable,
+            entry["op"],
+            model,
+            entry["run_id"],
+        )
+
+    def flush(self, model: str) -> int:
+        """Write what was kept for ``model``, oldest first; returns how many entries were written.
+        Raises ``RegistryUnavailableError`` (keeping the rest) when MLflow is still away; an entry
+        MLflow refuses for good (e.g. its run was deleted) is logged and dropped."""
+        if self.outbox is None:
+            return 0
+        written = 0
+        for entry_id, text in self.outbox.pending(model):
+            try:
+                entry = json.loads(text)
+                self._retried(f"kept {entry['op']}", partial(self._write, entry))
+            except RegistryUnavailableError:
+                raise
+            except Exception as exc:
+                logger.error("dropped kept evidence of %s that MLflow refuses: %s", model, exc)
+            else:
+                written += 1
+            self.outbox.remove(entry_id)
+        if written:
+            logger.info("wrote %d kept evidence entries of %s to MLflow", written, model)
+        return written
+
+    def _flush_quietly(self, model: str) -> None:
+        try:
+            self.flush(model)
+        except Exception as exc:  # still kept; the call that follows reports an unreachable MLflow
+            logger.warning("kept evidence of %s not written yet: %s", model, exc)
+
+    def pending_models(self) -> list[str]:
+        """The models with evidence kept while MLflow was away."""
+        return [] if self.outbox is None else self.outbox.models()
+
+    def _write(self, entry: dict[str, Any]) -> None:
+        _WRITERS[entry["op"]](self, entry)
+
+    def _write_tick(self, entry: dict[str, Any]) -> None:
+        run_id = entry["run_id"]
+        metrics = [Metric(key, value, stamp, step) for key, value, stamp, step in entry["metrics"]]
+        self.client.log_batch(run_id, metrics=metrics)
+        self.client.set_tag(run_id, tags.tag_name(tags.RUN_PHASE), entry["phase"])
+        self._artifact(run_id, entry["artifact"], entry["decision"], "decisions")
+
+    def _write_report(self, entry: dict[str, Any]) -> None:
+        self._artifact(entry["run_id"], entry["name"], entry["html"], "reports")
+
+    def _write_finish(self, entry: dict[str, Any]) -> None:
+        run_id = entry["run_id"]
+        self.client.set_tag(run_id, tags.tag_name(tags.RUN_PHASE), entry["phase"])
+        self.client.set_tag(run_id, tags.tag_name(tags.RUN_OUTCOME_REASON), entry["reason"])
+        self._artifact(run_id, "outcome.json", entry["outcome"], None)
+        self.client.set_terminated(run_id, entry["status"], end_time=entry["end_time"])
+
     def _artifact(self, run_id: str, name: str, text: str, folder: str | None) -> None:
         with tempfile.TemporaryDirectory(prefix="mlcanary-evidence-") as tmp:
             path = Path(tmp) / name
             path.write_text(text, encoding="utf-8")
             self.client.log_artifact(run_id, str(path), folder)
 
-    def record_tick(self, release: ReleaseState, measurements: Measurements, decision: Decision) -> None:
-        if release.release_run_id:
-            self._retried("record_tick", lambda: self._record_tick(release, measurements, decision))
 
-    def _record_tick(self, release: ReleaseState, measurements: Measurements, decision: Decision) -> None:
-        run_id = str(release.release_run_id)
-        stamp = int(decision.at.timestamp() * 1000)
-        metrics = [
-            Metric(k, v, stamp, release.ticks) for k, v in tick_metrics(measurements, decision).items()
-        ]
-        self.client.log_batch(run_id, metrics=metrics)
-        self.client.set_tag(run_id, tags.tag_name(tags.RUN_PHASE), release.phase.value)
-        self._artifact(run_id, f"tick-{release.ticks:05d}.json", decision.to_json(), "decisions")
-
-    def attach_report(self, release: ReleaseState, name: str, html: str) -> None:
-        """Store a report (e.g. Evidently HTML) under ``reports/`` of the release run."""
-        run_id = release.release_run_id
-        if run_id:
-            self._retried("attach_report", lambda: self._artifact(run_id, name, html, "reports"))
-
-    def finish(self, release: ReleaseState) -> None:
-        if release.release_run_id:
-            self._retried("finish", lambda: self._finish(release))
-
-    def _finish(self, release: ReleaseState) -> None:
-        run_id = str(release.release_run_id)
-        self.client.set_tag(run_id, tags.tag_name(tags.RUN_PHASE), release.phase.value)
-        self.client.set_tag(
-            run_id, tags.tag_name(tags.RUN_OUTCOME_REASON), (release.reason or "")[: tags.MAX_TAG_VALUE]
-        )
-        summary = {"phase": release.phase.value, "reason": release.reason, "ticks": release.ticks}
-        self._artifact(run_id, "outcome.json", json.dumps(summary), None)
-        status = "FINISHED" if release.phase.value == "promoted" else "KILLED"
-        self.client.set_terminated(run_id, status, end_time=int(time.time() * 1000))
+_WRITERS: dict[str, Callable[[MlflowEvidence, dict[str, Any]], None]] = {
+    "tick": MlflowEvidence._write_tick,
+    "report": MlflowEvidence._write_report,
+    "finish": MlflowEvidence._write_finish,
+}

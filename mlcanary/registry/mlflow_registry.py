@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 from mlflow import MlflowClient
@@ -30,6 +29,7 @@ from mlflow.exceptions import MlflowException
 from mlcanary.config import Settings
 from mlcanary.data.model_inputs import InputSchema
 from mlcanary.registry.protocol import LoadedModel, NewVersion
+from mlcanary.registry.read_only import redacted
 from mlcanary.registry.retry import NO_RETRY, RetryPolicy, call_with_retry
 from mlcanary.registry.signature import signature_for
 from mlcanary.rollout import tags
@@ -47,15 +47,6 @@ MODEL_ARTIFACT = "model"
 
 def _is_not_found(exc: MlflowException) -> bool:
     return exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or "not found" in str(exc).lower()
-
-
-def redacted(uri: str) -> str:
-    """``uri`` without a password (a database URL may carry one); safe to log."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 P = ParamSpec("P")

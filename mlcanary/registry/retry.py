@@ -14,6 +14,7 @@ action, so a tick that ends with this error is resumed by the next one.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,12 +55,14 @@ NO_RETRY = RetryPolicy(attempts=1, first_delay_s=0.0, max_delay_s=0.0)
 
 
 def _status_of(exc: BaseException) -> int | None:
-    """The HTTP status MLflow gives an ``MlflowException`` (None for other errors)."""
-    from mlflow.exceptions import MlflowException
-
-    if isinstance(exc, MlflowException):
+    """The HTTP status MLflow gives an ``MlflowException``, or an error's own ``http_status``
+    (:class:`~mlcanary.registry.read_only.RegistryHttpError`); None for other errors."""
+    # Only a loaded module can have raised its exception: never import mlflow just to look.
+    exceptions = sys.modules.get("mlflow.exceptions")
+    if exceptions is not None and isinstance(exc, exceptions.MlflowException):
         return int(exc.get_http_status_code())
-    return None
+    status = getattr(exc, "http_status", None)
+    return status if isinstance(status, int) else None
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -81,9 +84,8 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def _is_requests_io_error(exc: BaseException) -> bool:
-    import requests
-
-    return isinstance(exc, (requests.ConnectionError, requests.Timeout))
+    requests = sys.modules.get("requests")
+    return requests is not None and isinstance(exc, (requests.ConnectionError, requests.Timeout))
 
 
 def call_with_retry(

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from mlcanary.rollout import tags
 from mlcanary.rollout.arms import CANDIDATE, CHAMPION
 from mlcanary.rollout.decide import decide
-from mlcanary.rollout.lease import LeaseUnavailableError, NoLease, ReleaseLease
+from mlcanary.rollout.lease import LeaseHeldError, LeaseUnavailableError, NoLease, ReleaseLease
 from mlcanary.rollout.measurements import Measurements
 from mlcanary.rollout.policy import RolloutPolicy
 from mlcanary.rollout.ports import (
@@ -112,6 +112,15 @@ class RolloutEngine:
             if state is not None and state.phase.active:
                 return state
         return None
+
+    def unstarted_candidate(self, model: str) -> str | None:
+        """The version holding ``@candidate`` that no release was ever started for (no release tags,
+        not rejected), or None: its start never came (the webhook's run was lost) or crashed after
+        setting the alias and before writing the release's first tag."""
+        candidate = self.registry.version_for_alias(model, CANDIDATE)
+        if candidate is None or candidate.tag(tags.PHASE) or candidate.tag(tags.REJECTED):
+            return None
+        return candidate.version
 
     def _persist(self, state: ReleaseState, decision: Decision | None = None) -> ReleaseState:
         values = tags.release_tags(state)
@@ -209,17 +218,51 @@ class RolloutEngine:
 
     def tick(self, model: str) -> TickResult:
         """One monitor tick for ``model``: resume an interrupted action or judge the release
-        (``LeaseHeldError`` when another run holds the model's lease: this one yields)."""
+        (``LeaseHeldError`` when another run holds the model's lease: this one yields). With no
+        release in progress but an :meth:`unstarted_candidate`, the tick starts its release."""
         with self.lease.hold(model):
             return self._tick(model)
 
     def _tick(self, model: str) -> TickResult:
         state = self.active_release(model)
+        self._flush_evidence(model)
         if state is None:
-            raise NothingToDoError(f"{model}: no release in progress")
+            return self._start_unstarted(model)
         # On failure the release keeps its phase (the next tick retries); a human hears about it now.
         with self._failure_notified(state, "tick"):
             return PHASE_HANDLERS[state.phase](self, state)
+
+    def _start_unstarted(self, model: str) -> TickResult:
+        """Start the release of ``@candidate`` whose start never came or crashed before writing
+        anything but the alias; ``NothingToDoError`` when there is none."""
+        version = self.unstarted_candidate(model)
+        if version is None:
+            raise NothingToDoError(f"{model}: no release in progress")
+        logger.warning("%s v%s is @candidate but no release was started for it: starting it", model, version)
+        state = self._start_canary(model, version)
+        return TickResult(state, None, note=f"started the release of @candidate v{version}")
+
+    def _flush_evidence(self, model: str) -> int:
+        """Write the evidence of ``model`` the recorder kept while its store was away (a release
+        that ended meanwhile gets no other call that would); still away: kept, and logged."""
+        try:
+            return self.recorder.flush(model)
+        except Exception as exc:  # MLflow or the outbox still away: kept for the next call
+            logger.warning("kept evidence of %s not written yet: %s", model, exc)
+            return 0
+
+    def write_pending_evidence(self) -> dict[str, int]:
+        """Write the evidence kept for every model while the evidence store was away, each under
+        its model's lease; returns how many writes per model. A model whose lease another run
+        holds is left to that run; one still unwritten stays kept for the next call."""
+        written: dict[str, int] = {}
+        for model in self.recorder.pending_models():
+            try:
+                with self.lease.hold(model):
+                    written[model] = self._flush_evidence(model)
+            except (LeaseHeldError, LeaseUnavailableError) as exc:
+                logger.info("kept evidence of %s left for later: %s", model, exc)
+        return written
 
     @contextmanager
     def _failure_notified(self, state: ReleaseState, what: str) -> Iterator[None]:

@@ -27,26 +27,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
-DEFAULT_LABEL_NAMES: tuple[str, ...] = (
-    "label",
-    "labels",
-    "prediction",
-    "predictions",
-    "predict",
-    "predicted_label",
-    "output_label",
-    "class",
-)
-DEFAULT_PROBABILITY_NAMES: tuple[str, ...] = (
-    "probability",
-    "probabilities",
-    "predict_proba",
-    "proba",
-    "positive_probability",
-    "score_positive",
-)
+# Re-exported: OutputNames lives apart so the configuration does not import numpy.
+from mlcanary.rollout.output_names import DEFAULT_LABEL_NAMES as DEFAULT_LABEL_NAMES
+from mlcanary.rollout.output_names import DEFAULT_PROBABILITY_NAMES as DEFAULT_PROBABILITY_NAMES
+from mlcanary.rollout.output_names import OutputNames as OutputNames
 
 LABEL_METRICS_NEEDING_LABELS: tuple[str, ...] = (
     "positive_rate",
@@ -62,32 +47,6 @@ METRICS_NEEDING_PROBABILITY: tuple[str, ...] = ("prediction_drift", "brier", "lo
 """Checks that need a positive-class probability from both arms."""
 
 OutputKind = Literal["label and probability", "label", "probability", "score", "nothing"]
-
-
-class OutputNames(BaseModel):
-    """Which of a model's outputs hold the label and the probability (``model.outputs``).
-
-    Names are matched case-insensitively, in order; the defaults cover scikit-learn, MLServer and
-    the usual pyfunc column names.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    label: tuple[str, ...] = Field(
-        DEFAULT_LABEL_NAMES, description="output (column or key) names holding the predicted class"
-    )
-    probability: tuple[str, ...] = Field(
-        DEFAULT_PROBABILITY_NAMES,
-        description="output names holding P(positive class): one column, or two (negative, positive)",
-    )
-    positive_class: int | str = Field(
-        1, description="the class counted as positive (e.g. 1, or 'fraud' for string labels)"
-    )
-    single: Literal["auto", "label", "probability", "score"] = Field(
-        "auto",
-        description="how to read one unnamed output: 'auto' (integers are labels, numbers in [0, 1] "
-        "probabilities, others scores), or always as a label, a probability or a score",
-    )
 
 
 @dataclass(frozen=True)

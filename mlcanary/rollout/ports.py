@@ -43,7 +43,10 @@ class EvidenceRecorder(Protocol):
     """Keeps the evidence of a release (an MLflow run per release in the real adapter).
 
     ``begin`` returns an id stored in the release state so later processes append to the same
-    record; every method is safe to call again after a crash.
+    record; every method is safe to call again after a crash. A recorder may keep what its store
+    cannot take yet rather than lose it: ``flush(model)`` writes what it kept for ``model``
+    (returning how many writes; raising ``RegistryUnavailableError`` when the store is still
+    away), ``pending_models()`` names the models it keeps something for.
     """
 
     def begin(self, release: ReleaseState) -> str | None: ...
@@ -51,6 +54,10 @@ class EvidenceRecorder(Protocol):
     def record_tick(self, release: ReleaseState, measurements: Measurements, decision: Decision) -> None: ...
 
     def finish(self, release: ReleaseState) -> None: ...
+
+    def flush(self, model: str) -> int: ...
+
+    def pending_models(self) -> list[str]: ...
 
 
 class ReleaseEvent(StrEnum):
@@ -90,6 +97,12 @@ class NullRecorder:
 
     def finish(self, release: ReleaseState) -> None:
         return None
+
+    def flush(self, model: str) -> int:
+        return 0
+
+    def pending_models(self) -> list[str]:
+        return []
 
 
 class NullNotifier:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from mlcanary.rollout import tags
 from mlcanary.rollout.arms import CANDIDATE, CHAMPION
 from mlcanary.rollout.state import Phase, ReleaseState
-from mlcanary.rollout.versions import ModelVersionInfo, VersionRegistry
+from mlcanary.rollout.versions import ModelVersionInfo, VersionReader
 
 
 class Traffic(BaseModel):
@@ -140,7 +140,7 @@ def _no_data(decision: Decision | None) -> dict[str, str]:
 
 
 def read_status(
-    registry: VersionRegistry,
+    registry: VersionReader,
     name: str,
     *,
     traffic: Traffic | None = None,

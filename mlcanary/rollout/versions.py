@@ -54,19 +54,14 @@ class ModelVersionInfo:
         return self.tags.get(tag_name(key))
 
 
-class VersionRegistry(Protocol):
-    """Versions, aliases and tags of registered models.
+class VersionReader(Protocol):
+    """Reading versions and aliases of a registered model (what ``status`` needs).
 
     Implementations raise :class:`ModelNotFoundError` / :class:`VersionNotFoundError` for missing
-    entities and :class:`RegistryError` for anything else; alias operations are idempotent (setting
-    an alias already there, deleting one that is gone).
+    entities and :class:`RegistryError` for anything else.
     """
 
     def model_exists(self, name: str) -> bool: ...
-
-    def list_models(self) -> list[str]:
-        """Names of every registered model."""
-        ...
 
     def aliases(self, name: str) -> dict[str, str]:
         """Alias → version for a registered model."""
@@ -78,6 +73,20 @@ class VersionRegistry(Protocol):
 
     def list_versions(self, name: str) -> list[ModelVersionInfo]:
         """All versions, oldest first."""
+        ...
+
+
+class VersionRegistry(VersionReader, Protocol):
+    """Versions, aliases and tags of registered models: :class:`VersionReader` plus listing models
+    and writing aliases and tags.
+
+    Implementations raise :class:`ModelNotFoundError` / :class:`VersionNotFoundError` for missing
+    entities and :class:`RegistryError` for anything else; alias operations are idempotent (setting
+    an alias already there, deleting one that is gone).
+    """
+
+    def list_models(self) -> list[str]:
+        """Names of every registered model."""
         ...
 
     def set_alias(self, name: str, alias: str, version: str) -> None: ...

@@ -11,72 +11,34 @@ In order:
    MLflow API has no training sample, but the traffic the champion served is what the candidate
    is compared against.
 
-:func:`describe_reference` says which one applies without reading any data (``status`` shows it);
-:func:`reference_rows` reads it.
+:func:`~mlcanary.signals.reference_source.describe_reference` says which one applies without
+reading any data (``status`` shows it; it lives apart, free of pandas); :func:`reference_rows` reads it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from mlcanary.data.loader import DataError, read_table
 from mlcanary.registry.protocol import ModelRegistry
-from mlcanary.rollout import tags
-from mlcanary.rollout.durations import format_duration
-from mlcanary.rollout.versions import ModelVersionInfo
 from mlcanary.signals.model_signals import NoReferenceError
+from mlcanary.signals.reference_source import (
+    ReferenceConfig,
+    ReferenceKind,
+    ReferenceSource,
+    describe_reference,
+)
 
 if TYPE_CHECKING:
     from mlcanary.telemetry.store import InferenceLogStore
 
 
-@dataclass(frozen=True)
-class ReferenceConfig:
-    """Where references come from (``telemetry.reference_dataset`` / ``reference_window``;
-    ``target`` is dropped from a dataset; at most ``max_rows`` rows are kept)."""
-
-    dataset: Path | None = None
-    window: timedelta = timedelta(hours=24)
-    target: str | None = None
-    max_rows: int = 2_000
-
-
-ReferenceKind = Literal["dataset", "training", "logged"]
 _META_COLUMNS = frozenset(
     {"request_id", "instance_index", "model", "arm", "version", "received_at", "event_time", "source"}
 )
-
-
-@dataclass(frozen=True)
-class ReferenceSource:
-    """Which reference applies (``kind``) and one sentence saying so (``description``)."""
-
-    kind: ReferenceKind
-    description: str
-    path: Path | None = None
-
-
-def describe_reference(
-    config: ReferenceConfig, champion: ModelVersionInfo, release_started_at: datetime | None = None
-) -> ReferenceSource:
-    """Which drift reference a release of a candidate beside ``champion`` uses."""
-    dataset = config.dataset
-    if dataset is not None:
-        return ReferenceSource("dataset", f"the dataset {dataset}", Path(dataset))
-    if champion.tag(tags.REFERENCE_ARTIFACT):
-        return ReferenceSource("training", f"the training sample of v{champion.version} (mlcanary train)")
-    window = format_duration(config.window)
-    when = (
-        f"before {release_started_at:%Y-%m-%d %H:%M:%S} UTC" if release_started_at else "before the release"
-    )
-    return ReferenceSource(
-        "logged", f"v{champion.version}'s logged inputs in the {window} {when} (not trained by mlcanary)"
-    )
 
 
 def reference_rows(
@@ -124,3 +86,6 @@ def reference_rows(
     if len(frame) > limit:
         frame = frame.sample(n=limit, random_state=0)
     return frame.reset_index(drop=True), f"{source.description}, {len(frame)} rows"
+
+
+__all__ = ["ReferenceConfig", "ReferenceKind", "ReferenceSource", "describe_reference", "reference_rows"]

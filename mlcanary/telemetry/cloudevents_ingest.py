@@ -38,11 +38,13 @@ import numpy as np
 from mlcanary.rollout.arms import ARMS as ROLLOUT_ARMS
 from mlcanary.rollout.model_outputs import OutputNames, read_outputs
 from mlcanary.telemetry.events import (
+    BATCH_CONTENT_TYPE,
     HEADER_ARM,
     HEADER_ID,
     HEADER_INFERENCESERVICENAME,
     HEADER_SOURCE,
     HEADER_VERSION,
+    STRUCTURED_CONTENT_TYPE,
     InferenceEvent,
 )
 from mlcanary.telemetry.store import (
@@ -56,8 +58,7 @@ from mlcanary.telemetry.store import (
 
 PayloadProtocol = Literal["v1", "v2"]
 ARMS: frozenset[str] = frozenset(ROLLOUT_ARMS)
-STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
-BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
+ContentMode = Literal["binary", "structured", "batched"]
 #: Status assumed for a response event without ``ce-mlcanarystatus``: KServe's agent logs only 200s.
 DEFAULT_RESPONSE_STATUS = 200
 
@@ -78,21 +79,46 @@ class Prediction:
     probability: float | None
 
 
+def content_mode(headers: Mapping[str, str]) -> ContentMode:
+    """CloudEvents' HTTP content mode of a request, from its ``content-type``: ``"batched"``
+    (``application/cloudevents-batch+json``), ``"structured"`` (``application/cloudevents+json``)
+    or ``"binary"`` (anything else: the attributes are in ``ce-*`` headers)."""
+    content_type = _header(headers, "content-type").split(";", 1)[0].strip().lower()
+    if content_type == BATCH_CONTENT_TYPE:
+        return "batched"
+    if content_type == STRUCTURED_CONTENT_TYPE:
+        return "structured"
+    return "binary"
+
+
 def parse_event(headers: Mapping[str, str], body: bytes, *, received_at: datetime) -> InferenceEvent:
     """Parse and validate one CloudEvent in binary or structured HTTP mode.
 
-    Structured mode is chosen by ``content-type: application/cloudevents+json``; batch mode is
-    refused. Beyond the CloudEvents rules of :meth:`InferenceEvent.from_headers` (``ce-specversion``
-    ``1.0``, ``ce-id``, a known ``ce-type``, ``ce-source``; ``ce-time`` defaulting to
-    ``received_at``), the model name (``ce-inferenceservicename``) is required, ``ce-mlcanaryarm``
-    must be ``champion`` or ``candidate``, and ids, names and versions must fit the store's columns.
-    The payload itself is checked by :func:`rows_from_event`. Raises :class:`MalformedEvent`.
+    Structured mode is chosen by ``content-type: application/cloudevents+json``; a batch is refused
+    here (see :mod:`mlcanary.telemetry.batch_ingest`). Beyond the CloudEvents rules of
+    :meth:`InferenceEvent.from_headers` (``ce-specversion`` ``1.0``, ``ce-id``, a known ``ce-type``,
+    ``ce-source``; ``ce-time`` defaulting to ``received_at``), the model name
+    (``ce-inferenceservicename``) is required, ``ce-mlcanaryarm`` must be ``champion`` or
+    ``candidate``, and ids, names and versions must fit the store's columns. The payload itself is
+    checked by :func:`rows_from_event`. Raises :class:`MalformedEvent`.
     """
-    content_type = _header(headers, "content-type").split(";", 1)[0].strip().lower()
-    if content_type == BATCH_CONTENT_TYPE:
-        raise MalformedEvent("CloudEvents batch mode is not supported: send one event per request")
-    if content_type == STRUCTURED_CONTENT_TYPE:
-        headers, body = _structured_to_binary(body)
+    mode = content_mode(headers)
+    if mode == "batched":
+        raise MalformedEvent(f"a {BATCH_CONTENT_TYPE} body holds several events, not one")
+    if mode == "structured":
+        return event_from_structured(_load_json(body, "structured CloudEvent"), received_at=received_at)
+    return _validated(headers, body, received_at)
+
+
+def event_from_structured(document: Any, *, received_at: datetime) -> InferenceEvent:
+    """Validate one event in CloudEvents' JSON format (a decoded JSON object; the rules of
+    :func:`parse_event`). Attributes are top-level members; the payload is ``data_base64``
+    (decoded byte for byte) or ``data`` (re-encoded as JSON). Raises :class:`MalformedEvent`."""
+    headers, body = _structured_to_binary(document)
+    return _validated(headers, body, received_at)
+
+
+def _validated(headers: Mapping[str, str], body: bytes, received_at: datetime) -> InferenceEvent:
     try:
         event = InferenceEvent.from_headers(headers, body, received_at=received_at)
     except ValueError as exc:
@@ -223,8 +249,7 @@ def _header(headers: Mapping[str, str], name: str) -> str:
     return ""
 
 
-def _structured_to_binary(body: bytes) -> tuple[dict[str, str], bytes]:
-    document = _load_json(body, "structured CloudEvent")
+def _structured_to_binary(document: Any) -> tuple[dict[str, str], bytes]:
     if not isinstance(document, dict):
         raise MalformedEvent(f"structured CloudEvent must be a JSON object, got {_kind(document)}")
     headers: dict[str, str] = {}
@@ -411,8 +436,11 @@ def _probability(value: Any) -> float | None:
 __all__ = [
     "ARMS",
     "DEFAULT_RESPONSE_STATUS",
+    "ContentMode",
     "MalformedEvent",
     "Prediction",
+    "content_mode",
+    "event_from_structured",
     "parse_event",
     "parse_request_payload",
     "parse_response_payload",

@@ -2,14 +2,23 @@
 
 Endpoints of :func:`create_collector_app`:
 
-* ``POST /`` and ``POST /events`` — one CloudEvent (binary mode, or structured mode with
-  ``content-type: application/cloudevents+json``). **A 2xx means the event's rows are committed**:
-  each half is merged into the store before the reply (see :mod:`mlcanary.telemetry.store`), so an
-  acknowledged event survives a collector crash and pairing works across restarts. Replies: 200
-  ``{"id", "rows", "paired"}``; 400 ``{"error"}`` for a malformed event (do not retry); 413 for a
-  body over the limit; 503 ``{"error"}`` with ``Retry-After`` when the store is unavailable
-  (unreachable, locked beyond the busy timeout, full): nothing of the event was committed, retry.
-  The collector needs no restart when the database comes back (the store reconnects).
+* ``POST /`` and ``POST /events`` — one CloudEvent (binary mode, as KServe's logger sends, or
+  structured mode with ``content-type: application/cloudevents+json``). **A 2xx means the event's
+  rows are committed**: each half is merged into the store before the reply (see
+  :mod:`mlcanary.telemetry.store`), so an acknowledged event survives a collector crash and pairing
+  works across restarts. Replies: 200 ``{"id", "rows", "paired"}``; 400 ``{"error"}`` for a
+  malformed event (do not retry); 413 for a body over the limit; 503 ``{"error"}`` with
+  ``Retry-After`` when the store is unavailable (unreachable, locked beyond the busy timeout,
+  full): nothing of the event was committed, retry. The collector needs no restart when the
+  database comes back (the store reconnects).
+* The same paths take a batch (batched mode, ``content-type: application/cloudevents-batch+json``,
+  a JSON array of events in the JSON format, as our payload logger sends): each event is validated
+  alone and **the valid ones are committed in one transaction** (see
+  :mod:`mlcanary.telemetry.batch_ingest`). 200 ``{"events", "stored", "rows", "paired",
+  "rejected": [{"index", "id", "error"}]}``: the ``stored`` events are committed, the ``rejected``
+  ones (position in the array, id, why) are not and must not be re-sent as they are. 400 when the
+  body is not a JSON array; 413 and 503 as above (503: re-send the whole batch — writes merge by
+  ``(request id, instance)``, so whatever of it was already committed is not duplicated).
 * ``POST /feedback`` — ``{"request_id": str, "label": 0|1, "instance_index"?: int}`` or a list of
   them, upserted in one transaction (the latest label wins). 200 ``{"recorded": n}``; 400/413/503
   as above.
@@ -42,7 +51,8 @@ from starlette.routing import Route
 
 from mlcanary.rollout.model_outputs import OutputNames
 from mlcanary.runtime.http_body import BodyTooLargeError, read_limited_body
-from mlcanary.telemetry.cloudevents_ingest import MalformedEvent, parse_event, rows_from_event
+from mlcanary.telemetry.batch_ingest import ingest_batch
+from mlcanary.telemetry.cloudevents_ingest import MalformedEvent, content_mode, parse_event, rows_from_event
 from mlcanary.telemetry.events import InferenceEvent
 from mlcanary.telemetry.store import MAX_REQUEST_ID_LENGTH, Feedback, InferenceLogStore
 
@@ -79,6 +89,7 @@ class CollectorStats:
     """Counters since the collector started (reset by a restart; the store keeps the rows)."""
 
     events_accepted: int = 0
+    batches: int = 0
     request_events: int = 0
     response_events: int = 0
     malformed: int = 0
@@ -140,6 +151,8 @@ def create_collector_app(
         except ClientDisconnect:
             return Response(status_code=400)
         received_at = clock()
+        if content_mode(request.headers) == "batched":
+            return await ingest_batch_body(body, received_at)
         try:
             event = parse_event(request.headers, body, received_at=received_at)
             if resolve_arm is not None and event.arm is None:
@@ -167,6 +180,43 @@ def create_collector_app(
         stats.rows_written += result.rows
         stats.paired_rows_written += result.paired
         return JSONResponse({"id": event.ce_id, "rows": result.rows, "paired": result.paired})
+
+    async def ingest_batch_body(body: bytes, received_at: datetime) -> Response:
+        try:
+            outcome = await run_in_threadpool(
+                ingest_batch,
+                store,
+                body,
+                received_at=received_at,
+                resolve_arm=resolve_arm,
+                outputs=outputs,
+                threshold=threshold,
+            )
+        except MalformedEvent as exc:
+            stats.malformed += 1
+            return _error(400, str(exc))
+        except SQLAlchemyError as exc:
+            stats.store_errors += 1
+            logger.warning("store unavailable while writing a batch: %s", exc)
+            return _error(503, "inference log unavailable; retry later", **{"Retry-After": _RETRY_AFTER_S})
+        stats.batches += 1
+        stats.events_accepted += len(outcome.stored)
+        requests = sum(1 for event in outcome.stored if event.is_request)
+        stats.request_events += requests
+        stats.response_events += len(outcome.stored) - requests
+        stats.malformed += len(outcome.rejected)
+        stats.rows_written += outcome.rows
+        stats.paired_rows_written += outcome.paired
+        if outcome.rejected:
+            first = outcome.rejected[0]
+            logger.warning(
+                "batch: %d event(s) rejected, e.g. #%d (%s): %s",
+                len(outcome.rejected),
+                first.index,
+                first.id,
+                first.error,
+            )
+        return JSONResponse(outcome.to_json())
 
     async def post_feedback(request: Request) -> Response:
         try:

@@ -1,4 +1,4 @@
-"""Inference events in KServe's payload-logger format (CloudEvents 1.0, HTTP binary mode).
+"""Inference events in KServe's payload-logger format (CloudEvents 1.0 over HTTP).
 
 KServe's logger agent posts one CloudEvent per inference request and one per response; the local model
 servers post the same events, so the collector has a single ingest path for both backends. In binary
@@ -14,15 +14,21 @@ and ``ce-mlcanaryshadow: true`` on both events of a mirrored (shadow) request, w
 saw.
 Events from KServe itself lack them; consumers must treat them as optional.
 
+KServe's agent posts each event alone in binary mode (:meth:`InferenceEvent.to_headers`). Our payload
+logger posts batches (CloudEvents' batched content mode, :data:`BATCH_CONTENT_TYPE`): a JSON array of
+events in the JSON event format (:meth:`InferenceEvent.to_structured`, joined by :func:`encode_batch`),
+each attribute a member named as its header without ``ce-``, the payload in ``data_base64``.
+
 The names below are a contract shared by the model servers and the collector: change them only
 together, and never rename one in place.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -51,6 +57,9 @@ HEADER_STATUS = "ce-mlcanarystatus"
 HEADER_SHADOW = "ce-mlcanaryshadow"
 
 CONTENT_TYPE = "application/json"
+#: CloudEvents' structured and batched content modes (JSON event format).
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 LOCAL_NAMESPACE = "local"
 PREDICTOR_COMPONENT = "predictor"
 
@@ -181,6 +190,21 @@ class InferenceEvent:
             headers[HEADER_SHADOW] = "true"
         return headers
 
+    def to_structured(self) -> bytes:
+        """This event in CloudEvents' JSON event format (one JSON object, UTF-8).
+
+        Every ``ce-*`` header of :meth:`to_headers` becomes a top-level string member named without
+        the ``ce-`` prefix. The payload is binary to us (a request body as received need not be
+        valid JSON), so it travels as ``data_base64`` (JSON format, section 3.1.1: binary data is
+        base64-encoded) with ``datacontenttype: application/json``: the receiver gets it byte for byte.
+        """
+        document: dict[str, str] = {
+            name[3:]: value for name, value in self.to_headers().items() if name.startswith("ce-")
+        }
+        document["datacontenttype"] = CONTENT_TYPE
+        document["data_base64"] = base64.b64encode(self.body).decode("ascii")
+        return json.dumps(document, separators=(",", ":")).encode()
+
     @classmethod
     def from_headers(
         cls, headers: Mapping[str, str], body: bytes, *, received_at: datetime | None = None
@@ -265,3 +289,9 @@ class InferenceEvent:
             headers=extras,
             shadow=raw_shadow == "true",
         )
+
+
+def encode_batch(structured: Sequence[bytes]) -> bytes:
+    """The body of a batched-mode request: the JSON array of events already encoded by
+    :meth:`InferenceEvent.to_structured` (an empty sequence gives ``[]``, which the spec allows)."""
+    return b"[" + b",".join(structured) + b"]"

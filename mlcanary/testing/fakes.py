@@ -22,7 +22,7 @@ from mlcanary.rollout.engine import RolloutEngine
 from mlcanary.rollout.lease import ReleaseLease
 from mlcanary.rollout.measurements import ArmMetrics, Measurements, PairedScores, Percentiles
 from mlcanary.rollout.policy import RolloutPolicy
-from mlcanary.rollout.ports import Notifier
+from mlcanary.rollout.ports import EvidenceRecorder, Notifier
 from mlcanary.rollout.serving import ArmStatus, ServingError, ServingStatus
 from mlcanary.rollout.state import Phase, ReleaseState
 from mlcanary.rollout.stats import MeanSummary
@@ -313,9 +313,9 @@ class FakeWorld:
 
     ``model`` is registered with versions 1 (``@champion``) and 2; a serving backend, a clock and
     steady traffic (``steady_traffic(candidate_error_rate)``, replaceable through :attr:`metrics`)
-    stand beside it, and no lease unless :attr:`lease` is set. :meth:`make_engine` builds a
-    :class:`RolloutEngine` on the current attributes
-    each time it is called; it ignores its argument, so it can stand in for a factory that takes
+    stand beside it, and no lease (evidence recorder) unless :attr:`lease` (:attr:`recorder`) is
+    set. :meth:`make_engine` builds a :class:`RolloutEngine` on the current attributes each time it
+    is called; it ignores its argument, so it can stand in for a factory that takes
     settings (``flows.canary.engine_for``).
     """
 
@@ -338,6 +338,7 @@ class FakeWorld:
         self.metrics = steady_traffic(candidate_error_rate)
         self.notifier = notifier
         self.lease: ReleaseLease | None = None
+        self.recorder: EvidenceRecorder | None = None
 
     def make_engine(self, _settings: object = None) -> RolloutEngine:
         return RolloutEngine(
@@ -348,6 +349,7 @@ class FakeWorld:
             clock=self.clock,
             notifier=self.notifier,
             lease=self.lease,
+            recorder=self.recorder,
         )
 
     def release(self, version: str = "2") -> ReleaseState | None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from rich.table import Table
+from rich.text import Text
 
 from mlcanary.rollout.state import CheckResult
 
@@ -97,13 +98,30 @@ TERMINAL_MARKERS: Final = {"critical": " ⚑", "advisory": " ·", "": ""}
 TERMINAL_LEGEND: Final = "⚑ critical: a failure rolls back  · advisory: never blocks"
 
 
+#: How much of an errored check's reason the terminal table prints under it.
+ERROR_NOTE_CHARS: Final = 160
+
+
+def _error_notes(checks: Sequence[CheckResult]) -> list[str]:
+    """One line per check that could not be evaluated, saying why (its reason, else its detail)."""
+    notes = []
+    for check in checks:
+        why = " ".join((check.reason or check.detail).split())
+        if check.verdict == "error" and why:
+            if len(why) > ERROR_NOTE_CHARS:
+                why = why[: ERROR_NOTE_CHARS - 1] + "…"
+            notes.append(f"{check.name}: error — {why}")
+    return notes
+
+
 def terminal_table(checks: Sequence[CheckResult], *, compact: bool = False) -> Table:
     """A rich table of the checks that fits 100 columns: check (⚑ critical, · advisory), verdict,
     champion, candidate, n and, unless ``compact`` (the demo's live view), the requirement, wrapped.
-    The statistical test's description is left to the JSON, HTML and Markdown forms."""
-    table = Table(
-        show_edge=False, pad_edge=False, expand=True, caption=TERMINAL_LEGEND, caption_justify="left"
-    )
+    Under the legend, one line per check in ``error`` says why it could not be evaluated. The
+    statistical test's description is left to the JSON, HTML and Markdown forms."""
+    # Text, not a markup string: a reason may quote brackets.
+    caption = Text("\n".join([TERMINAL_LEGEND, *_error_notes(checks)]))
+    table = Table(show_edge=False, pad_edge=False, expand=True, caption=caption, caption_justify="left")
     table.add_column("check", no_wrap=True)
     table.add_column("verdict", no_wrap=True)
     table.add_column("champion", no_wrap=True, justify="right")

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -215,3 +216,48 @@ def test_an_answer_after_the_monitor_rolled_back_changes_nothing(world: World, r
     assert "nothing waits for approval" in result["note"]
     assert world.phase() == Phase.ROLLED_BACK
     assert world.registry.aliases("fraud") == {CHAMPION: "1"}
+
+
+# -- another run holds the lease: the approval run yields as the monitor does ---------------------
+
+
+def _lease_held_by_another_run(world: World, tmp_path: Path) -> None:
+    from mlcanary.telemetry.lease import StoreLease
+
+    lease = StoreLease.from_url(f"sqlite:///{tmp_path / 'inference.db'}", label="approve-release")
+    lease.acquire("fraud", "Prefect flow run calm-heron")
+    world.lease = lease
+
+
+def test_an_answer_while_another_run_holds_the_lease_yields_and_changes_nothing(
+    world: World, run_in_thread, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    world.to_waiting()
+    _lease_held_by_another_run(world, tmp_path)
+    known = _approval_run_ids()
+    join = run_in_thread(model="fraud")
+    run_id = _wait_until_paused(known)
+    resume_flow_run(run_id, run_input={"approve": True, "comment": "looks good"})
+    result = join()
+    assert result["answer"] == "approve"
+    assert result["yielded"].startswith("yielded: Prefect flow run calm-heron holds the lease on fraud")
+    assert result["holder"] == "Prefect flow run calm-heron"
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(run_id).state.is_completed(), "a yield is not a failure"
+    assert world.phase() == Phase.AWAITING_APPROVAL
+    assert world.registry.aliases("fraud") == {CHAMPION: "1", CANDIDATE: "2"}
+
+
+def test_a_window_that_ended_while_another_run_holds_the_lease_yields_and_changes_nothing(
+    world: World, tmp_path: Path
+) -> None:
+    world.to_waiting()
+    world.clock.advance(POLICY.approval.timeout + timedelta(minutes=1))
+    _lease_held_by_another_run(world, tmp_path)
+    state = approval.approve_release(model="fraud", return_state=True)
+    assert state.is_completed(), state
+    result = state.result()
+    assert result["answer"] == "timeout"
+    assert result["yielded"].startswith("yielded: Prefect flow run calm-heron holds the lease on fraud")
+    assert world.phase() == Phase.AWAITING_APPROVAL
+    assert world.registry.aliases("fraud") == {CHAMPION: "1", CANDIDATE: "2"}

@@ -9,7 +9,9 @@ import pytest
 import flows.canary as canary
 from mlcanary.rollout.arms import CANDIDATE, CHAMPION
 from mlcanary.rollout.policy import RolloutPolicy
+from mlcanary.rollout.ports import NullRecorder
 from mlcanary.rollout.state import Phase
+from mlcanary.rollout.versions import RegistryUnavailableError
 from mlcanary.testing.fakes import (
     FakeWorld,
     InjectedCrashError,
@@ -139,3 +141,35 @@ def test_a_monitor_run_that_finds_the_lease_held_yields_and_changes_nothing(
     assert canary.promote("fraud")["yielded"].startswith("yielded: ")
     assert world.release().ticks == 0  # type: ignore[union-attr]
     assert world.release().phase == Phase.PROGRESSING  # type: ignore[union-attr]
+
+
+class _KeepingRecorder(NullRecorder):
+    """Evidence kept for models while MLflow was away; ``flush`` writes it (or fails while away)."""
+
+    def __init__(self, kept: dict[str, int]) -> None:
+        self.kept = kept
+        self.away = False
+        self.flushed: list[str] = []
+
+    def flush(self, model: str) -> int:
+        if self.away:
+            raise RegistryUnavailableError("MLflow at http://mlflow:5000 is unavailable: ...")
+        self.flushed.append(model)
+        return self.kept.pop(model, 0)
+
+    def pending_models(self) -> list[str]:
+        return sorted(self.kept)
+
+
+def test_the_monitor_writes_evidence_kept_for_a_release_that_ended_and_never_fails_on_it(
+    world: FakeWorld,
+) -> None:
+    recorder = _KeepingRecorder({"fraud": 2})
+    world.recorder = recorder
+    recorder.away = True
+    assert canary.monitor() == []  # no release in progress; MLflow still away: kept, no failure
+    assert recorder.kept == {"fraud": 2}
+    recorder.away = False
+    assert canary.monitor() == []
+    assert recorder.flushed == ["fraud"]
+    assert recorder.kept == {}

@@ -169,6 +169,7 @@ def assert_registry_and_serving_agree(
 # Each kind of step the brief names (tags written, traffic moved, server stopped, alias moved), once
 # per action; every case costs at least one model-server start, so the list is kept to these.
 START = [
+    ("set_tags", 1, "@candidate set, no release tag written"),
     ("set_weights", 1, "release tags written, nothing served yet"),
     ("set_tags", 2, "candidate serving and traffic moved, phase not written"),
 ]
@@ -194,10 +195,13 @@ def test_a_start_crashed_at_any_step_is_finished_by_the_next_tick(
 ) -> None:
     champion, candidate = reset(stack)
     engine(stack).backend.deploy(stack.model, champion, None, 0)  # no candidate server yet
+    # As `mlcanary release` does: the start sets @candidate itself before writing the release.
+    registry_from_settings(stack.settings).delete_alias(stack.model, CANDIDATE)
     plan = CrashPlan(method, occurrence)
     with pytest.raises(InjectedCrashError):
         engine(stack, plan).start_canary(stack.model, candidate)
     assert plan.fired, plan.calls
+    assert plan.calls[0] == "set_alias", plan.calls
 
     result = engine(stack).tick(stack.model)
     assert result.release.phase == Phase.PROGRESSING, (step, result.note)

@@ -33,7 +33,10 @@ def test_tick_sums_equal_the_full_recomputation(urls: dict[str, str], backend: s
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_ingest_loses_no_acknowledged_event(urls: dict[str, str], backend: str, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'ingest.db'}" if backend == "sqlite" else urls[backend]
-    result = run_ingest(backend, url, 1.5, lambda _message: None)
+    result = run_ingest(backend, url, 1.5, lambda _message: None, cpu_events=40)
     assert result.events_acked > 0
     assert result.lost == 0
     assert result.failed == 0
+    assert 0 < result.posts < result.events_acked, "the payload loggers batch their events"
+    assert result.sender_cpu_us_batched > 0  # measured, 40 events in each mode (no more: not timed here)
+    assert result.sender_cpu_us_single > 0

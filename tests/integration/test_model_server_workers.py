@@ -75,8 +75,9 @@ def test_two_workers_share_the_port_and_every_event_reaches_the_collector() -> N
             os.killpg(process.pid, signal.SIGTERM)
             assert process.wait(timeout=30) == 0
         # Each worker flushed its own queue on the graceful shutdown: nothing acknowledged is lost.
-        headers = [{key.lower(): value for key, value in item.headers.items()} for item in inbox.received]
-    kinds = Counter((h.get("ce-id"), h.get("ce-type")) for h in headers)
+        # The payload loggers post batches (CloudEvents batched mode): a JSON array of events.
+        documents = [document for item in inbox.received for document in item.body]
+    kinds = Counter((document.get("id"), document.get("type")) for document in documents)
     for request_id in ids:
         assert kinds[(request_id, CE_TYPE_REQUEST)] == 1
         assert kinds[(request_id, CE_TYPE_RESPONSE)] == 1

@@ -12,11 +12,13 @@ well under a second) and MLflow release evidence; the serving side is the in-mem
 
 What each test shows: the registry call fails with a bounded, clear ``RegistryUnavailableError``; the
 release keeps a phase that says where it is; nothing is promoted that the registry could not confirm;
-the first tick after MLflow is back completes the action.
+the first tick after MLflow is back completes the action. The release evidence MLflow cannot take
+(a tick's, a release's outcome) is kept in the inference-log database and written when it is back.
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -38,6 +40,7 @@ from mlcanary.rollout.state import Phase, ReleaseState
 from mlcanary.rollout.versions import RegistryUnavailableError
 from mlcanary.runtime.env import child_env
 from mlcanary.runtime.processes import ManagedProcess, start_process, wait_for_http
+from mlcanary.telemetry.evidence_outbox import StoreEvidenceOutbox
 from mlcanary.testing.fakes import FakeClock, FakeServingBackend, ScriptedMetrics, steady_traffic
 from mlcanary.testing.ports import free_ports
 from mlcanary.training import train
@@ -329,3 +332,71 @@ def test_mlflow_unreachable_during_rollback_is_completed_by_the_next_tick(
     assert result.release.phase == Phase.ROLLED_BACK, result.release.reason
     assert registry.aliases(model) == {CHAMPION: champion}
     assert "availability" in (registry.get_version(model, version).tag("rejected") or "")
+
+
+class HookedEvidence(MlflowEvidence):
+    """The real MLflow evidence; ``before[method]`` runs once, just before that write."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.before: dict[str, Callable[[], None]] = {}
+
+    def _hook(self, method: str) -> None:
+        hook = self.before.pop(method, None)
+        if hook is not None:
+            hook()
+
+    def record_tick(self, release, measurements, decision) -> None:  # type: ignore[no-untyped-def]
+        self._hook("record_tick")
+        super().record_tick(release, measurements, decision)
+
+    def finish(self, release: ReleaseState) -> None:
+        self._hook("finish")
+        super().finish(release)
+
+
+def test_evidence_written_while_mlflow_is_unreachable_is_kept_and_written_when_it_is_back(
+    link: TcpLink, registry: MlflowRegistry, tmp_path: Path
+) -> None:
+    model = "fraud-pg"
+    version = new_version(registry, model)
+    clock, backend = FakeClock(), HookedBackend()
+    outbox = StoreEvidenceOutbox.from_url(f"sqlite:///{tmp_path / 'inference.db'}")
+    evidence = HookedEvidence(registry.client, "fraud-pg-releases", retry=registry.retry, outbox=outbox)
+    engine = engine_for(registry, backend, clock)
+    engine.recorder = evidence
+    release = engine.start_canary(model, version)
+    run_id = release.release_run_id
+    assert run_id
+
+    # A tick persists its outcome; MLflow is gone before its evidence is written: the tick ends
+    # normally (its action stands) and the evidence waits in the inference-log database.
+    evidence.before["record_tick"] = link.cut
+    clock.advance(timedelta(minutes=11))
+    result = engine.tick(model)
+    assert result.decision is not None
+    assert result.decision.action == "step_up"
+    assert len(outbox.pending(model)) == 1
+    link.restore()
+    assert phase_of(registry, model, version) == Phase.PROGRESSING.value
+    assert registry.get_version(model, version).tag("ticks") == "1"
+    assert registry.client.get_metric_history(run_id, "traffic.candidate_percent") == []
+
+    # The promote moves the aliases; MLflow is gone again before the run's outcome is written.
+    evidence.before["finish"] = link.cut
+    assert engine.promote(model, "promoted by hand").phase == Phase.PROMOTED
+    assert [json.loads(entry)["op"] for _, entry in outbox.pending(model)] == ["tick", "finish"]
+    link.restore()
+    assert registry.client.get_run(run_id).info.status == "RUNNING"
+
+    # The release has ended, so no tick of it comes: the next monitor run writes what was kept.
+    assert engine.write_pending_evidence() == {model: 2}
+    assert outbox.pending(model) == []
+    history = registry.client.get_metric_history(run_id, "traffic.candidate_percent")
+    assert [(m.step, m.value) for m in history] == [(1, 50.0)]
+    run = registry.client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mlcanary.phase"] == Phase.PROMOTED.value
+    files = {f.path for f in registry.client.list_artifacts(run_id, "decisions")}
+    assert files == {"decisions/tick-00001.json"}
+    assert "outcome.json" in {f.path for f in registry.client.list_artifacts(run_id)}

@@ -292,7 +292,11 @@ def _without(name: str) -> dict[str, str]:
             "needs 3 values",
         ),
         ({**headers("request", "m"), "ce-id": "x" * 300}, V1_REQUEST, "longer than"),
-        ({**headers("request", "m"), "content-type": "application/cloudevents-batch+json"}, [], "batch"),
+        (
+            {**headers("request", "m"), "content-type": "application/cloudevents-batch+json"},
+            V1_REQUEST,
+            "JSON array",
+        ),
     ],
 )
 def test_malformed_events_are_rejected_and_counted(

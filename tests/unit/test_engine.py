@@ -153,6 +153,31 @@ def test_crash_during_rollback_is_completed_by_the_next_run(world) -> None:  # t
     assert registry.get_version("fraud", "2").tag("rejected") == "manual test"
 
 
+def test_a_start_crashed_after_setting_candidate_is_started_by_the_next_tick(world) -> None:  # type: ignore[no-untyped-def]
+    """The alias is set, the release's first tag is not: nothing says a release exists but the
+    alias. The next tick of that model starts it (the monitor of all models did already)."""
+    registry, backend, _ = world
+    registry.delete_alias("fraud", CANDIDATE)
+    registry.fail_on("set_tags")
+    with pytest.raises(InjectedCrashError):
+        engine_for(world, steady_traffic(0.01)).start_canary("fraud", "2")
+    assert registry.aliases("fraud") == {CHAMPION: "1", CANDIDATE: "2"}
+    assert registry.get_version("fraud", "2").tag("phase") is None
+    assert "deploy" not in backend.calls
+
+    engine = engine_for(world, steady_traffic(0.01))
+    assert engine.unstarted_candidate("fraud") == "2"
+    result = engine.tick("fraud")
+    assert result.note == "started the release of @candidate v2"
+    assert result.release.phase == Phase.PROGRESSING
+    assert engine.active_release("fraud") == result.release
+    assert engine.unstarted_candidate("fraud") is None
+    observed = backend.status("fraud")
+    assert observed.traffic == {"champion": 80, "candidate": 20}
+    assert observed.arms["candidate"].version == "2"
+    assert registry.aliases("fraud") == {CHAMPION: "1", CANDIDATE: "2"}
+
+
 def test_bad_requests_are_refused_and_change_nothing(world) -> None:  # type: ignore[no-untyped-def]
     registry, backend, _ = world
     engine = engine_for(world, steady_traffic(0.01))

@@ -10,6 +10,7 @@ the collector writes no row and no label).
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import struct
@@ -28,7 +29,7 @@ from mlcanary.data.schema import FeatureSpec, infer_schema
 from mlcanary.data.synthetic import FEATURES, TARGET, generate_transactions
 from mlcanary.serving.local.model_server import ServedModel, create_app
 from mlcanary.telemetry.collector import create_collector_app
-from mlcanary.telemetry.events import CE_TYPE_REQUEST, CE_TYPE_RESPONSE, InferenceEvent
+from mlcanary.telemetry.events import BATCH_CONTENT_TYPE, CE_TYPE_REQUEST, CE_TYPE_RESPONSE, InferenceEvent
 from mlcanary.telemetry.store import InferenceLogStore
 from models.pipeline import build_pipeline
 
@@ -346,6 +347,55 @@ def test_fuzz_cloudevents_never_5xx_and_rejections_write_nothing(
     assert response.status_code in (200, 400, 413), response.text
     if response.status_code != 200:
         _assert_clear_4xx(response)
+        assert _rows(store) == before
+
+
+def _structured_events() -> st.SearchStrategy[object]:
+    """Events in CloudEvents' JSON format, half-valid: good attributes or fuzz, a payload or fuzz."""
+    payload = st.sampled_from(
+        [{"instances": [{"amount": 1.5}]}, {"predictions": [1]}, {"predictions": [[0.2, 0.8]]}]
+    )
+    return (
+        st.fixed_dictionaries(
+            {
+                "specversion": st.just("1.0") | _header_text,
+                "id": st.uuids().map(str) | _header_text | _scalars,
+                "type": st.sampled_from([CE_TYPE_REQUEST, CE_TYPE_RESPONSE]) | _header_text,
+                "source": st.just("mlcanary/local/fraud/candidate/v7") | _header_text,
+                "inferenceservicename": st.just(MODEL) | _header_text | _scalars,
+            },
+            optional={
+                "data": payload | _json,
+                "data_base64": payload.map(lambda v: base64.b64encode(json.dumps(v).encode()).decode())
+                | _header_text
+                | _scalars,
+                "mlcanaryarm": st.sampled_from(["champion", "candidate"]) | _header_text,
+                "mlcanarystatus": st.sampled_from(["200", "503"]) | _header_text | _scalars,
+                "mlcanarylatencyms": st.just("8.5") | _header_text | _scalars,
+                "time": st.just("2025-03-01T11:59:59.5Z") | _header_text,
+            },
+        )
+        | _json
+    )
+
+
+@settings(FUZZ, max_examples=50)  # each example is up to 5 events (1,500 passed once, locally)
+@given(events=st.lists(_structured_events(), max_size=5))
+def test_fuzz_cloudevent_batches_never_5xx_and_account_for_every_event(
+    collector: TestClient, store: InferenceLogStore, events: list[object]
+) -> None:
+    before = _rows(store)
+    body = json.dumps(events).encode()
+    response = collector.post("/events", content=body, headers={"content-type": BATCH_CONTENT_TYPE})
+    assert response.status_code in (200, 413), response.text
+    if response.status_code != 200:
+        _assert_clear_4xx(response)
+        assert _rows(store) == before
+        return
+    answer = response.json()
+    assert answer["events"] == len(events) == answer["stored"] + len(answer["rejected"])
+    assert all(isinstance(item["error"], str) and item["error"] for item in answer["rejected"])
+    if answer["stored"] == 0:
         assert _rows(store) == before
 
 

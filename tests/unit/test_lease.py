@@ -1,8 +1,10 @@
 """The release lease (issue 14, item 6): two runs at once → exactly one acts, the other yields.
 
-Real stores: the lease in a real SQLite inference-log database, the release on a real MLflow SQLite
-registry; two real engines tick the same release from two threads at once. A holder that crashes
-(its process SIGKILLed inside the block) blocks the model only until its lease expires.
+Real stores: the lease in a real inference-log database — every test that touches it runs on a
+SQLite file and on a real PostgreSQL (``store_url``, ``tests/pg_server.py``) — and the release on a
+real MLflow SQLite registry; two real engines tick the same release from two threads at once, and
+many runs race for one lease on each database. A holder that crashes (its process SIGKILLed inside
+the block) blocks the model only until its lease expires.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import sys
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -43,34 +44,55 @@ TICK = timedelta(minutes=5)
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'inference.db'}"
+def db(store_url: str) -> str:
+    """The lease's database: a SQLite file, then a real PostgreSQL (the ``store_url`` cases)."""
+    return store_url
 
 
-def test_of_many_runs_racing_for_one_lease_exactly_one_gets_it(db: str) -> None:
-    lease = StoreLease.from_url(db)
-    start = threading.Barrier(8)
+CONTENDERS = 8
+
+
+def _race(leases: list[StoreLease], model: str) -> tuple[list[str], list[LeaseHeldError]]:
+    """Every lease object (its own engine and connections, as a separate runner has) tries to take
+    ``model`` at the same instant; returns who won and what the others were told."""
+    start = threading.Barrier(len(leases))
     won: list[str] = []
     lost: list[LeaseHeldError] = []
 
-    def race(holder: str) -> None:
+    def race(lease: StoreLease, holder: str) -> None:
         start.wait()
         try:
-            lease.acquire("fraud", holder)
+            lease.acquire(model, holder)
             won.append(holder)
         except LeaseHeldError as held:
             lost.append(held)
 
-    threads = [threading.Thread(target=race, args=(f"run-{i}",)) for i in range(8)]
+    threads = [threading.Thread(target=race, args=(lease, f"run-{i}")) for i, lease in enumerate(leases)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
-    assert len(won) == 1
-    assert len(lost) == 7
+        thread.join(30)
+    return won, lost
+
+
+def test_of_many_runs_racing_for_one_lease_exactly_one_gets_it(db: str) -> None:
+    clock = FakeClock(datetime.now(tz=UTC))
+    leases = [StoreLease.from_url(db, ttl=timedelta(minutes=2), now=clock.now) for _ in range(CONTENDERS)]
+    # A free lease (no row yet: the INSERT path) ...
+    won, lost = _race(leases, "fraud")
+    assert len(won) == 1, (won, lost)
+    assert len(lost) == CONTENDERS - 1
     assert {held.holder for held in lost} == set(won)
-    assert lease.holder_of("fraud") is not None
-    assert lease.holder_of("fraud")[0] == won[0]  # type: ignore[index]
+    assert leases[0].holder_of("fraud") == (won[0], clock.now() + timedelta(minutes=2))
+
+    # ... and an expired one (its row taken over: the ON CONFLICT ... WHERE expired path).
+    clock.advance(timedelta(minutes=3))
+    won_again, lost_again = _race(leases, "fraud")
+    assert len(won_again) == 1, (won_again, lost_again)
+    assert len(lost_again) == CONTENDERS - 1
+    assert {held.holder for held in lost_again} == set(won_again)
+    holder = leases[-1].holder_of("fraud")
+    assert holder == (won_again[0], clock.now() + timedelta(minutes=2))
 
 
 def test_the_lease_is_renewed_by_its_holder_released_on_exit_and_per_model(db: str) -> None:
@@ -298,8 +320,9 @@ def test_an_unreachable_lease_store_stops_every_action_but_a_rollback(
     for command in ("step", "promote"):
         result = runner.invoke(app, [command, "fraud"])
         assert result.exit_code == 1, result.output
+        scheme = db.split("://")[0]
         assert (
-            "error: the release lease of fraud cannot be taken (OperationalError on sqlite:///"
+            f"error: the release lease of fraud cannot be taken (OperationalError on {scheme}://"
             in result.output
         )
         assert "nothing was done" in result.output

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import socket
 import threading
@@ -17,9 +19,17 @@ import pandas as pd
 import pytest
 
 from mlcanary.data.schema import FeatureSpec
+from mlcanary.serving.local import model_server
 from mlcanary.serving.local.model_server import ServedModel, create_app
-from mlcanary.serving.local.payload_logger import PayloadLogger
-from mlcanary.telemetry.events import CE_TYPE_REQUEST, CE_TYPE_RESPONSE, InferenceEvent, local_source
+from mlcanary.serving.local.payload_logger import DEFAULT_LINGER_S, DEFAULT_MAX_BATCH, PayloadLogger
+from mlcanary.telemetry.cloudevents_ingest import event_from_structured
+from mlcanary.telemetry.events import (
+    BATCH_CONTENT_TYPE,
+    CE_TYPE_REQUEST,
+    CE_TYPE_RESPONSE,
+    InferenceEvent,
+    local_source,
+)
 
 LOGGER_NAME = "mlcanary.serving.local.payload_logger"
 WAIT = 10.0  # generous bound for a thread to reach a point; never asserted on
@@ -175,20 +185,57 @@ def test_event_construction_rejects_a_naive_time_and_unknown_type() -> None:
 # -- delivery -----------------------------------------------------------------------------------------
 
 
-def test_delivers_events_in_binary_mode_over_one_connection(collector: Collector) -> None:
-    sender = PayloadLogger(collector.url)
+def delivered(collector: Collector) -> list[InferenceEvent]:
+    """Every event the collector received, in order, from batches and from binary-mode POSTs alike."""
+    events: list[InferenceEvent] = []
+    for headers, body, _ in collector.received:
+        if headers["content-type"] == BATCH_CONTENT_TYPE:
+            events += [event_from_structured(doc, received_at=datetime.now(UTC)) for doc in json.loads(body)]
+        else:
+            events.append(InferenceEvent.from_headers(headers, body))
+    return events
+
+
+def test_delivers_queued_events_as_one_batch_over_one_connection(collector: Collector) -> None:
+    sender = PayloadLogger(collector.url, linger_s=WAIT)  # the batch closes when full (4) or at close
     events = [make_event(1), make_event(1, response=True), make_event(2), make_event(2, response=True)]
+    events.append(InferenceEvent(**{**make_event(3).__dict__, "body": b"\xff not json"}))
+    events.append(InferenceEvent(**{**make_event(4).__dict__, "shadow": True}))
     assert all(sender.submit(event) for event in events)
     sender.close(timeout=WAIT)
 
     assert sender.stats() == {
-        "enqueued": 4,
-        "sent": 4,
+        "enqueued": 6,
+        "sent": 6,
         "dropped": 0,
         "failed": 0,
+        "posts": 1,
         "pending": 0,
         "capacity": 10_000,
     }
+    (headers, body, _), *rest = collector.received
+    assert rest == []
+    assert headers["content-type"] == BATCH_CONTENT_TYPE
+    documents = json.loads(body)
+    assert [doc["id"] for doc in documents] == ["req-1", "req-1", "req-2", "req-2", "req-3", "req-4"]
+    assert documents[-1]["mlcanaryshadow"] == "true"
+    response = documents[1]
+    assert response["type"] == CE_TYPE_RESPONSE
+    assert response["source"] == "mlcanary/local/fraud/candidate/v7"
+    assert (response["mlcanaryarm"], response["mlcanaryversion"]) == ("candidate", "7")
+    assert (response["mlcanarystatus"], response["mlcanarylatencyms"]) == ("200", "12.345")
+    assert (response["specversion"], response["datacontenttype"]) == ("1.0", "application/json")
+    assert base64.b64decode(response["data_base64"]) == b'{"predictions":[1]}'
+    assert delivered(collector) == events, "every attribute and every payload byte survives the batch"
+
+
+def test_max_batch_one_sends_binary_mode_like_kserve(collector: Collector) -> None:
+    sender = PayloadLogger(collector.url, max_batch=1)
+    events = [make_event(1), make_event(1, response=True), make_event(2), make_event(2, response=True)]
+    assert all(sender.submit(event) for event in events)
+    sender.close(timeout=WAIT)
+
+    assert (sender.stats()["sent"], sender.stats()["posts"]) == (4, 4)
     assert [InferenceEvent.from_headers(h, body) for h, body, _ in collector.received] == events
     headers, body, _ = collector.received[1]
     assert headers["ce-id"] == "req-1"
@@ -200,6 +247,76 @@ def test_delivers_events_in_binary_mode_over_one_connection(collector: Collector
     assert headers["content-type"] == "application/json"
     assert body == b'{"predictions":[1]}'
     assert len({port for _, _, port in collector.received}) == 1, "expected one keep-alive connection"
+
+
+def test_batches_are_bounded_by_count_and_by_bytes(collector: Collector) -> None:
+    collector.gate.clear()
+    sender = PayloadLogger(collector.url, max_batch=3, linger_s=0.0)
+    sender.submit(make_event(0))
+    assert collector.arrived.wait(WAIT)
+    events = [make_event(n) for n in range(1, 8)]
+    for event in events:
+        sender.submit(event)  # queued behind the held POST: batches of 3, 3, 1
+    collector.gate.set()
+    sender.close(timeout=WAIT)
+    sizes = [len(json.loads(body)) for _, body, _ in collector.received]
+    assert sizes == [1, 3, 3, 1]
+
+    one = len(make_event(0).to_structured())
+    small = Collector()
+    try:
+        small.gate.clear()
+        sender = PayloadLogger(small.url, max_batch_bytes=2 * one + 3, linger_s=0.0)
+        sender.submit(make_event(0))
+        assert small.arrived.wait(WAIT)
+        for event in events[:5]:
+            sender.submit(event)  # one batch of 5 taken, sent as 2 + 2 + 1 (two fit: 2 + 2 * one + 1)
+        small.gate.set()
+        sender.close(timeout=WAIT)
+        assert [len(json.loads(body)) for _, body, _ in small.received] == [1, 2, 2, 1]
+        assert all(len(body) <= 2 * one + 3 for _, body, _ in small.received)
+        assert [e.ce_id for e in delivered(small)] == [f"req-{n}" for n in range(6)]
+    finally:
+        small.stop()
+
+
+def test_a_2xx_counts_the_events_the_collector_rejected_as_failed(caplog: pytest.LogCaptureFixture) -> None:
+    answer = {"events": 3, "stored": 2, "rows": 2, "paired": 0}
+    answer["rejected"] = [{"index": 1, "id": "req-1", "error": "request body is not valid JSON"}]
+    posts: list[httpx.Request] = []
+
+    def collector(request: httpx.Request) -> httpx.Response:
+        posts.append(request)
+        return httpx.Response(200, json=answer)
+
+    client = httpx.Client(transport=httpx.MockTransport(collector))
+    sender = PayloadLogger("http://collector/", client=client, linger_s=WAIT)
+    with caplog.at_level(logging.WARNING, logger=LOGGER_NAME):
+        for n in range(3):
+            sender.submit(make_event(n))
+        sender.close(timeout=WAIT)
+    assert len(posts) == 1, "a rejected event is not re-sent"
+    stats = sender.stats()
+    assert (stats["sent"], stats["failed"]) == (2, 1)
+    assert "req-1" in caplog.text
+    assert "not valid JSON" in caplog.text
+
+
+def test_a_413_splits_the_batch_until_it_fits() -> None:
+    sizes: list[int] = []
+
+    def collector(request: httpx.Request) -> httpx.Response:
+        count = len(json.loads(request.content))
+        sizes.append(count)
+        return httpx.Response(413 if count > 2 else 200)
+
+    client = httpx.Client(transport=httpx.MockTransport(collector))
+    sender = PayloadLogger("http://collector/", client=client, linger_s=WAIT, max_batch=5)
+    for n in range(5):
+        sender.submit(make_event(n))
+    sender.close(timeout=WAIT)
+    assert sizes == [5, 2, 3, 1, 2]
+    assert (sender.stats()["sent"], sender.stats()["failed"]) == (5, 0)
 
 
 def test_full_queue_drops_and_counts_without_blocking(
@@ -229,7 +346,7 @@ def test_full_queue_drops_and_counts_without_blocking(
         sender.close(timeout=WAIT)
     stats = sender.stats()
     assert (stats["sent"], stats["dropped"], stats["failed"], stats["pending"]) == (3, 5, 0, 0)
-    assert len(collector.received) == 3
+    assert [event.ce_id for event in delivered(collector)] == ["req-0", "req-0", "req-1"]
     assert "dropped 4 event(s) (5 in total)" in caplog.text, "close reports drops not yet warned about"
 
 
@@ -283,7 +400,7 @@ def test_collector_rejection_is_not_retried(collector: Collector) -> None:
     sender.submit(make_event(1))
     sender.submit(make_event(2))
     sender.close(timeout=WAIT)
-    assert len(collector.received) == 2
+    assert sorted(event.ce_id for event in delivered(collector)) == ["req-1", "req-2"], "sent once each"
     assert sender.stats()["failed"] == 2
 
 
@@ -300,9 +417,10 @@ def test_unreachable_collector_counts_failed() -> None:
 def test_close_gives_up_on_a_hung_collector_and_drops_the_rest(collector: Collector) -> None:
     collector.gate.clear()
     sender = PayloadLogger(collector.url)
-    for n in range(4):
-        sender.submit(make_event(n))
+    sender.submit(make_event(0))
     assert collector.arrived.wait(WAIT)
+    for n in range(1, 4):
+        sender.submit(make_event(n))
     sender.close(timeout=0.2)
     assert sender.stats()["dropped"] == 3
     assert sender.stats()["pending"] == 0
@@ -338,7 +456,7 @@ def test_model_server_events_reach_the_collector(collector: Collector) -> None:
     sender.close(timeout=WAIT)
     assert (ok.status_code, bad.status_code) == (200, 400)
 
-    events = [InferenceEvent.from_headers(h, body) for h, body, _ in collector.received]
+    events = delivered(collector)
     assert [(e.ce_id, e.ce_type, e.status) for e in events] == [
         ("a", CE_TYPE_REQUEST, None),
         ("a", CE_TYPE_RESPONSE, 200),
@@ -350,3 +468,40 @@ def test_model_server_events_reach_the_collector(collector: Collector) -> None:
         ("fraud", "champion", "3", "mlcanary/local/fraud/champion/v3")
     }
     assert all(e.latency_ms is not None and e.latency_ms >= 0 for e in events if not e.is_request)
+
+
+def test_model_server_flags_size_the_loggers_batches(capsys: pytest.CaptureFixture[str]) -> None:
+    base = [
+        "--name",
+        "m",
+        "--version",
+        "1",
+        "--arm",
+        "champion",
+        "--port",
+        "1",
+        "--tracking-uri",
+        "sqlite://",
+    ]
+    parsed = model_server._parse_args(base)
+    assert (parsed.log_batch_events, parsed.log_linger_ms) == (DEFAULT_MAX_BATCH, DEFAULT_LINGER_S * 1000)
+    parsed = model_server._parse_args([*base, "--log-batch-events", "1", "--log-linger-ms", "0"])
+    assert (parsed.log_batch_events, parsed.log_linger_ms) == (1, 0.0)
+    for bad in (["--log-batch-events", "0"], ["--log-linger-ms", "-1"], ["--log-linger-ms", "nan"]):
+        with pytest.raises(SystemExit):
+            model_server._parse_args([*base, *bad])
+        assert bad[0] in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("option", "fragment"),
+    [
+        ({"max_batch": 0}, "max_batch"),
+        ({"max_batch_bytes": 0}, "max_batch_bytes"),
+        ({"linger_s": -0.1}, "linger_s"),
+        ({"max_queue": 0}, "max_queue"),
+    ],
+)
+def test_nonsense_batch_settings_are_refused(option: dict[str, float], fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        PayloadLogger("http://collector/", **option)  # type: ignore[arg-type]

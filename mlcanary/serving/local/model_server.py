@@ -7,7 +7,7 @@ splitting traffic. The routes, status codes, headers and logged events are those
 
 Run as a process: ``python -m mlcanary.serving.local.model_server --port P --name NAME --version V
 --arm ARM --tracking-uri URI [--collector-url URL] [--workers N] [--max-batch-rows R]
-[--max-batch-wait-ms MS]``.
+[--max-batch-wait-ms MS] [--log-batch-events N] [--log-linger-ms MS]``.
 
 With ``--workers N`` (default 1) the process loads the model once, binds the port, and forks
 N − 1 more workers that accept on the same listening socket (the kernel spreads connections over
@@ -42,7 +42,12 @@ from mlcanary.serving.local.inference_app import (
 )
 from mlcanary.serving.local.inference_protocol import DEFAULT_MAX_INSTANCES
 from mlcanary.serving.local.micro_batcher import DEFAULT_MAX_BATCH_ROWS, DEFAULT_MAX_WAIT_MS, BatchingConfig
-from mlcanary.serving.local.payload_logger import EventSink, PayloadLogger
+from mlcanary.serving.local.payload_logger import (
+    DEFAULT_LINGER_S,
+    DEFAULT_MAX_BATCH,
+    EventSink,
+    PayloadLogger,
+)
 from mlcanary.serving.local.served_model import ServedModel, placeholder_request
 
 __all__ = [
@@ -110,8 +115,26 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="longest wait for requests already arriving before a batch is scored "
         f"(default: {DEFAULT_MAX_WAIT_MS})",
     )
+    parser.add_argument(
+        "--log-batch-events",
+        type=int,
+        default=DEFAULT_MAX_BATCH,
+        help="inference events per POST to the collector at most (CloudEvents batched mode); 1 = each "
+        f"event alone in binary mode, as KServe's logger sends (default: {DEFAULT_MAX_BATCH})",
+    )
+    parser.add_argument(
+        "--log-linger-ms",
+        type=float,
+        default=DEFAULT_LINGER_S * 1000,
+        help="longest wait for a batch of events to fill before it is sent "
+        f"(default: {DEFAULT_LINGER_S * 1000:g})",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
+    if args.log_batch_events < 1:
+        parser.error(f"--log-batch-events must be at least 1, got {args.log_batch_events}")
+    if not (0.0 <= args.log_linger_ms <= 60_000 and math.isfinite(args.log_linger_ms)):
+        parser.error(f"--log-linger-ms must be within [0, 60000], got {args.log_linger_ms}")
     if not 1 <= args.port <= 65535:
         parser.error(f"--port must be within 1-65535, got {args.port}")
     if not (0.0 <= args.threshold <= 1.0 and math.isfinite(args.threshold)):
@@ -151,13 +174,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_instances=args.max_instances,
         batching=args.batching,
         log_level=args.log_level,
+        log_batch_events=args.log_batch_events,
+        log_linger_ms=args.log_linger_ms,
     )
     return serve(served, options)
 
 
 @dataclass(frozen=True)
 class ServeOptions:
-    """How :func:`serve` runs: where it listens, how many worker processes, where events go."""
+    """How :func:`serve` runs: where it listens, how many worker processes, where events go and in
+    batches of how many (``log_batch_events``, ``log_linger_ms``: see
+    :class:`~mlcanary.serving.local.payload_logger.PayloadLogger`'s ``max_batch`` and ``linger_s``)."""
 
     host: str
     port: int
@@ -167,6 +194,8 @@ class ServeOptions:
     max_instances: int = DEFAULT_MAX_INSTANCES
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     log_level: str = "info"
+    log_batch_events: int = DEFAULT_MAX_BATCH
+    log_linger_ms: float = DEFAULT_LINGER_S * 1000
 
 
 def serve(served: ServedModel, options: ServeOptions) -> int:
@@ -239,7 +268,12 @@ def _serve(served: ServedModel, options: ServeOptions, listener: socket.socket) 
 
     sink: EventSink | None = None
     if options.collector_url:
-        sink = PayloadLogger(options.collector_url)  # per process: its thread starts after the fork
+        # Per process: its thread starts after the fork.
+        sink = PayloadLogger(
+            options.collector_url,
+            max_batch=options.log_batch_events,
+            linger_s=options.log_linger_ms / 1000,
+        )
     app = create_app(
         served,
         sink=sink,
