@@ -16,7 +16,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: help demo platform test test-slow test-fast lint format lock bootstrap clean bench bench-model-server bench-cli bench-judge bench-quick bench-log
+.PHONY: help demo platform test test-slow test-fast lint format lock bootstrap clean bench bench-model-server bench-cli bench-judge bench-quick bench-log bench-soak
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -77,6 +77,9 @@ bench-cli: $(STAMP) ## The CLI's answer times alone (--help of every command, st
 bench-judge: $(STAMP) ## The judge at the published sizes vs Flagger/Kayenta-style rules, and its shadow phase (~30 min); rewrites their blocks of docs/benchmarks.md
 	$(BIN)/python -m benchmarks.judge --out docs/benchmarks.md
 	$(BIN)/python -m benchmarks.judge --only shadow --runs 40 --out docs/benchmarks.md
+
+bench-soak: $(STAMP) ## The local stack soaked through a release: 20 req/s for 10 min, steps and a rollback, every count reconciled, memory sampled (~13 min); rewrites its block of docs/benchmarks.md
+	$(BIN)/python -m benchmarks.soak --rate $(or $(RATE),20) --minutes $(or $(MINUTES),10) --out docs/benchmarks.md
 
 bench-quick: $(STAMP) ## Quick serving benchmark (~2 min); prints the report, changes no file
 	$(BIN)/python -m benchmarks.serving --quick

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +13,10 @@ if TYPE_CHECKING:
     from mlcanary.config import Settings
 
 
-def bench_settings(state_dir: Path, rows: int, estimator: str | None) -> Settings:
+def bench_settings(
+    state_dir: Path, rows: int, estimator: str | None, extra: Mapping[str, Any] | None = None
+) -> Settings:
+    """Settings of a benchmark's stack in ``state_dir`` on free ports (``extra``: more dotted keys)."""
     from mlcanary.config import load_settings
     from mlcanary.testing.ports import free_port_overrides
 
@@ -27,6 +30,7 @@ def bench_settings(state_dir: Path, rows: int, estimator: str | None) -> Setting
     }
     if estimator:
         overrides["model.estimator"] = estimator
+    overrides.update(extra or {})
     return load_settings("local", config_dir=REPO_ROOT / "configs", env={}, overrides=overrides)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import uuid
 from collections.abc import AsyncIterator, MutableMapping
@@ -15,7 +16,10 @@ import pytest
 
 from mlcanary.data.schema import FeatureSpec, infer_schema
 from mlcanary.data.synthetic import FEATURES, TARGET, generate_transactions
+from mlcanary.serving.local.arm_servers import STOP_GRACE_S, ArmServers
+from mlcanary.serving.local.backend import LocalBackend
 from mlcanary.serving.local.model_server import ServedModel, create_app, is_shadow_host
+from mlcanary.serving.local.payload_logger import DEFAULT_MAX_BACKOFF_S, DRAIN_ON_STOP_S, UVICORN_GRACEFUL_S
 from mlcanary.telemetry.events import CE_TYPE_REQUEST, CE_TYPE_RESPONSE, InferenceEvent
 from models.pipeline import build_pipeline
 
@@ -335,6 +339,9 @@ async def test_predictor_failure_is_500_json_and_logged(
         assert response.status_code == 500
         assert fragment in response.json()["error"]
         assert [e.status for e in sink.events] == [None, 500]
+        # The request event carries the body as received (a failure must not empty it: the
+        # collector would refuse the event and the row would lose its features).
+        assert json.loads(sink.events[0].body) == {"instances": fitted.records(2)}
         assert (await client.get("/v2/health/live")).status_code == 200
 
 
@@ -425,6 +432,27 @@ async def test_lifespan_warms_up_and_shutdown_closes_the_sink(served: ServedMode
     assert sink.closed_with == 2.5
     assert calls == [1], "one warm-up prediction on start-up"
     assert sink.events == [], "the start-up warm-up prediction is not an inference event"
+
+
+async def test_a_stopping_server_delivers_its_queued_events_before_it_is_killed(served: ServedModel) -> None:
+    """A rollback stops the candidate's server while the collector may be behind (the soak found
+    events dropped after the old 5-s drain): by default the sink gets the logger's retry span, and
+    the process's stop grace covers uvicorn's graceful shutdown and that drain."""
+    sink = MemorySink()
+    app = create_app(served, sink=sink)
+    incoming = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        return None
+
+    await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+    assert sink.closed_with == DRAIN_ON_STOP_S >= DEFAULT_MAX_BACKOFF_S * 10
+    assert STOP_GRACE_S > UVICORN_GRACEFUL_S + DRAIN_ON_STOP_S
+    for stopper in (ArmServers, LocalBackend):
+        assert inspect.signature(stopper).parameters["stop_grace_s"].default == STOP_GRACE_S
 
 
 def test_served_model_validates_its_fields(fitted: Fitted) -> None:

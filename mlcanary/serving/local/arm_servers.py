@@ -32,6 +32,7 @@ from mlcanary.runtime.processes import (
     start_process,
     wait_for_http,
 )
+from mlcanary.serving.local.payload_logger import DRAIN_ON_STOP_S, UVICORN_GRACEFUL_S
 
 if TYPE_CHECKING:
     from mlcanary.config import Settings
@@ -43,6 +44,9 @@ MODEL_SERVER_MODULE: Final = "mlcanary.serving.local.model_server"
 # 2 cores oversubscribe (single-row predict P95 went from ~13 ms to ~1 s under load).
 DEFAULT_OMP_THREADS: Final = "1"
 _LOG_DIRNAME = "logs"
+STOP_GRACE_S: Final = UVICORN_GRACEFUL_S + DRAIN_ON_STOP_S + 5.0
+"""How long a stopping model server has before SIGKILL: its graceful shutdown, then its payload
+logger delivering what is queued (a server stopped with an empty queue exits at once)."""
 
 
 def server_process_name(arm: Arm) -> str:
@@ -111,7 +115,7 @@ class ArmServers:
         *,
         python: str = sys.executable,
         ready_timeout_s: float = 90.0,
-        stop_grace_s: float = 10.0,
+        stop_grace_s: float = STOP_GRACE_S,
         probe_timeout_s: float = 2.0,
         child_log_level: str = "warning",
     ) -> None:

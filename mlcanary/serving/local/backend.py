@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 from mlcanary.rollout.arms import ARMS, Arm
 from mlcanary.rollout.serving import ServingError, ServingStatus
 from mlcanary.runtime.processes import ManagedProcess
-from mlcanary.serving.local.arm_servers import ArmProbe, ArmServers
+from mlcanary.serving.local.arm_servers import STOP_GRACE_S, ArmProbe, ArmServers
 from mlcanary.serving.local.envoy import EnvoyError, EnvoyLayout, EnvoyProxy, Weights
 from mlcanary.serving.local.front_door import ALL_TO_CHAMPION, FrontDoor, TrafficChange, percent
 from mlcanary.serving.local.intent import BackendLock, Intent, IntentFile
@@ -93,7 +93,7 @@ class LocalBackend:
         *,
         python: str = sys.executable,
         ready_timeout_s: float = 90.0,
-        stop_grace_s: float = 10.0,
+        stop_grace_s: float = STOP_GRACE_S,
         probe_timeout_s: float = 2.0,
         lock_timeout_s: float = 300.0,
         envoy_concurrency: int | None = None,

@@ -75,7 +75,7 @@ from mlcanary.serving.local.inference_protocol import (
     encode_json,
 )
 from mlcanary.serving.local.micro_batcher import BatchingConfig, MicroBatcher
-from mlcanary.serving.local.payload_logger import EventSink
+from mlcanary.serving.local.payload_logger import DRAIN_ON_STOP_S, EventSink
 from mlcanary.serving.local.scoring import (
     Answer,
     PredictorError,
@@ -114,7 +114,7 @@ def create_app(
     sink: EventSink | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_instances: int = DEFAULT_MAX_INSTANCES,
-    shutdown_timeout: float = 5.0,
+    shutdown_timeout: float = DRAIN_ON_STOP_S,
     batching: BatchingConfig | None = None,
 ) -> Starlette:
     """ASGI app serving ``served`` over KServe V1 and V2, logging inference events to ``sink``.
@@ -164,6 +164,14 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _unhandled_error},
     )
+
+
+@dataclasses.dataclass
+class _Received:
+    """A request's body once read (empty until then): a prediction that fails after reading it
+    still logs the request as received, so its row keeps its features."""
+
+    body: bytes = b""
 
 
 class _Server:
@@ -256,10 +264,10 @@ class _Server:
             return self._json(request, 404, {"error": problem}, request_id=request_id)
         received_at = datetime.now(UTC)
         started = time.perf_counter()
-        body = b""
+        received = _Received()
         computed: Answer | None = None
         try:
-            body, started, computed = await self._answer(request, protocol, request_id)
+            started, computed = await self._answer(request, protocol, request_id, received)
             status, content = 200, computed.body
         except RequestError as exc:
             status, content = exc.status, encode_json({"error": exc.message})
@@ -278,7 +286,7 @@ class _Server:
             self._log_events(
                 request_id,
                 received_at,
-                logged_request or body,
+                logged_request or received.body,
                 computed.logged_response if computed is not None else content,
                 status,
                 latency_ms,
@@ -296,17 +304,18 @@ class _Server:
         return Response(content, status_code=status, media_type=media_type, headers=headers)
 
     async def _answer(
-        self, request: Request, protocol: WireProtocol, request_id: str
-    ) -> tuple[bytes, float, Answer]:
-        """Read, decode, score in a batch and encode one request: (body, start time, answer)."""
+        self, request: Request, protocol: WireProtocol, request_id: str, received: _Received
+    ) -> tuple[float, Answer]:
+        """Read (into ``received``), decode, score in a batch and encode one request: (start time,
+        answer)."""
         batcher = self.batcher
         batcher.receiving()
         try:
-            body = await _read_body(request, self.max_body_bytes)
+            received.body = await _read_body(request, self.max_body_bytes)
             started = time.perf_counter()
             parsed = decode(
                 self.served,
-                body,
+                received.body,
                 protocol,
                 request.headers.get(BINARY_HEADER_LENGTH_HEADER),
                 self.max_instances,
@@ -317,7 +326,7 @@ class _Server:
             outputs = await batcher.score(parsed.decoded.data, parsed.decoded.rows)
         except Exception as exc:
             raise PredictorError(f"model failed to predict: {type(exc).__name__}: {exc}") from exc
-        return body, started, answer(self.served, protocol, parsed, outputs, request_id)
+        return started, answer(self.served, protocol, parsed, outputs, request_id)
 
     def _log_events(
         self,

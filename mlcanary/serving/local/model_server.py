@@ -45,6 +45,7 @@ from mlcanary.serving.local.micro_batcher import DEFAULT_MAX_BATCH_ROWS, DEFAULT
 from mlcanary.serving.local.payload_logger import (
     DEFAULT_LINGER_S,
     DEFAULT_MAX_BATCH,
+    UVICORN_GRACEFUL_S,
     EventSink,
     PayloadLogger,
 )
@@ -283,7 +284,11 @@ def _serve(served: ServedModel, options: ServeOptions, listener: socket.socket) 
     )
     # uvicorn turns SIGTERM into a graceful shutdown, which runs the lifespan that closes the sink.
     config = uvicorn.Config(
-        app, access_log=False, log_level=options.log_level, lifespan="on", timeout_graceful_shutdown=10
+        app,
+        access_log=False,
+        log_level=options.log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=UVICORN_GRACEFUL_S,
     )
     uvicorn.Server(config).run(sockets=[listener])
 

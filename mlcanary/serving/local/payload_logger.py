@@ -36,6 +36,12 @@ DEFAULT_MAX_QUEUE = 10_000
 #: log restarting or briefly locked answers 503 meanwhile, and no event is lost.
 DEFAULT_MAX_RETRIES = 18
 DEFAULT_MAX_BACKOFF_S = 2.0
+#: How long a stopping model server lets its logger deliver what is queued (the retry span): a
+#: rollback stops the candidate's server while the collector may be behind, and those queued events
+#: are the bad candidate's evidence. An empty queue closes at once.
+DRAIN_ON_STOP_S = 30.0
+UVICORN_GRACEFUL_S = 10
+"""uvicorn's graceful shutdown of a model server (in-flight requests finish) before the drain."""
 #: A batch closes at this many events, ...
 DEFAULT_MAX_BATCH = 256
 #: ... or before its body would pass this size (the collector's default limit is 8 MiB) ...

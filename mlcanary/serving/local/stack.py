@@ -34,6 +34,7 @@ from mlcanary.runtime.processes import (
     stop_by_pidfile,
     wait_for_http,
 )
+from mlcanary.serving.local.arm_servers import STOP_GRACE_S as MODEL_SERVER_STOP_GRACE_S
 from mlcanary.serving.local.arm_servers import server_process_name
 from mlcanary.serving.local.backend import LocalBackend
 from mlcanary.serving.local.envoy import PROCESS_NAME as ENVOY_PROCESS
@@ -64,6 +65,7 @@ DEFAULT_CANDIDATE_PERCENT: Final = 20
 #: Stop order of ``down``: the front door first, the collector last; anything else in between.
 _STOP_FIRST: Final = (ENVOY_PROCESS, server_process_name("candidate"), server_process_name("champion"))
 _STOP_LAST: Final = (COLLECTOR_PROCESS,)
+_MODEL_SERVERS: Final = (server_process_name("candidate"), server_process_name("champion"))
 
 
 class StackError(RuntimeError):
@@ -309,7 +311,9 @@ def down(settings: Settings, *, grace_s: float = 10.0) -> list[str]:
     stopped: list[str] = []
     for name in ordered:
         try:
-            if stop_by_pidfile(state_dir, name, grace_s=grace_s):
+            # A model server delivers its queued inference events before it exits.
+            grace = max(grace_s, MODEL_SERVER_STOP_GRACE_S) if name in _MODEL_SERVERS else grace_s
+            if stop_by_pidfile(state_dir, name, grace_s=grace):
                 stopped.append(name)
         except ProcessError as exc:
             raise StackError(f"could not stop {name}: {exc}") from exc
