@@ -23,9 +23,10 @@ from pathlib import Path
 
 from benchmarks.inference_log.ingest import IngestResult, run_ingest
 from benchmarks.inference_log.postgres import postgres_url
-from benchmarks.inference_log.tick import TickResult, run_tick
+from benchmarks.inference_log.tick import WINDOW, TickResult, run_tick
 from benchmarks.serving.report import replace_block
 from mlcanary.serving.local.payload_logger import DEFAULT_LINGER_S, DEFAULT_MAX_BATCH
+from mlcanary.telemetry.rollup_tables import BUCKET_SECONDS
 
 MARKERS = ("<!-- bench:inference-log:start -->", "<!-- bench:inference-log:end -->")
 INGEST_MARKERS = ("<!-- bench:inference-log-ingest:start -->", "<!-- bench:inference-log-ingest:end -->")
@@ -62,18 +63,21 @@ def tick_markdown(results: list[TickResult], small: int, large: int) -> list[str
         "### Monitor tick over the release window (item 3)",
         "",
         f"Window: 48 h, {small:,} and {large:,} logged requests; each tick adds 1,000 requests and 300 "
-        "labels a day late; tick = `StoreMetricsSource.measure` (median of the rounds). "
-        "Reference: the full recomputation over the same window (`aggregate()`, what every tick ran before).",
+        "labels a day late; tick = folding them in (`refresh`, also shown apart) + "
+        "`StoreMetricsSource.measure` (median of the rounds). Reference: the full recomputation over the "
+        "same window (`aggregate()`, what every tick ran before). Load: the machine's 1-minute load "
+        "average after the ticks.",
         "",
-        "| database | requests in window | generate (s) | build sums once (s) | **tick (ms)** | "
-        "full recomputation (ms) | speed-up | sums equal |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| database | requests in window | requests per 10-s bucket | generate (s) | build sums once (s) | "
+        "**tick (ms)** | of which folding in (ms) | full recomputation (ms) | speed-up | sums equal | load |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
     ]
     for r in results:
         lines.append(
-            f"| {r.backend} | {r.rows:,} | {r.generate_s:.1f} | {r.build_s:.1f} | "
-            f"**{r.tick_s * 1000:.0f}** | "
-            f"{r.full_s * 1000:.0f} | {r.full_s / r.tick_s:.1f}× | {'yes' if r.equal else '**no**'} |"
+            f"| {r.backend} | {r.rows:,} | {r.rows * BUCKET_SECONDS / WINDOW.total_seconds():,.1f} | "
+            f"{r.generate_s:.1f} | {r.build_s:.1f} | **{r.tick_s * 1000:.0f}** | {r.refresh_s * 1000:.0f} | "
+            f"{r.full_s * 1000:.0f} | {r.full_s / r.tick_s:.1f}× | {'yes' if r.equal else '**no**'} | "
+            f"{r.load:.1f} |"
         )
     lines += [
         "",

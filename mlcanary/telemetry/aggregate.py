@@ -140,10 +140,15 @@ class ArmAggregate:
 
 
 def _sums(
-    t: Table, window_start: datetime, slow_above: float | None, label_cutoff: datetime | None
+    t: Table,
+    window_start: datetime,
+    slow_above: float | None,
+    label_cutoff: datetime | None,
+    label: ColumnElement[Any] | None = None,
 ) -> dict[str, ColumnElement[Any]]:
-    """Field name of :class:`ArmAggregate` → its SQL aggregate (over the log outer-joined to feedback)."""
-    f = feedback
+    """Field name of :class:`ArmAggregate` → its SQL aggregate (over the log outer-joined to feedback;
+    ``label`` is the joined label column, ``feedback.label`` unless the caller joins it otherwise)."""
+    label = feedback.c.label if label is None else label
     head = t.c.instance_index == 0
     responded = and_(head, t.c.response_received_at.is_not(None))
     timed = and_(head, t.c.latency_ms.is_not(None))
@@ -151,12 +156,12 @@ def _sums(
     log_latency = func.ln(floored)
     in_window = t.c.received_at >= window_start
     predicted = t.c.prediction.is_not(None)
-    labelled = and_(predicted, f.c.label.is_not(None))
+    labelled = and_(predicted, label.is_not(None))
     if label_cutoff is not None:
         labelled = and_(labelled, t.c.received_at < label_cutoff)
     scored = and_(labelled, t.c.probability.is_not(None))
-    brier = (t.c.probability - f.c.label) * (t.c.probability - f.c.label)
-    p_label = case((f.c.label == 1, t.c.probability), else_=1.0 - t.c.probability)
+    brier = (t.c.probability - label) * (t.c.probability - label)
+    p_label = case((label == 1, t.c.probability), else_=1.0 - t.c.probability)
     log_loss = -func.ln(case((p_label < PROBABILITY_FLOOR, PROBABILITY_FLOOR), else_=p_label))
 
     def count_if(condition: ColumnElement[bool]) -> ColumnElement[Any]:
@@ -183,10 +188,10 @@ def _sums(
         "positive_predictions": count_if(t.c.prediction == 1),
         "probabilities": func.count(t.c.probability),
         "mean_probability": func.avg(t.c.probability),
-        "true_positives": count_if(and_(labelled, f.c.label == 1, t.c.prediction == 1)),
-        "false_positives": count_if(and_(labelled, f.c.label == 0, t.c.prediction == 1)),
-        "false_negatives": count_if(and_(labelled, f.c.label == 1, t.c.prediction == 0)),
-        "true_negatives": count_if(and_(labelled, f.c.label == 0, t.c.prediction == 0)),
+        "true_positives": count_if(and_(labelled, label == 1, t.c.prediction == 1)),
+        "false_positives": count_if(and_(labelled, label == 0, t.c.prediction == 1)),
+        "false_negatives": count_if(and_(labelled, label == 1, t.c.prediction == 0)),
+        "true_negatives": count_if(and_(labelled, label == 0, t.c.prediction == 0)),
         "scored": count_if(scored),
         "brier_sum": sum_if(scored, brier),
         "brier_sq_sum": sum_if(scored, brier * brier),
@@ -195,10 +200,11 @@ def _sums(
     }
 
 
-def stored_sums(t: Table) -> dict[str, ColumnElement[Any]]:
+def stored_sums(t: Table, label: ColumnElement[Any] | None = None) -> dict[str, ColumnElement[Any]]:
     """The sums the running totals keep (:data:`~mlcanary.telemetry.rollup_tables.SUM_FIELDS`): every
-    additive field of :func:`_sums` over all labels, plus the sum of probabilities (for the mean)."""
-    sums = _sums(t, datetime(1970, 1, 1, tzinfo=UTC), None, None)
+    additive field of :func:`_sums` over all labels, plus the sum of probabilities (for the mean);
+    ``label`` as for :func:`_sums`."""
+    sums = _sums(t, datetime(1970, 1, 1, tzinfo=UTC), None, None, label)
     kept = {name: sums[name] for name in SUM_FIELDS if name in sums}
     kept["probability_sum"] = func.coalesce(func.sum(t.c.probability), 0.0)
     return kept

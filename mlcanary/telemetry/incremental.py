@@ -26,11 +26,12 @@ inputs).
 
 from __future__ import annotations
 
+import functools
 import math
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import CompoundSelect, bindparam, select, union_all
 
 from mlcanary.telemetry.aggregate import ArmAggregate
 from mlcanary.telemetry.latency_histogram import LatencyHistogram
@@ -76,6 +77,32 @@ def _split(a: datetime, b: datetime) -> tuple[list[Interval], list[tuple[int, in
     return [(x, y) for x, y in ends if x < y], cover(first, last)
 
 
+@functools.lru_cache(maxsize=16)
+def _rollup_read(arms: int, histograms: bool) -> CompoundSelect:
+    """The rollup rows of given buckets of each span, for ``arms`` (arm, version) pairs; built once
+    (building and keying the statement cost more than running it). One exact primary-key lookup
+    per (arm, span): an OR of spans made PostgreSQL filter every rollup row of the model, a cost
+    that grew with the window's buckets."""
+    r = rollup
+    columns = [r.c.arm, r.c.version, *(r.c[name] for name in SUM_FIELDS)]
+    if histograms:
+        columns.append(r.c.latency_histogram)
+    return union_all(
+        *(
+            select(*columns).where(
+                r.c.log == bindparam("log"),
+                r.c.model == bindparam("model"),
+                r.c.arm == bindparam(f"arm_{i}"),
+                r.c.version == bindparam(f"version_{i}"),
+                r.c.span == span,
+                r.c.bucket.in_(bindparam(f"buckets_{span}", expanding=True)),
+            )
+            for i in range(arms)
+            for span in SPANS
+        )
+    )
+
+
 class _Reader:
     """Sums over intervals for one model and its arms' versions, reusing each ragged end read."""
 
@@ -98,20 +125,15 @@ class _Reader:
             for arm, sums in self._end(interval).items():
                 total[arm].add(sums.values, sums.histogram if histograms else None)
         if pieces:
-            r = rollup
-            by_span: dict[int, list[int]] = {}
+            by_span: dict[int, list[int]] = {span: [] for span in SPANS}
             for span, bucket in pieces:
-                by_span.setdefault(span, []).append(bucket)
-            columns = [r.c.arm, r.c.version, *(r.c[name] for name in SUM_FIELDS)]
-            if histograms:
-                columns.append(r.c.latency_histogram)
-            stmt = select(*columns).where(
-                r.c.log == inference_log.name,
-                r.c.model == self.model,
-                r.c.arm.in_(list(self.versions)),
-                or_(*(and_(r.c.span == span, r.c.bucket.in_(b)) for span, b in by_span.items())),
-            )
-            for row in self.connection.execute(stmt).mappings():
+                by_span[span].append(bucket)
+            params: dict[str, Any] = {"log": inference_log.name, "model": self.model}
+            params.update({f"buckets_{span}": buckets for span, buckets in by_span.items()})
+            for i, (arm, version) in enumerate(self.versions.items()):
+                params.update({f"arm_{i}": arm, f"version_{i}": version})
+            stmt = _rollup_read(len(self.versions), histograms)
+            for row in self.connection.execute(stmt, params).mappings():
                 if self.versions.get(row["arm"]) != row["version"]:
                     continue
                 histogram = LatencyHistogram.from_json(row["latency_histogram"]) if histograms else None

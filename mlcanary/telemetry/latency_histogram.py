@@ -55,6 +55,12 @@ class LatencyHistogram:
         for index, count in items.items():
             self.counts[int(index)] = self.counts.get(int(index), 0) + int(count)
 
+    def add_scaled(self, other: LatencyHistogram, sign: int = 1) -> None:
+        """Add ``sign`` times another histogram's counts (the running sums' hot path: no conversions)."""
+        counts = self.counts
+        for index, count in other.counts.items():
+            counts[index] = counts.get(index, 0) + sign * count
+
     @classmethod
     def merged(cls, parts: Iterable[LatencyHistogram]) -> LatencyHistogram:
         result = cls()

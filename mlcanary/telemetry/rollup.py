@@ -45,6 +45,7 @@ from sqlalchemy import (
     literal_column,
     select,
     text,
+    true,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -85,10 +86,13 @@ class Sums:
         self.histogram = LatencyHistogram()
 
     def add(self, values: dict[str, Any], histogram: LatencyHistogram | None = None, sign: int = 1) -> None:
+        mine = self.values
         for name in SUM_FIELDS:
-            self.values[name] += sign * (values[name] or 0)
+            value = values[name]
+            if value:
+                mine[name] += sign * value
         if histogram is not None:
-            self.histogram.add({i: sign * c for i, c in histogram.counts.items()})
+            self.histogram.add_scaled(histogram, sign)
 
     def add_sums(self, other: Sums, sign: int = 1) -> None:
         self.add(other.values, other.histogram, sign)
@@ -105,8 +109,10 @@ def _moment(seconds: int) -> datetime:
 def bucket_expression(column: Any, dialect: str) -> ColumnElement[Any]:
     """The 10-s bucket (epoch seconds) of a timestamp column, in SQL (must agree with ``bucket_of``)."""
     if dialect == "sqlite":
-        # Stored as naive UTC text; strftime('%s') floors to whole seconds.
-        seconds = cast(func.strftime("%s", column), BigInteger)
+        # Stored as naive UTC text 'YYYY-MM-DD HH:MM:SS.ffffff'. SQLite parses fractions to the
+        # millisecond, rounding: 09.9996 became 10 and its row fell into the next bucket while the
+        # text comparisons of a time range kept it in this one. Only the whole seconds are parsed.
+        seconds = cast(func.strftime("%s", func.substr(column, 1, 19)), BigInteger)
         return seconds // BUCKET_SECONDS * BUCKET_SECONDS
     return cast(func.floor(func.extract("epoch", column) / BUCKET_SECONDS), BigInteger) * BUCKET_SECONDS
 
@@ -130,8 +136,24 @@ def _statements(
         scope.append(func.coalesce(t.c.version, "").in_([version for _, version in versions]))
     bucket = bucket_expression(t.c.received_at, name) if by_bucket else literal(0)
     keys = [func.coalesce(t.c.arm, "").label("arm"), func.coalesce(t.c.version, "").label("version")]
-    sums = stored_sums(t)
-    joined = t.outerjoin(f, and_(f.c.request_id == t.c.request_id, f.c.instance_index == t.c.instance_index))
+    if name == "postgresql":
+        # Each row's label by its primary key (LIMIT keeps the lookup from being flattened into a
+        # join): a plain outer join let PostgreSQL hash every label of the log — a cost growing with
+        # the window — to label the few thousand rows of some buckets.
+        label = (
+            select(f.c.label)
+            .where(f.c.request_id == t.c.request_id, f.c.instance_index == t.c.instance_index)
+            .limit(1)
+            .lateral("labelled")
+        )
+        sums = stored_sums(t, label.c.label)
+        joined = t.outerjoin(label, true())
+    else:
+        # SQLite joins by nested loops, through feedback's primary key.
+        sums = stored_sums(t)
+        joined = t.outerjoin(
+            f, and_(f.c.request_id == t.c.request_id, f.c.instance_index == t.c.instance_index)
+        )
     group = [keys[0], keys[1], bucket] if by_bucket else [keys[0], keys[1]]
     stmt = (
         select(*keys, bucket.label("bucket"), *(expr.label(n) for n, expr in sums.items()))
@@ -176,10 +198,17 @@ def compute_sums(
         if versions is not None and versions.get(key[0]) != key[1]:
             continue
         found.setdefault(key, Sums()).add(dict(row))
-    for arm, version, bucket_start, bin_index, n in connection.execute(hist_sql, params):
+    # One row per (key, latency bin): thousands per refresh, so counted in place.
+    counts: dict[int, int] | None = None
+    last: Key | None = None
+    for arm, version, bucket_start, bin_index, n in connection.execute(hist_sql, params).all():
         key = (arm, version, int(bucket_start))
-        if key in found:
-            found[key].histogram.add({int(bin_index): int(n)})
+        if key != last:
+            last = key
+            counts = found[key].histogram.counts if key in found else None
+        if counts is not None:
+            index = int(bin_index)
+            counts[index] = counts.get(index, 0) + int(n)
     return found
 
 

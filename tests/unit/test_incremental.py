@@ -247,3 +247,32 @@ def test_histogram_percentiles_are_within_the_stated_accuracy(values: list[float
     (estimate,) = histogram.percentiles([q]) or [math.nan]
     truth = float(np.percentile(values, q))
     assert abs(estimate - truth) <= A * truth * (1 + 1e-9)
+
+
+@given(st.dictionaries(st.integers(-500, 500), st.integers(1, 1_000)), st.sampled_from([1, -1]))
+def test_adding_a_scaled_histogram_is_adding_its_counts(counts: dict[int, int], sign: int) -> None:
+    base = LatencyHistogram({0: 7, 3: 1})
+    expected = dict(base.counts)
+    for index, count in counts.items():
+        expected[index] = expected.get(index, 0) + sign * count
+    base.add_scaled(LatencyHistogram(dict(counts)), sign)
+    assert base.counts == expected
+
+
+@pytest.mark.parametrize("offset_s", [-0.0004, -0.000001, 0.0, 0.0004])
+def test_a_request_a_fraction_of_a_millisecond_from_a_bucket_edge_counts_on_its_side(
+    store_url: str, offset_s: float
+) -> None:
+    """SQLite parses a time's fraction to the millisecond, rounding (09.9996 → 10): the bucket of a
+    row must come from its whole seconds, as the time ranges compare it."""
+    edge = T0.replace(second=10, microsecond=0)
+    at = (edge - T0).total_seconds() + offset_s
+    with InferenceLogStore(store_url) as store:
+        store.write_rows(list(halves("edge", "champion", "1", at, 5.0, 200, 1)))
+        store.write_rows(list(halves("after", "champion", "1", at + 3.0, 5.0, 200, 1)))
+        for since, until in ((edge - timedelta(seconds=10), edge), (edge, edge + timedelta(seconds=10))):
+            kwargs = {"versions": {"champion": "1"}}
+            ours = incremental_aggregate(store, "fraud", since, until, **kwargs)
+            full = aggregate(store, "fraud", since, until, **kwargs)
+            count = ours["champion"].requests if "champion" in ours else 0
+            assert count == (full["champion"].requests if "champion" in full else 0)
