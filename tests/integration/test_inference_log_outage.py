@@ -23,16 +23,14 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from collector_process import collector, free_port
+from collector_thread import collector_in_thread
 from pg_server import embedded_postgres
 from sqlalchemy import event, func, select
 
@@ -40,7 +38,6 @@ from mlcanary.rollout.decide import decide
 from mlcanary.rollout.policy import RolloutPolicy
 from mlcanary.rollout.state import Phase, ReleaseState
 from mlcanary.serving.local.payload_logger import PayloadLogger
-from mlcanary.telemetry.collector import create_collector_app
 from mlcanary.telemetry.events import CE_TYPE_REQUEST, CE_TYPE_RESPONSE, InferenceEvent, local_source
 from mlcanary.telemetry.metrics import LOG_METRICS, StoreMetricsSource
 from mlcanary.telemetry.store import InferenceLogStore, inference_log
@@ -164,32 +161,12 @@ def _assert_refused_with_503(base_url: str, n: int, instances: int = 1) -> None:
     assert reply.json() == {"error": "inference log unavailable; retry later"}
 
 
-@contextmanager
-def _collector_in_thread(store: InferenceLogStore) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_collector_app(store), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive(), "collector exited"
-        assert time.monotonic() < deadline, "collector did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
 def test_a_locked_sqlite_log_is_answered_503_and_nothing_is_lost(tmp_path: Path) -> None:
     db = tmp_path / "inference.db"
     # The collector's store waits 300 ms for a lock (the default is DEFAULT_BUSY_TIMEOUT_MS).
     with (
         InferenceLogStore(f"sqlite:///{db}", busy_timeout_ms=300) as store,
-        _collector_in_thread(store) as base,
+        collector_in_thread(store) as base,
     ):
         traffic = Traffic(PayloadLogger(f"{base}/events"))
         traffic.wait_sent(40)
@@ -226,7 +203,7 @@ def test_a_full_sqlite_log_is_answered_503_and_nothing_is_lost(
         limit = disk["pages"] if disk["pages"] is not None else 2**31 - 2
         dbapi_connection.execute(f"PRAGMA max_page_count = {limit}")
 
-    with store, _collector_in_thread(store) as base, caplog.at_level(logging.WARNING):
+    with store, collector_in_thread(store) as base, caplog.at_level(logging.WARNING):
         traffic = Traffic(PayloadLogger(f"{base}/events"))
         traffic.wait_sent(40)
         with store.engine.connect() as connection:

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import base64
 import sqlite3
-import threading
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-import uvicorn
+from collector_thread import collector_in_thread
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
@@ -30,7 +28,6 @@ from mlcanary.serving.local.payload_logger import PayloadLogger
 from mlcanary.telemetry.aggregate import aggregate
 from mlcanary.telemetry.batch_ingest import combine_halves, decode_batch, parse_batch
 from mlcanary.telemetry.cloudevents_ingest import rows_from_event
-from mlcanary.telemetry.collector import create_collector_app
 from mlcanary.telemetry.events import (
     BATCH_CONTENT_TYPE,
     CE_TYPE_REQUEST,
@@ -42,7 +39,6 @@ from mlcanary.telemetry.events import (
 from mlcanary.telemetry.incremental import incremental_aggregate
 from mlcanary.telemetry.rollup_tables import rollup_dirty
 from mlcanary.telemetry.store import InferenceLogStore, InferenceRow, WriteResult, inference_log, shadow_log
-from mlcanary.testing.ports import free_ports
 
 MODEL = "fraud"
 WAIT = 10.0  # generous bound for a thread to reach a point; never asserted on
@@ -86,22 +82,10 @@ class Collector:
 def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collector]:
     db = tmp_path_factory.mktemp("batch") / "inference.db"
     store = FaultyStore(f"sqlite:///{db}")
-    (port,) = free_ports(1)
-    server = uvicorn.Server(
-        uvicorn.Config(create_collector_app(store), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive(), "collector exited"
-        assert time.monotonic() < deadline, "collector did not start"
-        time.sleep(0.02)
     try:
-        yield Collector(f"http://127.0.0.1:{port}", store)
+        with collector_in_thread(store) as url:
+            yield Collector(url, store)
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         store.close()
 
 
