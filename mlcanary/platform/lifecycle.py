@@ -296,7 +296,7 @@ def status(settings: Settings) -> list[ComponentState]:
         healthy: bool | None = None
         if process is not None and check is not None:
             try:
-                with http_client() as client:
+                with http_client(retry=False) as client:
                     healthy = client.get(check, timeout=3.0).status_code == 200
             except httpx.HTTPError:
                 healthy = False

@@ -15,6 +15,7 @@ from typing import Final
 import httpx
 
 from mlcanary.platform.errors import PlatformError
+from mlcanary.platform.retrying_transport import RetryingTransport
 from mlcanary.platform.servers import require_binary
 from mlcanary.runtime.processes import ManagedProcess
 
@@ -36,9 +37,12 @@ MONITOR_DEPLOYMENT: Final = "canary-monitor/canary-monitor"
 MIN_MONITOR_INTERVAL_S: Final = 30
 
 
-def http_client() -> httpx.Client:
-    """A client for the platform's own services (no proxy or other settings from the environment)."""
-    return httpx.Client(timeout=15.0, trust_env=False)
+def http_client(*, retry: bool = True) -> httpx.Client:
+    """A client for the platform's own services (no proxy or other settings from the environment).
+    With ``retry`` it retries the "busy, try again" answers (429, 502, 503) as Prefect's own client
+    does; a health probe passes ``retry=False`` to see the answer as it is."""
+    transport = RetryingTransport() if retry else httpx.HTTPTransport()
+    return httpx.Client(timeout=15.0, trust_env=False, transport=transport)
 
 
 def deployed_names(api: str) -> set[str]:
