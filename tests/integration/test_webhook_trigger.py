@@ -34,6 +34,7 @@ from mlcanary.platform import (
     stop_component,
     wait_healthy,
 )
+from mlcanary.platform.prefect_api import http_client
 from mlcanary.rollout.state import Phase, ReleaseState
 from mlcanary.testing.ports import free_ports
 from mlcanary.triggers.prefect_events import PrefectEventEmitter
@@ -82,13 +83,20 @@ def _prefect(env: dict[str, str], *args: str) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def _api(method: str, url: str, **options: Any) -> httpx.Response:
+    """One call to the Prefect API, retried while it answers 503 (its SQLite store is busy)."""
+    with http_client() as client:
+        return client.request(method.upper(), url, **options)
+
+
 def _runs_of(prefect_api: str, deployment: str, timeout_s: float = 60) -> list[dict[str, Any]]:
     """The flow runs of ``deployment``, waiting up to ``timeout_s`` for the first one."""
     runs: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and not runs:
         time.sleep(1)
-        answer = httpx.post(
+        answer = _api(
+            "post",
             f"{prefect_api}/flow_runs/filter",
             json={"deployments": {"name": {"any_": [deployment]}}},
             timeout=5,
@@ -101,7 +109,7 @@ def test_deploy_all_then_setting_candidate_alias_starts_a_start_canary_run(serve
     tracking_uri, prefect_api, env = servers
     _prefect(env, "work-pool", "create", "mlcanary-local", "--type", "process")
     _prefect(env, "--no-prompt", "deploy", "--all")
-    deployments = httpx.post(f"{prefect_api}/deployments/filter", json={}, timeout=10).json()
+    deployments = _api("post", f"{prefect_api}/deployments/filter", json={}, timeout=10).json()
     by_name = {d["name"]: d for d in deployments}
     assert set(by_name) == DEPLOYMENTS
     assert {d["work_pool_name"] for d in deployments} == {"mlcanary-local"}
@@ -109,7 +117,7 @@ def test_deploy_all_then_setting_candidate_alias_starts_a_start_canary_run(serve
     assert by_name["canary-monitor"]["schedules"][0]["schedule"]["interval"] == 900
     for name in ("start-canary", "canary-monitor"):
         assert by_name[name]["global_concurrency_limit"]["limit"] == 1, name
-    automations = httpx.post(f"{prefect_api}/automations/filter", json={}, timeout=10).json()
+    automations = _api("post", f"{prefect_api}/automations/filter", json={}, timeout=10).json()
     assert sorted(a["trigger"]["expect"] for a in automations) == [
         ["mlcanary.model.candidate-set"],
         ["mlcanary.release.approval-requested"],
@@ -167,7 +175,7 @@ def test_approval_event_starts_approve_release_and_deployments_go_to_a_kubernete
     )
     event = approval_requested_event(waiting, "demo", None)
     body = [{"id": str(uuid.uuid4()), "occurred": now.isoformat(), **event}]
-    assert httpx.post(f"{prefect_api}/events", json=body, timeout=10).status_code == 204
+    assert _api("post", f"{prefect_api}/events", json=body, timeout=10).status_code == 204
     runs = _runs_of(prefect_api, "approve-release")
     assert len(runs) == 1, "the trigger did not create exactly one approve-release run"
     assert runs[0]["parameters"] == {"model": "fraud-e2e", "profile": "demo", "config_file": ""}
@@ -176,9 +184,9 @@ def test_approval_event_starts_approve_release_and_deployments_go_to_a_kubernete
     # sets mlcanary-local; `deploy --all` ignores --pool).
     _prefect(env, "work-pool", "create", "mlcanary-k8s", "--type", "kubernetes")
     _prefect(env | {"PREFECT_DEFAULT_WORK_POOL_NAME": "mlcanary-k8s"}, "--no-prompt", "deploy", "--all")
-    pool = httpx.get(f"{prefect_api}/work_pools/mlcanary-k8s", timeout=10).json()
+    pool = _api("get", f"{prefect_api}/work_pools/mlcanary-k8s", timeout=10).json()
     assert pool["type"] == "kubernetes"
-    deployments = httpx.post(f"{prefect_api}/deployments/filter", json={}, timeout=10).json()
+    deployments = _api("post", f"{prefect_api}/deployments/filter", json={}, timeout=10).json()
     assert {d["name"] for d in deployments} == DEPLOYMENTS
     for deployment in deployments:
         assert deployment["work_pool_name"] == "mlcanary-k8s", deployment["name"]
@@ -217,7 +225,7 @@ def test_prefect_down_when_the_webhook_arrives(servers) -> None:  # type: ignore
     MLFLOW_WEBHOOK_REQUEST_MAX_RETRIES). Back within that window (~6 s): exactly one start-canary
     run. Down for longer: MLflow gives up and the event is lost; no run follows, ever."""
     tracking_uri, prefect_api, env = servers
-    deployed = httpx.post(f"{prefect_api}/deployments/filter", json={}, timeout=10).json()
+    deployed = _api("post", f"{prefect_api}/deployments/filter", json={}, timeout=10).json()
     if "start-canary" not in {d["name"] for d in deployed}:
         _prefect(env, "work-pool", "create", "mlcanary-local", "--type", "process", "--overwrite")
         _prefect(env, "--no-prompt", "deploy", "--all")
