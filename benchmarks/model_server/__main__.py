@@ -154,9 +154,10 @@ def _measure_servers(
             Target("our Envoy", envoy_port, ready, method="GET"),
             Target("minimal Envoy", minimal_port, ready, method="GET"),
         ]
-        say(f"Envoy hop to a cheap upstream route ({plan.hop} requests per path, interleaved)")
+        ready_count = plan.hop_ready or plan.hop
+        say(f"Envoy hop to a cheap upstream route ({ready_count} requests per path, interleaved)")
         with cpu_phase("Envoy hop (readiness)", cpu):
-            results.hop_ready = asyncio.run(sequential(cheap, bodies, plan.hop))
+            results.hop_ready = asyncio.run(sequential(cheap, bodies, ready_count))
         hop_verdict = Verdict()
         for samples in results.hop.values():
             hop_verdict.add(check("ours", samples, truth))

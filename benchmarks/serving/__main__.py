@@ -14,6 +14,8 @@ from pathlib import Path
 
 import benchmarks.serving as package
 from benchmarks.serving.client import Traffic, client_process
+from benchmarks.serving.core_interference import probe as probe_interference
+from benchmarks.serving.core_interference import report_interference
 from benchmarks.serving.cpu import CpuShare, cpu_phase, pin_candidate, stack_pids, unpin, wait_idle
 from benchmarks.serving.flips import FlipOutcome, analyse_flips, atomic_write_ms, do_flips, report_flips
 from benchmarks.serving.hop import bench_hop, report_hop
@@ -113,6 +115,9 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
                         shares=(0.0, 1.0),
                     )
                 sink_lines = report_sink(sink, pinned is not None)
+            if pinned:
+                say("the machine's share: a fixed workload on the user's core, the other core idle or busy")
+                sink_lines += report_interference(probe_interference())
             cores = os.cpu_count() or 1
             mirror_lines = [
                 *report_header(facts, time.perf_counter() - started, cpu),

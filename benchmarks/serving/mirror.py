@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from benchmarks.block_bootstrap import percentile_difference
 from benchmarks.serving.cpu import core_busy_seconds, tree_cpu, tree_waited, waited_between
 from benchmarks.serving.measure import fmt, pct, say, signed
 from benchmarks.serving.plan import Plan
@@ -38,6 +39,16 @@ class MirrorArm:
     """Seconds each stack process was ready to run but waited for a CPU during those blocks."""
     path_busy_s: float = 0.0
     """CPU seconds the CPUs this process may run on (the user's path, when pinned) were busy."""
+    block_sizes: list[int] = field(default_factory=list)
+    """How many of ``client_ms`` each of this share's blocks gave, in order."""
+
+    def client_blocks(self) -> list[list[float]]:
+        """``client_ms`` split into this share's blocks."""
+        blocks, start = [], 0
+        for size in self.block_sizes:
+            blocks.append(self.client_ms[start : start + size])
+            start += size
+        return blocks
 
 
 def bench_mirror(
@@ -81,6 +92,7 @@ def bench_mirror(
             before = backend.envoy.stats().candidate.rq_total
             cpu_before, waited_before = _cpu(processes), _waited(processes)
             busy_before = core_busy_seconds(path_cpus)
+            measured_before = len(arm.client_ms)
             for i in range(plan.mirror_block):
                 body = bodies[(block * plan.mirror_block + i) % len(bodies)]
                 t0 = time.perf_counter_ns()
@@ -96,6 +108,7 @@ def bench_mirror(
                 arm.client_ms.append(elapsed_ms)
                 with contextlib.suppress(TypeError, ValueError):
                     arm.server_ms.append(float(response.headers.get(SERVER_LATENCY_HEADER)))
+            arm.block_sizes.append(len(arm.client_ms) - measured_before)
             time.sleep(0.2)  # let the last mirrored copies land before counting them
             arm.mirrored += backend.envoy.stats().candidate.rq_total - before
             for name, used in _cpu(processes).items():
@@ -199,7 +212,21 @@ def _latency_rows(arms: Sequence[MirrorArm], target: str) -> list[str]:
         delta = [pct(arm.client_ms, q) - pct(base.client_ms, q) for q in (50, 95, 99)]
         added = " | ".join(f"**{signed(d)}**" for d in delta)
         rows.append(f"| **added by mirroring {arm.share:.0%}** | | | {added} | |")
+        intervals = _intervals(base, arm)
+        if intervals:
+            rows.append(f"| 95 % interval of that, rotations resampled | | | {intervals} | |")
     return [*rows, ""]
+
+
+def _intervals(base: MirrorArm, arm: MirrorArm) -> str | None:
+    """The bootstrap intervals of the P50, P95 and P99 differences (``benchmarks/block_bootstrap``),
+    over the rotations both shares completed; None with fewer than two."""
+    pairs = [(b, o) for b, o in zip(base.client_blocks(), arm.client_blocks(), strict=False) if b and o]
+    if len(pairs) < 2:
+        return None
+    base_blocks, other_blocks = [b for b, _ in pairs], [o for _, o in pairs]
+    found = [percentile_difference(base_blocks, other_blocks, q) for q in (50, 95, 99)]
+    return " | ".join(f"[{i.low:+.2f}, {i.high:+.2f}]" for i in found)
 
 
 def report_sink(arms: Sequence[MirrorArm], pinned: bool = True) -> list[str]:
