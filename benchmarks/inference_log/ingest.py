@@ -18,19 +18,17 @@ works meanwhile (the events are built beforehand, the main thread waits in ``clo
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import httpx
 from sqlalchemy import func, select
 
 from mlcanary.serving.local.payload_logger import DEFAULT_MAX_BATCH, PayloadLogger
 from mlcanary.telemetry.events import CE_TYPE_REQUEST, CE_TYPE_RESPONSE, InferenceEvent
 from mlcanary.telemetry.store import InferenceLogStore, inference_log
+from mlcanary.testing.collector_process import collector_process
 from mlcanary.testing.ports import free_ports
 
 FEATURES = [round(0.1 * i, 1) for i in range(30)]
@@ -98,20 +96,6 @@ def _feed(sink: PayloadLogger, arm: str, version: str, stop: threading.Event) ->
         i += 1
 
 
-def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the collector exited with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("the collector did not become healthy")
-
-
 def _sender_cpu_us(url: str, max_batch: int, tag: str, count: int) -> float:
     """CPU microseconds per event of one logger delivering ``count`` queued events."""
     events = [e for i in range(count // 2) for e in _events("champion", "1", i, f"{CPU_MODEL}-{tag}")]
@@ -134,10 +118,7 @@ def run_ingest(
     InferenceLogStore(db_url).close()  # tables exist before the clock starts
     (port,) = free_ports(1)
     url = f"http://127.0.0.1:{port}"
-    argv = [sys.executable, "-m", "mlcanary.telemetry.collector", "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen([*argv, "--db-url", db_url, "--log-level", "warning"])
-    try:
-        _wait_healthy(url, process)
+    with collector_process(port, db_url, deadline_s=60.0):
         loggers = {arm: PayloadLogger(f"{url}/events") for arm in ("champion", "candidate")}
         stop = threading.Event()
         feeders = [
@@ -157,13 +138,6 @@ def run_ingest(
         stats = [sink.stats() for sink in loggers.values()]
         batched_cpu = _sender_cpu_us(f"{url}/events", DEFAULT_MAX_BATCH, "batched", cpu_events)
         single_cpu = _sender_cpu_us(f"{url}/events", 1, "single", cpu_events)
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
     sent = sum(s["sent"] for s in stats)
     with InferenceLogStore(db_url) as store, store.engine.connect() as connection:
         t = inference_log

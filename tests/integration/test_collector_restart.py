@@ -18,9 +18,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from collector_process import collector, free_port
 
 from mlcanary.telemetry.store import InferenceLogStore
+from mlcanary.testing.collector_process import collector_process
+from mlcanary.testing.ports import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -67,12 +68,12 @@ def events() -> list[Event]:
 def test_acknowledged_events_survive_sigkill_and_pairing_resumes(tmp_path: Path) -> None:
     db_url = f"sqlite:///{tmp_path / 'inference.db'}"
     log = tmp_path / "collector.log"
-    port = free_port()
+    (port,) = free_ports(1)
     base_url = f"http://127.0.0.1:{port}"
     todo = events()
 
     acked: list[Event] = []
-    with collector(port, db_url, log) as first:
+    with collector_process(port, db_url, log=log, stop_grace_s=0) as first:
 
         def kill_when_enough() -> None:
             while len(acked) < KILL_AFTER_ACKS and first.poll() is None:
@@ -102,7 +103,7 @@ def test_acknowledged_events_survive_sigkill_and_pairing_resumes(tmp_path: Path)
     # A new process on the same database pairs the halves that were acknowledged before the crash.
     acked_set = set(acked)
     remainder = [item for item in todo if item not in acked_set]
-    with collector(port, db_url, log):
+    with collector_process(port, db_url, log=log, stop_grace_s=0):
         acked_after, failed = _send_tracking(base_url, remainder, [])
         assert failed == []
         stats = httpx.get(f"{base_url}/stats", timeout=5).json()

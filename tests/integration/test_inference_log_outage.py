@@ -29,7 +29,6 @@ from typing import Any
 
 import httpx
 import pytest
-from collector_process import collector, free_port
 from collector_thread import collector_in_thread
 from pg_server import embedded_postgres
 from sqlalchemy import event, func, select
@@ -41,6 +40,8 @@ from mlcanary.serving.local.payload_logger import PayloadLogger
 from mlcanary.telemetry.events import CE_TYPE_REQUEST, CE_TYPE_RESPONSE, InferenceEvent, local_source
 from mlcanary.telemetry.metrics import LOG_METRICS, StoreMetricsSource
 from mlcanary.telemetry.store import InferenceLogStore, inference_log
+from mlcanary.testing.collector_process import collector_process
+from mlcanary.testing.ports import free_ports
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -222,12 +223,12 @@ def test_a_full_sqlite_log_is_answered_503_and_nothing_is_lost(
 
 
 def test_postgresql_stopped_and_restarted_mid_run_loses_nothing(tmp_path: Path) -> None:
-    port = free_port()
+    (port,) = free_ports(1)
     base = f"http://127.0.0.1:{port}"
     with embedded_postgres() as pg:
         url = pg.create_database("inference")
         with (
-            collector(port, url, tmp_path / "collector.log") as process,
+            collector_process(port, url, log=tmp_path / "collector.log", stop_grace_s=0) as process,
             InferenceLogStore(url) as store,
         ):
             traffic = Traffic(PayloadLogger(f"{base}/events"))
