@@ -47,7 +47,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mlcanary.telemetry.latency_histogram import LatencyHistogram
-from mlcanary.telemetry.rollup_labels import fold_label_page
+from mlcanary.telemetry.rollup_labels import add_label_changes, fold_label_page
 from mlcanary.telemetry.rollup_sums import Key, Sums, compute_sums
 from mlcanary.telemetry.rollup_tables import (
     BUCKET_SECONDS,
@@ -245,11 +245,8 @@ def _fold_labels(store: InferenceLogStore, log: str, model: str, table: Table) -
         with store.engine.begin() as connection:
             _lock_state(connection, log, model)
             page = fold_label_page(connection, model, table, after)
-            delta: dict[Key, Sums] = {}
-            for key, change in page.deltas.items():
-                delta.setdefault(key, Sums()).add({**dict.fromkeys(SUM_FIELDS, 0), **change})
-            _add_delta(connection, log, model, delta, SPANS)
-            _bump_marks(connection, log, model, sorted({key[2] for key in delta}))
+            add_label_changes(connection, log, model, page.deltas)
+            _bump_marks(connection, log, model, sorted({key[2] for key in page.deltas}))
         folded += page.folded
         if page.last is None:
             return folded

@@ -33,26 +33,32 @@ from typing import Any
 from sqlalchemy import (
     Select,
     Table,
+    TextClause,
     and_,
     bindparam,
     delete,
     func,
     select,
+    text,
     true,
     tuple_,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mlcanary.telemetry.aggregate import stored_sums
+from mlcanary.telemetry.latency_histogram import LatencyHistogram
 from mlcanary.telemetry.rollup_tables import (
     LABEL_FIELDS,
+    SPANS,
+    SUM_FIELDS,
     bucket_expression,
+    rollup,
     rollup_folded_labels,
     rollup_label_marks,
 )
 from mlcanary.telemetry.store import feedback
 
-__all__ = ["ORPHAN_GRACE_S", "LabelPage", "fold_label_page"]
+__all__ = ["ORPHAN_GRACE_S", "LabelPage", "add_label_changes", "fold_label_page"]
 
 #: How long the mark of a label whose instance was never logged is kept (seconds of the writer's clock).
 ORPHAN_GRACE_S = 3_600.0
@@ -121,8 +127,7 @@ def _page_statement(dialect: str, table: Table) -> Select[Any]:
         select(
             *keys,
             *row,
-            *(new[name].label(f"new_{name}") for name in LABEL_FIELDS),
-            *(old[name].label(f"old_{name}") for name in LABEL_FIELDS),
+            *((new[name] - old[name]).label(name) for name in LABEL_FIELDS),
         )
         .select_from(joined)
         # One row per mark: the sums are aggregates, over the mark's one log row.
@@ -180,7 +185,7 @@ def fold_label_page(
             (row["arm"], row["version"], int(row["bucket"])), dict.fromkeys(LABEL_FIELDS, 0)
         )
         for name in LABEL_FIELDS:
-            change[name] += row[f"new_{name}"] - row[f"old_{name}"]
+            change[name] += row[name]
     _record(connection, table.name, folded, unlabelled, taken)
     return LabelPage(
         deltas=deltas, last=last if count >= LABELS_PER_WRITE else None, folded=len(folded) + len(unlabelled)
@@ -195,31 +200,91 @@ def _record(
     taken: list[dict[str, Any]],
 ) -> None:
     """Store the labels read as folded and delete the marks still at the generation read."""
-    fl, m = rollup_folded_labels, rollup_label_marks
+    dialect = connection.dialect.name
     if folded:
-        stmt = _insert(connection.dialect.name)(fl)
-        connection.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[fl.c.log, fl.c.request_id, fl.c.instance_index],
-                set_={"label": stmt.excluded.label, "model": stmt.excluded.model},
-            ),
-            folded,
-        )
+        connection.execute(_upsert_folded(dialect), folded)
     if unlabelled:
-        connection.execute(
-            delete(fl).where(
-                fl.c.log == log,
-                fl.c.request_id == bindparam("rid"),
-                fl.c.instance_index == bindparam("index"),
-            ),
-            unlabelled,
-        )
+        connection.execute(_forget_folded(dialect), [{**key, "log": log} for key in unlabelled])
     if taken:
-        connection.execute(
-            delete(m).where(
-                m.c.request_id == bindparam("rid"),
-                m.c.instance_index == bindparam("index"),
-                m.c.generation == bindparam("gen"),
-            ),
-            taken,
-        )
+        connection.execute(_take_marks(dialect), taken)
+
+
+def _compiled(dialect: str, statement: Any) -> TextClause:
+    """``statement`` as SQL text with named parameters: SQLAlchemy compiles an ``INSERT … ON
+    CONFLICT`` anew on every execution (about a millisecond, a refresh runs several)."""
+    named = (sqlite.dialect if dialect == "sqlite" else postgresql.dialect)(paramstyle="named")
+    return text(str(statement.compile(dialect=named)))
+
+
+@functools.lru_cache(maxsize=4)
+def _upsert_folded(dialect: str) -> TextClause:
+    fl = rollup_folded_labels
+    stmt = _insert(dialect)(fl)
+    return _compiled(
+        dialect,
+        stmt.on_conflict_do_update(
+            index_elements=[fl.c.log, fl.c.request_id, fl.c.instance_index],
+            set_={"label": stmt.excluded.label, "model": stmt.excluded.model},
+        ),
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _forget_folded(dialect: str) -> TextClause:
+    fl = rollup_folded_labels
+    return _compiled(
+        dialect,
+        delete(fl).where(
+            fl.c.log == bindparam("log"),
+            fl.c.request_id == bindparam("rid"),
+            fl.c.instance_index == bindparam("index"),
+        ),
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _take_marks(dialect: str) -> TextClause:
+    m = rollup_label_marks
+    return _compiled(
+        dialect,
+        delete(m).where(
+            m.c.request_id == bindparam("rid"),
+            m.c.instance_index == bindparam("index"),
+            m.c.generation == bindparam("gen"),
+        ),
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _add_statement(dialect: str) -> TextClause:
+    """Add the label fields of a row to the stored row with its key, or store it."""
+    r = rollup
+    stmt = _insert(dialect)(r)
+    return _compiled(
+        dialect,
+        stmt.on_conflict_do_update(
+            index_elements=[r.c.log, r.c.model, r.c.arm, r.c.version, r.c.span, r.c.bucket],
+            set_={name: r.c[name] + stmt.excluded[name] for name in LABEL_FIELDS},
+        ),
+    )
+
+
+def add_label_changes(connection: Any, log: str, model: str, deltas: dict[Key, dict[str, float]]) -> None:
+    """Add the label changes of :attr:`LabelPage.deltas` to their 10-s buckets and every coarser
+    bucket above them, in place (``tp = tp + change``): a label changes no count but its own, no
+    histogram, so no stored row is read. A bucket without a row gets one holding only the change
+    (it is marked: its instance's row was logged after the last recomputation, which comes next)."""
+    empty = LatencyHistogram().to_json()
+    zeros = dict.fromkeys(SUM_FIELDS, 0)
+    params: list[dict[str, Any]] = []
+    for span in SPANS:
+        moved: dict[Key, dict[str, float]] = {}
+        for (arm, version, bucket), change in deltas.items():
+            total = moved.setdefault((arm, version, bucket // span * span), dict.fromkeys(LABEL_FIELDS, 0))
+            for name in LABEL_FIELDS:
+                total[name] += change[name]
+        common = {"log": log, "model": model, "span": span, "latency_histogram": empty}
+        for (arm, version, bucket), change in sorted(moved.items()):
+            params.append({**zeros, **change, **common, "arm": arm, "version": version, "bucket": bucket})
+    if params:
+        connection.execute(_add_statement(connection.dialect.name), params)

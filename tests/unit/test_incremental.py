@@ -13,6 +13,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 import mlcanary.telemetry.rollup as rollup_module
 import mlcanary.telemetry.rollup_labels as rollup_labels_module
@@ -24,6 +26,7 @@ from mlcanary.telemetry.rollup import rebuild, refresh
 from mlcanary.telemetry.rollup_tables import (
     BUCKET_SECONDS,
     bucket_of,
+    mark_labels,
     rollup,
     rollup_dirty,
     rollup_folded_labels,
@@ -238,6 +241,10 @@ def test_a_mark_a_concurrent_refresh_took_is_not_folded_in_from_an_older_reading
         assert_equal_to_full(store, T0, T0 + timedelta(seconds=60))
 
 
+def insert_for(connection):
+    return sqlite_insert if connection.dialect.name == "sqlite" else postgresql_insert
+
+
 def _folded(store: InferenceLogStore) -> dict[str, int]:
     with store.engine.connect() as connection:
         rows = connection.execute(select(rollup_folded_labels.c.request_id, rollup_folded_labels.c.label))
@@ -334,6 +341,21 @@ def test_a_label_of_another_models_request_is_left_for_that_model(store_url: str
         refresh(store, "other")
         assert _label_marks(store) == []
         assert _folded(store) == {"o1": 1}
+
+
+def test_a_label_gone_from_feedback_leaves_the_sums(store_url: str) -> None:
+    """No API deletes a label, but the sums follow the table: a marked instance without a label
+    loses the one it was folded with."""
+    with InferenceLogStore(store_url) as store:
+        _busy_bucket(store)
+        store.record_feedback_many([Feedback("r3", 1), Feedback("r4", 1)])
+        assert_equal_to_full(store, *WINDOW)
+        with store.engine.begin() as connection:
+            connection.execute(feedback.delete().where(feedback.c.request_id == "r3"))
+            mark_labels(connection, insert_for(connection), [("r3", 0)])
+        assert refresh(store, "fraud") == 0
+        assert _folded(store) == {"r4": 1}
+        assert_equal_to_full(store, *WINDOW)
 
 
 def test_a_rebuild_takes_the_labels_stored_without_marks(store_url: str) -> None:
