@@ -33,13 +33,11 @@ from typing import Any
 from sqlalchemy import (
     Select,
     Table,
-    TextClause,
     and_,
     bindparam,
     delete,
     func,
     select,
-    text,
     true,
     tuple_,
 )
@@ -202,22 +200,27 @@ def _record(
     """Store the labels read as folded and delete the marks still at the generation read."""
     dialect = connection.dialect.name
     if folded:
-        connection.execute(_upsert_folded(dialect), folded)
+        connection.exec_driver_sql(_upsert_folded(dialect), folded)
     if unlabelled:
-        connection.execute(_forget_folded(dialect), [{**key, "log": log} for key in unlabelled])
+        connection.exec_driver_sql(_forget_folded(dialect), [{**key, "log": log} for key in unlabelled])
     if taken:
-        connection.execute(_take_marks(dialect), taken)
+        connection.exec_driver_sql(_take_marks(dialect), taken)
 
 
-def _compiled(dialect: str, statement: Any) -> TextClause:
-    """``statement`` as SQL text with named parameters: SQLAlchemy compiles an ``INSERT … ON
-    CONFLICT`` anew on every execution (about a millisecond, a refresh runs several)."""
-    named = (sqlite.dialect if dialect == "sqlite" else postgresql.dialect)(paramstyle="named")
-    return text(str(statement.compile(dialect=named)))
+def _compiled(dialect: str, statement: Any) -> str:
+    """``statement`` as the driver's SQL with named parameters, run through ``exec_driver_sql``:
+    SQLAlchemy compiles an ``INSERT … ON CONFLICT`` anew on every execution and processes every
+    parameter of every row in Python, which cost more than the statements (hundreds of rows each
+    refresh). Values passed must be plain ``str`` / ``int`` / ``float``."""
+    if dialect == "sqlite":
+        named: Any = sqlite.dialect(paramstyle="named")
+    else:
+        named = postgresql.dialect(paramstyle="pyformat")
+    return str(statement.compile(dialect=named))
 
 
 @functools.lru_cache(maxsize=4)
-def _upsert_folded(dialect: str) -> TextClause:
+def _upsert_folded(dialect: str) -> str:
     fl = rollup_folded_labels
     stmt = _insert(dialect)(fl)
     return _compiled(
@@ -230,7 +233,7 @@ def _upsert_folded(dialect: str) -> TextClause:
 
 
 @functools.lru_cache(maxsize=4)
-def _forget_folded(dialect: str) -> TextClause:
+def _forget_folded(dialect: str) -> str:
     fl = rollup_folded_labels
     return _compiled(
         dialect,
@@ -243,7 +246,7 @@ def _forget_folded(dialect: str) -> TextClause:
 
 
 @functools.lru_cache(maxsize=4)
-def _take_marks(dialect: str) -> TextClause:
+def _take_marks(dialect: str) -> str:
     m = rollup_label_marks
     return _compiled(
         dialect,
@@ -256,7 +259,7 @@ def _take_marks(dialect: str) -> TextClause:
 
 
 @functools.lru_cache(maxsize=4)
-def _add_statement(dialect: str) -> TextClause:
+def _add_statement(dialect: str) -> str:
     """Add the label fields of a row to the stored row with its key, or store it."""
     r = rollup
     stmt = _insert(dialect)(r)
@@ -287,4 +290,4 @@ def add_label_changes(connection: Any, log: str, model: str, deltas: dict[Key, d
         for (arm, version, bucket), change in sorted(moved.items()):
             params.append({**zeros, **change, **common, "arm": arm, "version": version, "bucket": bucket})
     if params:
-        connection.execute(_add_statement(connection.dialect.name), params)
+        connection.exec_driver_sql(_add_statement(connection.dialect.name), params)
