@@ -78,7 +78,7 @@ class LabelPage:
 
 
 @functools.lru_cache(maxsize=8)
-def _page_statement(dialect: str, table: Table) -> Select[Any]:
+def _page_statement(dialect: str, table: Table, size: int) -> Select[Any]:
     """The marks after ``(:after_id, :after_index)`` with, for each, its log row's model, arm,
     version and bucket (NULL without a row), its current label and its label sums with the current
     and with the folded label."""
@@ -90,7 +90,7 @@ def _page_statement(dialect: str, table: Table) -> Select[Any]:
         select(m.c.request_id, m.c.instance_index, m.c.generation, m.c.marked_at)
         .where(after)
         .order_by(m.c.request_id, m.c.instance_index)
-        .limit(LABELS_PER_WRITE)
+        .limit(size)
         .subquery("marked")
     )
 
@@ -146,9 +146,9 @@ def fold_label_page(
     """Fold in the label marks after the key ``after`` that belong to ``model``'s instances in
     ``table``, within the caller's write transaction (which must hold the model's refresh lock);
     see the module docstring. Marks of other models' instances are left for their refresh."""
-    dialect = connection.dialect.name
+    dialect, size = connection.dialect.name, LABELS_PER_WRITE
     rows = connection.execute(
-        _page_statement(dialect, table), {"after_id": after[0], "after_index": after[1]}
+        _page_statement(dialect, table, size), {"after_id": after[0], "after_index": after[1]}
     ).mappings()
     deltas: dict[Key, dict[str, float]] = {}
     taken: list[dict[str, Any]] = []
@@ -186,7 +186,7 @@ def fold_label_page(
             change[name] += row[name]
     _record(connection, table.name, folded, unlabelled, taken)
     return LabelPage(
-        deltas=deltas, last=last if count >= LABELS_PER_WRITE else None, folded=len(folded) + len(unlabelled)
+        deltas=deltas, last=last if count >= size else None, folded=len(folded) + len(unlabelled)
     )
 
 

@@ -343,6 +343,26 @@ def test_a_label_of_another_models_request_is_left_for_that_model(store_url: str
         assert _folded(store) == {"o1": 1}
 
 
+def test_labels_are_folded_a_page_at_a_time_past_other_models_marks(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rollup_labels_module, "LABELS_PER_WRITE", 3)
+    with InferenceLogStore(store_url) as store:
+        _busy_bucket(store)
+        others = [
+            InferenceRow(f"o{i}", 0, "other", T0, arm="champion", version="1", prediction=1, status_code=200)
+            for i in range(7)
+        ]
+        store.write_rows(others)
+        # Sorted keys interleave: o0…o6 (another model's, a page and more) before r0…r9.
+        labels = [Feedback(f"o{i}", 1) for i in range(7)] + [Feedback(f"r{i}", 1) for i in range(10)]
+        store.record_feedback_many(labels)
+        assert refresh(store, "fraud") == 0
+        assert sorted(_label_marks(store)) == [f"o{i}" for i in range(7)]
+        assert _folded(store) == {f"r{i}": 1 for i in range(10)}
+        assert_equal_to_full(store, *WINDOW)
+
+
 def test_a_label_gone_from_feedback_leaves_the_sums(store_url: str) -> None:
     """No API deletes a label, but the sums follow the table: a marked instance without a label
     loses the one it was folded with."""
