@@ -24,7 +24,8 @@ them, not that of the window:
 
 So the sums of every bucket are those of its rows with their folded labels, and a label written
 while a bucket is read is added once, by its own mark. A model without a ``rollup_state`` row (a
-new model, a database from before the running sums, or after :func:`rebuild`) first has its folded
+new model, a database from before the running sums, or after :func:`rebuild`), or without a
+``rollup_folded_state`` row (a database from before the folded labels), first has its folded
 labels reset to the current ones and every bucket of its log marked, in one transaction, so the
 sums are always recomputable from the log and never trusted blindly.
 """
@@ -59,6 +60,7 @@ from mlcanary.telemetry.rollup_tables import (
     rollup,
     rollup_dirty,
     rollup_folded_labels,
+    rollup_folded_state,
     rollup_label_marks,
     rollup_state,
 )
@@ -127,6 +129,8 @@ def _mark_all(store: InferenceLogStore, log: str, model: str, table: Table) -> N
         )
         columns = ["log", "model", "request_id", "instance_index", "label"]
         connection.execute(fl.insert().from_select(columns, labelled))
+        state = _insert(dialect)(rollup_folded_state).values(log=log, model=model)
+        connection.execute(state.on_conflict_do_nothing())
         bucket = bucket_expression(t.c.received_at, dialect)
         generation = literal(new_generation())
         sources = [
@@ -281,7 +285,14 @@ def refresh(store: InferenceLogStore, model: str, *, table: Table = inference_lo
         known = connection.execute(
             select(rollup_state.c.log).where(rollup_state.c.log == log, rollup_state.c.model == model)
         ).first()
-    if known is None:
+        folded = rollup_folded_state
+        known = (
+            known
+            and connection.execute(
+                select(folded.c.log).where(folded.c.log == log, folded.c.model == model)
+            ).first()
+        )
+    if not known:
         _mark_all(store, log, model, table)
     # Labels first, then the bucket marks are read: the buckets recomputed below see the labels
     # just folded, and this refresh's own bumps (see _bump_marks) cannot look like a concurrent change.

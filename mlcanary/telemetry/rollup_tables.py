@@ -69,6 +69,7 @@ __all__ = [
     "rollup",
     "rollup_dirty",
     "rollup_folded_labels",
+    "rollup_folded_state",
     "rollup_label_marks",
     "rollup_metadata",
     "rollup_state",
@@ -157,6 +158,16 @@ rollup_folded_labels = Table(
     PrimaryKeyConstraint("log", "request_id", "instance_index", name="pk_rollup_folded_labels"),
     # A rebuild resets one model's folded labels.
     Index("ix_rollup_folded_labels_model", "log", "model"),
+)
+
+rollup_folded_state = Table(
+    "rollup_folded_state",
+    rollup_metadata,
+    # A (log, model) whose folded labels were set from its labels. Missing beside a rollup_state
+    # row: a database from before the folded labels, whose sums must be rebuilt once.
+    Column("log", String(32), nullable=False),
+    Column("model", String(255), nullable=False),
+    PrimaryKeyConstraint("log", "model", name="pk_rollup_folded_state"),
 )
 
 rollup_state = Table(

@@ -30,6 +30,7 @@ from mlcanary.telemetry.rollup_tables import (
     rollup,
     rollup_dirty,
     rollup_folded_labels,
+    rollup_folded_state,
     rollup_label_marks,
 )
 from mlcanary.telemetry.store import Feedback, InferenceLogStore, InferenceRow, feedback, inference_log
@@ -375,6 +376,22 @@ def test_a_label_gone_from_feedback_leaves_the_sums(store_url: str) -> None:
             mark_labels(connection, insert_for(connection), [("r3", 0)])
         assert refresh(store, "fraud") == 0
         assert _folded(store) == {"r4": 1}
+        assert_equal_to_full(store, *WINDOW)
+
+
+def test_sums_from_before_the_folded_labels_are_rebuilt_once(store_url: str) -> None:
+    """A database whose sums were kept before the folded labels existed has them empty: its sums
+    are rebuilt on the first refresh instead of recomputing buckets as if nothing were labelled."""
+    with InferenceLogStore(store_url) as store:
+        _busy_bucket(store)
+        store.record_feedback_many([Feedback(f"r{i}", 1) for i in range(5)])
+        refresh(store, "fraud")
+        with store.engine.begin() as connection:  # as create_all leaves such a database
+            connection.execute(rollup_folded_labels.delete())
+            connection.execute(rollup_folded_state.delete())
+        store.write_rows(list(halves("b", "champion", "1", 6.0, 5.0, 200, 1)))  # marks the bucket
+        assert refresh(store, "fraud") == 1
+        assert _folded(store) == {f"r{i}": 1 for i in range(5)}
         assert_equal_to_full(store, *WINDOW)
 
 
