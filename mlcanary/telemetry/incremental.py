@@ -35,7 +35,8 @@ from sqlalchemy import CompoundSelect, bindparam, select, union_all
 
 from mlcanary.telemetry.aggregate import ArmAggregate
 from mlcanary.telemetry.latency_histogram import LatencyHistogram
-from mlcanary.telemetry.rollup import Sums, compute_sums, refresh
+from mlcanary.telemetry.rollup import refresh
+from mlcanary.telemetry.rollup_sums import Sums, compute_sums
 from mlcanary.telemetry.rollup_tables import (
     BUCKET_SECONDS,
     INT_FIELDS,

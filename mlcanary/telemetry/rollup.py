@@ -1,69 +1,72 @@
 """Keeping the inference log's running sums up to date: recompute what changed, never the window.
 
 The tables and the change marks are in :mod:`mlcanary.telemetry.rollup_tables`. :func:`refresh`
-brings the sums of one model up to date; its cost is that of the rows in the marked 10-second
-buckets (the traffic and labels since the last refresh, plus the other rows of their buckets) and
-of re-adding the few coarser buckets above them, not that of the window:
+brings the sums of one model up to date; its cost is that of the labels since the last refresh (a
+few primary-key lookups each), of the rows in the marked 10-second buckets (the traffic since the
+last refresh, plus the other rows of their buckets) and of re-adding the few coarser buckets above
+them, not that of the window:
 
-1. read the marks ``(bucket, generation)``; group them into runs of consecutive buckets;
-2. per run, one grouped ``SELECT`` over the log (outer-joined to ``feedback``) in the run's time
-   range gives each ``(arm, version, bucket)``'s sums and latency histogram;
+0. fold the marked labels in, each as the change of its own instance's contribution
+   (:mod:`mlcanary.telemetry.rollup_labels`), in write transactions that lock the model's
+   ``rollup_state`` row; the marks of the buckets they touch get a new generation (see 3);
+1. read the bucket marks ``(bucket, generation)``; group them into runs of consecutive buckets;
+2. per run, one grouped ``SELECT`` over the log (outer-joined to the *folded* labels, the ones the
+   sums hold) in the run's time range gives each ``(arm, version, bucket)``'s sums and latency
+   histogram (:func:`~mlcanary.telemetry.rollup_sums.compute_sums`);
 3. in one write transaction that first locks the model's ``rollup_state`` row (refreshes are
    serialised): delete each mark *only if its generation is unchanged* — a write that committed
-   after step 1 bumped it and keeps its bucket marked for the next refresh — replace the rows of the
+   after step 1, or a concurrent refresh's step 0 that folded a label of the bucket after step 2
+   read it, bumped it and keeps its bucket marked for the next refresh — replace the rows of the
    buckets still marked (bumped or not: the sums are then at least as new as step 2's reading, what
    a tick right after needs), and add the difference (new − old) to each coarser bucket above
    them. Counts and histograms stay exact; float sums collect rounding of the order of 1e-16 per
    change (a :func:`rebuild` resets it).
 
-A model without a ``rollup_state`` row (a new model, a database from before the running sums, or
-after :func:`rebuild`) first has every bucket of its log marked, so the sums are always recomputable
-from the log and never trusted blindly. Late labels need no special case: a label marks its
-instance's bucket, whose label sums are recomputed from ``feedback`` like any other change.
+So the sums of every bucket are those of its rows with their folded labels, and a label written
+while a bucket is read is added once, by its own mark. A model without a ``rollup_state`` row (a
+new model, a database from before the running sums, or after :func:`rebuild`), or without a
+``rollup_folded_state`` row (a database from before the folded labels), first has its folded
+labels reset to the current ones and every bucket of its log marked, in one transaction, so the
+sums are always recomputable from the log and never trusted blindly.
 """
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
-    ColumnElement,
-    Dialect,
     Table,
-    TextClause,
     and_,
-    bindparam,
-    cast,
     delete,
-    func,
     literal,
-    literal_column,
     select,
-    text,
-    true,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from mlcanary.rollout.stats import LATENCY_FLOOR_MS
-from mlcanary.telemetry.aggregate import stored_sums
-from mlcanary.telemetry.latency_histogram import LOG_GAMMA, LatencyHistogram
+from mlcanary.telemetry.latency_histogram import LatencyHistogram
+from mlcanary.telemetry.rollup_labels import add_label_changes, fold_label_page
+from mlcanary.telemetry.rollup_sums import Key, Sums, compute_sums
 from mlcanary.telemetry.rollup_tables import (
     BUCKET_SECONDS,
     FLOAT_FIELDS,
     SPANS,
     SUM_FIELDS,
+    bucket_expression,
+    new_generation,
     rollup,
     rollup_dirty,
+    rollup_folded_labels,
+    rollup_folded_state,
+    rollup_label_marks,
     rollup_state,
 )
-from mlcanary.telemetry.store import InferenceLogStore, UTCDateTime, feedback, inference_log
+from mlcanary.telemetry.store import InferenceLogStore, feedback, inference_log
 
-__all__ = ["Sums", "compute_sums", "rebuild", "refresh"]
+__all__ = ["rebuild", "refresh"]
 
 #: Marks folded in per write transaction (bounds memory and how long refreshes hold the lock).
 _MARKS_PER_WRITE = 2_000
@@ -72,144 +75,9 @@ _RUN_GAP_S = 60
 _RUN_LONGEST_S = 3_600
 _CHUNK = 400
 
-Key = tuple[str, str, int]
-"""(arm, version, bucket) with '' for an unknown arm or version."""
-
-
-class Sums:
-    """One group's :data:`~mlcanary.telemetry.rollup_tables.SUM_FIELDS` and latency histogram."""
-
-    __slots__ = ("histogram", "values")
-
-    def __init__(self) -> None:
-        self.values: dict[str, float] = dict.fromkeys(SUM_FIELDS, 0)
-        self.histogram = LatencyHistogram()
-
-    def add(self, values: dict[str, Any], histogram: LatencyHistogram | None = None, sign: int = 1) -> None:
-        mine = self.values
-        for name in SUM_FIELDS:
-            value = values[name]
-            if value:
-                mine[name] += sign * value
-        if histogram is not None:
-            self.histogram.add_scaled(histogram, sign)
-
-    def add_sums(self, other: Sums, sign: int = 1) -> None:
-        self.add(other.values, other.histogram, sign)
-
-    @property
-    def empty(self) -> bool:
-        return not self.values["instances"] and not any(self.histogram.counts.values())
-
 
 def _moment(seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
-
-
-def bucket_expression(column: Any, dialect: str) -> ColumnElement[Any]:
-    """The 10-s bucket (epoch seconds) of a timestamp column, in SQL (must agree with ``bucket_of``)."""
-    if dialect == "sqlite":
-        # Stored as naive UTC text 'YYYY-MM-DD HH:MM:SS.ffffff'. SQLite parses fractions to the
-        # millisecond, rounding: 09.9996 became 10 and its row fell into the next bucket while the
-        # text comparisons of a time range kept it in this one. Only the whole seconds are parsed.
-        seconds = cast(func.strftime("%s", func.substr(column, 1, 19)), BigInteger)
-        return seconds // BUCKET_SECONDS * BUCKET_SECONDS
-    return cast(func.floor(func.extract("epoch", column) / BUCKET_SECONDS), BigInteger) * BUCKET_SECONDS
-
-
-@functools.lru_cache(maxsize=64)
-def _statements(
-    dialect: Dialect, table: Table, by_bucket: bool, versions: tuple[tuple[str, str], ...] | None
-) -> tuple[TextClause, TextClause]:
-    """The two queries of :func:`compute_sums`, compiled once to SQL text with ``:model``,
-    ``:since`` and ``:until`` left as parameters (rebuilding and re-keying the expression tree on
-    every call cost more than running the query on a small bucket)."""
-    t, f = table, feedback
-    name = dialect.name
-    scope = [
-        t.c.model == literal_column(":model"),
-        t.c.received_at >= literal_column(":since"),
-        t.c.received_at < literal_column(":until"),
-    ]
-    if versions is not None:
-        scope.append(func.coalesce(t.c.arm, "").in_([arm for arm, _ in versions]))
-        scope.append(func.coalesce(t.c.version, "").in_([version for _, version in versions]))
-    bucket = bucket_expression(t.c.received_at, name) if by_bucket else literal(0)
-    keys = [func.coalesce(t.c.arm, "").label("arm"), func.coalesce(t.c.version, "").label("version")]
-    if name == "postgresql":
-        # Each row's label by its primary key (LIMIT keeps the lookup from being flattened into a
-        # join): a plain outer join let PostgreSQL hash every label of the log — a cost growing with
-        # the window — to label the few thousand rows of some buckets.
-        label = (
-            select(f.c.label)
-            .where(f.c.request_id == t.c.request_id, f.c.instance_index == t.c.instance_index)
-            .limit(1)
-            .lateral("labelled")
-        )
-        sums = stored_sums(t, label.c.label)
-        joined = t.outerjoin(label, true())
-    else:
-        # SQLite joins by nested loops, through feedback's primary key.
-        sums = stored_sums(t)
-        joined = t.outerjoin(
-            f, and_(f.c.request_id == t.c.request_id, f.c.instance_index == t.c.instance_index)
-        )
-    group = [keys[0], keys[1], bucket] if by_bucket else [keys[0], keys[1]]
-    stmt = (
-        select(*keys, bucket.label("bucket"), *(expr.label(n) for n, expr in sums.items()))
-        .select_from(joined)
-        .where(*scope)
-        .group_by(*group)
-    )
-    floored = func.greatest if name != "sqlite" else func.max
-    index = cast(func.floor(func.ln(floored(t.c.latency_ms, LATENCY_FLOOR_MS)) / LOG_GAMMA), BigInteger)
-    hist_stmt = (
-        select(*keys, bucket.label("bucket"), index.label("bin"), func.count().label("n"))
-        .where(*scope, t.c.instance_index == 0, t.c.latency_ms.is_not(None))
-        .group_by(*group, index)
-    )
-    params = (bindparam("since", type_=UTCDateTime()), bindparam("until", type_=UTCDateTime()))
-
-    def compiled(statement: Any) -> TextClause:
-        sql = str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
-        return text(sql).bindparams(*params)
-
-    return compiled(stmt), compiled(hist_stmt)
-
-
-def compute_sums(
-    connection: Any,
-    model: str,
-    since: datetime,
-    until: datetime,
-    *,
-    by_bucket: bool,
-    versions: dict[str, str] | None = None,
-    table: Table = inference_log,
-) -> dict[Key, Sums]:
-    """Sums and histograms of ``model``'s rows in ``[since, until)`` straight from the log, per
-    ``(arm, version, bucket)`` (bucket 0 unless ``by_bucket``); ``versions`` keeps those arms only."""
-    key_versions = tuple(sorted(versions.items())) if versions is not None else None
-    sums_sql, hist_sql = _statements(connection.dialect, table, by_bucket, key_versions)
-    params = {"model": model, "since": since, "until": until}
-    found: dict[Key, Sums] = {}
-    for row in connection.execute(sums_sql, params).mappings():
-        key = (row["arm"], row["version"], int(row["bucket"]))
-        if versions is not None and versions.get(key[0]) != key[1]:
-            continue
-        found.setdefault(key, Sums()).add(dict(row))
-    # One row per (key, latency bin): thousands per refresh, so counted in place.
-    counts: dict[int, int] | None = None
-    last: Key | None = None
-    for arm, version, bucket_start, bin_index, n in connection.execute(hist_sql, params).all():
-        key = (arm, version, int(bucket_start))
-        if key != last:
-            last = key
-            counts = found[key].histogram.counts if key in found else None
-        if counts is not None:
-            index = int(bin_index)
-            counts[index] = counts.get(index, 0) + int(n)
-    return found
 
 
 def _runs(buckets: Sequence[int], *, gap: int, longest: int) -> Iterator[list[int]]:
@@ -242,21 +110,44 @@ def _lock_state(connection: Any, log: str, model: str) -> None:
 
 
 def _mark_all(store: InferenceLogStore, log: str, model: str, table: Table) -> None:
-    """Mark every bucket of ``model``'s log (and of its existing sums), then record the state row."""
+    """Mark every bucket of ``model``'s log (and of its existing sums) and set its folded labels to
+    the current labels of its logged instances, in one transaction that records the state row: the
+    recomputation that follows then agrees with the folded labels, and labels written later carry
+    marks. Marks that exist get a new generation, so a refresh that read one before this reset
+    keeps it for the next refresh instead of folding in its older reading."""
+    t, f, fl = table, feedback, rollup_folded_labels
     with store.engine.begin() as connection:
         _lock_state(connection, log, model)
         dialect = connection.dialect.name
-        bucket = bucket_expression(table.c.received_at, dialect)
+        connection.execute(delete(fl).where(fl.c.log == log, fl.c.model == model))
+        labelled = (
+            select(literal(log), t.c.model, t.c.request_id, t.c.instance_index, f.c.label)
+            .select_from(
+                t.join(f, and_(f.c.request_id == t.c.request_id, f.c.instance_index == t.c.instance_index))
+            )
+            .where(t.c.model == model)
+        )
+        columns = ["log", "model", "request_id", "instance_index", "label"]
+        connection.execute(fl.insert().from_select(columns, labelled))
+        state = _insert(dialect)(rollup_folded_state).values(log=log, model=model)
+        connection.execute(state.on_conflict_do_nothing())
+        bucket = bucket_expression(t.c.received_at, dialect)
+        generation = literal(new_generation())
         sources = [
-            select(literal(log), literal(model), bucket, literal(0)).where(table.c.model == model).distinct(),
-            select(literal(log), literal(model), rollup.c.bucket, literal(0))
+            select(literal(log), literal(model), bucket, generation).where(t.c.model == model).distinct(),
+            select(literal(log), literal(model), rollup.c.bucket, generation)
             .where(rollup.c.log == log, rollup.c.model == model, rollup.c.span == BUCKET_SECONDS)
             .distinct(),
         ]
         columns = ["log", "model", "bucket", "generation"]
         for source in sources:
             stmt = _insert(dialect)(rollup_dirty).from_select(columns, source)
-            connection.execute(stmt.on_conflict_do_nothing())
+            connection.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[rollup_dirty.c.log, rollup_dirty.c.model, rollup_dirty.c.bucket],
+                    set_={"generation": stmt.excluded.generation},
+                )
+            )
 
 
 def _row(log: str, model: str, span: int, key: Key, sums: Sums) -> dict[str, Any]:
@@ -308,7 +199,12 @@ def _fold_in(connection: Any, log: str, model: str, fresh: set[int], computed: d
         for key, sums in source.items():
             if key[2] in fresh:
                 delta.setdefault(key, Sums()).add_sums(sums, sign)
-    for span in SPANS[1:]:
+    _add_delta(connection, log, model, delta, SPANS[1:])
+
+
+def _add_delta(connection: Any, log: str, model: str, delta: dict[Key, Sums], spans: Sequence[int]) -> None:
+    """Add ``delta`` (keyed by 10-s bucket) to the stored buckets of each of ``spans`` above them."""
+    for span in spans:
         moved: dict[Key, Sums] = {}
         for (arm, version, bucket), sums in delta.items():
             moved.setdefault((arm, version, bucket // span * span), Sums()).add_sums(sums)
@@ -341,17 +237,66 @@ def _take_marks(connection: Any, log: str, model: str, read: dict[int, int]) -> 
     return present
 
 
+def _fold_labels(store: InferenceLogStore, log: str, model: str, table: Table) -> int:
+    """Fold the marked labels of ``model``'s instances into its sums, a page per write transaction
+    (:func:`~mlcanary.telemetry.rollup_labels.fold_label_page`); returns how many were folded."""
+    marks = rollup_label_marks
+    with store.engine.connect() as connection:
+        if connection.execute(select(marks.c.generation).limit(1)).first() is None:
+            return 0  # nothing to fold: no lock taken
+    folded, after = 0, ("", -1)
+    while True:
+        with store.engine.begin() as connection:
+            _lock_state(connection, log, model)
+            page = fold_label_page(connection, model, table, after)
+            add_label_changes(connection, log, model, page.deltas)
+            _bump_marks(connection, log, model, sorted({key[2] for key in page.deltas}))
+        folded += page.folded
+        if page.last is None:
+            return folded
+        after = page.last
+
+
+def _bump_marks(connection: Any, log: str, model: str, buckets: list[int]) -> None:
+    """Give the existing marks of ``buckets`` a new generation: a concurrent refresh that read one
+    of them (and the folded labels) before this transaction keeps it for the next refresh, which
+    recomputes the bucket with the labels folded now, instead of trusting its older reading."""
+    d = rollup_dirty
+    generation = new_generation()
+    for start in range(0, len(buckets), _CHUNK):
+        chunk = buckets[start : start + _CHUNK]
+        connection.execute(
+            update(d)
+            .where(d.c.log == log, d.c.model == model, d.c.bucket.in_(chunk))
+            .values(generation=generation)
+        )
+
+
 def refresh(store: InferenceLogStore, model: str, *, table: Table = inference_log) -> int:
     """Bring ``model``'s running sums up to date with its log (see the module docstring); returns
-    how many 10-s buckets were recomputed. Raises SQLAlchemy's errors when the database fails."""
+    how many 10-s buckets were recomputed (labels folded in per instance do not count). Raises
+    SQLAlchemy's errors when the database fails, ``ValueError`` for a log other than
+    ``inference_log`` (only its writes and labels are marked)."""
+    if table is not inference_log:
+        raise ValueError(f"running sums are kept for inference_log only, not {table.name!r}")
     log = table.name
     engine = store.engine
     with engine.connect() as connection:
         known = connection.execute(
             select(rollup_state.c.log).where(rollup_state.c.log == log, rollup_state.c.model == model)
         ).first()
-    if known is None:
+        folded = rollup_folded_state
+        known = (
+            known
+            and connection.execute(
+                select(folded.c.log).where(folded.c.log == log, folded.c.model == model)
+            ).first()
+        )
+    if not known:
         _mark_all(store, log, model, table)
+    # Labels first, then the bucket marks are read: the buckets recomputed below see the labels
+    # just folded, and this refresh's own bumps (see _bump_marks) cannot look like a concurrent change.
+    _fold_labels(store, log, model, table)
     with engine.connect() as connection:
         marks = dict(
             connection.execute(
@@ -368,7 +313,9 @@ def refresh(store: InferenceLogStore, model: str, *, table: Table = inference_lo
         with engine.connect() as connection:
             for run in _runs(chunk, gap=_RUN_GAP_S, longest=_RUN_LONGEST_S):
                 since, until = _moment(run[0]), _moment(run[-1] + BUCKET_SECONDS)
-                rows.update(compute_sums(connection, model, since, until, by_bucket=True, table=table))
+                rows.update(
+                    compute_sums(connection, model, since, until, by_bucket=True, table=table, folded=True)
+                )
         with engine.begin() as connection:
             _lock_state(connection, log, model)
             marked = _take_marks(connection, log, model, {bucket: marks[bucket] for bucket in chunk})

@@ -6,14 +6,23 @@ histogram (:mod:`mlcanary.telemetry.latency_histogram`). Buckets come in :data:`
 10 min, 1 h, 1 day, aligned to the Unix epoch): a bucket of one span is the sum of the buckets of the
 span below it, so any window is covered by a few dozen rows whatever its length.
 
-``rollup_dirty`` is the change log: every write to ``inference_log`` and every label upserts one row
-per 10-second bucket it touched (a new random ``generation``), **in the same transaction as the data**. So a
+``rollup_dirty`` is the change log of the rows: every write to ``inference_log`` upserts one row per
+10-second bucket it touched (a new random ``generation``), **in the same transaction as the data**. So a
 bucket is marked exactly when its rows change, in commit order by construction: a transaction that
 commits late (concurrent writers, a long batch) carries its marks with it, and no high-water mark or
 safety margin is needed. :mod:`mlcanary.telemetry.rollup` recomputes marked buckets and removes a mark
 only if its generation is still the one it read. Generations are random rather than counted so that a
 mark deleted by one refresh and created again by a write cannot look unchanged to another refresh
 that read the first one (a counter would restart at the same value).
+
+Labels are marked per instance, not per bucket: a label upserts ``rollup_label_marks`` (same
+transaction, same generation rule) and the refresh folds it in as the change of that one instance's
+contribution, whatever its bucket holds (a day-late label would otherwise re-read a whole busy
+bucket). For that the sums must know which label they hold: ``rollup_folded_labels`` is the label
+each instance's contribution was computed with — derived data like the sums, rebuilt with them; a
+recomputed bucket reads its labels from there, never from ``feedback``. A write that logs an
+instance whose label is already stored marks that label again (its earlier mark may have been
+dropped as an orphan, see :mod:`mlcanary.telemetry.rollup`).
 
 ``rollup_state`` has one row per (log, model) whose sums exist; without it the sums are (re)built
 from the log first. Refreshes lock this row, so they are serialised on PostgreSQL as on SQLite.
@@ -24,6 +33,7 @@ from __future__ import annotations
 import functools
 import math
 import secrets
+import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +41,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Column,
+    ColumnElement,
     Float,
     Index,
     Integer,
@@ -39,6 +50,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    cast,
+    func,
 )
 
 __all__ = [
@@ -48,10 +61,16 @@ __all__ = [
     "LABEL_FIELDS",
     "SPANS",
     "SUM_FIELDS",
+    "bucket_expression",
     "bucket_of",
     "mark_changed",
+    "mark_labels",
+    "new_generation",
     "rollup",
     "rollup_dirty",
+    "rollup_folded_labels",
+    "rollup_folded_state",
+    "rollup_label_marks",
     "rollup_metadata",
     "rollup_state",
 ]
@@ -104,7 +123,7 @@ LABEL_FIELDS: tuple[str, ...] = (
     "log_loss_sq_sum",
 )
 
-#: Generations fit a 32-bit INTEGER column (0 is what a full rebuild's marks carry).
+#: Generations fit a 32-bit INTEGER column.
 _GENERATIONS = 2**31 - 2
 
 rollup_dirty = Table(
@@ -115,6 +134,40 @@ rollup_dirty = Table(
     Column("bucket", BigInteger, nullable=False),
     Column("generation", Integer, nullable=False),
     PrimaryKeyConstraint("log", "model", "bucket", name="pk_rollup_dirty"),
+)
+
+rollup_label_marks = Table(
+    "rollup_label_marks",
+    rollup_metadata,
+    Column("request_id", String(255), nullable=False),
+    Column("instance_index", Integer, nullable=False),
+    Column("generation", Integer, nullable=False),
+    # The writer's clock (epoch seconds): how old a mark whose request was never logged is.
+    Column("marked_at", Float, nullable=False),
+    PrimaryKeyConstraint("request_id", "instance_index", name="pk_rollup_label_marks"),
+)
+
+rollup_folded_labels = Table(
+    "rollup_folded_labels",
+    rollup_metadata,
+    Column("log", String(32), nullable=False),
+    Column("model", String(255), nullable=False),
+    Column("request_id", String(255), nullable=False),
+    Column("instance_index", Integer, nullable=False),
+    Column("label", Integer, nullable=False),
+    PrimaryKeyConstraint("log", "request_id", "instance_index", name="pk_rollup_folded_labels"),
+    # A rebuild resets one model's folded labels.
+    Index("ix_rollup_folded_labels_model", "log", "model"),
+)
+
+rollup_folded_state = Table(
+    "rollup_folded_state",
+    rollup_metadata,
+    # A (log, model) whose folded labels were set from its labels. Missing beside a rollup_state
+    # row: a database from before the folded labels, whose sums must be rebuilt once.
+    Column("log", String(32), nullable=False),
+    Column("model", String(255), nullable=False),
+    PrimaryKeyConstraint("log", "model", name="pk_rollup_folded_state"),
 )
 
 rollup_state = Table(
@@ -155,6 +208,22 @@ def bucket_of(moment: datetime, span: int = BUCKET_SECONDS) -> int:
     return math.floor(epoch(moment)) // span * span
 
 
+def bucket_expression(column: Any, dialect: str) -> ColumnElement[Any]:
+    """The 10-s bucket (epoch seconds) of a timestamp column, in SQL (must agree with ``bucket_of``)."""
+    if dialect == "sqlite":
+        # Stored as naive UTC text 'YYYY-MM-DD HH:MM:SS.ffffff'. SQLite parses fractions to the
+        # millisecond, rounding: 09.9996 became 10 and its row fell into the next bucket while the
+        # text comparisons of a time range kept it in this one. Only the whole seconds are parsed.
+        seconds = cast(func.strftime("%s", func.substr(column, 1, 19)), BigInteger)
+        return seconds // BUCKET_SECONDS * BUCKET_SECONDS
+    return cast(func.floor(func.extract("epoch", column) / BUCKET_SECONDS), BigInteger) * BUCKET_SECONDS
+
+
+def new_generation() -> int:
+    """A fresh random generation for a mark (never 0)."""
+    return secrets.randbelow(_GENERATIONS) + 1
+
+
 def mark_changed(
     connection: Any, insert: Callable[[Table], Any], log: str, keys: Iterable[tuple[str, int]]
 ) -> None:
@@ -162,13 +231,36 @@ def mark_changed(
 
     Keys go in sorted order, so concurrent writers lock marks in the same order (no deadlocks).
     """
-    generation = secrets.randbelow(_GENERATIONS) + 1
+    generation = new_generation()
     params = [
         {"log": log, "model": model, "bucket": int(bucket), "generation": generation}
         for model, bucket in sorted(set(keys))
     ]
     if params:
         connection.execute(_mark_statement(insert), params)
+
+
+def mark_labels(connection: Any, insert: Callable[[Table], Any], keys: Iterable[tuple[str, int]]) -> None:
+    """Mark the labels of ``(request_id, instance_index)`` keys as changed, within the caller's
+    transaction (sorted, like :func:`mark_changed`)."""
+    generation = new_generation()
+    now = time.time()
+    params = [
+        {"request_id": rid, "instance_index": int(index), "generation": generation, "marked_at": now}
+        for rid, index in sorted(set(keys))
+    ]
+    if params:
+        connection.execute(_label_mark_statement(insert), params)
+
+
+@functools.lru_cache(maxsize=4)
+def _label_mark_statement(insert: Callable[[Table], Any]) -> Any:
+    stmt = insert(rollup_label_marks)
+    m = rollup_label_marks
+    return stmt.on_conflict_do_update(
+        index_elements=[m.c.request_id, m.c.instance_index],
+        set_={"generation": stmt.excluded.generation, "marked_at": stmt.excluded.marked_at},
+    )
 
 
 @functools.lru_cache(maxsize=4)

@@ -10,6 +10,12 @@ either half may arrive first, a half is durable the moment its write commits, a 
 loses nothing, and re-delivering a half is a no-op. A row is *paired* once both halves have been seen
 (``request_received_at`` and ``response_received_at`` both set); a request whose response never came
 stays a row with ``status_code`` NULL and no prediction.
+
+Every write also marks what it changed for the running sums (:mod:`mlcanary.telemetry.rollup`), in
+its own transaction: a log write marks the 10-second buckets its rows leave and enter, and the
+stored labels of instances it logs for the first time (a label may come before its request); a
+label marks its instance (``rollup_label_marks``), never its bucket, so folding it in costs that
+one instance. See :mod:`mlcanary.telemetry.rollup_tables`.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
 
-from mlcanary.telemetry.rollup_tables import bucket_of, mark_changed, rollup_metadata
+from mlcanary.telemetry.rollup_tables import bucket_of, mark_changed, mark_labels, rollup_metadata
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -380,28 +386,52 @@ class InferenceLogStore:
         with self._engine.begin() as connection:
             # The running sums (mlcanary.telemetry.rollup) follow live rows: the buckets a row leaves
             # (an earlier half moves it) and enters are marked in this same transaction.
-            changed = self._buckets_of(connection, sorted({row.request_id for row in live}))
+            changed, logged = self._buckets_of(connection, sorted({row.request_id for row in live}))
             changed |= {(row.model, bucket_of(row.received_at)) for row in live}
             for table, shadow in ((inference_log, False), (shadow_log, True)):
                 result = self._merge(connection, table, [row for row in rows if row.shadow == shadow])
                 written, paired = written + result.rows, paired + result.paired
+            new = {(row.request_id, row.instance_index) for row in live} - logged
+            if new:
+                # A label stored before its instance was logged is marked again now that it can be
+                # folded in (label marks before bucket marks: the order a refresh locks them in).
+                mark_labels(connection, self._insert(), self._labels_of(connection, new))
             mark_changed(connection, self._insert(), inference_log.name, changed)
         return WriteResult(rows=written, paired=paired)
 
-    def _buckets_of(self, connection: Any, request_ids: Sequence[str]) -> set[tuple[str, int]]:
-        """``(model, 10-s bucket)`` of the live rows already logged under ``request_ids``."""
+    def _buckets_of(
+        self, connection: Any, request_ids: Sequence[str]
+    ) -> tuple[set[tuple[str, int]], set[tuple[str, int]]]:
+        """``(model, 10-s bucket)`` of the live rows already logged under ``request_ids``, and
+        their ``(request_id, instance_index)`` keys."""
         t = inference_log
         stmt = self._statement(
             "buckets_of",
-            lambda: select(t.c.model, t.c.received_at).where(
+            lambda: select(t.c.model, t.c.received_at, t.c.request_id, t.c.instance_index).where(
                 t.c.request_id.in_(bindparam("ids", expanding=True))
             ),
         )
         found: set[tuple[str, int]] = set()
+        keys: set[tuple[str, int]] = set()
         for chunk in _chunks(request_ids):
-            rows = connection.execute(stmt, {"ids": list(chunk)})
-            found |= {(model, bucket_of(received_at)) for model, received_at in rows}
-        return found
+            for model, received_at, request_id, index in connection.execute(stmt, {"ids": list(chunk)}):
+                found.add((model, bucket_of(received_at)))
+                keys.add((request_id, index))
+        return found, keys
+
+    def _labels_of(self, connection: Any, keys: set[tuple[str, int]]) -> set[tuple[str, int]]:
+        """Those of ``keys`` that have a stored label."""
+        f = feedback
+        stmt = self._statement(
+            "labels_of",
+            lambda: select(f.c.request_id, f.c.instance_index).where(
+                f.c.request_id.in_(bindparam("ids", expanding=True))
+            ),
+        )
+        found: set[tuple[str, int]] = set()
+        for chunk in _chunks(sorted({rid for rid, _ in keys})):
+            found |= {(rid, index) for rid, index in connection.execute(stmt, {"ids": list(chunk)})}
+        return found & keys
 
     def _statement(self, key: str, build: Callable[[], Any]) -> Any:
         """A statement built once per store: re-building and re-keying SQLAlchemy expressions cost
@@ -559,9 +589,8 @@ class InferenceLogStore:
         )
         with self._engine.begin() as connection:
             connection.execute(upsert, params)
-            # A label changes the label sums of its instance's bucket (late feedback included).
-            changed = self._buckets_of(connection, sorted({rid for rid, _ in by_key}))
-            mark_changed(connection, self._insert(), inference_log.name, changed)
+            # The running sums fold a label in as the change of its own instance (late ones too).
+            mark_labels(connection, self._insert(), by_key)
         return len(params)
 
     # ---- reading -------------------------------------------------------------------------------
