@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
+from mlcanary.runtime.processes import cpu_seconds
+
 #: What the spinner does: nothing, 1 ms busy in every 10 ms, busy all the time.
 STATES: Final = ("idle", "10% busy", "busy")
 _IDLE, _DUTY, _BUSY = range(3)
@@ -74,9 +76,7 @@ def _workload() -> float:
 
 
 def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-        fields = handle.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds(pid) or 0.0
 
 
 def probe(user_cpu: int = 0, other_cpu: int = 1, rounds: int = 30) -> Interference:

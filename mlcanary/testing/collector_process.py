@@ -1,46 +1,21 @@
 """The collector as a real process (``python -m mlcanary.telemetry.collector``), for the tests and
-benchmarks that need one outside the local stack (which starts its own through ``mlcanary up``)."""
+benchmarks that need one outside the local stack (which starts its own through ``mlcanary up``).
+
+Started and waited for with the product's own process helpers (:func:`start_process`,
+:func:`wait_for_http`), so a collector that exits or never becomes healthy fails with its log."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import time
+import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-import httpx
+from mlcanary.runtime.processes import ProcessError, start_process, wait_for_http
 
-__all__ = ["CollectorNotHealthyError", "collector_process", "wait_healthy"]
-
-
-class CollectorNotHealthyError(RuntimeError):
-    """The collector exited, or did not answer ``/healthz`` in time; the message ends with its log."""
-
-
-def _log_text(log: Path | None) -> str:
-    if log is None or not log.exists():
-        return ""
-    return ":\n" + log.read_text(errors="replace")[-4000:]
-
-
-def wait_healthy(
-    base_url: str, process: subprocess.Popen[bytes], log: Path | None = None, deadline_s: float = 30.0
-) -> None:
-    """Wait until ``base_url/healthz`` answers 200; raise :class:`CollectorNotHealthyError` (with the
-    end of ``log``) if the process exits or ``deadline_s`` passes first."""
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise CollectorNotHealthyError(f"collector exited with {process.returncode}{_log_text(log)}")
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=1.0, trust_env=False).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise CollectorNotHealthyError(f"collector not healthy after {deadline_s} s{_log_text(log)}")
+__all__ = ["collector_process"]
 
 
 @contextmanager
@@ -52,10 +27,11 @@ def collector_process(
     stop_grace_s: float = 15.0,
     deadline_s: float = 30.0,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A healthy collector on ``127.0.0.1:port`` writing to ``db_url`` (output appended to ``log``,
-    or inherited without one). On exit it is sent SIGTERM and given ``stop_grace_s`` to finish
-    (0: killed at once, as a crash would), then killed."""
-    command = [
+    """A healthy collector on ``127.0.0.1:port`` writing to ``db_url``, its output appended to
+    ``log`` (a temporary file without one). Raises :class:`~mlcanary.runtime.processes.ProcessError`
+    with the log's tail if it exits or is not healthy within ``deadline_s``. On exit it is sent
+    SIGTERM and given ``stop_grace_s`` to finish (0: killed at once), then killed."""
+    argv = [
         sys.executable,
         "-m",
         "mlcanary.telemetry.collector",
@@ -69,22 +45,15 @@ def collector_process(
         "warning",
         *extra_args,
     ]
-    if log is None:
-        process = subprocess.Popen(command)
-    else:
-        with log.open("ab") as sink:
-            process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
-    try:
-        wait_healthy(f"http://127.0.0.1:{port}", process, log, deadline_s)
-        yield process
-    finally:
-        if process.poll() is None:
-            if stop_grace_s > 0:
-                process.terminate()
-                try:
-                    process.wait(stop_grace_s)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-            else:
-                process.kill()
-        process.wait(timeout=10)
+    with ExitStack() as stack:
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mlcanary-collector-")))
+        managed = start_process(
+            f"collector-{port}", argv, state_dir=scratch, log_path=log or scratch / "collector.log"
+        )
+        try:
+            wait_for_http(f"http://127.0.0.1:{port}/healthz", timeout_s=deadline_s, process=managed)
+            if managed.popen is None:  # start_process always returns its own child
+                raise ProcessError("the collector was started without a handle")
+            yield managed.popen
+        finally:
+            managed.stop(grace_s=stop_grace_s)
