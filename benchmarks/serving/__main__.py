@@ -21,7 +21,14 @@ from benchmarks.serving.flips import FlipOutcome, analyse_flips, atomic_write_ms
 from benchmarks.serving.hop import bench_hop, report_hop
 from benchmarks.serving.machine import machine_facts
 from benchmarks.serving.measure import say
-from benchmarks.serving.mirror import MIRROR_MARKERS, bench_mirror, report_mirror, report_sink
+from benchmarks.serving.mirror import (
+    MIRROR_MARKERS,
+    bench_mirror,
+    pooled,
+    report_mirror,
+    report_repeats,
+    report_sink,
+)
 from benchmarks.serving.plan import FULL, QUICK, SERVING_MARKERS
 from benchmarks.serving.report import replace_block, report_header
 from benchmarks.serving.rollbacks import bench_rollbacks, report_rollbacks
@@ -82,39 +89,53 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
                 facts["payload log (mirroring)"] = (
                     "off for the measured requests and their copies (`--no-log`)"
                 )
-            say(f"mirroring ({plan.mirror_requests} requests per share, blocks of {plan.mirror_block})")
-            with cpu_phase("mirroring", cpu):
-                mirror = bench_mirror(
-                    backend,
-                    model,
-                    info.front_door_url,
-                    path,
-                    bodies,
-                    plan,
-                    pids=stack_pids(state_dir),
-                    log=not args.no_log,
+            runs = []
+            for repeat in range(args.repeat):
+                say(
+                    f"mirroring, run {repeat + 1} of {args.repeat} ({plan.mirror_requests} requests per "
+                    f"share, blocks of {plan.mirror_block})"
                 )
+                with cpu_phase("mirroring" if args.repeat == 1 else f"mirroring, run {repeat + 1}", cpu):
+                    runs.append(
+                        bench_mirror(
+                            backend,
+                            model,
+                            info.front_door_url,
+                            path,
+                            bodies,
+                            plan,
+                            pids=stack_pids(state_dir),
+                            log=not args.no_log,
+                        )
+                    )
+            mirror = pooled(runs)
             sink_lines: list[str] = []
             if args.sink:
-                say("mirroring to a sink in place of the candidate")
                 port = settings.serving.candidate_port
-                with (
-                    sink_for_candidate(state_dir, port, model, versions[1]) as sink_pid,
-                    cpu_phase("mirroring to the sink", cpu),
-                ):
+                with sink_for_candidate(state_dir, port, model, versions[1]) as sink_pid:
                     pids = {**stack_pids(state_dir), "sink": sink_pid}
-                    sink = bench_mirror(
-                        backend,
-                        model,
-                        info.front_door_url,
-                        path,
-                        bodies,
-                        plan,
-                        pids=pids,
-                        log=not args.no_log,
-                        shares=(0.0, 1.0),
-                    )
-                sink_lines = report_sink(sink, pinned is not None)
+                    sink_runs = []
+                    for repeat in range(args.repeat):
+                        say(f"mirroring to the sink, run {repeat + 1} of {args.repeat}")
+                        phase = "mirroring to the sink" + ("" if args.repeat == 1 else f", run {repeat + 1}")
+                        with cpu_phase(phase, cpu):
+                            sink_runs.append(
+                                bench_mirror(
+                                    backend,
+                                    model,
+                                    info.front_door_url,
+                                    path,
+                                    bodies,
+                                    plan,
+                                    pids=pids,
+                                    log=not args.no_log,
+                                    shares=(0.0, 1.0),
+                                )
+                            )
+                sink_lines = [
+                    *report_sink(pooled(sink_runs), pinned is not None),
+                    *report_repeats(sink_runs, "sink"),
+                ]
             if pinned:
                 say("the machine's share: a fixed workload on the user's core, the other core idle or busy")
                 sink_lines += report_interference(probe_interference())
@@ -122,6 +143,7 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
             mirror_lines = [
                 *report_header(facts, time.perf_counter() - started, cpu),
                 *report_mirror(mirror, cores, pinned),
+                *report_repeats(runs),
                 *sink_lines,
             ]
             mirror_report = "\n".join(mirror_lines).rstrip() + "\n"
@@ -216,7 +238,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="with --only mirror: then replace the candidate by a server answering at once and "
         "measure again (what the user's path pays for the copy itself)",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the mirroring rotation (and the sink's, with --sink) N times in the same stack: the "
+        "tables pool them, and a table gives each run's added latency apart (default 1)",
+    )
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be >= 1")
     if args.sink and args.only != "mirror":
         parser.error("--sink stops the candidate: use it with --only mirror")
     quiet_defaults()

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from benchmarks.block_bootstrap import percentile_difference
+from benchmarks.block_bootstrap import Interval, percentile_difference
 from benchmarks.serving.cpu import core_busy_seconds, tree_cpu, tree_waited, waited_between
 from benchmarks.serving.measure import fmt, pct, say, signed
 from benchmarks.serving.plan import Plan
@@ -218,15 +218,73 @@ def _latency_rows(arms: Sequence[MirrorArm], target: str) -> list[str]:
     return [*rows, ""]
 
 
-def _intervals(base: MirrorArm, arm: MirrorArm) -> str | None:
-    """The bootstrap intervals of the P50, P95 and P99 differences (``benchmarks/block_bootstrap``),
-    over the rotations both shares completed; None with fewer than two."""
+def _differences(base: MirrorArm, arm: MirrorArm, quantiles: Sequence[float]) -> list[Interval] | None:
+    """The ``quantiles``' differences ``arm − base`` with their bootstrap intervals
+    (``benchmarks/block_bootstrap``), over the rotations both shares completed; None with fewer
+    than two."""
     pairs = [(b, o) for b, o in zip(base.client_blocks(), arm.client_blocks(), strict=False) if b and o]
     if len(pairs) < 2:
         return None
     base_blocks, other_blocks = [b for b, _ in pairs], [o for _, o in pairs]
-    found = [percentile_difference(base_blocks, other_blocks, q) for q in (50, 95, 99)]
-    return " | ".join(f"[{i.low:+.2f}, {i.high:+.2f}]" for i in found)
+    return [percentile_difference(base_blocks, other_blocks, q) for q in quantiles]
+
+
+def _intervals(base: MirrorArm, arm: MirrorArm) -> str | None:
+    """The bootstrap intervals of the P50, P95 and P99 differences as table cells."""
+    found = _differences(base, arm, (50, 95, 99))
+    return None if found is None else " | ".join(f"[{i.low:+.2f}, {i.high:+.2f}]" for i in found)
+
+
+def pooled(runs: Sequence[Sequence[MirrorArm]]) -> list[MirrorArm]:
+    """Several runs of the same rotation as one: per share, the samples, blocks, counts and CPU
+    added up in run order. Each run is first cut to the rotations every share completed (a run
+    stopped by the time bound may end mid-rotation), so block ``i`` of every share stays one
+    rotation and the pooled intervals still resample whole rotations."""
+    if not runs:
+        raise ValueError("nothing to pool")
+    shares = [arm.share for arm in runs[0]]
+    merged = [MirrorArm(share) for share in shares]
+    for arms in runs:
+        if [arm.share for arm in arms] != shares:
+            raise ValueError("every run must compare the same shares in the same order")
+        complete = min(len(arm.block_sizes) for arm in arms)
+        for into, arm in zip(merged, arms, strict=True):
+            kept = sum(arm.block_sizes[:complete])
+            into.client_ms += arm.client_ms[:kept]
+            into.server_ms += arm.server_ms[:kept]
+            into.block_sizes += arm.block_sizes[:complete]
+            into.mirrored += arm.mirrored
+            into.failed += arm.failed
+            into.path_busy_s += arm.path_busy_s
+            for total, part in ((into.cpu_s, arm.cpu_s), (into.waited_s, arm.waited_s)):
+                for name, seconds in part.items():
+                    total[name] = total.get(name, 0.0) + seconds
+    return merged
+
+
+def report_repeats(runs: Sequence[Sequence[MirrorArm]], target: str = "candidate") -> list[str]:
+    """Each run's added P50 and P99 with their intervals, then all runs pooled (the tables above);
+    nothing for a single run."""
+    if len(runs) < 2:
+        return []
+    shares = [arm.share for arm in runs[0][1:]]
+    head = " | ".join(f"{share:.0%}: added P50 ms | {share:.0%}: added P99 ms" for share in shares)
+    rows = [
+        f"#### Each run apart ({len(runs)} runs in the same stack, one after the other)",
+        "",
+        "Mirrored to the " + target + ": the difference from nothing mirrored in each run, with its 95 % "
+        "interval from that run's rotations; the tables above pool every run's rotations.",
+        "",
+        f"| run | {head} |",
+        "| --- | " + " | ".join("---:" for _ in range(2 * len(shares))) + " |",
+    ]
+    for label, arms in [*((str(i + 1), arms) for i, arms in enumerate(runs)), ("all, pooled", pooled(runs))]:
+        cells = []
+        for arm in arms[1:]:
+            found = _differences(arms[0], arm, (50, 99))
+            cells += [i.text() for i in found] if found else ["–", "–"]
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    return [*rows, ""]
 
 
 def report_sink(arms: Sequence[MirrorArm], pinned: bool = True) -> list[str]:
