@@ -65,7 +65,7 @@ bench: $(STAMP) ## Every benchmark in ≤ 10 min: model server vs KServe, Envoy,
 	$(BIN)/python -m benchmarks.judge --only shadow --runs 8 --out docs/benchmarks.md
 	$(BIN)/python -m benchmarks.inference_log --out docs/benchmarks.md
 
-bench-log: $(STAMP) ## The monitor's tick over a 48 h window and the collector's ingest, SQLite and PostgreSQL (ROWS=1000000; the goal's size is 10000000)
+bench-log: $(STAMP) ## The monitor's tick (a 48 h window beside a 10k-request one at the same rate) and the collector's ingest, SQLite and PostgreSQL (ROWS=1000000; the goal's size is 10000000)
 	$(BIN)/python -m benchmarks.inference_log --rows $(or $(ROWS),1000000) --out docs/benchmarks.md
 
 bench-model-server: $(STAMP) ## Our model server beside KServe's, our Envoy beside a minimal one, CLI times (~3 min); rewrites its block of docs/benchmarks.md

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from benchmarks.inference_log.ingest import IngestResult, run_ingest
 from benchmarks.inference_log.postgres import postgres_url
-from benchmarks.inference_log.tick import WINDOW, TickResult, run_tick
+from benchmarks.inference_log.tick import WINDOW, TickResult, Traffic, run_tick
 from benchmarks.serving.report import replace_block
 from mlcanary.serving.local.payload_logger import DEFAULT_LINGER_S, DEFAULT_MAX_BATCH
 from mlcanary.telemetry.rollup_tables import BUCKET_SECONDS
@@ -58,23 +58,39 @@ def _machine() -> str:
     return f"{os.cpu_count()} × {cpu}; load average (1, 5, 15 min) {load}"
 
 
+def _duration(seconds: float) -> str:
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.0f} h"
+    if seconds >= 2 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"
+
+
 def tick_markdown(results: list[TickResult], small: int, large: int) -> list[str]:
+    rate = large / WINDOW.total_seconds()
+    lag_s = Traffic.of(small, large, small).label_lag.total_seconds()
     lines = [
         "### Monitor tick over the release window (item 3)",
         "",
-        f"Window: 48 h, {small:,} and {large:,} logged requests; each tick adds 1,000 requests and 300 "
-        "labels a day late; tick = folding them in (`refresh`, also shown apart) + "
+        f"Windows of {small:,} and {large:,} logged requests at the same rate, {rate:,.1f} requests/s (the "
+        f"large window over {WINDOW.total_seconds() / 3600:.0f} h): the small one is the release's first "
+        f"{_duration(small / rate)}, the large one its first {_duration(large / rate)}. Each tick adds "
+        f"the next 1,000 requests at that rate and 300 labels for requests logged {_duration(lag_s)} "
+        "before (the label cutoff is that far back too); tick = folding them in (`refresh`, also shown "
+        "apart) + "
         "`StoreMetricsSource.measure` (median of the rounds). Reference: the full recomputation over the "
         "same window (`aggregate()`, what every tick ran before). Load: the machine's 1-minute load "
         "average after the ticks.",
         "",
-        "| database | requests in window | requests per 10-s bucket | generate (s) | build sums once (s) | "
-        "**tick (ms)** | of which folding in (ms) | full recomputation (ms) | speed-up | sums equal | load |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+        "| database | requests in window | window | requests per 10-s bucket | generate (s) | "
+        "build sums once (s) | **tick (ms)** | of which folding in (ms) | full recomputation (ms) | "
+        "speed-up | sums equal | load |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
     ]
     for r in results:
         lines.append(
-            f"| {r.backend} | {r.rows:,} | {r.rows * BUCKET_SECONDS / WINDOW.total_seconds():,.1f} | "
+            f"| {r.backend} | {r.rows:,} | {_duration(r.window_s)} | "
+            f"{r.rows * BUCKET_SECONDS / r.window_s:,.1f} | "
             f"{r.generate_s:.1f} | {r.build_s:.1f} | **{r.tick_s * 1000:.0f}** | {r.refresh_s * 1000:.0f} | "
             f"{r.full_s * 1000:.0f} | {r.full_s / r.tick_s:.1f}× | {'yes' if r.equal else '**no**'} | "
             f"{r.load:.1f} |"
@@ -166,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         for backend in backends:
             for n in () if args.only == "ingest" else (args.small, args.rows):
                 url = urls.get(backend) or f"sqlite:///{tmp}/tick-{n}.db"
-                ticks.append(run_tick(backend, url, n, args.rounds, _progress))
+                traffic = Traffic.of(n, args.rows, args.small)
+                ticks.append(run_tick(backend, url, n, args.rounds, _progress, traffic))
             if args.only != "tick":
                 url = urls.get(backend) or f"sqlite:///{tmp}/ingest.db"
                 ingests.append(run_ingest(backend, url, args.ingest_seconds, _progress))

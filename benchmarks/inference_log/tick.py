@@ -1,16 +1,20 @@
 """One monitor tick over a large window: the running sums against the full recomputation.
 
-For each database and window size: a 48-hour window of ``n`` logged requests (80 % champion,
-20 % candidate, 30 % labelled) is generated in SQL, the running sums are built once
-(:func:`~mlcanary.telemetry.rollup.rebuild`), then each round writes the next 15 minutes of traffic
-(1,000 requests through :meth:`InferenceLogStore.write_rows`, as the collector does) and 300
-labels arriving a day late (for requests of the same quarter-hour the day before), and times one
-tick: folding them in (:func:`~mlcanary.telemetry.rollup.refresh`, timed apart, what
-``StoreMetricsSource.measure`` does first) and the measurement itself, which then reads the sums.
-PostgreSQL's statistics are updated after the bulk load and after the build, as autovacuum would.
-The reference is the full recomputation over the same window
-(:func:`~mlcanary.telemetry.aggregate.aggregate`, what every tick ran before), timed once, and its
-sums are compared with the tick's.
+What the issue asks is that a tick's cost not grow as the release goes on: the same traffic, a
+longer window. So every window of one run has the same traffic rate — that of the large window
+over 48 hours (``Traffic``) — and a window of ``n`` requests is the last ``n / rate`` seconds before
+:data:`END` (at 10,000,000 requests: 57.9 requests/s, so 10,000 requests are the release's first
+173 seconds). For each database and window: the window (80 % champion, 20 % candidate, 30 %
+labelled) is generated in SQL, the running sums are built once
+(:func:`~mlcanary.telemetry.rollup.rebuild`), then each round writes the next 1,000 requests at the
+same rate through :meth:`InferenceLogStore.write_rows` (as the collector does) plus 300 late labels
+(for 300 consecutive requests logged ``label_lag`` before, the same lag in every window), and times
+one tick: folding them in (:func:`~mlcanary.telemetry.rollup.refresh`, timed apart, what
+``StoreMetricsSource.measure`` does first) and the measurement itself, which then reads the sums,
+with the label cutoff ``label_lag`` back. PostgreSQL's statistics are updated after the bulk load
+and after the build, as autovacuum would. The reference is the full recomputation over the same
+window (:func:`~mlcanary.telemetry.aggregate.aggregate`, what every tick ran before), timed once, and
+its sums are compared with the tick's.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from mlcanary.telemetry.rollup_tables import SUM_FIELDS
 from mlcanary.telemetry.store import Feedback, InferenceLogStore, InferenceRow
 
 WINDOW = timedelta(hours=48)
-TICK = timedelta(minutes=15)
+"""The large window's length: it sets the traffic rate of every window of a run."""
 NEW_PER_TICK = 1_000
 LATE_LABELS_PER_TICK = 300
 END = datetime(2026, 3, 3, 12, 0, 0, 123_456, tzinfo=UTC)
@@ -42,11 +46,37 @@ _LOADER_CACHE_KIB = 1_048_576
 
 
 @dataclass(frozen=True)
+class Traffic:
+    """A window of ``n`` requests at ``rate`` requests/s ending at :data:`END`; ticks bring
+    :data:`NEW_PER_TICK` more at the same rate, and labels for requests ``label_lag`` old."""
+
+    n: int
+    rate: float
+    label_lag: timedelta
+
+    @classmethod
+    def of(cls, n: int, large: int, small: int) -> Traffic:
+        """The window of ``n`` requests in a run whose ``large`` window spans :data:`WINDOW`; the
+        labels lag three quarters of the ``small`` window (inside every window of the run)."""
+        rate = large / WINDOW.total_seconds()
+        return cls(n, rate, timedelta(seconds=0.75 * small / rate))
+
+    @property
+    def window(self) -> timedelta:
+        return timedelta(seconds=self.n / self.rate)
+
+    @property
+    def tick(self) -> timedelta:
+        return timedelta(seconds=NEW_PER_TICK / self.rate)
+
+
+@dataclass(frozen=True)
 class TickResult:
     """One (database, window size) cell: seconds for each phase, and whether the sums matched."""
 
     backend: str
     rows: int
+    window_s: float
     generate_s: float
     build_s: float
     tick_s: float
@@ -102,13 +132,13 @@ def _generate_sql(dialect: str) -> tuple[str, str]:
     return insert_log, insert_labels
 
 
-def generate(store: InferenceLogStore, n: int) -> None:
-    """Bulk-insert ``n`` requests spread over the 48 hours before :data:`END`, in SQL."""
+def generate(store: InferenceLogStore, n: int, window: timedelta = WINDOW) -> None:
+    """Bulk-insert ``n`` requests spread evenly over the ``window`` before :data:`END`, in SQL."""
     insert_log, insert_labels = _generate_sql(store.engine.dialect.name)
     params = {
         "n": n,
         "end": int(END.timestamp() * 1_000_000),
-        "span": int(WINDOW.total_seconds() * 1_000_000),
+        "span": int(window.total_seconds() * 1_000_000),
     }
     with store.engine.begin() as connection:
         if store.engine.dialect.name == "sqlite":
@@ -130,12 +160,15 @@ def analyze(store: InferenceLogStore) -> None:
             connection.execute(text("VACUUM ANALYZE"))
 
 
-def _new_traffic(store: InferenceLogStore, round_index: int, n: int, rng: random.Random) -> datetime:
+def _new_traffic(
+    store: InferenceLogStore, round_index: int, traffic: Traffic, rng: random.Random
+) -> datetime:
     """The next tick's traffic (through the store's write path) and late labels; returns the tick time."""
-    now = END + TICK * (round_index + 1)
+    tick = traffic.tick
+    now = END + tick * (round_index + 1)
     rows = []
     for k in range(NEW_PER_TICK):
-        at = now - TICK + TICK * (k / NEW_PER_TICK)
+        at = now - tick + tick * (k / NEW_PER_TICK)
         arm = "candidate" if k % 5 == 0 else "champion"
         p = rng.random()
         rows.append(
@@ -155,18 +188,16 @@ def _new_traffic(store: InferenceLogStore, round_index: int, n: int, rng: random
         )
     for start in range(0, len(rows), 100):
         store.write_rows(rows[start : start + 100])
-    # Labels arrive a day late: for requests of the same 15 minutes one day earlier.
-    per_tick = n * TICK / WINDOW
-    first = int(n / 2 + round_index * per_tick)
-    late = [
-        Feedback(f"b{rng.randrange(first, first + max(1, int(per_tick)))}", rng.randrange(2))
-        for _ in range(LATE_LABELS_PER_TICK)
-    ]
+    # Labels for the 300 generated requests logged just before now − label_lag.
+    labelled_before = (now - traffic.label_lag - (END - traffic.window)).total_seconds() * traffic.rate
+    last = min(int(labelled_before), traffic.n)
+    late = [Feedback(f"b{i}", rng.randrange(2)) for i in range(max(0, last - LATE_LABELS_PER_TICK), last)]
     store.record_feedback_many(late, now=now)
     return now
 
 
-def _release() -> ReleaseState:
+def _release(traffic: Traffic) -> ReleaseState:
+    started = END - traffic.window
     return ReleaseState(
         model="fraud",
         champion_version="1",
@@ -174,19 +205,22 @@ def _release() -> ReleaseState:
         phase=Phase.PROGRESSING,
         step_index=0,
         traffic=20,
-        started_at=END - WINDOW,
-        step_started_at=END - WINDOW,
+        started_at=started,
+        step_started_at=started,
     )
 
 
-def _sums_equal(store: InferenceLogStore, now: datetime, full_s: list[float]) -> bool:
-    kwargs = {"versions": VERSIONS, "window_start": now - TICK, "label_cutoff": now - timedelta(hours=1)}
+def _sums_equal(store: InferenceLogStore, now: datetime, traffic: Traffic, full_s: list[float]) -> bool:
+    kwargs = {
+        "versions": VERSIONS,
+        "window_start": now - traffic.tick,
+        "label_cutoff": now - traffic.label_lag,
+    }
+    since = END - traffic.window
     started = time.perf_counter()
-    full = aggregate(
-        store, "fraud", END - WINDOW, now, slow_reference="champion", max_latency_rows=50_000, **kwargs
-    )
+    full = aggregate(store, "fraud", since, now, slow_reference="champion", max_latency_rows=50_000, **kwargs)
     full_s.append(time.perf_counter() - started)
-    ours = incremental_aggregate(store, "fraud", END - WINDOW, now, **kwargs)
+    ours = incremental_aggregate(store, "fraud", since, now, **kwargs)
     names = [f.name for f in fields(full["champion"]) if f.name in SUM_FIELDS or f.name.startswith("window_")]
     for arm in VERSIONS:
         for name in names:
@@ -196,40 +230,49 @@ def _sums_equal(store: InferenceLogStore, now: datetime, full_s: list[float]) ->
     return True
 
 
-def run_tick(backend: str, url: str, n: int, rounds: int, progress) -> TickResult:
-    """Generate, build, tick ``rounds`` times and recompute once, on a fresh database at ``url``."""
+def run_tick(
+    backend: str, url: str, n: int, rounds: int, progress, traffic: Traffic | None = None
+) -> TickResult:
+    """Generate, build, tick ``rounds`` times and recompute once, on a fresh database at ``url``;
+    ``traffic`` (default: ``n`` requests over :data:`WINDOW`) sets the rate and the labels' lag."""
+    traffic = traffic or Traffic.of(n, n, n)
+    if traffic.n != n:
+        raise ValueError("traffic describes another window")
+    if rounds * traffic.tick >= traffic.label_lag:
+        raise ValueError("the late labels must fall in the generated window: fewer rounds or a longer lag")
     rng = random.Random(n)
     with InferenceLogStore(url) as store:
         started = time.perf_counter()
-        generate(store, n)
+        generate(store, n, traffic.window)
         generated = time.perf_counter() - started
         progress(f"{backend} n={n:,}: generated in {generated:.1f} s; building the running sums")
         started = time.perf_counter()
         rebuild(store, "fraud")
         built = time.perf_counter() - started
-        source = StoreMetricsSource(store, label_delay=timedelta(hours=1))
+        source = StoreMetricsSource(store, label_delay=traffic.label_lag)
         analyze(store)
         ticks, refreshes = [], []
         now = END
         for r in range(rounds):
-            now = _new_traffic(store, r, n, rng)
+            now = _new_traffic(store, r, traffic, rng)
             started = time.perf_counter()
             # What measure() does first, timed apart: folding in the changes since the last tick.
             refresh(store, "fraud")
             refreshes.append(time.perf_counter() - started)
-            source.measure(_release(), window_start=now - TICK, now=now)
+            source.measure(_release(traffic), window_start=now - traffic.tick, now=now)
             ticks.append(time.perf_counter() - started)
         load = os.getloadavg()[0]
         progress(
             f"{backend} n={n:,}: ticks {', '.join(f'{t * 1000:.0f}' for t in ticks)} ms; full recomputation"
         )
         full_s: list[float] = []
-        equal = _sums_equal(store, now, full_s)
+        equal = _sums_equal(store, now, traffic, full_s)
     if url.startswith("postgresql"):
         _drop_all(url)
     return TickResult(
         backend,
         n,
+        traffic.window.total_seconds(),
         generated,
         built,
         statistics.median(ticks),

@@ -16,7 +16,7 @@ import os
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from mlcanary.runtime.processes import cpu_seconds
 
@@ -41,8 +41,9 @@ class Interference:
         return self.median_ms[state] / self.median_ms["idle"] - 1.0
 
 
-def _spin(state: multiprocessing.sharedctypes.Synchronized, cpu: int) -> None:  # type: ignore[type-arg]
+def _spin(state: multiprocessing.sharedctypes.Synchronized, cpu: int, ready: Any) -> None:  # type: ignore[type-arg]
     os.sched_setaffinity(0, {cpu})
+    ready.set()
     while True:
         current = state.value
         if current == _IDLE:
@@ -86,12 +87,17 @@ def probe(user_cpu: int = 0, other_cpu: int = 1, rounds: int = 30) -> Interferen
         raise ValueError("rounds must be at least 1")
     context = multiprocessing.get_context("spawn")
     state = context.Value("i", _IDLE)
-    spinner = context.Process(target=_spin, args=(state, other_cpu), daemon=True)
+    ready = context.Event()
+    spinner = context.Process(target=_spin, args=(state, other_cpu, ready), daemon=True)
     affinity = os.sched_getaffinity(0)
     timings: dict[str, list[float]] = {name: [] for name in STATES}
     spent = dict.fromkeys(STATES, 0.0)
     spinner.start()
     try:
+        # The spawned spinner's own start (a new interpreter importing this module) must not count
+        # as the first "idle" state's work.
+        if not ready.wait(timeout=60):
+            raise RuntimeError("the spinner process did not start within 60 s")
         os.sched_setaffinity(0, {user_cpu})
         _workload()  # warm-up: imports and caches
         for _ in range(rounds):

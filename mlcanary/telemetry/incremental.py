@@ -15,9 +15,10 @@ How: :func:`~mlcanary.telemetry.rollup.refresh` first folds in what changed sinc
 each interval the judge reads — everything in ``[since, until)``, the burst window
 ``[window_start, until)``, the labels ``[since, min(until, label_cutoff))`` — is split into whole
 aligned buckets, read from the ``rollup`` table (at most about 90 rows per arm, greedily the coarsest
-span that fits), and its two ragged ends (under 10 s each), summed from the log itself. So a tick
-reads the rows that arrived or changed since the last one, plus at most about a minute of rows at the
-edges, and a few hundred rollup rows — never the window.
+span that fits; one query for the three intervals, each bucket read once), and its two ragged ends
+(under 10 s each), summed from the log itself. So a tick reads the rows that arrived or changed
+since the last one, plus at most about a minute of rows at the edges, and a few hundred rollup rows
+— never the window.
 
 Not covered here (they still read rows): the shadow phase (:mod:`mlcanary.telemetry.shadow`, pairs
 joined in SQL), drift and paired agreement (:mod:`mlcanary.signals`, bounded samples of the logged
@@ -27,14 +28,15 @@ inputs).
 from __future__ import annotations
 
 import functools
+import json
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import CompoundSelect, bindparam, select, union_all
 
 from mlcanary.telemetry.aggregate import ArmAggregate
-from mlcanary.telemetry.latency_histogram import LatencyHistogram
 from mlcanary.telemetry.rollup import refresh
 from mlcanary.telemetry.rollup_sums import Sums, compute_sums
 from mlcanary.telemetry.rollup_tables import (
@@ -79,15 +81,14 @@ def _split(a: datetime, b: datetime) -> tuple[list[Interval], list[tuple[int, in
 
 
 @functools.lru_cache(maxsize=16)
-def _rollup_read(arms: int, histograms: bool) -> CompoundSelect:
+def _rollup_read(arms: int) -> CompoundSelect:
     """The rollup rows of given buckets of each span, for ``arms`` (arm, version) pairs; built once
     (building and keying the statement cost more than running it). One exact primary-key lookup
     per (arm, span): an OR of spans made PostgreSQL filter every rollup row of the model, a cost
     that grew with the window's buckets."""
     r = rollup
-    columns = [r.c.arm, r.c.version, *(r.c[name] for name in SUM_FIELDS)]
-    if histograms:
-        columns.append(r.c.latency_histogram)
+    columns = [r.c.arm, r.c.version, r.c.span, r.c.bucket, *(r.c[name] for name in SUM_FIELDS)]
+    columns.append(r.c.latency_histogram)
     return union_all(
         *(
             select(*columns).where(
@@ -119,27 +120,42 @@ class _Reader:
             self._ends[interval] = {arm: sums for (arm, _v, _b), sums in found.items()}
         return self._ends[interval]
 
-    def sums(self, a: datetime, b: datetime, *, histograms: bool) -> dict[str, Sums]:
-        ends, pieces = _split(a, b)
-        total: dict[str, Sums] = {arm: Sums() for arm in self.versions}
-        for interval in ends:
-            for arm, sums in self._end(interval).items():
-                total[arm].add(sums.values, sums.histogram if histograms else None)
-        if pieces:
-            by_span: dict[int, list[int]] = {span: [] for span in SPANS}
-            for span, bucket in pieces:
-                by_span[span].append(bucket)
-            params: dict[str, Any] = {"log": inference_log.name, "model": self.model}
-            params.update({f"buckets_{span}": buckets for span, buckets in by_span.items()})
-            for i, (arm, version) in enumerate(self.versions.items()):
-                params.update({f"arm_{i}": arm, f"version_{i}": version})
-            stmt = _rollup_read(len(self.versions), histograms)
-            for row in self.connection.execute(stmt, params).mappings():
-                if self.versions.get(row["arm"]) != row["version"]:
-                    continue
-                histogram = LatencyHistogram.from_json(row["latency_histogram"]) if histograms else None
-                total[row["arm"]].add(dict(row), histogram)
-        return total
+    def sums(self, intervals: Sequence[Interval], *, histograms: Sequence[bool]) -> list[dict[str, Sums]]:
+        """Each interval's sums per arm (with the latency histogram where ``histograms`` says so).
+        The whole buckets of all the intervals are read in one query, each bucket once: the
+        release window and the labelled window share nearly all of theirs."""
+        totals: list[dict[str, Sums]] = [{arm: Sums() for arm in self.versions} for _ in intervals]
+        users: dict[tuple[int, int], list[int]] = {}
+        for k, (a, b) in enumerate(intervals):
+            ends, pieces = _split(a, b)
+            for interval in ends:
+                for arm, sums in self._end(interval).items():
+                    totals[k][arm].add(sums.values, sums.histogram if histograms[k] else None)
+            for piece in pieces:
+                users.setdefault(piece, []).append(k)
+        if not users:
+            return totals
+        by_span: dict[int, list[int]] = {span: [] for span in SPANS}
+        for span, bucket in users:
+            by_span[span].append(bucket)
+        params: dict[str, Any] = {"log": inference_log.name, "model": self.model}
+        params.update({f"buckets_{span}": buckets for span, buckets in by_span.items()})
+        for i, (arm, version) in enumerate(self.versions.items()):
+            params.update({f"arm_{i}": arm, f"version_{i}": version})
+        for row in self.connection.execute(_rollup_read(len(self.versions)), params).mappings():
+            arm = row["arm"]
+            if self.versions.get(arm) != row["version"]:
+                continue
+            pairs = None
+            for k in users[(row["span"], row["bucket"])]:
+                sums = totals[k][arm]
+                sums.add(row)
+                if histograms[k]:
+                    # Straight into the total: parsing each row into its own histogram first cost
+                    # more than the query at 10M requests (one row per piece, each ~100 bins).
+                    pairs = pairs if pairs is not None else json.loads(row["latency_histogram"] or "[]")
+                    sums.histogram.add_pairs(pairs)
+        return totals
 
 
 def incremental_aggregate(
@@ -159,9 +175,14 @@ def incremental_aggregate(
     refresh(store, model)
     with store.engine.connect() as connection:
         reader = _Reader(connection, model, dict(versions))
-        core = reader.sums(since, until, histograms=True)
-        window = reader.sums(max(window_start or since, since), until, histograms=False)
-        labels = reader.sums(since, min(until, label_cutoff or until), histograms=False)
+        core, window, labels = reader.sums(
+            [
+                (since, until),
+                (max(window_start or since, since), until),
+                (since, min(until, label_cutoff or until)),
+            ],
+            histograms=[True, False, False],
+        )
     slow_above: float | None = None
     if slow_reference is not None:
         reference = core.get(slow_reference)

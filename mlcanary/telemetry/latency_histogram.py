@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -61,6 +61,12 @@ class LatencyHistogram:
         for index, count in other.counts.items():
             counts[index] = counts.get(index, 0) + sign * count
 
+    def add_pairs(self, pairs: Iterable[Sequence[int]]) -> None:
+        """Add ``[index, count]`` pairs, as :meth:`to_json` writes them, without building a histogram."""
+        counts = self.counts
+        for index, count in pairs:
+            counts[index] = counts.get(index, 0) + count
+
     @classmethod
     def merged(cls, parts: Iterable[LatencyHistogram]) -> LatencyHistogram:
         result = cls()
@@ -73,7 +79,10 @@ class LatencyHistogram:
 
     @classmethod
     def from_json(cls, text: str | None) -> LatencyHistogram:
-        return cls({int(i): int(c) for i, c in json.loads(text)} if text else {})
+        histogram = cls()
+        if text:
+            histogram.add_pairs(json.loads(text))
+        return histogram
 
     def _sorted(self) -> tuple[np.ndarray, np.ndarray]:
         indices = np.array(sorted(i for i, c in self.counts.items() if c), dtype=np.int64)

@@ -12,6 +12,7 @@ from ``rollup_folded_labels`` (the ones the running sums hold; see
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -52,7 +53,9 @@ class Sums:
         self.values: dict[str, float] = dict.fromkeys(SUM_FIELDS, 0)
         self.histogram = LatencyHistogram()
 
-    def add(self, values: dict[str, Any], histogram: LatencyHistogram | None = None, sign: int = 1) -> None:
+    def add(
+        self, values: Mapping[str, Any], histogram: LatencyHistogram | None = None, sign: int = 1
+    ) -> None:
         mine = self.values
         for name in SUM_FIELDS:
             value = values[name]
