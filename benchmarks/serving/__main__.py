@@ -23,6 +23,8 @@ from benchmarks.serving.machine import machine_facts
 from benchmarks.serving.measure import say
 from benchmarks.serving.mirror import (
     MIRROR_MARKERS,
+    SHARES,
+    MirrorArm,
     bench_mirror,
     pooled,
     report_mirror,
@@ -89,49 +91,39 @@ def run(args: argparse.Namespace) -> tuple[str, str]:
                 facts["payload log (mirroring)"] = (
                     "off for the measured requests and their copies (`--no-log`)"
                 )
-            runs = []
-            for repeat in range(args.repeat):
-                say(
-                    f"mirroring, run {repeat + 1} of {args.repeat} ({plan.mirror_requests} requests per "
-                    f"share, blocks of {plan.mirror_block})"
-                )
-                with cpu_phase("mirroring" if args.repeat == 1 else f"mirroring, run {repeat + 1}", cpu):
-                    runs.append(
-                        bench_mirror(
-                            backend,
-                            model,
-                            info.front_door_url,
-                            path,
-                            bodies,
-                            plan,
-                            pids=stack_pids(state_dir),
-                            log=not args.no_log,
+
+            def rotations(
+                phase: str, pids: dict[str, int], shares: tuple[float, ...]
+            ) -> list[list[MirrorArm]]:
+                """``args.repeat`` runs of the mirroring rotation, each its own CPU phase."""
+                runs = []
+                for repeat in range(args.repeat):
+                    name = phase if args.repeat == 1 else f"{phase}, run {repeat + 1}"
+                    say(f"{name} ({plan.mirror_requests} requests per share, blocks of {plan.mirror_block})")
+                    with cpu_phase(name, cpu):
+                        runs.append(
+                            bench_mirror(
+                                backend,
+                                model,
+                                info.front_door_url,
+                                path,
+                                bodies,
+                                plan,
+                                pids=pids,
+                                log=not args.no_log,
+                                shares=shares,
+                            )
                         )
-                    )
+                return runs
+
+            runs = rotations("mirroring", stack_pids(state_dir), SHARES)
             mirror = pooled(runs)
             sink_lines: list[str] = []
             if args.sink:
                 port = settings.serving.candidate_port
                 with sink_for_candidate(state_dir, port, model, versions[1]) as sink_pid:
                     pids = {**stack_pids(state_dir), "sink": sink_pid}
-                    sink_runs = []
-                    for repeat in range(args.repeat):
-                        say(f"mirroring to the sink, run {repeat + 1} of {args.repeat}")
-                        phase = "mirroring to the sink" + ("" if args.repeat == 1 else f", run {repeat + 1}")
-                        with cpu_phase(phase, cpu):
-                            sink_runs.append(
-                                bench_mirror(
-                                    backend,
-                                    model,
-                                    info.front_door_url,
-                                    path,
-                                    bodies,
-                                    plan,
-                                    pids=pids,
-                                    log=not args.no_log,
-                                    shares=(0.0, 1.0),
-                                )
-                            )
+                    sink_runs = rotations("mirroring to the sink", pids, (0.0, 1.0))
                 sink_lines = [
                     *report_sink(pooled(sink_runs), pinned is not None),
                     *report_repeats(sink_runs, "sink"),

@@ -196,15 +196,22 @@ SHIPPED_CHECKS = {
     "rollout.max_duration": "300s",
     "rollout.tick_interval": "1s",
     "rollout.min_samples_per_arm": FLOOR,
-    "rollout.checks": {"prediction_drift": {"enabled": False}, "input_drift": {"enabled": False}},
+    # Latency is judged, but not on the fast path: on a loaded CI machine a freshly loaded
+    # candidate's first requests can trip it before the floor, which is not what this test is about.
+    "rollout.checks": {
+        "prediction_drift": {"enabled": False},
+        "input_drift": {"enabled": False},
+        "latency": {"critical": False},
+    },
     "telemetry.drift_reports": False,
 }
 
 
 def test_label_flipped_candidate_is_rolled_back_within_two_ticks_of_the_floor(stack: LocalStack) -> None:
     """A confidently bad model, under the shipped checks and tolerances (``configs/rollout.yaml``)
-    with times compressed to seconds and a smaller sample floor: a LightGBM pipeline fitted on
-    inverted labels (it flags nearly every transaction the champion passes), saved with skops."""
+    with times compressed to seconds, a smaller sample floor and latency off the fast path: a
+    LightGBM pipeline fitted on inverted labels (it flags nearly every transaction the champion
+    passes), saved with skops."""
     dataset = load_dataset(stack.settings.data)
     version = register(stack.settings, "flipped", dataset.x, dataset.y)
     set_alias(stack.settings, CANDIDATE, version)
@@ -219,12 +226,9 @@ def test_label_flipped_candidate_is_rolled_back_within_two_ticks_of_the_floor(st
             result = engine.tick(stack.model)
             if result.decision is None:
                 break
-            counts = [
-                (c.n_champion or 0, c.n_candidate or 0)
-                for c in result.decision.checks
-                if c.name == "error_rate"
-            ]
-            if counts and min(counts[0]) >= FLOOR:
+            # The floor as decide() applies it (requests per arm), not a check's own count: under
+            # load a check may count fewer answered requests than were logged.
+            if not result.decision.reason.startswith("waiting for samples"):
                 ticks_after_floor += 1
             if result.release.phase.terminal:
                 break
