@@ -25,6 +25,7 @@ from benchmarks.inference_log.ingest import IngestResult, run_ingest
 from benchmarks.inference_log.postgres import postgres_url
 from benchmarks.inference_log.tick import WINDOW, TickResult, Traffic, run_tick
 from benchmarks.serving.report import replace_block
+from mlcanary.rollout.durations import human_duration
 from mlcanary.serving.local.payload_logger import DEFAULT_LINGER_S, DEFAULT_MAX_BATCH
 from mlcanary.telemetry.rollup_tables import BUCKET_SECONDS
 
@@ -58,26 +59,18 @@ def _machine() -> str:
     return f"{os.cpu_count()} × {cpu}; load average (1, 5, 15 min) {load}"
 
 
-def _duration(seconds: float) -> str:
-    if seconds >= 2 * 3600:
-        return f"{seconds / 3600:.0f} h"
-    if seconds >= 2 * 60:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds:.0f} s"
-
-
 def tick_markdown(results: list[TickResult], small: int, large: int) -> list[str]:
-    rate = large / WINDOW.total_seconds()
-    lag_s = Traffic.of(small, large, small).label_lag.total_seconds()
+    traffic = Traffic.of(small, large, small)
+    rate = traffic.rate
     lines = [
         "### Monitor tick over the release window (item 3)",
         "",
-        f"Windows of {small:,} and {large:,} logged requests at the same rate, {rate:,.1f} requests/s (the "
-        f"large window over {WINDOW.total_seconds() / 3600:.0f} h): the small one is the release's first "
-        f"{_duration(small / rate)}, the large one its first {_duration(large / rate)}. Each tick adds "
-        f"the next 1,000 requests at that rate and 300 labels for requests logged {_duration(lag_s)} "
-        "before (the label cutoff is that far back too); tick = folding them in (`refresh`, also shown "
-        "apart) + "
+        f"Windows of {small:,} and {large:,} logged requests at the same rate, {rate:,.1f} requests/s "
+        f"(the large window over {WINDOW.total_seconds() / 3600:.0f} h): the small one is the release's "
+        f"first {human_duration(small / rate)}, the large one its first {human_duration(large / rate)}. "
+        f"Each tick adds the next 1,000 requests at that rate and 300 labels for requests logged "
+        f"{human_duration(traffic.label_lag)} before (the label cutoff is that far back too); tick = "
+        "folding them in (`refresh`, also shown apart) + "
         "`StoreMetricsSource.measure` (median of the rounds). Reference: the full recomputation over the "
         "same window (`aggregate()`, what every tick ran before). Load: the machine's 1-minute load "
         "average after the ticks.",
@@ -89,7 +82,7 @@ def tick_markdown(results: list[TickResult], small: int, large: int) -> list[str
     ]
     for r in results:
         lines.append(
-            f"| {r.backend} | {r.rows:,} | {_duration(r.window_s)} | "
+            f"| {r.backend} | {r.rows:,} | {human_duration(r.window_s)} | "
             f"{r.rows * BUCKET_SECONDS / r.window_s:,.1f} | "
             f"{r.generate_s:.1f} | {r.build_s:.1f} | **{r.tick_s * 1000:.0f}** | {r.refresh_s * 1000:.0f} | "
             f"{r.full_s * 1000:.0f} | {r.full_s / r.tick_s:.1f}× | {'yes' if r.equal else '**no**'} | "

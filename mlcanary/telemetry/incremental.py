@@ -87,8 +87,14 @@ def _rollup_read(arms: int) -> CompoundSelect:
     per (arm, span): an OR of spans made PostgreSQL filter every rollup row of the model, a cost
     that grew with the window's buckets."""
     r = rollup
-    columns = [r.c.arm, r.c.version, r.c.span, r.c.bucket, *(r.c[name] for name in SUM_FIELDS)]
-    columns.append(r.c.latency_histogram)
+    columns = [
+        r.c.arm,
+        r.c.version,
+        r.c.span,
+        r.c.bucket,
+        *(r.c[name] for name in SUM_FIELDS),
+        r.c.latency_histogram,
+    ]
     return union_all(
         *(
             select(*columns).where(
