@@ -22,8 +22,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from benchmarks.inference_log.ingest import IngestResult, run_ingest
-from benchmarks.inference_log.postgres import postgres_url
-from benchmarks.inference_log.tick import WINDOW, TickResult, Traffic, run_tick
+from benchmarks.inference_log.postgres import create_database, postgres_url
+from benchmarks.inference_log.tick import NEW_PER_TICK, WARMUP_TICKS, WINDOW, TickResult, Traffic, run_ticks
 from benchmarks.serving.report import replace_block
 from mlcanary.rollout.durations import human_duration
 from mlcanary.serving.local.payload_logger import DEFAULT_LINGER_S, DEFAULT_MAX_BATCH
@@ -62,18 +62,22 @@ def _machine() -> str:
 def tick_markdown(results: list[TickResult], small: int, large: int) -> list[str]:
     traffic = Traffic.of(small, large, small)
     rate = traffic.rate
+    rounds = len(results[0].ticks) if results else 0
     lines = [
         "### Monitor tick over the release window (item 3)",
         "",
         f"Windows of {small:,} and {large:,} logged requests at the same rate, {rate:,.1f} requests/s "
-        f"(the large window over {WINDOW.total_seconds() / 3600:.0f} h): the small one is the release's "
+        f"(the large window over about {WINDOW.total_seconds() / 3600:.0f} h, rounded so that every window "
+        "lasts whole 10-s buckets and starts at the same point of one): the small one is the release's "
         f"first {human_duration(small / rate)}, the large one its first {human_duration(large / rate)}. "
         f"Each tick adds the next 1,000 requests at that rate and 300 labels for requests logged "
-        f"{human_duration(traffic.label_lag)} before (the label cutoff is that far back too); tick = "
+        f"{human_duration(traffic.label_lag)} before (the label cutoff is that far back too); the "
+        "windows are ticked in turn, after one untimed tick each; tick = "
         "folding them in (`refresh`, also shown apart) + "
-        "`StoreMetricsSource.measure` (median of the rounds). Reference: the full recomputation over the "
-        "same window (`aggregate()`, what every tick ran before). Load: the machine's 1-minute load "
-        "average after the ticks.",
+        f"`StoreMetricsSource.measure` (median of {rounds} ticks, over which the small window grows by "
+        f"{(rounds + WARMUP_TICKS) * NEW_PER_TICK:,} requests, as a release does). Reference: the full "
+        "recomputation over the same window (`aggregate()`, what every tick ran before). Load: the "
+        "machine's 1-minute load average after the ticks.",
         "",
         "| database | requests in window | window | requests per 10-s bucket | generate (s) | "
         "build sums once (s) | **tick (ms)** | of which folding in (ms) | full recomputation (ms) | "
@@ -158,12 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.inference_log", description=__doc__)
     parser.add_argument("--rows", type=int, default=300_000, help="requests in the large window")
     parser.add_argument("--small", type=int, default=10_000, help="requests in the small window")
-    parser.add_argument("--rounds", type=int, default=5, help="ticks per window")
+    parser.add_argument("--rounds", type=int, default=9, help="timed ticks per window")
     parser.add_argument("--ingest-seconds", type=float, default=10.0)
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--only", choices=["tick", "ingest"])
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.rows % args.small:
+        parser.error("--rows must be a multiple of --small (so the windows start alike in a 10-s bucket)")
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     ticks: list[TickResult] = []
     ingests: list[IngestResult] = []
@@ -173,10 +179,15 @@ def main(argv: list[str] | None = None) -> int:
             if backend == "postgresql":
                 urls[backend] = stack.enter_context(postgres_url())
         for backend in backends:
-            for n in () if args.only == "ingest" else (args.small, args.rows):
-                url = urls.get(backend) or f"sqlite:///{tmp}/tick-{n}.db"
-                traffic = Traffic.of(n, args.rows, args.small)
-                ticks.append(run_tick(backend, url, n, args.rounds, _progress, traffic))
+            if args.only != "ingest":
+                sizes = (args.small, args.rows)
+                server = urls.get(backend)
+                windows = [
+                    create_database(server, f"tick_{n}") if server else f"sqlite:///{tmp}/tick-{n}.db"
+                    for n in sizes
+                ]
+                traffics = [Traffic.of(n, args.rows, args.small) for n in sizes]
+                ticks.extend(run_ticks(backend, windows, traffics, args.rounds, _progress))
             if args.only != "tick":
                 url = urls.get(backend) or f"sqlite:///{tmp}/ingest.db"
                 ingests.append(run_ingest(backend, url, args.ingest_seconds, _progress))

@@ -2,13 +2,17 @@
 
 What the issue asks is that a tick's cost not grow as the release goes on: the same traffic, a
 longer window. So every window of one run has the same traffic rate — that of the large window
-over 48 hours (``Traffic``) — and a window of ``n`` requests is the last ``n / rate`` seconds before
-:data:`END` (at 10,000,000 requests: 57.9 requests/s, so 10,000 requests are the release's first
-173 seconds). For each database and window: the window (80 % champion, 20 % candidate, 30 %
-labelled) is generated in SQL, the running sums are built once
-(:func:`~mlcanary.telemetry.rollup.rebuild`), then each round writes the next 1,000 requests at the
-same rate through :meth:`InferenceLogStore.write_rows` (as the collector does) plus 300 late labels
-(for 300 consecutive requests logged ``label_lag`` before, the same lag in every window), and times
+over about 48 hours (``Traffic``) — and a window of ``n`` requests is the last ``n / rate`` seconds
+before :data:`END` (at 10,000,000 requests: 58.8 requests/s, so 10,000 requests are the release's
+first 170 seconds and 10,000,000 its first 47.2 hours; every window starts at the same point of a
+10-s bucket). For each database, every window (80 % champion, 20 % candidate, 30 % labelled) is
+generated in SQL in a database of its own and its running sums are built once
+(:func:`~mlcanary.telemetry.rollup.rebuild`); then the windows are ticked in turn, round by round
+(after one untimed tick each), so that the machine's changes of speed fall on all of them alike.
+Each round writes the next 1,000 requests at the same rate through
+:meth:`InferenceLogStore.write_rows` (as the collector does) plus 300 late labels
+(for 300 consecutive requests logged ``label_lag`` before, the same lag in every window: generated
+requests, then those of earlier ticks), and times
 one tick: folding them in (:func:`~mlcanary.telemetry.rollup.refresh`, timed apart, what
 ``StoreMetricsSource.measure`` does first) and the measurement itself, which then reads the sums,
 with the label cutoff ``label_lag`` back. PostgreSQL's statistics are updated after the bulk load
@@ -23,8 +27,11 @@ import os
 import random
 import statistics
 import time
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import text
 
@@ -33,11 +40,12 @@ from mlcanary.telemetry.aggregate import aggregate
 from mlcanary.telemetry.incremental import incremental_aggregate
 from mlcanary.telemetry.metrics import StoreMetricsSource
 from mlcanary.telemetry.rollup import rebuild, refresh
-from mlcanary.telemetry.rollup_tables import SUM_FIELDS
+from mlcanary.telemetry.rollup_tables import BUCKET_SECONDS, SUM_FIELDS
 from mlcanary.telemetry.store import Feedback, InferenceLogStore, InferenceRow
 
 WINDOW = timedelta(hours=48)
-"""The large window's length: it sets the traffic rate of every window of a run."""
+"""The large window's length, nearly: it sets the traffic rate of every window of a run, rounded so
+that every window lasts whole 10-s buckets (see :meth:`Traffic.of`)."""
 NEW_PER_TICK = 1_000
 LATE_LABELS_PER_TICK = 300
 END = datetime(2026, 3, 3, 12, 0, 0, 123_456, tzinfo=UTC)
@@ -56,9 +64,21 @@ class Traffic:
 
     @classmethod
     def of(cls, n: int, large: int, small: int) -> Traffic:
-        """The window of ``n`` requests in a run whose ``large`` window spans :data:`WINDOW`; the
-        labels lag three quarters of the ``small`` window (inside every window of the run)."""
-        rate = large / WINDOW.total_seconds()
+        """The window of ``n`` requests in a run whose ``large`` window spans about :data:`WINDOW`;
+        the labels lag three quarters of the ``small`` window (inside every window of the run).
+
+        The rate is rounded so that the ``small`` window lasts whole 10-s buckets, and ``n`` must be
+        a multiple of ``small``: then every window does, and every window's release starts at the
+        same point of a 10-s bucket (:data:`END`'s). The ragged end a tick reads from the log at the
+        release's start is as long as that point leaves of its bucket (up to 10 s of requests),
+        whatever the window: windows starting at different points would compare those points."""
+        if n % small:
+            raise ValueError(
+                f"{n:,} requests is not a multiple of the small window's {small:,}: the windows "
+                "would start at different points of a 10-second bucket"
+            )
+        buckets = max(1, round(small * WINDOW.total_seconds() / large / BUCKET_SECONDS))
+        rate = small / (buckets * BUCKET_SECONDS)
         return cls(n, rate, timedelta(seconds=0.75 * small / rate))
 
     @property
@@ -160,6 +180,42 @@ def analyze(store: InferenceLogStore) -> None:
             connection.execute(text("VACUUM ANALYZE"))
 
 
+def settle(stores: Sequence[InferenceLogStore]) -> None:
+    """After the bulk loads, put the databases where a log filled as its traffic came would be:
+    the write-ahead log moved into the database (a checkpoint; on SQLite it also resets the log, on
+    PostgreSQL none is left to spread over the ticks); everything written to disk; then every file
+    of each database read once, so that its pages are in the page cache. This machine pages out
+    file pages untouched for a minute (DAMON reclaim), and the bulk load wrote the window's last
+    minutes — those the ticks' labels reach — minutes before the ticks; a live log wrote them that
+    long before, whatever the window's length. Without this the first ticks of the large window
+    pay for the bulk load."""
+    for store in stores:
+        with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            if store.engine.dialect.name == "sqlite":
+                connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").all()
+            else:
+                connection.exec_driver_sql("CHECKPOINT")
+    os.sync()
+    for store in stores:
+        for path in _files(store):
+            with path.open("rb") as file:
+                while file.read(1 << 24):
+                    pass
+
+
+def _files(store: InferenceLogStore) -> list[Path]:
+    """The files holding ``store``'s database (on PostgreSQL: its directory under the server's data)."""
+    if store.engine.dialect.name == "sqlite":
+        database = Path(store.engine.url.database or "")
+        return [f for f in (database, Path(f"{database}-wal")) if f.is_file()]
+    with store.engine.connect() as connection:
+        data = connection.exec_driver_sql("SHOW data_directory").scalar_one()
+        oid = connection.exec_driver_sql(
+            "SELECT oid FROM pg_database WHERE datname = current_database()"
+        ).scalar_one()
+    return [f for f in (Path(data) / "base" / str(oid)).iterdir() if f.is_file()]
+
+
 def _new_traffic(
     store: InferenceLogStore, round_index: int, traffic: Traffic, rng: random.Random
 ) -> datetime:
@@ -188,12 +244,21 @@ def _new_traffic(
         )
     for start in range(0, len(rows), 100):
         store.write_rows(rows[start : start + 100])
-    # Labels for the 300 generated requests logged just before now − label_lag.
-    labelled_before = (now - traffic.label_lag - (END - traffic.window)).total_seconds() * traffic.rate
-    last = min(int(labelled_before), traffic.n)
-    late = [Feedback(f"b{i}", rng.randrange(2)) for i in range(max(0, last - LATE_LABELS_PER_TICK), last)]
+    # Labels for the 300 requests logged just before now − label_lag: generated ones, or those of
+    # earlier ticks once the lag reaches past the generated window.
+    last = int((now - traffic.label_lag - (END - traffic.window)).total_seconds() * traffic.rate)
+    late = [
+        Feedback(_request_id(j, traffic.n), rng.randrange(2))
+        for j in range(max(0, last - LATE_LABELS_PER_TICK), last)
+    ]
     store.record_feedback_many(late, now=now)
     return now
+
+
+def _request_id(j: int, n: int) -> str:
+    """The ``j``-th request of a window of ``n`` generated requests followed by the ticks' traffic
+    (each ``1 / rate`` after the one before, from the window's start)."""
+    return f"b{j}" if j < n else f"t{(j - n) // NEW_PER_TICK}-{(j - n) % NEW_PER_TICK}"
 
 
 def _release(traffic: Traffic) -> ReleaseState:
@@ -230,58 +295,104 @@ def _sums_equal(store: InferenceLogStore, now: datetime, traffic: Traffic, full_
     return True
 
 
+WARMUP_TICKS = 1
+"""Untimed ticks per window before the timed rounds (the process's first queries compile statements)."""
+
+
+@dataclass
+class _Window:
+    """One window being ticked: its store, traffic and timings so far."""
+
+    traffic: Traffic
+    store: InferenceLogStore
+    generate_s: float
+    build_s: float
+    rng: random.Random
+    now: datetime = END
+    ticks: list[float] = field(default_factory=list)
+    refreshes: list[float] = field(default_factory=list)
+
+    def tick(self, round_index: int, source: StoreMetricsSource) -> tuple[float, float]:
+        """Write the round's traffic, then time folding it in and the measurement."""
+        self.now = _new_traffic(self.store, round_index, self.traffic, self.rng)
+        started = time.perf_counter()
+        # What measure() does first, timed apart: folding in the changes since the last tick.
+        refresh(self.store, "fraud")
+        folded = time.perf_counter()
+        source.measure(_release(self.traffic), window_start=self.now - self.traffic.tick, now=self.now)
+        return time.perf_counter() - started, folded - started
+
+
+def run_ticks(
+    backend: str, urls: Sequence[str], traffics: Sequence[Traffic], rounds: int, progress
+) -> list[TickResult]:
+    """Generate and build each window on its fresh database (``urls[i]`` for ``traffics[i]``), then
+    tick the windows in turn, round by round, and recompute each once. Interleaved, a change of the
+    machine's speed during the run (it is shared) slows every window alike; each window's first
+    :data:`WARMUP_TICKS` ticks are not timed."""
+    for traffic in traffics:
+        if traffic.label_lag.total_seconds() * traffic.rate > traffic.n - LATE_LABELS_PER_TICK:
+            raise ValueError("the late labels must name logged requests: a lag shorter than the window")
+    results: list[TickResult] = []
+    with ExitStack() as stack:
+        windows: list[_Window] = []
+        for url, traffic in zip(urls, traffics, strict=True):
+            store = stack.enter_context(InferenceLogStore(url))
+            started = time.perf_counter()
+            generate(store, traffic.n, traffic.window)
+            generated = time.perf_counter() - started
+            progress(f"{backend} n={traffic.n:,}: generated in {generated:.1f} s; building the running sums")
+            started = time.perf_counter()
+            rebuild(store, "fraud")
+            built = time.perf_counter() - started
+            analyze(store)
+            windows.append(_Window(traffic, store, generated, built, random.Random(traffic.n)))
+        settle([w.store for w in windows])
+        sources = [StoreMetricsSource(w.store, label_delay=w.traffic.label_lag) for w in windows]
+        for r in range(WARMUP_TICKS + rounds):
+            for window, source in zip(windows, sources, strict=True):
+                tick_s, refresh_s = window.tick(r, source)
+                if r >= WARMUP_TICKS:
+                    window.ticks.append(tick_s)
+                    window.refreshes.append(refresh_s)
+        load = os.getloadavg()[0]
+        for w in windows:
+            progress(
+                f"{backend} n={w.traffic.n:,}: ticks {', '.join(f'{t * 1000:.0f}' for t in w.ticks)} ms; "
+                "full recomputation"
+            )
+            full_s: list[float] = []
+            equal = _sums_equal(w.store, w.now, w.traffic, full_s)
+            results.append(
+                TickResult(
+                    backend,
+                    w.traffic.n,
+                    w.traffic.window.total_seconds(),
+                    w.generate_s,
+                    w.build_s,
+                    statistics.median(w.ticks),
+                    w.ticks,
+                    full_s[0],
+                    equal,
+                    refresh_s=statistics.median(w.refreshes),
+                    load=load,
+                )
+            )
+    for url in urls:
+        if url.startswith("postgresql"):
+            _drop_all(url)
+    return results
+
+
 def run_tick(
     backend: str, url: str, n: int, rounds: int, progress, traffic: Traffic | None = None
 ) -> TickResult:
-    """Generate, build, tick ``rounds`` times and recompute once, on a fresh database at ``url``;
-    ``traffic`` (default: ``n`` requests over :data:`WINDOW`) sets the rate and the labels' lag."""
+    """:func:`run_ticks` for one window of ``n`` requests; ``traffic`` (default: ``n`` requests over
+    :data:`WINDOW`) sets the rate and the labels' lag."""
     traffic = traffic or Traffic.of(n, n, n)
     if traffic.n != n:
         raise ValueError("traffic describes another window")
-    if rounds * traffic.tick >= traffic.label_lag:
-        raise ValueError("the late labels must fall in the generated window: fewer rounds or a longer lag")
-    rng = random.Random(n)
-    with InferenceLogStore(url) as store:
-        started = time.perf_counter()
-        generate(store, n, traffic.window)
-        generated = time.perf_counter() - started
-        progress(f"{backend} n={n:,}: generated in {generated:.1f} s; building the running sums")
-        started = time.perf_counter()
-        rebuild(store, "fraud")
-        built = time.perf_counter() - started
-        source = StoreMetricsSource(store, label_delay=traffic.label_lag)
-        analyze(store)
-        ticks, refreshes = [], []
-        now = END
-        for r in range(rounds):
-            now = _new_traffic(store, r, traffic, rng)
-            started = time.perf_counter()
-            # What measure() does first, timed apart: folding in the changes since the last tick.
-            refresh(store, "fraud")
-            refreshes.append(time.perf_counter() - started)
-            source.measure(_release(traffic), window_start=now - traffic.tick, now=now)
-            ticks.append(time.perf_counter() - started)
-        load = os.getloadavg()[0]
-        progress(
-            f"{backend} n={n:,}: ticks {', '.join(f'{t * 1000:.0f}' for t in ticks)} ms; full recomputation"
-        )
-        full_s: list[float] = []
-        equal = _sums_equal(store, now, traffic, full_s)
-    if url.startswith("postgresql"):
-        _drop_all(url)
-    return TickResult(
-        backend,
-        n,
-        traffic.window.total_seconds(),
-        generated,
-        built,
-        statistics.median(ticks),
-        ticks,
-        full_s[0],
-        equal,
-        refresh_s=statistics.median(refreshes),
-        load=load,
-    )
+    return run_ticks(backend, [url], [traffic], rounds, progress)[0]
 
 
 def _drop_all(url: str) -> None:

@@ -18,7 +18,10 @@ aligned buckets, read from the ``rollup`` table (at most about 90 rows per arm, 
 span that fits; one query for the three intervals, each bucket read once), and its two ragged ends
 (under 10 s each), summed from the log itself. So a tick reads the rows that arrived or changed
 since the last one, plus at most about a minute of rows at the edges, and a few hundred rollup rows
-— never the window.
+— never the window. Labels are looked up only on the ends of the labelled interval (one
+primary-key probe per request, deeper as the log grows): with ``label_since`` and
+``label_cutoff`` on bucket edges, as :class:`~mlcanary.telemetry.metrics.StoreMetricsSource` gives
+them, none.
 
 Not covered here (they still read rows): the shadow phase (:mod:`mlcanary.telemetry.shadow`, pairs
 joined in SQL), drift and paired agreement (:mod:`mlcanary.signals`, bounded samples of the logged
@@ -28,12 +31,12 @@ inputs).
 from __future__ import annotations
 
 import functools
-import json
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 from sqlalchemy import CompoundSelect, bindparam, select, union_all
 
 from mlcanary.telemetry.aggregate import ArmAggregate
@@ -112,35 +115,58 @@ def _rollup_read(arms: int) -> CompoundSelect:
 
 
 class _Reader:
-    """Sums over intervals for one model and its arms' versions, reusing each ragged end read."""
+    """Sums over intervals for one model and its arms' versions."""
 
     def __init__(self, connection: Any, model: str, versions: dict[str, str]) -> None:
         self.connection, self.model, self.versions = connection, model, versions
-        self._ends: dict[Interval, dict[str, Sums]] = {}
 
-    def _end(self, interval: Interval) -> dict[str, Sums]:
-        if interval not in self._ends:
-            found = compute_sums(
-                self.connection, self.model, *interval, by_bucket=False, versions=self.versions
-            )
-            self._ends[interval] = {arm: sums for (arm, _v, _b), sums in found.items()}
-        return self._ends[interval]
-
-    def sums(self, intervals: Sequence[Interval], *, histograms: Sequence[bool]) -> list[dict[str, Sums]]:
-        """Each interval's sums per arm (with the latency histogram where ``histograms`` says so).
-        The whole buckets of all the intervals are read in one query, each bucket once: the
-        release window and the labelled window share nearly all of theirs."""
+    def sums(
+        self, intervals: Sequence[Interval], *, histograms: Sequence[bool], labels: Sequence[bool]
+    ) -> list[dict[str, Sums]]:
+        """Each interval's sums per arm, with the latency histogram where ``histograms`` says so and
+        the label sums (:data:`~mlcanary.telemetry.rollup_tables.LABEL_FIELDS`) where ``labels``
+        does (0 elsewhere). A ragged end shared by intervals is read once, looking labels up only if
+        one of them needs them: each is a primary-key probe per row, deeper as the log grows. The
+        whole buckets of all the intervals are read in one query, each bucket once: the release
+        window and the labelled window share nearly all of theirs."""
         totals: list[dict[str, Sums]] = [{arm: Sums() for arm in self.versions} for _ in intervals]
         users: dict[tuple[int, int], list[int]] = {}
+        end_users: dict[Interval, list[int]] = {}
         for k, (a, b) in enumerate(intervals):
             ends, pieces = _split(a, b)
             for interval in ends:
-                for arm, sums in self._end(interval).items():
-                    totals[k][arm].add(sums.values, sums.histogram if histograms[k] else None)
+                end_users.setdefault(interval, []).append(k)
             for piece in pieces:
                 users.setdefault(piece, []).append(k)
-        if not users:
-            return totals
+        for interval, readers in end_users.items():
+            found = compute_sums(
+                self.connection,
+                self.model,
+                *interval,
+                by_bucket=False,
+                versions=self.versions,
+                labels=any(labels[k] for k in readers),
+                histograms=any(histograms[k] for k in readers),
+            )
+            for (arm, _version, _bucket), sums in found.items():
+                for k in readers:
+                    totals[k][arm].add(sums.values, sums.histogram if histograms[k] else None)
+        if users:
+            self._add_buckets(users, len(intervals), totals, histograms)
+        for k, wanted in enumerate(labels):
+            if not wanted:
+                for arm_sums in totals[k].values():
+                    arm_sums.values.update(dict.fromkeys(LABEL_FIELDS, 0))
+        return totals
+
+    def _add_buckets(
+        self,
+        users: dict[tuple[int, int], list[int]],
+        count: int,
+        totals: list[dict[str, Sums]],
+        histograms: Sequence[bool],
+    ) -> None:
+        """Add each whole bucket ``(span, bucket)`` to the totals of the intervals ``users`` names."""
         by_span: dict[int, list[int]] = {span: [] for span in SPANS}
         for span, bucket in users:
             by_span[span].append(bucket)
@@ -148,20 +174,22 @@ class _Reader:
         params.update({f"buckets_{span}": buckets for span, buckets in by_span.items()})
         for i, (arm, version) in enumerate(self.versions.items()):
             params.update({f"arm_{i}": arm, f"version_{i}": version})
-        for row in self.connection.execute(_rollup_read(len(self.versions)), params).mappings():
-            arm = row["arm"]
-            if self.versions.get(arm) != row["version"]:
-                continue
-            pairs = None
-            for k in users[(row["span"], row["bucket"])]:
-                sums = totals[k][arm]
-                sums.add(row)
+        rows_of: dict[str, list[Any]] = {}
+        for row in self.connection.execute(_rollup_read(len(self.versions)), params).all():
+            if self.versions.get(row[0]) == row[1]:
+                rows_of.setdefault(row[0], []).append(row)
+        width = len(SUM_FIELDS)
+        for arm, rows in rows_of.items():
+            # Summed as matrices, each row's histogram parsed in one go: per row, Python's loops
+            # cost more than the query, and a longer window has more rows (coarser, but more).
+            member = np.zeros((count, len(rows)))
+            for j, row in enumerate(rows):
+                member[users[(row[2], row[3])], j] = 1.0
+            values = member @ np.array([row[4 : 4 + width] for row in rows], dtype=np.float64)
+            for k, summed in enumerate(values.tolist()):
+                totals[k][arm].add(dict(zip(SUM_FIELDS, summed, strict=True)))
                 if histograms[k]:
-                    # Straight into the total: parsing each row into its own histogram first cost
-                    # more than the query at 10M requests (one row per piece, each ~100 bins).
-                    pairs = pairs if pairs is not None else json.loads(row["latency_histogram"] or "[]")
-                    sums.histogram.add_pairs(pairs)
-        return totals
+                    totals[k][arm].histogram.add_json(row[-1] for j, row in enumerate(rows) if member[k, j])
 
 
 def incremental_aggregate(
@@ -174,10 +202,12 @@ def incremental_aggregate(
     window_start: datetime | None = None,
     slow_reference: str | None = None,
     label_cutoff: datetime | None = None,
+    label_since: datetime | None = None,
 ) -> dict[str | None, ArmAggregate]:
     """Per-arm :class:`ArmAggregate` of ``model`` in ``[since, until)`` from the running sums (see the
-    module docstring); arguments as for :func:`~mlcanary.telemetry.aggregate.aggregate`. Arms
-    without rows are absent. Raises SQLAlchemy's errors when the database fails."""
+    module docstring); arguments as for :func:`~mlcanary.telemetry.aggregate.aggregate`, and the
+    label sums count requests from ``label_since`` on (default ``since``). Arms without rows are
+    absent. Raises SQLAlchemy's errors when the database fails."""
     refresh(store, model)
     with store.engine.connect() as connection:
         reader = _Reader(connection, model, dict(versions))
@@ -185,9 +215,10 @@ def incremental_aggregate(
             [
                 (since, until),
                 (max(window_start or since, since), until),
-                (since, min(until, label_cutoff or until)),
+                (max(label_since or since, since), min(until, label_cutoff or until)),
             ],
             histograms=[True, False, False],
+            labels=[False, False, True],
         )
     slow_above: float | None = None
     if slow_reference is not None:

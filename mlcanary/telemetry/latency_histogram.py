@@ -19,6 +19,7 @@ every latency's bucket.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,6 +28,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["GAMMA", "LOG_GAMMA", "RELATIVE_ACCURACY", "LatencyHistogram"]
+
+_PUNCTUATION = str.maketrans("[],", "   ")
+"""What separates the integers of :meth:`LatencyHistogram.to_json`'s pairs."""
 
 RELATIVE_ACCURACY = 0.01
 """α: every percentile is within this relative error of the exact one over the raw latencies."""
@@ -66,6 +70,28 @@ class LatencyHistogram:
         counts = self.counts
         for index, count in pairs:
             counts[index] = counts.get(index, 0) + count
+
+    def add_json(self, texts: Iterable[str | None]) -> None:
+        """Add histograms as :meth:`to_json` writes them (``None`` for none), summed at once in
+        NumPy: a tick merges one per rollup row it reads, and a longer window has more rows. Each
+        distinct text is parsed once per process (a bounded cache keyed by the text itself, so never
+        stale): every tick reads the same old buckets again. Raises ValueError for text that is not
+        ``[index, count]`` pairs of integers."""
+        parsed = [_pairs(text) for text in texts if text]
+        if not parsed:
+            return
+        flat = np.concatenate(parsed)
+        if not flat.size:
+            return
+        indices, counts = flat[0::2], flat[1::2]
+        low = int(indices.min())
+        # Float weights are exact: counts stay far below 2**53.
+        summed = np.bincount(indices - low, weights=counts)
+        present = np.flatnonzero(summed)
+        found = summed[present].astype(np.int64).tolist()
+        mine = self.counts
+        for index, count in zip((present + low).tolist(), found, strict=True):
+            mine[index] = mine.get(index, 0) + count
 
     @classmethod
     def merged(cls, parts: Iterable[LatencyHistogram]) -> LatencyHistogram:
@@ -113,3 +139,19 @@ class LatencyHistogram:
         if not indices.size:
             return 0
         return int(counts[representative(indices) > threshold].sum())
+
+
+@functools.lru_cache(maxsize=2048)
+def _pairs(text: str) -> np.ndarray:
+    """One histogram's JSON as ``[index, count, index, count, …]`` (read-only: the cache shares it)."""
+    numbers = text.translate(_PUNCTUATION)
+    if not numbers.strip():
+        return np.zeros(0, dtype=np.int64)
+    try:
+        flat = np.fromstring(numbers, dtype=np.int64, sep=" ")
+    except ValueError as exc:  # NumPy refuses text it cannot read to its end
+        raise ValueError(f"not a latency histogram: {exc}") from None
+    if flat.size % 2:
+        raise ValueError("not a latency histogram: an index without its count")
+    flat.setflags(write=False)
+    return flat

@@ -8,7 +8,9 @@ of the exact ones). The shadow phase still aggregates its rows in SQL on every t
 Rows are selected by model, arm *and* version, so traffic served before the release (or by another
 version on the same arm) never leaks in. Label outcomes cover only requests received before
 ``now − label_delay`` (:attr:`Measurements.label_cutoff`): younger ones have not had the time to get
-their label.
+their label. They count whole 10-second buckets: from the first bucket edge after the release
+started to the last one before the cutoff (up to 10 s less at each end), so that a tick looks no
+request's label up.
 
 In the shadow phase the candidate's arm is its answers to mirrored copies, paired with the
 champion's answers to the same requests (:func:`mlcanary.telemetry.shadow.measure_shadow`).
@@ -38,6 +40,7 @@ from mlcanary.rollout.policy import LABEL_METRICS
 from mlcanary.rollout.state import Phase, ReleaseState
 from mlcanary.telemetry.aggregate import ArmAggregate, arm_metrics
 from mlcanary.telemetry.incremental import incremental_aggregate
+from mlcanary.telemetry.rollup_tables import bucket_edge
 from mlcanary.telemetry.shadow import measure_shadow
 from mlcanary.telemetry.store import InferenceLogStore
 
@@ -81,7 +84,10 @@ class StoreMetricsSource:
     def measure(self, release: ReleaseState, *, window_start: datetime, now: datetime) -> Measurements:
         """Cumulative metrics of both arms since the release started (see the module docstring)."""
         versions = {"champion": release.champion_version, "candidate": release.candidate_version}
-        label_cutoff = now - self.label_delay
+        # Labelled requests in whole 10-s buckets: their sums then come from the running sums
+        # alone, and no ragged end looks each request's label up (a probe per request, which
+        # deepens as the log grows).
+        label_cutoff = bucket_edge(now - self.label_delay)
         shadowing = release.phase == Phase.SHADOWING
         try:
             if shadowing:
@@ -107,6 +113,7 @@ class StoreMetricsSource:
                 window_start=window_start,
                 slow_reference="champion",
                 label_cutoff=label_cutoff,
+                label_since=bucket_edge(release.started_at, up=True),
             )
         except SQLAlchemyError as exc:
             reason = f"inference log unreadable: {type(exc).__name__}: {exc}"[:300]

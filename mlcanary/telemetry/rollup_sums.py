@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Dialect,
+    Integer,
     Table,
     TextClause,
     and_,
@@ -27,6 +28,7 @@ from sqlalchemy import (
     func,
     literal,
     literal_column,
+    null,
     select,
     text,
     true,
@@ -81,6 +83,7 @@ def _statements(
     by_bucket: bool,
     versions: tuple[tuple[str, str], ...] | None,
     folded: bool,
+    labels: bool = True,
 ) -> tuple[TextClause, TextClause]:
     """The two queries of :func:`compute_sums`, compiled once to SQL text with ``:model``,
     ``:since`` and ``:until`` left as parameters (rebuilding and re-keying the expression tree on
@@ -102,7 +105,11 @@ def _statements(
         scope.append(func.coalesce(t.c.version, "").in_([version for _, version in versions]))
     bucket = bucket_expression(t.c.received_at, name) if by_bucket else literal(0)
     keys = [func.coalesce(t.c.arm, "").label("arm"), func.coalesce(t.c.version, "").label("version")]
-    if name == "postgresql":
+    joined: Any
+    if not labels:
+        sums = stored_sums(t, cast(null(), Integer))
+        joined = t
+    elif name == "postgresql":
         # Each row's label by its primary key (LIMIT keeps the lookup from being flattened into a
         # join): a plain outer join let PostgreSQL hash every label of the log — a cost growing with
         # the window — to label the few thousand rows of some buckets.
@@ -153,13 +160,17 @@ def compute_sums(
     versions: dict[str, str] | None = None,
     table: Table = inference_log,
     folded: bool = False,
+    labels: bool = True,
+    histograms: bool = True,
 ) -> dict[Key, Sums]:
     """Sums and histograms of ``model``'s rows in ``[since, until)`` straight from the log, per
     ``(arm, version, bucket)`` (bucket 0 unless ``by_bucket``); ``versions`` keeps those arms only.
     Labels are the current ones (``feedback``), or with ``folded`` the ones the running sums hold
-    (``rollup_folded_labels``: what a recomputed bucket must agree with)."""
+    (``rollup_folded_labels``: what a recomputed bucket must agree with). Without ``labels`` the
+    label sums (:data:`~mlcanary.telemetry.rollup_tables.LABEL_FIELDS`) are 0 and no label is looked
+    up; without ``histograms`` the histograms are empty and not queried."""
     key_versions = tuple(sorted(versions.items())) if versions is not None else None
-    sums_sql, hist_sql = _statements(connection.dialect, table, by_bucket, key_versions, folded)
+    sums_sql, hist_sql = _statements(connection.dialect, table, by_bucket, key_versions, folded, labels)
     params = {"model": model, "since": since, "until": until}
     found: dict[Key, Sums] = {}
     for row in connection.execute(sums_sql, params).mappings():
@@ -167,6 +178,8 @@ def compute_sums(
         if versions is not None and versions.get(key[0]) != key[1]:
             continue
         found.setdefault(key, Sums()).add(dict(row))
+    if not histograms:
+        return found
     # One row per (key, latency bin): thousands per refresh, so counted in place.
     counts: dict[int, int] | None = None
     last: Key | None = None

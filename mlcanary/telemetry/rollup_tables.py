@@ -61,6 +61,7 @@ __all__ = [
     "LABEL_FIELDS",
     "SPANS",
     "SUM_FIELDS",
+    "bucket_edge",
     "bucket_expression",
     "bucket_of",
     "mark_changed",
@@ -206,6 +207,12 @@ def epoch(moment: datetime) -> float:
 def bucket_of(moment: datetime, span: int = BUCKET_SECONDS) -> int:
     """Start (epoch seconds) of the ``span``-second bucket holding ``moment``."""
     return math.floor(epoch(moment)) // span * span
+
+
+def bucket_edge(moment: datetime, *, up: bool = False) -> datetime:
+    """The 10-s bucket edge at or before ``moment`` (at or after it with ``up``), aware UTC."""
+    seconds = epoch(moment) / BUCKET_SECONDS
+    return datetime.fromtimestamp((math.ceil(seconds) if up else math.floor(seconds)) * BUCKET_SECONDS, UTC)
 
 
 def bucket_expression(column: Any, dialect: str) -> ColumnElement[Any]:

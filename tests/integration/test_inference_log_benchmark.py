@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks.inference_log.ingest import run_ingest
-from benchmarks.inference_log.postgres import postgres_url
-from benchmarks.inference_log.tick import run_tick
+from benchmarks.inference_log.postgres import create_database, postgres_url
+from benchmarks.inference_log.tick import Traffic, run_ticks
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -24,10 +24,17 @@ def urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_tick_sums_equal_the_full_recomputation(urls: dict[str, str], backend: str) -> None:
-    result = run_tick(backend, urls[backend], 3_000, 2, lambda _message: None)
-    assert result.equal
-    assert len(result.ticks) == 2
+def test_tick_sums_equal_the_full_recomputation(urls: dict[str, str], backend: str, tmp_path: Path) -> None:
+    sizes = (5_000, 20_000)
+    if backend == "sqlite":
+        windows = [f"sqlite:///{tmp_path / f'tick-{n}.db'}" for n in sizes]
+    else:
+        windows = [create_database(urls[backend], f"smoke_{n}") for n in sizes]
+    traffics = [Traffic.of(n, sizes[1], sizes[0]) for n in sizes]
+    results = run_ticks(backend, windows, traffics, 2, lambda _message: None)
+    assert [r.rows for r in results] == list(sizes)
+    assert all(r.equal for r in results)
+    assert [len(r.ticks) for r in results] == [2, 2]
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

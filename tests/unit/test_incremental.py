@@ -23,8 +23,10 @@ from mlcanary.telemetry.aggregate import ArmAggregate, aggregate
 from mlcanary.telemetry.incremental import cover, incremental_aggregate
 from mlcanary.telemetry.latency_histogram import RELATIVE_ACCURACY, LatencyHistogram
 from mlcanary.telemetry.rollup import rebuild, refresh
+from mlcanary.telemetry.rollup_sums import compute_sums
 from mlcanary.telemetry.rollup_tables import (
     BUCKET_SECONDS,
+    LABEL_FIELDS,
     bucket_of,
     mark_labels,
     rollup,
@@ -169,6 +171,26 @@ def test_running_sums_equal_the_full_recomputation(
         assert_equal_to_full(restarted, since, now, **kwargs)
     finally:
         restarted.close()
+
+
+def test_a_ragged_end_read_without_labels_or_histograms_leaves_out_only_those(store_url: str) -> None:
+    with InferenceLogStore(store_url) as store:
+        logged = [halves(f"r{i}", "champion", "1", 2.0 * i, 20.0 + i, 200, i % 2) for i in range(6)]
+        store.write_rows([half for pair in logged for half in pair])
+        store.record_feedback_many([Feedback(f"r{i}", 1) for i in range(6)], now=T0 + timedelta(minutes=1))
+        with store.engine.connect() as connection:
+            scope = {"by_bucket": False, "versions": {"champion": "1"}}
+            until = T0 + timedelta(seconds=30)
+            (full,) = compute_sums(connection, "fraud", T0, until, **scope).values()
+            bare_scope = {**scope, "labels": False, "histograms": False}
+            (bare,) = compute_sums(connection, "fraud", T0, until, **bare_scope).values()
+    assert full.values["scored"] == full.values["true_positives"] + full.values["false_negatives"] == 6
+    assert full.histogram.total == 6
+    assert all(bare.values[name] == 0 for name in LABEL_FIELDS)
+    assert not bare.histogram.counts
+    assert {n: v for n, v in bare.values.items() if n not in LABEL_FIELDS} == {
+        n: v for n, v in full.values.items() if n not in LABEL_FIELDS
+    }
 
 
 def test_a_refresh_recomputes_only_the_buckets_that_changed(tmp_path: Path) -> None:
@@ -500,6 +522,27 @@ def test_adding_a_scaled_histogram_is_adding_its_counts(counts: dict[int, int], 
         expected[index] = expected.get(index, 0) + sign * count
     base.add_scaled(LatencyHistogram(dict(counts)), sign)
     assert base.counts == expected
+
+
+@given(
+    st.lists(st.dictionaries(st.integers(-500, 500), st.integers(1, 10**12)) | st.none(), max_size=8),
+    st.dictionaries(st.integers(-50, 50), st.integers(1, 9)),
+)
+def test_histograms_added_from_their_json_at_once_are_added_one_by_one(
+    parts: list[dict[int, int] | None], start: dict[int, int]
+) -> None:
+    expected = LatencyHistogram(dict(start))
+    for part in parts:
+        expected.add(part or {})
+    merged = LatencyHistogram(dict(start))
+    merged.add_json(None if part is None else LatencyHistogram(part).to_json() for part in parts)
+    assert merged.counts == expected.counts
+
+
+@pytest.mark.parametrize("text", ["[[1,2],[3]]", '{"1": 2}', "[[1,2.5]]", "[[1,x]]"])
+def test_text_that_is_not_a_histograms_pairs_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="not a latency histogram"):
+        LatencyHistogram().add_json([text])
 
 
 @pytest.mark.parametrize("offset_s", [-0.0004, -0.000001, 0.0, 0.0004])

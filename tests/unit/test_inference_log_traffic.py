@@ -20,20 +20,34 @@ from benchmarks.inference_log.tick import (
     generate,
     run_tick,
 )
+from mlcanary.telemetry.rollup_tables import BUCKET_SECONDS
 from mlcanary.telemetry.store import InferenceLogStore, inference_log
 
 
 def test_the_windows_of_a_run_share_the_large_windows_rate_and_the_labels_lag() -> None:
     small, large = Traffic.of(10_000, 10_000_000, 10_000), Traffic.of(10_000_000, 10_000_000, 10_000)
-    assert small.rate == large.rate == pytest.approx(10_000_000 / WINDOW.total_seconds())
-    assert large.window == WINDOW
-    assert small.window.total_seconds() == pytest.approx(172.8)
+    assert small.rate == large.rate == pytest.approx(10_000_000 / WINDOW.total_seconds(), rel=0.02)
     assert small.tick == large.tick
     assert small.label_lag == large.label_lag == small.window * 0.75
 
 
-@pytest.mark.parametrize("n", [2_000, 20_000])
-def test_a_ticks_late_labels_name_distinct_requests_logged_label_lag_before(tmp_path: Path, n: int) -> None:
+def test_every_window_of_a_run_starts_at_the_same_point_of_a_bucket() -> None:
+    small, large = Traffic.of(10_000, 10_000_000, 10_000), Traffic.of(10_000_000, 10_000_000, 10_000)
+    assert small.window == timedelta(seconds=170)  # 172.8 s at 10M / 48 h, rounded to whole buckets
+    assert large.window == timedelta(seconds=170_000)
+    starts = [(END - t.window).timestamp() % BUCKET_SECONDS for t in (small, large)]
+    assert starts[0] == pytest.approx(starts[1])
+
+
+def test_a_window_that_would_start_elsewhere_in_its_bucket_is_refused() -> None:
+    with pytest.raises(ValueError, match="multiple of the small window"):
+        Traffic.of(15_000, 10_000_000, 10_000)
+
+
+@pytest.mark.parametrize(("n", "rounds"), [(2_000, 1), (20_000, 1), (2_000, 4)])
+def test_a_ticks_late_labels_name_distinct_requests_logged_label_lag_before(
+    tmp_path: Path, n: int, rounds: int
+) -> None:
     traffic = Traffic.of(n, 20_000, 2_000)
     sent: list[str] = []
     with InferenceLogStore(f"sqlite:///{tmp_path / 'log.db'}") as store:
@@ -42,26 +56,31 @@ def test_a_ticks_late_labels_name_distinct_requests_logged_label_lag_before(tmp_
 
         def recording(items, *, now):  # what the tick sends, before the store merges re-sent labels
             items = list(items)
-            sent.extend(item.request_id for item in items)
+            sent[:] = [item.request_id for item in items]  # the last tick's
             return record(items, now=now)
 
         store.record_feedback_many = recording  # type: ignore[method-assign]
-        now = _new_traffic(store, 0, traffic, random.Random(0))
+        rng = random.Random(0)
+        for round_index in range(rounds):
+            now = _new_traffic(store, round_index, traffic, rng)
         with store.engine.connect() as connection:
             times = sorted(
                 connection.execute(
                     select(inference_log.c.received_at).where(inference_log.c.request_id.in_(sent))
                 ).scalars()
             )
-    assert now == END + traffic.tick
-    # 300 distinct logged requests, each logged just before now − lag.
+    assert now == END + traffic.tick * rounds
+    # 300 distinct logged requests, each logged just before now − lag: generated ones, or after
+    # enough ticks (the small window's fourth: its lag reaches 2.5 ticks past the window) earlier
+    # ticks' own.
     assert len(set(sent)) == len(sent) == len(times) == LATE_LABELS_PER_TICK
+    assert all(rid.startswith("t" if rounds > 1 else "b") for rid in sent)
     newest = now - traffic.label_lag
     assert times[-1] < newest
     assert newest - times[0] < timedelta(seconds=(LATE_LABELS_PER_TICK + 1) / traffic.rate)
 
 
-def test_a_run_whose_labels_would_miss_the_window_is_refused(tmp_path: Path) -> None:
-    short_lag = Traffic(10_000, 10.0, timedelta(seconds=100))  # 5 ticks of 100 s reach past the lag
+def test_a_run_whose_labels_would_precede_the_window_is_refused(tmp_path: Path) -> None:
+    long_lag = Traffic(10_000, 10.0, timedelta(seconds=990))  # 9,900 requests back: no 300 before
     with pytest.raises(ValueError, match="late labels"):
-        run_tick("sqlite", f"sqlite:///{tmp_path / 'log.db'}", 10_000, 5, lambda _m: None, short_lag)
+        run_tick("sqlite", f"sqlite:///{tmp_path / 'log.db'}", 10_000, 5, lambda _m: None, long_lag)

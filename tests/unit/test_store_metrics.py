@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -48,6 +49,30 @@ def _rows(arm: str, version: str, latencies: np.ndarray, *, start: datetime, err
             prediction=None if failed else i % 2,
             probability=None if failed else 0.5,
         )
+
+
+def _labelled_candidate_requests(
+    store: InferenceLogStore, probabilities: np.ndarray, labels: np.ndarray
+) -> None:
+    """One candidate request a second from T0, each with its probability and its label."""
+    store.write_rows(
+        InferenceRow(
+            request_id=f"r-{i}",
+            instance_index=0,
+            model="fraud",
+            received_at=T0 + timedelta(seconds=i),
+            arm="candidate",
+            version="2",
+            status_code=200,
+            latency_ms=10.0,
+            features={"amount": 1.0},
+            prediction=int(p >= 0.5),
+            probability=float(p),
+        )
+        for i, p in enumerate(probabilities)
+    )
+    for i, label in enumerate(labels):
+        store.record_feedback(f"r-{i}", int(label))
 
 
 @pytest.fixture
@@ -123,25 +148,7 @@ def test_label_outcomes_cover_only_requests_old_enough_for_their_label(store: In
     probabilities = rng.uniform(0.0, 1.0, n)
     probabilities[:3] = [0.0, 1.0, 1.0]  # log loss must clip, not overflow
     labels = rng.integers(0, 2, n)
-    rows = [
-        InferenceRow(
-            request_id=f"r-{i}",
-            instance_index=0,
-            model="fraud",
-            received_at=T0 + timedelta(seconds=i),
-            arm="candidate",
-            version="2",
-            status_code=200,
-            latency_ms=10.0,
-            features={"amount": 1.0},
-            prediction=int(probabilities[i] >= 0.5),
-            probability=float(probabilities[i]),
-        )
-        for i in range(n)
-    ]
-    store.write_rows(rows)
-    for i in range(n):
-        store.record_feedback(f"r-{i}", int(labels[i]))
+    _labelled_candidate_requests(store, probabilities, labels)
 
     source = StoreMetricsSource(store, label_delay=timedelta(seconds=100))
     m = source.measure(_release(), window_start=T0, now=T0 + timedelta(seconds=n))
@@ -157,6 +164,21 @@ def test_label_outcomes_cover_only_requests_old_enough_for_their_label(store: In
     p_label = np.where(labels[old] == 1, probabilities[old], 1 - probabilities[old])
     assert outcome.log_loss == pytest.approx(-np.log(np.maximum(p_label, 1e-15)).mean())
     assert m.champion.labels.labeled == 0
+
+
+def test_label_outcomes_count_the_whole_10_second_buckets_of_the_release(store: InferenceLogStore) -> None:
+    n = 300
+    _labelled_candidate_requests(store, np.full(n, 0.9), np.ones(n, dtype=int))
+    release = replace(_release(), started_at=T0 + timedelta(seconds=3.5))
+
+    source = StoreMetricsSource(store, label_delay=timedelta(seconds=100))
+    m = source.measure(release, window_start=T0, now=T0 + timedelta(seconds=n + 7))
+
+    # Every request since the start counts (4 … 299); labels those of [T0 + 10 s, T0 + 200 s), the
+    # whole buckets between the start and now − 100 s = T0 + 207 s.
+    assert m.candidate.requests == n - 4
+    assert m.label_cutoff == T0 + timedelta(seconds=200)
+    assert m.candidate.labels.scored == m.candidate.labels.true_positives == 190
 
 
 def test_errors_the_proxy_answered_join_the_arm_that_could_not_answer(store: InferenceLogStore) -> None:
