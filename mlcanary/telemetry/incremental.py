@@ -33,7 +33,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -43,11 +43,11 @@ from mlcanary.telemetry.aggregate import ArmAggregate
 from mlcanary.telemetry.rollup import refresh
 from mlcanary.telemetry.rollup_sums import Sums, compute_sums
 from mlcanary.telemetry.rollup_tables import (
-    BUCKET_SECONDS,
     INT_FIELDS,
     LABEL_FIELDS,
     SPANS,
     SUM_FIELDS,
+    bucket_edge,
     epoch,
     rollup,
 )
@@ -74,13 +74,11 @@ def _split(a: datetime, b: datetime) -> tuple[list[Interval], list[tuple[int, in
     """``[a, b)`` as ragged ends read from the log and whole buckets read from the sums."""
     if b <= a:
         return [], []
-    first = math.ceil(epoch(a) / BUCKET_SECONDS) * BUCKET_SECONDS
-    last = math.floor(epoch(b) / BUCKET_SECONDS) * BUCKET_SECONDS
+    first, last = bucket_edge(a, up=True), bucket_edge(b)
     if first >= last:
         return [(a, b)], []
-    to_moment = datetime.fromtimestamp
-    ends = [(a, to_moment(first, UTC)), (to_moment(last, UTC), b)]
-    return [(x, y) for x, y in ends if x < y], cover(first, last)
+    ends = [(a, first), (last, b)]
+    return [(x, y) for x, y in ends if x < y], cover(int(epoch(first)), int(epoch(last)))
 
 
 @functools.lru_cache(maxsize=16)
