@@ -105,6 +105,9 @@ class TickResult:
     equal: bool
     refresh_s: float = 0.0
     load: float = 0.0
+    again: bool = False
+    """A repeat of a window ticked before it in the run (same traffic, a database of its own): its
+    ratio to that window is what the benchmark measures between two equal windows, its noise floor."""
 
 
 def _generate_sql(dialect: str) -> tuple[str, str]:
@@ -308,6 +311,7 @@ class _Window:
     generate_s: float
     build_s: float
     rng: random.Random
+    again: bool = False
     now: datetime = END
     ticks: list[float] = field(default_factory=list)
     refreshes: list[float] = field(default_factory=list)
@@ -329,7 +333,8 @@ def run_ticks(
     """Generate and build each window on its fresh database (``urls[i]`` for ``traffics[i]``), then
     tick the windows in turn, round by round, and recompute each once. Interleaved, a change of the
     machine's speed during the run (it is shared) slows every window alike; each window's first
-    :data:`WARMUP_TICKS` ticks are not timed."""
+    :data:`WARMUP_TICKS` ticks are not timed. A traffic listed twice is ticked twice, on two
+    databases: the second's result is marked ``again`` (the run's noise floor)."""
     for traffic in traffics:
         if traffic.label_lag.total_seconds() * traffic.rate > traffic.n - LATE_LABELS_PER_TICK:
             raise ValueError("the late labels must name logged requests: a lag shorter than the window")
@@ -338,6 +343,7 @@ def run_ticks(
         windows: list[_Window] = []
         for url, traffic in zip(urls, traffics, strict=True):
             store = stack.enter_context(InferenceLogStore(url))
+            again = traffic in [w.traffic for w in windows]
             started = time.perf_counter()
             generate(store, traffic.n, traffic.window)
             generated = time.perf_counter() - started
@@ -346,7 +352,7 @@ def run_ticks(
             rebuild(store, "fraud")
             built = time.perf_counter() - started
             analyze(store)
-            windows.append(_Window(traffic, store, generated, built, random.Random(traffic.n)))
+            windows.append(_Window(traffic, store, generated, built, random.Random(traffic.n), again=again))
         settle([w.store for w in windows])
         sources = [StoreMetricsSource(w.store, label_delay=w.traffic.label_lag) for w in windows]
         for r in range(WARMUP_TICKS + rounds):
@@ -376,6 +382,7 @@ def run_ticks(
                     equal,
                     refresh_s=statistics.median(w.refreshes),
                     load=load,
+                    again=w.again,
                 )
             )
     for url in urls:

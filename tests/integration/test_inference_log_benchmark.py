@@ -25,16 +25,17 @@ def urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_tick_sums_equal_the_full_recomputation(urls: dict[str, str], backend: str, tmp_path: Path) -> None:
-    sizes = (5_000, 20_000)
+    sizes = (5_000, 5_000, 20_000)  # the small window twice, as the benchmark runs it
     if backend == "sqlite":
-        windows = [f"sqlite:///{tmp_path / f'tick-{n}.db'}" for n in sizes]
+        windows = [f"sqlite:///{tmp_path / f'tick-{i}-{n}.db'}" for i, n in enumerate(sizes)]
     else:
-        windows = [create_database(urls[backend], f"smoke_{n}") for n in sizes]
-    traffics = [Traffic.of(n, sizes[1], sizes[0]) for n in sizes]
+        windows = [create_database(urls[backend], f"smoke_{i}_{n}") for i, n in enumerate(sizes)]
+    traffics = [Traffic.of(n, sizes[-1], sizes[0]) for n in sizes]
     results = run_ticks(backend, windows, traffics, 2, lambda _message: None)
     assert [r.rows for r in results] == list(sizes)
+    assert [r.again for r in results] == [False, True, False]
     assert all(r.equal for r in results)
-    assert [len(r.ticks) for r in results] == [2, 2]
+    assert [len(r.ticks) for r in results] == [2, 2, 2]
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

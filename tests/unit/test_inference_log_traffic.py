@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from benchmarks.inference_log.__main__ import tick_markdown
 from benchmarks.inference_log.tick import (
     END,
     LATE_LABELS_PER_TICK,
     WINDOW,
+    TickResult,
     Traffic,
     _new_traffic,
     generate,
@@ -84,3 +86,27 @@ def test_a_run_whose_labels_would_precede_the_window_is_refused(tmp_path: Path) 
     long_lag = Traffic(10_000, 10.0, timedelta(seconds=990))  # 9,900 requests back: no 300 before
     with pytest.raises(ValueError, match="late labels"):
         run_tick("sqlite", f"sqlite:///{tmp_path / 'log.db'}", 10_000, 5, lambda _m: None, long_lag)
+
+
+def _result(rows: int, tick_ms: float, *, again: bool = False) -> TickResult:
+    window_s = rows / Traffic.of(rows, 10_000_000, 10_000).rate
+    return TickResult(
+        "sqlite", rows, window_s, 0.1, 0.2, tick_ms / 1000, [tick_ms / 1000], 1.0, True, again=again
+    )
+
+
+def test_the_goals_ratio_is_against_the_first_small_window_and_its_repeat_is_the_noise_floor() -> None:
+    results = [_result(10_000, 20), _result(10_000, 23, again=True), _result(10_000_000, 21)]
+    lines = tick_markdown(results, 10_000, 10_000_000)
+    goal = next(line for line in lines if line.startswith("| tick at 10,000,000 within 10 %"))
+    assert "| 21 ms | 20 ms | 1.05 | yes |" in goal  # not 21 against the repeat's 23 (0.91)
+    floor = next(line for line in lines if line.startswith("| (noise floor"))
+    assert "| 23 ms | 20 ms | 1.15 | – |" in floor
+    assert any(line.startswith("| sqlite | 10,000 (again) |") for line in lines)
+
+
+def test_a_large_window_over_ten_percent_slower_misses_the_goal() -> None:
+    lines = tick_markdown([_result(10_000, 20), _result(10_000_000, 22.4)], 10_000, 10_000_000)
+    goal = next(line for line in lines if line.startswith("| tick at 10,000,000 within 10 %"))
+    assert goal.endswith("| 1.12 | **no** |")
+    assert not any(line.startswith("| (noise floor") for line in lines)
