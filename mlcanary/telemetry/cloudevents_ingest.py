@@ -47,13 +47,12 @@ from mlcanary.telemetry.events import (
     STRUCTURED_CONTENT_TYPE,
     InferenceEvent,
 )
-from mlcanary.telemetry.store import (
+from mlcanary.telemetry.log_records import Features, InferenceRow
+from mlcanary.telemetry.log_tables import (
     MAX_MODEL_LENGTH,
     MAX_REQUEST_ID_LENGTH,
     MAX_SOURCE_LENGTH,
     MAX_VERSION_LENGTH,
-    Features,
-    InferenceRow,
 )
 
 PayloadProtocol = Literal["v1", "v2"]

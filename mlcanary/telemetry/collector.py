@@ -54,7 +54,9 @@ from mlcanary.runtime.http_body import BodyTooLargeError, read_limited_body
 from mlcanary.telemetry.batch_ingest import ingest_batch
 from mlcanary.telemetry.cloudevents_ingest import MalformedEvent, content_mode, parse_event, rows_from_event
 from mlcanary.telemetry.events import InferenceEvent
-from mlcanary.telemetry.store import MAX_REQUEST_ID_LENGTH, Feedback, InferenceLogStore
+from mlcanary.telemetry.log_records import Feedback
+from mlcanary.telemetry.log_tables import MAX_REQUEST_ID_LENGTH
+from mlcanary.telemetry.store import InferenceLogStore
 
 logger = logging.getLogger(__name__)
 

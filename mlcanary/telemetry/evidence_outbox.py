@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, Text, delete, insert, select
 
-from mlcanary.telemetry.store import MAX_MODEL_LENGTH, InferenceLogStore, UTCDateTime
+from mlcanary.telemetry.log_tables import MAX_MODEL_LENGTH, UTCDateTime
+from mlcanary.telemetry.store import InferenceLogStore
 
 _metadata = MetaData()
 pending_evidence_table = Table(

@@ -33,7 +33,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from mlcanary.rollout.lease import LeaseHeldError, LeaseUnavailableError
-from mlcanary.telemetry.store import MAX_MODEL_LENGTH, InferenceLogStore, UTCDateTime
+from mlcanary.telemetry.log_tables import MAX_MODEL_LENGTH, UTCDateTime
+from mlcanary.telemetry.store import InferenceLogStore
 
 logger = logging.getLogger(__name__)
 

@@ -37,8 +37,8 @@ from sqlalchemy import (
 from mlcanary.rollout.stats import LATENCY_FLOOR_MS
 from mlcanary.telemetry.aggregate import stored_sums
 from mlcanary.telemetry.latency_histogram import LOG_GAMMA, LatencyHistogram
+from mlcanary.telemetry.log_tables import UTCDateTime, feedback, inference_log
 from mlcanary.telemetry.rollup_tables import INT_FIELDS, SUM_FIELDS, bucket_expression, rollup_folded_labels
-from mlcanary.telemetry.store import UTCDateTime, feedback, inference_log
 
 __all__ = ["Key", "Sums", "compute_sums"]
 

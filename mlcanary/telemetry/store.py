@@ -21,24 +21,14 @@ one instance. See :mod:`mlcanary.telemetry.rollup_tables`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import (
-    JSON,
     Column,
     ColumnElement,
-    DateTime,
-    Dialect,
     Engine,
-    Float,
-    Index,
-    Integer,
-    MetaData,
-    PrimaryKeyConstraint,
-    String,
     Table,
     and_,
     bindparam,
@@ -53,214 +43,16 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
-from sqlalchemy.types import TypeDecorator
 
+from mlcanary.telemetry.log_records import Feedback, InferenceRow, PendingCounts, WriteResult
+from mlcanary.telemetry.log_tables import LOG_COLUMNS, feedback, inference_log, metadata, shadow_log
 from mlcanary.telemetry.rollup_tables import bucket_of, mark_changed, mark_labels, rollup_metadata
 
 if TYPE_CHECKING:
     import pandas as pd
 
-RowHalf = Literal["request", "response", "both"]
-Features = dict[str, Any] | list[Any]
-
-#: Upper bounds of the string columns; the ingest layer rejects longer values before writing.
-MAX_REQUEST_ID_LENGTH = 255
-MAX_MODEL_LENGTH = 255
-MAX_SOURCE_LENGTH = 1024
-MAX_VERSION_LENGTH = 64
-MAX_ARM_LENGTH = 32
-
 # Large IN (...) lists are split so SQLite's bound-parameter limit is never reached.
 _CHUNK = 500
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Timezone-aware UTC datetimes on every dialect.
-
-    SQLite has no time zones: values are stored as naive UTC text (which sorts chronologically) and
-    come back tagged UTC. Naive datetimes passed in are taken to be UTC already.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-# Plain JSON (text) on PostgreSQL too, not JSONB: JSONB reorders an object's keys, so the feature
-# columns of a fetch would come back in another order than the request sent them, and a model fed
-# by position (no feature names) would be re-scored on permuted inputs.
-_JSON = JSON(none_as_null=True)
-
-metadata = MetaData()
-
-
-def _log_table(name: str) -> Table:
-    """The columns of an inference log (live traffic, or the mirrored copies of the shadow phase)."""
-    return Table(
-        name,
-        metadata,
-        Column("request_id", String(MAX_REQUEST_ID_LENGTH), nullable=False),
-        Column("instance_index", Integer, nullable=False),
-        # Earliest arrival of either half: the time axis every window query uses.
-        Column("received_at", UTCDateTime, nullable=False),
-        Column("request_received_at", UTCDateTime, nullable=True),
-        Column("response_received_at", UTCDateTime, nullable=True),
-        Column("event_time", UTCDateTime, nullable=True),
-        Column("model", String(MAX_MODEL_LENGTH), nullable=False),
-        Column("arm", String(MAX_ARM_LENGTH), nullable=True),
-        Column("version", String(MAX_VERSION_LENGTH), nullable=True),
-        Column("source", String(MAX_SOURCE_LENGTH), nullable=True),
-        Column("protocol", String(8), nullable=True),
-        Column("status_code", Integer, nullable=True),
-        Column("latency_ms", Float, nullable=True),
-        Column("features", _JSON, nullable=True),
-        Column("prediction", Integer, nullable=True),
-        Column("probability", Float, nullable=True),
-        PrimaryKeyConstraint("request_id", "instance_index", name=f"pk_{name}"),
-        Index(f"ix_{name}_model_received", "model", "received_at"),
-        Index(f"ix_{name}_model_arm_received", "model", "arm", "received_at"),
-        # Few rows are ever waiting for their other half; these keep counting them cheap at volume.
-        Index(f"ix_{name}_request_received", "request_received_at"),
-        Index(f"ix_{name}_response_received", "response_received_at"),
-    )
-
-
-inference_log = _log_table("inference_log")
-"""What users were answered: one row per instance of a live request."""
-shadow_log = _log_table("shadow_log")
-"""The shadow phase's mirrored copies: the candidate's answers no user saw, one row per instance,
-under the request id of the live request they copy (so ``inference_log`` holds its other answer).
-A table of its own, so that no query of the live traffic can count them, and so that a database
-from before the shadow phase only gains a table (``create_all``) and never changes one."""
-
-feedback = Table(
-    "feedback",
-    metadata,
-    Column("request_id", String(MAX_REQUEST_ID_LENGTH), nullable=False),
-    Column("instance_index", Integer, nullable=False),
-    Column("label", Integer, nullable=False),
-    Column("received_at", UTCDateTime, nullable=False),
-    PrimaryKeyConstraint("request_id", "instance_index", name="pk_feedback"),
-)
-
-#: Columns of :meth:`InferenceLogStore.fetch` before the expanded feature columns.
-LOG_COLUMNS: tuple[str, ...] = (
-    "request_id",
-    "instance_index",
-    "received_at",
-    "event_time",
-    "model",
-    "arm",
-    "version",
-    "source",
-    "protocol",
-    "status_code",
-    "latency_ms",
-    "prediction",
-    "probability",
-    "label",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class InferenceRow:
-    """One predicted instance, or one half of it, as written to ``inference_log``.
-
-    ``half`` says what the row carries: ``"request"`` (features, from the request event),
-    ``"response"`` (status, latency, prediction, probability, from the response event) or
-    ``"both"`` (a complete row). Writing merges into an existing row with the same
-    ``(request_id, instance_index)``: a non-``None`` value replaces the stored one, ``None`` never
-    erases; ``received_at`` keeps the earliest arrival; ``event_time`` prefers the request's.
-    ``instance_index`` is the position in the request batch, 0 for a single instance; every event
-    writes index 0, so index 0 stands for the whole HTTP request. ``features`` is a JSON object
-    (feature name → value) or, when names are unknown, a JSON list in model-input order.
-    ``prediction`` is the class label; ``probability`` is the positive-class (index 1) probability.
-    ``shadow`` rows (a mirrored copy's) go to ``shadow_log`` instead of ``inference_log``.
-    """
-
-    request_id: str
-    instance_index: int
-    model: str
-    received_at: datetime
-    half: RowHalf = "both"
-    shadow: bool = False
-    event_time: datetime | None = None
-    arm: str | None = None
-    version: str | None = None
-    source: str | None = None
-    protocol: str | None = None
-    status_code: int | None = None
-    latency_ms: float | None = None
-    features: Features | None = None
-    prediction: int | None = None
-    probability: float | None = None
-
-    def to_params(self) -> dict[str, Any]:
-        """Column values for an insert (the ``half`` becomes the two half-arrival timestamps)."""
-        return {
-            "request_id": self.request_id,
-            "instance_index": self.instance_index,
-            "received_at": self.received_at,
-            "request_received_at": self.received_at if self.half in ("request", "both") else None,
-            "response_received_at": self.received_at if self.half in ("response", "both") else None,
-            "event_time": self.event_time,
-            "model": self.model,
-            "arm": self.arm,
-            "version": self.version,
-            "source": self.source,
-            "protocol": self.protocol,
-            "status_code": self.status_code,
-            "latency_ms": self.latency_ms,
-            "features": self.features,
-            "prediction": self.prediction,
-            "probability": self.probability,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Feedback:
-    """A ground-truth label for one instance; a later label for the same key replaces it."""
-
-    request_id: str
-    label: int
-    instance_index: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class WriteResult:
-    """Outcome of :meth:`InferenceLogStore.write_rows`.
-
-    ``rows`` is how many rows the call wrote; ``paired`` how many rows of the touched requests now
-    carry both halves (a re-delivered half counts its rows again).
-    """
-
-    rows: int
-    paired: int
-
-
-@dataclass(frozen=True, slots=True)
-class PendingCounts:
-    """Requests (index-0 rows) still missing one half, split at a cut-off time.
-
-    ``pending_*`` arrived at or after the cut-off and may still be completed; ``unpaired_*`` are
-    older. An unpaired request usually means a failed inference (KServe logs only 200 responses) or
-    a server that died mid-request; an unpaired response means request logging is off or lost.
-    """
-
-    pending_requests: int
-    pending_responses: int
-    unpaired_requests: int
-    unpaired_responses: int
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
