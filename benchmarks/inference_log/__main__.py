@@ -19,11 +19,13 @@ import re
 import sys
 import tempfile
 from contextlib import ExitStack
+from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.inference_log.ingest import IngestResult, run_ingest
 from benchmarks.inference_log.postgres import create_database, postgres_url
 from benchmarks.inference_log.tick import NEW_PER_TICK, WARMUP_TICKS, WINDOW, TickResult, Traffic, run_ticks
+from benchmarks.provenance import commit
 from benchmarks.serving.report import replace_block
 from mlcanary.rollout.durations import human_duration
 from mlcanary.serving.local.payload_logger import DEFAULT_LINGER_S, DEFAULT_MAX_BATCH
@@ -164,7 +166,8 @@ def ingest_markdown(results: list[IngestResult], served: float | None) -> list[s
 def _block(title: str, argv: list[str] | None, body: list[str]) -> str:
     command = "python -m benchmarks.inference_log " + " ".join(argv if argv is not None else sys.argv[1:])
     machine = f"Machine: {_machine()} (other engineers share it: compare ratios)."
-    return "\n".join([title, "", f"Command: `{command.strip()}`. {machine}", "", *body])
+    run = f"Run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC at commit {commit()}."
+    return "\n".join([title, "", f"Command: `{command.strip()}`. {run} {machine}", "", *body])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import platform
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from scipy import stats as scipy_stats
 from benchmarks.judge.baselines import power_limit
 from benchmarks.judge.run import JUDGES, RATES, Cell, Results, cadences
 from benchmarks.judge.truth import THRESHOLD, Scenario
+from benchmarks.provenance import commit
 
 JUDGE_TITLES = {
     "ours": "ours (`decide()`)",
@@ -152,15 +152,6 @@ def goals(results: Results) -> list[tuple[str, str, bool]]:
     return rows
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def markdown(results: Results, command: str, plots: dict[str, str]) -> str:
     m = results.models
     lines = [
@@ -170,7 +161,7 @@ def markdown(results: Results, command: str, plots: dict[str, str]) -> str:
         "| --- | --- |",
         f"| date | {datetime.now(UTC):%Y-%m-%d %H:%M} UTC |",
         f"| machine | {platform.machine()}, {platform.python_implementation()} {platform.python_version()} |",
-        f"| commit | {_commit()} |",
+        f"| commit | {commit()} |",
         f"| command | `{command}` |",
         f"| runs | per cell: {results.aa_runs} for identical models, {results.good_runs} for the other "
         f"good scenarios, {results.runs} for the bad ones |",

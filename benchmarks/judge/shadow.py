@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
 from benchmarks.judge.ours import T0, _arm_metrics, _Cumulative
 from benchmarks.judge.streams import simulate
 from benchmarks.judge.truth import ModelTruth, Scenario, scenarios
+from benchmarks.provenance import commit
 from mlcanary.config import load_settings
 from mlcanary.rollout.decide import decide
 from mlcanary.rollout.durations import format_duration
@@ -173,7 +174,8 @@ def shadow_markdown(
         [
             "### The shadow phase",
             "",
-            f"`{command}`: the real `decide()` on {runs} simulated shadow phases per cell, with "
+            f"`{command}` ({datetime.now(UTC):%Y-%m-%d}, commit {commit()}): the real `decide()` on "
+            f"{runs} simulated shadow phases per cell, with "
             f"`configs/rollout.yaml` and its shadow phase on (duration {format_duration(shadow.duration)}, "
             f"{shadow.min_samples} mirrored requests, share {shadow.share:g}, latency margin "
             f"×{1 + shadow.latency_margin:g}; 15-minute looks). Every live request is answered by the "

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from benchmarks.provenance import commit
 from benchmarks.serving.plan import REPO_ROOT
 
 if TYPE_CHECKING:
@@ -42,8 +43,6 @@ def machine_facts(settings: Settings, args: argparse.Namespace) -> dict[str, str
     envoy = _run_text([str(find_envoy_binary()), "--version"]) or "unknown"
     if "version:" in envoy:
         envoy = envoy.split("version:", 1)[1].strip()
-    commit = _run_text(["git", "rev-parse", "--short", "HEAD"]) or "unknown"
-    dirty = _run_text(["git", "status", "--porcelain", "--untracked-files=no"])
     mem_kb = 0
     with contextlib.suppress(OSError, ValueError, IndexError):
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -60,7 +59,7 @@ def machine_facts(settings: Settings, args: argparse.Namespace) -> dict[str, str
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "envoy": envoy,
-        "commit": commit + (" (with uncommitted changes)" if dirty else ""),
+        "commit": commit(),
         "load average before the run (1 / 5 min)": f"{load1:.2f} / {load5:.2f}",
         "model": (
             f"{settings.model.estimator}, trained on {settings.data.synthetic.rows:,} synthetic rows; "
