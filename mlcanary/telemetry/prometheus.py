@@ -2,7 +2,7 @@
 
 Per arm, over the release so far and over the last tick's window, it asks Prometheus (instant
 queries, ``POST /api/v1/query``) for requests by status code, the latency histogram and latency
-quantiles, using the PromQL templates of :class:`~mlcanary.config.PrometheusSettings`. The arms'
+quantiles, using the PromQL templates of :class:`~mlcanary.config.sections.PrometheusSettings`. The arms'
 workloads come from the serving backend (``workloads(model)``: Knative revisions'
 ``<revision>-deployment``, Standard mode's ``<isvc>-predictor``).
 
