@@ -32,6 +32,8 @@ pytestmark = pytest.mark.flows
 
 TOKEN = "s3cr3tBLOCKtoken"
 LINK = "http://mlflow.example:5000/#/runs/abc123"
+# Each block gets a new name; saves still overwrite, because a save that Prefect's client retried
+# (the harness's SQLite locked under load) would otherwise find its own first attempt: 409.
 _names = itertools.count(1)
 
 
@@ -50,13 +52,13 @@ def _webhook(url: str) -> str:
         json_data={"subject": "{{subject}}", "body": "{{body}}"},
         secrets={"token": TOKEN},
         timeout=3,
-    ).save(name)
+    ).save(name, overwrite=True)
     return f"custom-webhook/{name}"
 
 
 def _slack(url: str) -> str:
     name = f"mlcanary-test-{next(_names)}"
-    SlackWebhook(url=url).save(name)
+    SlackWebhook(url=url).save(name, overwrite=True)
     return f"slack-webhook/{name}"
 
 
@@ -249,7 +251,7 @@ def test_a_missing_block_is_a_clear_error() -> None:
 
 def test_a_block_that_is_not_a_notification_block_is_a_clear_error() -> None:
     name = f"mlcanary-test-{next(_names)}"
-    Secret(value=TOKEN).save(name)
+    Secret(value=TOKEN).save(name, overwrite=True)
     with pytest.raises(
         ValueError, match=r"MLCANARY_NOTIFY_BLOCK: .* is a Secret, not a notification block"
     ) as e:
