@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 
+from mlcanary.runtime.atomic_files import write_atomic
 from mlcanary.runtime.net import port_in_use
 
 RUN_DIRNAME = "run"
@@ -93,16 +94,6 @@ def _pid_alive(pid: int) -> bool:
         return True
     # An exited child of some other process stays a zombie until reaped; it is not running.
     return not _is_zombie(pid)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def read_pidfile(state_dir: Path, name: str) -> PidRecord | None:
@@ -283,7 +274,7 @@ def start_process(
         start_ticks=_start_ticks(popen.pid) if sys.platform.startswith("linux") else None,
     )
     path = pidfile_path(state_dir, name)
-    _write_atomic(path, json.dumps(asdict(record), indent=2))
+    write_atomic(path, json.dumps(asdict(record), indent=2))
     return ManagedProcess(record, path, popen)
 
 

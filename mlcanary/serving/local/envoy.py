@@ -29,6 +29,7 @@ import yaml
 
 from mlcanary.config import http_url
 from mlcanary.rollout.arms import Arm
+from mlcanary.runtime.atomic_files import write_atomic
 from mlcanary.runtime.processes import (
     AlreadyRunningError,
     ManagedProcess,
@@ -162,30 +163,6 @@ def new_version(weights: Weights) -> str:
     return f"{weights.champion}-{weights.candidate}{mirrored}-{stamp}-{uuid.uuid4().hex[:8]}"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temp file beside ``path``, fsync, and rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
-
-
 @contextlib.contextmanager
 def _routes_lock(layout: EnvoyLayout) -> Iterator[None]:
     """Serialise routes writers across processes (``mlcanary traffic`` vs. a running monitor)."""
@@ -223,8 +200,8 @@ def _write_routes_unlocked(layout: EnvoyLayout, weights: Weights, version: str) 
     }
     # Intent first: if we crash between the two renames, the next start boots with the new
     # weights rather than silently reverting a change Envoy may already serve.
-    _write_atomic(layout.weights_path, json.dumps(persisted, indent=2) + "\n")
-    _write_atomic(layout.routes_path, text)
+    write_atomic(layout.weights_path, json.dumps(persisted, indent=2) + "\n")
+    write_atomic(layout.routes_path, text)
 
 
 def write_routes(layout: EnvoyLayout, weights: Weights, version: str) -> None:
@@ -487,7 +464,7 @@ class EnvoyProxy:
         for directory in (layout.envoy_dir, layout.rds_dir, layout.log_dir):
             directory.mkdir(parents=True, exist_ok=True)
         bootstrap = yaml.safe_dump(render_bootstrap(layout), sort_keys=False)
-        _write_atomic(layout.bootstrap_path, bootstrap)
+        write_atomic(layout.bootstrap_path, bootstrap)
         with contextlib.suppress(FileNotFoundError):
             layout.admin_address_path.unlink()
         self._admin_base = None

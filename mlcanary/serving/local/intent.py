@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from mlcanary.rollout.serving import ServingError
+from mlcanary.runtime.atomic_files import write_atomic
 
 
 @dataclass(frozen=True)
@@ -60,14 +60,8 @@ class IntentFile:
 
     def write(self, intent: Intent) -> None:
         """Replace the intent (fsynced, then renamed into place)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         payload = {**asdict(intent), "updated_at": datetime.now(UTC).isoformat()}
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(payload))
 
 
 class BackendLock:
