@@ -180,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=["tick", "ingest"])
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.rows <= args.small:
+        parser.error("--rows must be larger than --small (the tick is compared between the two windows)")
     if args.rows % args.small:
         parser.error("--rows must be a multiple of --small (so the windows start alike in a 10-s bucket)")
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from benchmarks.inference_log.__main__ import tick_markdown
+from benchmarks.inference_log.__main__ import main, tick_markdown
 from benchmarks.inference_log.tick import (
     END,
     LATE_LABELS_PER_TICK,
@@ -110,3 +110,19 @@ def test_a_large_window_over_ten_percent_slower_misses_the_goal() -> None:
     goal = next(line for line in lines if line.startswith("| tick at 10,000,000 within 10 %"))
     assert goal.endswith("| 1.12 | **no** |")
     assert not any(line.startswith("| (noise floor") for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--rows", "10000", "--small", "10000"], "larger than --small"),
+        (["--rows", "25000", "--small", "10000"], "multiple of --small"),
+    ],
+)
+def test_window_sizes_that_cannot_be_compared_are_refused_before_any_work(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--only", "tick", "--backends", "sqlite", *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
