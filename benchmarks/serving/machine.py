@@ -6,28 +6,14 @@ import argparse
 import contextlib
 import os
 import platform
-import subprocess
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from benchmarks.provenance import commit
-from benchmarks.serving.plan import REPO_ROOT
+from benchmarks.provenance import commit, run_text
 
 if TYPE_CHECKING:
     from mlcanary.config import Settings
-
-
-def _run_text(argv: Sequence[str], timeout_s: float = 15.0) -> str | None:
-    try:
-        done = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=timeout_s, check=False, cwd=REPO_ROOT
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    text = (done.stdout or done.stderr).strip()
-    return text if done.returncode == 0 and text else None
 
 
 def machine_facts(settings: Settings, args: argparse.Namespace) -> dict[str, str]:
@@ -39,8 +25,8 @@ def machine_facts(settings: Settings, args: argparse.Namespace) -> dict[str, str
             if line.startswith("model name"):
                 cpu_model = line.split(":", 1)[1].strip()
                 break
-    nproc = _run_text(["nproc"]) or str(len(os.sched_getaffinity(0)))
-    envoy = _run_text([str(find_envoy_binary()), "--version"]) or "unknown"
+    nproc = run_text(["nproc"]) or str(len(os.sched_getaffinity(0)))
+    envoy = run_text([str(find_envoy_binary()), "--version"]) or "unknown"
     if "version:" in envoy:
         envoy = envoy.split("version:", 1)[1].strip()
     mem_kb = 0
